@@ -1,0 +1,943 @@
+"""Online contrastive RL (CRL) with residual networks that scale from 4 to 1024 layers.
+
+Reproduces "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching
+Capabilities" (Wang et al., NeurIPS 2025; arXiv 2503.14858): self-supervised goal-conditioned RL
+with no rewards and no demonstrations. A critic of two encoders, phi(s, a) and psi(g), is trained
+with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the critic's score. Section 4
+(main table, depth sweep) and the ablations of section 5 run from this file. Read it top to bottom:
+Args, environments, network, replay buffer, losses, training loop, evaluation, main. The blocks
+marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and crl_collector_learner.py.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import xml.etree.ElementTree as ET
+from typing import Any, Callable, Literal, NamedTuple, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from brax import actuator as brax_actuator
+from brax import base as brax_base
+from brax.envs.base import PipelineEnv, State
+from brax.io import mjcf
+from etils import epath
+
+
+# ==================================================================================================
+# Args
+# ==================================================================================================
+@dataclasses.dataclass
+class Args:
+    # --- experiment ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy and jax)"""
+    track: bool = False
+    """log to Weights & Biases (wandb is imported only then)"""
+    wandb_project_name: str = "crl-depth"
+    """wandb project"""
+    wandb_entity: Optional[str] = None
+    """wandb entity (team or user); None uses your wandb default"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
+    runs_dir: str = "runs"
+    """directory under which runs/{run_name}/ is created"""
+    render: bool = False
+    """after training, write an HTML rollout of the deterministic policy (brax html viewer)"""
+
+    # --- environment ---
+    env_id: str = "humanoid"
+    """environment id, one of the keys of ENVS below (humanoid, ant, reacher)"""
+    num_envs: int = 512
+    """number of parallel training environments"""
+    episode_length: int = 1000
+    """steps per episode (training and evaluation); also the length of a sampled window"""
+    num_eval_envs: int = 128
+    """number of evaluation environments (one episode each per evaluation)"""
+
+    # --- algorithm ---
+    total_env_steps: int = 100_000_000
+    """total environment steps, prefill included"""
+    num_epochs: int = 100
+    """number of epochs; an evaluation runs after each"""
+    unroll_length: int = 62
+    """environment steps collected per env per training step"""
+    num_sgd_steps: int = 800
+    """SGD steps per training step (800 per 512 x 62 env steps is the paper's 1:40 ratio)"""
+    batch_size: int = 512
+    """batch size of each SGD step (also the number of InfoNCE negatives + 1)"""
+    max_replay_size: int = 10_000
+    """replay buffer capacity in steps per env"""
+    min_replay_size: int = 1_000
+    """steps per env collected with uniform random actions before training starts"""
+    gamma: float = 0.99
+    """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor"""
+    critic_lr: float = 3e-4
+    """Adam learning rate of both critic encoders"""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha), the entropy coefficient"""
+    logsumexp_penalty: float = 0.1
+    """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
+    target_entropy_scale: float = 0.5
+    """target entropy is -target_entropy_scale * action_dim"""
+
+    # --- network ---
+    depth: int = 4
+    """Dense layers inside the residual blocks of actor and critic (a positive multiple of 4)"""
+    actor_depth: Optional[int] = None
+    """actor depth; overrides --depth for the actor"""
+    critic_depth: Optional[int] = None
+    """critic depth (phi and psi); overrides --depth for the critic"""
+    width: int = 256
+    """width of every hidden layer"""
+    repr_dim: int = 64
+    """output dimension of phi(s, a) and psi(g)"""
+    layer_norm: bool = True
+    """LayerNorm after every hidden Dense (--no-layer-norm for the ablation)"""
+    activation: Literal["swish", "relu"] = "swish"
+    """hidden activation (relu for the ablation)"""
+    residual: bool = True
+    """skip connection around every block of 4 layers (--no-residual for the ablation)"""
+    remat: bool = False
+    """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+
+# ==================================================================================================
+# SHARED BLOCK: environments (keep identical in crl_depth.py, crl_depth_offline.py,
+# crl_collector_learner.py; tests/test_shared_blocks.py checks it)
+# ==================================================================================================
+# Goal-conditioned brax envs built from brax's bundled XML, edited at construction. Every env's
+# observation is state (obs_dim) ++ goal; a relabelled goal is future_state[goal_start:goal_end],
+# and distance to the goal is ||state[goal_start:goal_end] - goal|| for every env.
+BRAX_ASSETS = epath.resource_path("brax") / "envs/assets"
+
+
+def _target_body(size: float, z: float, joint_range: float, mass: float) -> ET.Element:
+    """A non-colliding sphere on x/y slide joints that shows the goal in renders (appended LAST)."""
+    body = ET.Element("body", name="target", pos=f"0 0 {z}")
+    for name, axis in (("target_x", "1 0 0"), ("target_y", "0 1 0")):
+        ET.SubElement(body, "joint", name=name, type="slide", axis=axis, limited="true",
+                      range=f"{-joint_range} {joint_range}", armature="0", damping="0", stiffness="0")
+    ET.SubElement(body, "geom", name="target_geom", type="sphere", size=str(size), contype="0",
+                  conaffinity="0", mass=str(mass), rgba="1 0.2 0.2 0.6")
+    return body
+
+
+class GoalEnv(PipelineEnv):
+    """Common reset/step of the goal-conditioned envs. Subclasses define the XML edits,
+    `_start_and_goal`, `_state` and `_terminated`; the per-step metrics are `dist` and `success`."""
+
+    obs_dim: int
+    goal_start: int
+    goal_end: int
+    success_radius: float
+
+    def _start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        raise NotImplementedError  # returns q, qd, goal
+
+    def _state(self, ps: brax_base.State, action: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _terminated(self, ps: brax_base.State) -> jax.Array:
+        return jnp.zeros(())
+
+    def _goal_metrics(self, state_vec: jax.Array, goal: jax.Array) -> dict:
+        dist = jnp.linalg.norm(state_vec[self.goal_start : self.goal_end] - goal)
+        return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
+
+    def reset(self, rng: jax.Array) -> State:
+        q, qd, goal = self._start_and_goal(rng)
+        ps = self.pipeline_init(q, qd)
+        state_vec = self._state(ps, jnp.zeros(self.sys.act_size()))
+        metrics = self._goal_metrics(state_vec, goal)
+        obs = jnp.concatenate([state_vec, goal])
+        zero = jnp.zeros(())
+        return State(ps, obs, metrics["success"], zero, metrics, {"goal": goal})
+
+    def step(self, state: State, action: jax.Array) -> State:
+        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
+        ctrl = lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
+        ps = self.pipeline_step(state.pipeline_state, ctrl)
+        goal = state.info["goal"]
+        state_vec = self._state(ps, ctrl)
+        metrics = self._goal_metrics(state_vec, goal)
+        obs = jnp.concatenate([state_vec, goal])
+        done = self._terminated(ps).astype(jnp.float32)
+        return state.replace(pipeline_state=ps, obs=obs, reward=metrics["success"], done=done,
+                             metrics=metrics)
+
+
+class Reacher(GoalEnv):
+    """2-link planar arm; the fingertip must reach a target within radius 0.2 of the base.
+    Backend: brax's default `generalized` at 0.01 x 4 = 0.04 s (the paper's step). On `spring`
+    at that step the arm's state goes NaN within a random rollout (as the original code's reacher
+    did); tests/test_envs.py checks that a long random rollout stays finite."""
+
+    obs_dim, goal_start, goal_end, success_radius = 10, 4, 7, 0.05
+
+    def __init__(self, backend: str = "generalized"):
+        xml = (BRAX_ASSETS / "reacher.xml").read_text()  # already carries its `target` body last
+        sys_ = mjcf.loads(xml).tree_replace({"opt.timestep": 0.01})
+        super().__init__(sys=sys_, backend=backend, n_frames=4)
+
+    def _start_and_goal(self, rng):
+        rng_q, rng_qd, rng_r, rng_a = jax.random.split(rng, 4)
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(rng_qd, (self.sys.qd_size(),), minval=-0.005, maxval=0.005)
+        radius = 0.2 * jax.random.uniform(rng_r)
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        target_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q, qd = q.at[2:].set(target_xy), qd.at[2:].set(0.0)
+        return q, qd, jnp.concatenate([target_xy, jnp.array([0.01])])  # target body sits at z 0.01
+
+    def _state(self, ps, action):
+        theta = ps.q[:2]
+        tip_offset = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))
+        tip_pos = ps.x.take(1).do(tip_offset).pos
+        tip_vel = tip_offset.do(ps.xd.take(1)).vel
+        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), tip_pos, tip_vel])
+
+
+class Ant(GoalEnv):
+    """Quadruped; the torso must reach a goal on a circle of radius 10 (spring, 0.05 s a step)."""
+
+    obs_dim, goal_start, goal_end, success_radius = 29, 0, 2, 0.5
+
+    def __init__(self, backend: str = "spring"):
+        root = ET.fromstring((BRAX_ASSETS / "ant.xml").read_text())
+        init_qpos = root.find("custom/numeric[@name='init_qpos']")
+        init_qpos.set("data", init_qpos.get("data") + " 0 0")  # the target's slide joints
+        root.find("worldbody").append(_target_body(size=0.25, z=0.5, joint_range=100.0, mass=1.0))
+        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.005})
+        super().__init__(sys=sys_, backend=backend, n_frames=10)
+
+    def _start_and_goal(self, rng):
+        rng_q, rng_qd, rng_a = jax.random.split(rng, 3)
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = 0.1 * jax.random.normal(rng_qd, (self.sys.qd_size(),))
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        goal = 10.0 * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        return q.at[-2:].set(goal), qd.at[-2:].set(0.0), goal
+
+    def _state(self, ps, action):
+        return jnp.concatenate([ps.q[:-2], ps.qd[:-2]])  # without the target's slide joints
+
+    def _terminated(self, ps):
+        z = ps.x.pos[0, 2]
+        return (z < 0.2) | (z > 1.0)
+
+
+class Humanoid(GoalEnv):
+    """Humanoid; the torso must reach (gx, gy, 1.25), goal 1-5 m away (spring, 0.03 s a step).
+
+    Fidelity quirks of the paper's env, kept: the state includes the target's slide joints, and the
+    1 kg target link enters the centre-of-mass terms. Env step 0.003 x 10 = 0.03 s (the original
+    meant 0.0015 x 10, but its timestep change had no effect on the brax it ran on)."""
+
+    obs_dim, goal_start, goal_end, success_radius = 268, 0, 3, 0.5
+
+    def __init__(self, backend: str = "spring"):
+        root = ET.fromstring((BRAX_ASSETS / "humanoid.xml").read_text())
+        root.find("default/geom").set("contype", "1")  # body geoms hit floor (and walls), not each other
+        root.find("worldbody/geom[@name='floor']").set("size", "40 40 0.125")
+        for i, motor in enumerate(root.find("actuator").findall("motor")):
+            motor.set("gear", "350" if i < 11 else "100")  # 11 torso/leg, 6 arm actuators
+        root.find("worldbody").append(_target_body(size=0.5, z=1.25, joint_range=100.0, mass=1.0))
+        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.003})
+        super().__init__(sys=sys_, backend=backend, n_frames=10)
+
+    def _start_and_goal(self, rng):
+        rng_r, rng_a = jax.random.split(rng)
+        radius = jax.random.uniform(rng_r, minval=1.0, maxval=5.0)
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        goal_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q = self.sys.init_q.at[-2:].set(goal_xy)
+        return q, jnp.zeros(self.sys.qd_size()), jnp.concatenate([goal_xy, jnp.array([1.25])])
+
+    def _state(self, ps, action):
+        inertia = self.sys.link.inertia
+        if self.backend in ("spring", "positional"):  # as brax's humanoid: scaled, diagonal inertia
+            inertia = inertia.replace(
+                i=jax.vmap(jnp.diag)(jax.vmap(jnp.diagonal)(inertia.i) ** (1 - self.sys.spring_inertia_scale)),
+                mass=inertia.mass ** (1 - self.sys.spring_mass_scale))
+        mass_sum = jnp.sum(inertia.mass)
+        x_i = ps.x.vmap().do(inertia.transform)
+        com = jnp.sum(jax.vmap(jnp.multiply)(inertia.mass, x_i.pos), axis=0) / mass_sum
+        cinr = x_i.replace(pos=x_i.pos - com).vmap().do(inertia)
+        com_inertia = jnp.hstack([cinr.i.reshape((cinr.i.shape[0], -1)), inertia.mass[:, None]])
+        xd_i = brax_base.Transform.create(pos=x_i.pos - ps.x.pos).vmap().do(ps.xd)
+        com_velocity = jnp.hstack([inertia.mass[:, None] * xd_i.vel / mass_sum, xd_i.ang])
+        qfrc_actuator = brax_actuator.to_tau(self.sys, action, ps.q, ps.qd)
+        return jnp.concatenate([ps.q, ps.qd, com_inertia.ravel(), com_velocity.ravel(), qfrc_actuator])
+
+    def _terminated(self, ps):
+        z = ps.x.pos[0, 2]
+        return (z < 1.0) | (z > 2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    make: Callable[[], GoalEnv]  # training env
+    obs_dim: int  # state dimension; the goal follows it in the observation
+    goal_start: int  # goal slice of the state: state[goal_start:goal_end]
+    goal_end: int
+    make_eval: Optional[Callable[[], GoalEnv]] = None  # evaluation env if it differs (maze layouts)
+
+
+def _spec(cls, **kw) -> EnvSpec:
+    return EnvSpec(make=lambda: cls(**kw), obs_dim=cls.obs_dim, goal_start=cls.goal_start,
+                   goal_end=cls.goal_end)
+
+
+# The registry: adding an env is one entry here plus its class above.
+ENVS: dict[str, EnvSpec] = {
+    "reacher": _spec(Reacher),
+    "ant": _spec(Ant),
+    "humanoid": _spec(Humanoid),
+}
+
+
+def make_env(env_id: str, eval: bool = False) -> GoalEnv:
+    if env_id not in ENVS:
+        raise ValueError(f"unknown env id {env_id!r}; valid ids: {', '.join(ENVS)}")
+    spec = ENVS[env_id]
+    return (spec.make_eval or spec.make)() if eval else spec.make()
+
+
+class VecGoalEnv:
+    """num_envs copies of a GoalEnv with an episode limit and auto reset. Every episode gets a
+    fresh start and goal (the original code restored the first reset's state instead, so each
+    env kept one start and goal for the whole run). info['episode_id'] counts episodes per env
+    so that the replay buffer never relabels across an episode boundary."""
+
+    def __init__(self, env: GoalEnv, num_envs: int, episode_length: int):
+        self.env, self.num_envs, self.episode_length = env, num_envs, episode_length
+        self.action_size = env.sys.act_size()
+        self.obs_size = env.obs_dim + (env.goal_end - env.goal_start)
+
+    def reset(self, key: jax.Array) -> State:
+        key, key_reset = jax.random.split(key)
+        state = jax.vmap(self.env.reset)(jax.random.split(key_reset, self.num_envs))
+        n = self.num_envs
+        state.info.update(steps=jnp.zeros(n, jnp.int32), episode_id=jnp.zeros(n, jnp.int32),
+                          truncated=jnp.zeros(n), key=jax.random.split(key, n))
+        return state
+
+    def step(self, state: State, action: jax.Array) -> State:
+        info = state.info
+        nxt = jax.vmap(self.env.step)(state, action)
+        steps = info["steps"] + 1
+        truncated = (steps >= self.episode_length).astype(jnp.float32)
+        done = jnp.maximum(nxt.done, truncated)  # this step ended the episode
+        keys = jax.vmap(jax.random.split)(info["key"])
+        fresh = jax.vmap(self.env.reset)(keys[:, 1])
+
+        def pick(a, b):  # fresh reset where done, else the stepped state
+            return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)) > 0, a, b)
+
+        ps = jax.tree.map(pick, fresh.pipeline_state, nxt.pipeline_state)
+        new_info = dict(nxt.info, goal=pick(fresh.info["goal"], nxt.info["goal"]),
+                        steps=jnp.where(done > 0, 0, steps), truncated=truncated,
+                        episode_id=info["episode_id"] + done.astype(jnp.int32), key=keys[:, 0])
+        # metrics, reward and done describe the step just taken; obs is the next episode's if done
+        return nxt.replace(pipeline_state=ps, obs=pick(fresh.obs, nxt.obs), done=done, info=new_info)
+
+
+# END SHARED BLOCK: environments
+
+
+# ==================================================================================================
+# SHARED BLOCK: network (keep identical in all three scripts)
+# ==================================================================================================
+# depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
+# identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
+# activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
+# holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
+# pass instead of storing them.
+def lecun_uniform_third() -> Callable:
+    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+class ResidualBlock(nn.Module):
+    width: int
+    layer_norm: bool
+    activation: str
+    residual: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        act = nn.swish if self.activation == "swish" else nn.relu
+        h = x
+        for _layer in range(4):  # fixed 4 layers per block, independent of depth
+            h = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+            if self.layer_norm:
+                h = nn.LayerNorm()(h)
+            h = act(h)
+        return (h + x if self.residual else h), None
+
+
+class ResidualTrunk(nn.Module):
+    depth: int
+    width: int
+    layer_norm: bool = True
+    activation: str = "swish"
+    residual: bool = True
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = nn.swish if self.activation == "swish" else nn.relu
+        x = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        if self.layer_norm:
+            x = nn.LayerNorm()(x)
+        x = act(x)
+        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                         length=self.depth // 4)
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, name="blocks")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """phi(s, a) or psi(g): trunk + Dense(repr_dim)."""
+
+    trunk: ResidualTrunk
+    repr_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.trunk(x)
+        return nn.Dense(self.repr_dim, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g): trunk + mean head + log-std head (tanh-squashed into [-5, 2])."""
+
+    trunk: ResidualTrunk
+    action_size: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = self.trunk(obs)
+        dense = lambda name: nn.Dense(self.action_size, kernel_init=lecun_uniform_third(),
+                                      bias_init=nn.initializers.zeros, name=name)
+        mean = dense("mean")(x)
+        log_std = jnp.tanh(dense("log_std")(x))
+        log_std = -5.0 + 0.5 * (2.0 - (-5.0)) * (log_std + 1.0)
+        return mean, log_std
+
+
+class Networks(NamedTuple):
+    actor: Actor
+    phi: Encoder
+    psi: Encoder
+
+
+def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
+                  layer_norm: bool = True, activation: str = "swish", residual: bool = True,
+                  remat: bool = False) -> Networks:
+    def trunk(depth):
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat)
+
+    return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
+                    Encoder(trunk(critic_depth), repr_dim))
+
+
+# END SHARED BLOCK: network
+
+
+# ==================================================================================================
+# SHARED BLOCK: replay buffer (keep identical in all three scripts)
+# ==================================================================================================
+# A circular buffer of trajectories, one column per env: states [max_size, num_envs, obs_dim],
+# actions [max_size, num_envs, action_size] and the episode id of each step. Sampling takes one
+# window of `window` consecutive steps per env and relabels each step t with the goal of a STRICTLY
+# future state t+k of the SAME episode inside the window, P(k) proportional to gamma^k.
+@flax.struct.dataclass
+class Buffer:
+    state: jax.Array
+    action: jax.Array
+    episode_id: jax.Array
+    ptr: jax.Array  # next row to write
+    size: jax.Array  # rows holding data (<= max_size)
+
+
+def buffer_init(max_size: int, num_envs: int, obs_dim: int, action_size: int) -> Buffer:
+    return Buffer(state=jnp.zeros((max_size, num_envs, obs_dim)),
+                  action=jnp.zeros((max_size, num_envs, action_size)),
+                  episode_id=jnp.zeros((max_size, num_envs), jnp.int32),
+                  ptr=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+
+
+def buffer_insert(buf: Buffer, state: jax.Array, action: jax.Array, episode_id: jax.Array) -> Buffer:
+    """Appends T steps of every env ([T, num_envs, ...]), overwriting the oldest when full."""
+    max_size, steps = buf.state.shape[0], state.shape[0]
+    rows = (buf.ptr + jnp.arange(steps)) % max_size
+    return buf.replace(state=buf.state.at[rows].set(state), action=buf.action.at[rows].set(action),
+                       episode_id=buf.episode_id.at[rows].set(episode_id),
+                       ptr=(buf.ptr + steps) % max_size, size=jnp.minimum(buf.size + steps, max_size))
+
+
+def sample_future_offsets(key: jax.Array, episode_id: jax.Array, gamma: float) -> tuple[jax.Array, jax.Array]:
+    """For a window of episode ids [W] (non-decreasing), draws k_t >= 1 with P(k) ~ gamma^k over the
+    K_t steps left in t's episode inside the window (inverse CDF of a truncated geometric law).
+    Returns (k [W], valid [W]); valid is False where no future step of the same episode exists."""
+    window = episode_id.shape[0]
+    t = jnp.arange(window)
+    last = jnp.searchsorted(episode_id, episode_id, side="right") - 1  # last index of t's episode
+    horizon = last - t  # K_t
+    u = jax.random.uniform(key, (window,))
+    # CDF(k) = (1 - gamma^k) / (1 - gamma^K)  =>  k = ceil(log(1 - u (1 - gamma^K)) / log(gamma))
+    k = jnp.ceil(jnp.log1p(-u * (1.0 - gamma ** horizon.astype(jnp.float32))) / math.log(gamma))
+    k = jnp.clip(k.astype(jnp.int32), 1, jnp.maximum(horizon, 1))
+    return k, horizon >= 1
+
+
+def buffer_sample(buf: Buffer, key: jax.Array, window: int, gamma: float, goal_start: int,
+                  goal_end: int) -> dict:
+    """One window per env, relabelled; returns flat arrays over num_envs * window steps: state,
+    action, goal (from the future state), valid, and offset k (for tests and diagnostics)."""
+    max_size, num_envs = buf.state.shape[:2]
+    key_start, key_k = jax.random.split(key)
+    oldest = (buf.ptr - buf.size) % max_size
+    start = jax.random.randint(key_start, (num_envs,), 0, buf.size - window + 1)
+    rows = (oldest + start[:, None] + jnp.arange(window)[None, :]) % max_size  # [num_envs, W]
+    cols = jnp.arange(num_envs)[:, None]
+    state, action, episode_id = buf.state[rows, cols], buf.action[rows, cols], buf.episode_id[rows, cols]
+    k, valid = jax.vmap(sample_future_offsets, in_axes=(0, 0, None))(
+        jax.random.split(key_k, num_envs), episode_id, gamma)
+    future = jnp.take_along_axis(state, (jnp.arange(window)[None, :] + k)[..., None] % window, axis=1)
+    flat = lambda x: x.reshape((num_envs * window,) + x.shape[2:])
+    return {"state": flat(state), "action": flat(action), "goal": flat(future[..., goal_start:goal_end]),
+            "valid": flat(valid), "k": flat(k)}
+
+
+def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_size: int) -> dict:
+    """Random order with every valid (relabelled) transition before any invalid one; takes
+    num_batches * batch_size of them, reusing valid ones if there are too few, so no transition
+    without a same-episode future goal is ever trained on."""
+    n = data["valid"].shape[0]
+    u = jax.random.uniform(key, (n,))
+    order = jnp.argsort(jnp.where(data["valid"], u, u + 2.0))
+    num_valid = jnp.maximum(jnp.sum(data["valid"]), 1)
+    idx = order[jnp.arange(num_batches * batch_size) % num_valid]
+    return {name: x[idx].reshape((num_batches, batch_size) + x.shape[1:])
+            for name, x in data.items() if name in ("state", "action", "goal")}
+
+
+# END SHARED BLOCK: replay buffer
+
+
+# ==================================================================================================
+# SHARED BLOCK: losses (keep identical in all three scripts)
+# ==================================================================================================
+def l2_energy_matrix(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """logits[i, j] = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (not squared). A 1e-12 inside the
+    square root keeps the gradient finite when two representations coincide."""
+    diff = sa_repr[:, None, :] - g_repr[None, :, :]
+    return -jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-12)
+
+
+def l2_energy_pairs(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """f(s_i, a_i, g_i) for matching rows."""
+    return -jnp.sqrt(jnp.sum((sa_repr - g_repr) ** 2, axis=-1) + 1e-12)
+
+
+def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array, dict]:
+    """Row-wise InfoNCE with positives on the diagonal, plus penalty * mean_i(logsumexp_i^2)."""
+    lse = jax.nn.logsumexp(logits, axis=1)
+    diag = jnp.diag(logits)
+    loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
+    n = logits.shape[0]
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
+               "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
+               "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
+    return loss, metrics
+
+
+def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables."""
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2), stable
+    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
+
+
+@flax.struct.dataclass
+class Agent:
+    """Everything one CRL learner owns: actor, critic (phi and psi), log(alpha), optimiser states."""
+
+    actor_params: Any
+    critic_params: Any  # {"phi": ..., "psi": ...}
+    log_alpha: jax.Array
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+
+
+class Optimizers(NamedTuple):
+    actor: optax.GradientTransformation
+    critic: optax.GradientTransformation
+    alpha: optax.GradientTransformation
+
+
+def agent_init(key: jax.Array, nets: Networks, opts: Optimizers, obs_dim: int, goal_dim: int,
+               action_size: int) -> Agent:
+    key_actor, key_phi, key_psi = jax.random.split(key, 3)
+    actor_params = nets.actor.init(key_actor, jnp.zeros((1, obs_dim + goal_dim)))
+    critic_params = {"phi": nets.phi.init(key_phi, jnp.zeros((1, obs_dim + action_size))),
+                     "psi": nets.psi.init(key_psi, jnp.zeros((1, goal_dim)))}
+    log_alpha = jnp.zeros(())
+    return Agent(actor_params, critic_params, log_alpha, opts.actor.init(actor_params),
+                 opts.critic.init(critic_params), opts.alpha.init(log_alpha))
+
+
+def critic_loss_fn(critic_params, nets: Networks, batch: dict, logsumexp_penalty: float):
+    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], batch["action"]], -1))
+    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+    return infonce_loss(l2_energy_matrix(sa_repr, g_repr), logsumexp_penalty)
+
+
+def actor_loss_fn(actor_params, critic_params, log_alpha, nets: Networks, batch: dict, key: jax.Array,
+                  bc_coef: float = 0.0):
+    """mean(alpha * log pi(a|s,g) - f(s, a, g)), a ~ pi, on the batch's relabelled goals; plus
+    bc_coef * mean ||a - a_data||^2 (behaviour cloning, used offline; 0 online)."""
+    mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+    action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], action], -1))
+    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+    q = l2_energy_pairs(sa_repr, g_repr)
+    bc = jnp.mean(jnp.sum((action - batch["action"]) ** 2, axis=-1))
+    loss = jnp.mean(jnp.exp(log_alpha) * log_prob - q) + bc_coef * bc
+    return loss, {"losses/actor": loss, "actor/entropy": -jnp.mean(log_prob), "actor/q": jnp.mean(q),
+                  "actor/bc_mse": bc, "_log_prob": log_prob}
+
+
+def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-log_prob - target_entropy))
+
+
+def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
+                    bc_coef: float = 0.0) -> Callable:
+    """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
+
+    def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
+        (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
+        log_prob = actor_m.pop("_log_prob")
+        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(agent.log_alpha, log_prob, target_entropy)
+        (_, critic_m), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            agent.critic_params, nets, batch, logsumexp_penalty)
+
+        def apply(opt, grads, opt_state, params):
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        actor_params, actor_opt = apply(opts.actor, actor_grads, agent.actor_opt, agent.actor_params)
+        log_alpha, alpha_opt = apply(opts.alpha, alpha_grad, agent.alpha_opt, agent.log_alpha)
+        critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
+        metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
+        return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
+
+    return update
+
+
+# END SHARED BLOCK: losses
+
+
+# ==================================================================================================
+# Training loop
+# ==================================================================================================
+@flax.struct.dataclass
+class TrainState:
+    agent: Agent
+    env_state: State
+    buffer: Buffer
+    key: jax.Array
+    env_steps: jax.Array
+
+
+def validate_args(args: Args) -> Optional[str]:
+    """Returns one line describing what is wrong with args, or None."""
+    if args.env_id not in ENVS:
+        return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
+    for name in ("depth", "actor_depth", "critic_depth"):
+        value = getattr(args, name)
+        if value is not None and (value <= 0 or value % 4 != 0):
+            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
+    for name in ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
+                 "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size", "min_replay_size",
+                 "width", "repr_dim"):
+        if getattr(args, name) <= 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    if not 0.0 < args.gamma < 1.0:
+        return f"--gamma must be in (0, 1) (got {args.gamma})"
+    if args.logsumexp_penalty < 0:
+        return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
+    if args.episode_length < 2:
+        return f"--episode-length must be at least 2 (got {args.episode_length})"
+    if args.min_replay_size > args.max_replay_size:
+        return (f"--min-replay-size ({args.min_replay_size}) must not exceed --max-replay-size "
+                f"({args.max_replay_size})")
+    if args.min_replay_size < args.episode_length:
+        return (f"--min-replay-size ({args.min_replay_size}) must be at least --episode-length "
+                f"({args.episode_length}): sampling takes windows of one episode length per env")
+    if args.unroll_length > args.max_replay_size:
+        return f"--unroll-length ({args.unroll_length}) must not exceed --max-replay-size ({args.max_replay_size})"
+    per_step = args.num_envs * (args.episode_length - 1)  # relabelled transitions per training step
+    if args.num_sgd_steps * args.batch_size > per_step:
+        return (f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger than "
+                f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
+    _, _, steps_per_epoch = schedule(args)
+    if steps_per_epoch < 1:
+        prefill, per_train_step, _ = schedule(args)
+        need = prefill + args.num_epochs * per_train_step
+        return (f"--total-env-steps {args.total_env_steps} is too small: {args.num_epochs} epochs of one "
+                f"training step each after the prefill need {need}")
+    return None
+
+
+def schedule(args: Args) -> tuple[int, int, int]:
+    """(prefill env steps, env steps per training step, training steps per epoch)."""
+    prefill_unrolls = -(-args.min_replay_size // args.unroll_length)
+    prefill = prefill_unrolls * args.unroll_length * args.num_envs
+    per_train_step = args.num_envs * args.unroll_length
+    return prefill, per_train_step, (args.total_env_steps - prefill) // (args.num_epochs * per_train_step)
+
+
+def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int]):
+    """Builds the jitted prefill and epoch functions."""
+    obs_dim = env.env.obs_dim
+    target_entropy = -args.target_entropy_scale * env.action_size
+    sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty)
+    _, _, steps_per_epoch = schedule(args)
+
+    def collect(ts: TrainState, policy: Callable) -> TrainState:
+        """num_envs x unroll_length env steps; inserts (state, action, episode id) into the buffer."""
+
+        def env_step(carry, _):
+            env_state, key = carry
+            key, key_act = jax.random.split(key)
+            action = policy(env_state.obs, key_act)
+            next_state = env.step(env_state, action)
+            return (next_state, key), (env_state.obs[:, :obs_dim], action, env_state.info["episode_id"])
+
+        key, key_unroll = jax.random.split(ts.key)
+        (env_state, _), (states, actions, episode_ids) = jax.lax.scan(
+            env_step, (ts.env_state, key_unroll), None, length=args.unroll_length)
+        buffer = buffer_insert(ts.buffer, states, actions, episode_ids)
+        return ts.replace(env_state=env_state, buffer=buffer, key=key,
+                          env_steps=ts.env_steps + args.unroll_length * args.num_envs)
+
+    def random_policy(obs, key):
+        return jax.random.uniform(key, (obs.shape[0], env.action_size), minval=-1.0, maxval=1.0)
+
+    def prefill(ts: TrainState) -> TrainState:
+        num_unrolls = -(-args.min_replay_size // args.unroll_length)
+        return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts, random_policy), ts)
+
+    def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
+        def actor_policy(obs, key):
+            mean, log_std = nets.actor.apply(ts.agent.actor_params, obs)
+            return sample_tanh_gaussian(key, mean, log_std)[0]
+
+        ts = collect(ts, actor_policy)
+        key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
+        data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
+        batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+
+        def sgd_step(agent, xs):
+            batch, key = xs
+            return sgd_update(agent, batch, key)
+
+        agent, metrics = jax.lax.scan(
+            sgd_step, ts.agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["buffer/valid_fraction"] = jnp.mean(data["valid"])
+        metrics["buffer/mean_goal_offset"] = jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
+            jnp.sum(data["valid"]), 1)
+        metrics["train/episode_ends"] = jnp.sum(ts.env_state.done)
+        return ts.replace(agent=agent, key=key), metrics
+
+    def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
+        ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    return jax.jit(prefill, donate_argnums=0), jax.jit(train_epoch, donate_argnums=0)
+
+
+# ==================================================================================================
+# Evaluation
+# ==================================================================================================
+def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
+    """One episode of episode_length steps on every eval env, fresh starts and goals, the
+    deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
+    including the step that terminates it)."""
+
+    def evaluate(actor_params, key: jax.Array) -> dict:
+        def step(carry, _):
+            env_state, alive = carry
+            mean, _ = nets.actor.apply(actor_params, env_state.obs)
+            next_state = eval_env.step(env_state, jnp.tanh(mean))
+            out = (alive * next_state.metrics["success"], alive * next_state.metrics["dist"], alive)
+            return (next_state, alive * (1.0 - next_state.done)), out
+
+        env_state = eval_env.reset(key)
+        alive0 = jnp.ones(eval_env.num_envs)
+        _, (success, dist, alive) = jax.lax.scan(step, (env_state, alive0), None, length=args.episode_length)
+        steps_alive = jnp.sum(alive, axis=0)
+        return {"eval/time_at_goal": jnp.mean(jnp.sum(success, axis=0)),
+                "eval/success_any": jnp.mean(jnp.max(success, axis=0)),
+                "eval/dist": jnp.mean(jnp.sum(dist, axis=0) / steps_alive),
+                "eval/episode_length": jnp.mean(steps_alive)}
+
+    return jax.jit(evaluate)
+
+
+def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: jax.Array, steps: int):
+    """Writes an HTML rollout of one episode of the deterministic policy (brax's viewer; the red
+    sphere is the goal)."""
+    from brax.io import html
+
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    act = jax.jit(lambda obs: jnp.tanh(nets.actor.apply(actor_params, obs)[0]))
+    state, rollout = reset(key), []
+    for _ in range(steps):
+        rollout.append(state.pipeline_state)
+        state = step(state, act(state.obs))
+        if state.done:
+            break
+    rollout.append(state.pipeline_state)
+    html.save(path, env.sys, rollout)
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def main(args: Args) -> None:
+    error = validate_args(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    actor_depth = args.actor_depth or args.depth
+    critic_depth = args.critic_depth or args.depth
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=False)
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args), f, indent=2)
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
+                   name=run_name, config=dataclasses.asdict(args))
+
+    # seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    key = jax.random.PRNGKey(args.seed)
+    key, key_agent, key_env, key_eval, key_render = jax.random.split(key, 5)
+
+    spec = ENVS[args.env_id]
+    env = VecGoalEnv(make_env(args.env_id), args.num_envs, args.episode_length)
+    eval_env = VecGoalEnv(make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
+    goal_dim = spec.goal_end - spec.goal_start
+    nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
+                         args.layer_norm, args.activation, args.residual, args.remat)
+    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    agent = agent_init(key_agent, nets, opts, spec.obs_dim, goal_dim, env.action_size)
+    ts = TrainState(agent=agent, env_state=env.reset(key_env),
+                    buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
+                    key=key, env_steps=jnp.zeros((), jnp.int32))
+    ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
+    num_params = sum(x.size for x in jax.tree.leaves((agent.actor_params, agent.critic_params)))
+    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
+    print(f"run {run_dir} | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} "
+          f"width {args.width} | {num_params:,} params | {steps_per_epoch} training steps/epoch of "
+          f"{per_train_step:,} env steps | backend {jax.default_backend()}", flush=True)
+
+    prefill_fn, epoch_fn = make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end))
+    evaluate = make_evaluate(args, eval_env, nets)
+    t0 = time.perf_counter()
+    prefill_c = prefill_fn.lower(ts).compile()
+    t1 = time.perf_counter()
+    epoch_c = epoch_fn.lower(ts).compile()
+    t2 = time.perf_counter()
+    eval_c = evaluate.lower(ts.agent.actor_params, key_eval).compile()
+    compile_s = time.perf_counter() - t0
+    print(f"compiled in {compile_s:.1f}s (prefill {t1 - t0:.1f}s, epoch {t2 - t1:.1f}s, "
+          f"evaluation {compile_s - (t2 - t0):.1f}s); prefilling {prefill_steps:,} env steps with random actions", flush=True)
+    ts = prefill_c(ts)
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    epoch_times = []
+    for epoch in range(1, args.num_epochs + 1):
+        t_epoch = time.perf_counter()
+        ts, train_metrics = epoch_c(ts)
+        train_metrics = jax.device_get(train_metrics)
+        train_s = time.perf_counter() - t_epoch
+        key_eval, key_e = jax.random.split(key_eval)
+        eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
+        epoch_s = time.perf_counter() - t_epoch
+        epoch_times.append(epoch_s)
+        env_steps = int(ts.env_steps)
+        record = {"epoch": epoch, "env_steps": env_steps,
+                  **{k: float(v) for k, v in eval_metrics.items()},
+                  **{k: float(v) for k, v in train_metrics.items()},
+                  "charts/sps": steps_per_epoch * per_train_step / train_s,
+                  "time/epoch_s": epoch_s, "time/compile_s": compile_s}
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if args.track:
+            wandb.log(record, step=env_steps)
+        eta = (args.num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
+        print(f"epoch {epoch}/{args.num_epochs} | env steps {env_steps:,} | SPS {record['charts/sps']:,.0f} | "
+              f"time at goal {record['eval/time_at_goal']:.1f}/{args.episode_length} | "
+              f"success {record['eval/success_any']:.2f} | dist {record['eval/dist']:.2f} | "
+              f"critic {record['losses/critic']:.3f} acc {record['critic/categorical_accuracy']:.2f} | "
+              f"actor {record['losses/actor']:.3f} | alpha {record['actor/alpha']:.3g} | "
+              f"entropy {record['actor/entropy']:.2f} | ETA {format_duration(eta)}", flush=True)
+        for name in ("losses/critic", "losses/actor"):
+            if not math.isfinite(record[name]):
+                print(f"error: non-finite {name} at epoch {epoch}", file=sys.stderr)
+                sys.exit(1)
+
+    checkpoint = {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
+                  "log_alpha": ts.agent.log_alpha}
+    with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
+        f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    if args.render:
+        render_rollout(os.path.join(run_dir, "rollout.html"), make_env(args.env_id, eval=True), nets,
+                       ts.agent.actor_params, key_render, args.episode_length)
+    print(f"done: {run_dir}", flush=True)
+    if args.track:
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
