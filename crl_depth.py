@@ -895,6 +895,21 @@ def main(args: Args) -> None:
     ts = prefill_c(ts)
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
+
+    def log(record: dict) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if args.track:
+            wandb.log(record, step=record["env_steps"])
+
+    # epoch 0: the untrained policy, the baseline that learning must rise above
+    key_eval, key_e = jax.random.split(key_eval)
+    eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
+    log({"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
+         "time/compile_s": compile_s})
+    print(f"epoch 0 (untrained) | time at goal {float(eval_metrics['eval/time_at_goal']):.1f}/"
+          f"{args.episode_length} | success {float(eval_metrics['eval/success_any']):.2f} | "
+          f"dist {float(eval_metrics['eval/dist']):.2f}", flush=True)
     epoch_times = []
     for epoch in range(1, args.num_epochs + 1):
         t_epoch = time.perf_counter()
@@ -905,18 +920,14 @@ def main(args: Args) -> None:
         eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
         epoch_s = time.perf_counter() - t_epoch
         epoch_times.append(epoch_s)
-        env_steps = int(ts.env_steps)
-        record = {"epoch": epoch, "env_steps": env_steps,
+        record = {"epoch": epoch, "env_steps": int(ts.env_steps),
                   **{k: float(v) for k, v in eval_metrics.items()},
                   **{k: float(v) for k, v in train_metrics.items()},
                   "charts/sps": steps_per_epoch * per_train_step / train_s,
                   "time/epoch_s": epoch_s, "time/compile_s": compile_s}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if args.track:
-            wandb.log(record, step=env_steps)
+        log(record)
         eta = (args.num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
-        print(f"epoch {epoch}/{args.num_epochs} | env steps {env_steps:,} | SPS {record['charts/sps']:,.0f} | "
+        print(f"epoch {epoch}/{args.num_epochs} | env steps {record['env_steps']:,} | SPS {record['charts/sps']:,.0f} | "
               f"time at goal {record['eval/time_at_goal']:.1f}/{args.episode_length} | "
               f"success {record['eval/success_any']:.2f} | dist {record['eval/dist']:.2f} | "
               f"critic {record['losses/critic']:.3f} acc {record['critic/categorical_accuracy']:.2f} | "

@@ -1,0 +1,84 @@
+"""Command line: every flag documented, bad input refused with one line and exit status 2 before
+any work (no run directory)."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+import crl_depth as C
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# tiny settings that are valid; each bad case changes one thing
+OK = dict(env_id="reacher", num_envs=4, episode_length=10, num_eval_envs=2, total_env_steps=2000, num_epochs=2,
+          unroll_length=5, num_sgd_steps=2, batch_size=8, max_replay_size=50, min_replay_size=10, width=8)
+
+BAD = [  # (override, words the message must contain)
+    (dict(depth=6), "--depth must be a positive multiple of 4 (got 6)"),
+    (dict(depth=0), "--depth must be a positive multiple of 4"),
+    (dict(actor_depth=10), "--actor-depth must be a positive multiple of 4"),
+    (dict(critic_depth=-4), "--critic-depth must be a positive multiple of 4"),
+    (dict(num_envs=0), "--num-envs must be positive"),
+    (dict(width=-1), "--width must be positive"),
+    (dict(batch_size=0), "--batch-size must be positive"),
+    (dict(actor_lr=0.0), "--actor-lr must be positive"),
+    (dict(gamma=1.0), "--gamma must be in (0, 1)"),
+    (dict(min_replay_size=60), "--min-replay-size (60) must not exceed --max-replay-size (50)"),
+    (dict(min_replay_size=5), "must be at least --episode-length"),
+    (dict(num_sgd_steps=5, batch_size=8), "larger than what a training step yields"),
+    (dict(batch_size=40), "larger than what a training step yields"),
+    (dict(total_env_steps=100), "--total-env-steps 100 is too small"),
+    (dict(env_id="cheetah"), "unknown --env-id 'cheetah'; valid ids: reacher, ant, humanoid"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_validate_args_rejects(override, message):
+    args = C.Args(**{**OK, **override})
+    error = C.validate_args(args)
+    assert error is not None and message in error and "\n" not in error
+
+
+def test_validate_args_accepts_tiny_and_paper_defaults():
+    assert C.validate_args(C.Args(**OK)) is None
+    assert C.validate_args(C.Args()) is None
+
+
+def _run(*flags, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "crl_depth.py"), *flags], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--depth", "6"], "error: --depth must be a positive multiple of 4 (got 6)"),
+    (["--env-id", "cheetah"], "error: unknown --env-id 'cheetah'; valid ids: reacher, ant, humanoid"),
+    (["--batch-size", "100000"], "error: --num-sgd-steps x --batch-size (800 x 100000) is larger than what a training step yields"),
+])
+def test_cli_exit_status_2_one_line_no_run_dir(flags, message, tmp_path):
+    proc = _run(*flags, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [message]
+    assert proc.stdout == ""
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_rejects_bad_choice_before_work(tmp_path):
+    proc = _run("--activation", "tanh", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert proc.returncode == 2 and "tanh" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_documents_every_flag(tmp_path):
+    proc = _run("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for field in dataclasses.fields(C.Args):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type is bool or field.type == "bool":
+            assert flag in proc.stdout or "--no-" + field.name.replace("_", "-") in proc.stdout, flag
+        else:
+            assert flag in proc.stdout, flag
+    for switch in ("--no-layer-norm", "--no-residual", "--remat", "--track", "--render"):
+        assert switch in proc.stdout
