@@ -6,7 +6,8 @@ with no rewards and no demonstrations. A critic of two encoders, phi(s, a) and p
 with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the critic's score. Section 4
 (main table, depth sweep) and the ablations of section 5 run from this file. Read it top to bottom:
 Args, environments, network, replay buffer, losses, training loop, evaluation, main. The blocks
-marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and crl_collector_learner.py.
+marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and crl_collector_learner.py
+(tests/test_shared_blocks.py checks it; tools/sync_shared_blocks.py copies a fix across).
 """
 
 import dataclasses
@@ -116,8 +117,7 @@ class Args:
 
 
 # ==================================================================================================
-# SHARED BLOCK: environments (keep identical in crl_depth.py, crl_depth_offline.py,
-# crl_collector_learner.py; tests/test_shared_blocks.py checks it)
+# SHARED BLOCK: environments (keep identical in all three scripts)
 # ==================================================================================================
 # Goal-conditioned brax envs built from brax's bundled XML, edited at construction. Every env's
 # observation is state (obs_dim) ++ goal; a relabelled goal is future_state[goal_start:goal_end],
