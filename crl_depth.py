@@ -56,6 +56,21 @@ class Args:
     """directory under which runs/{run_name}/ is created"""
     render: bool = False
     """after training, write an HTML rollout of the deterministic policy (brax html viewer)"""
+    plot_critic: bool = False
+    """mazes: write a PNG heatmap of the critic's score for reaching --plot-goal from every free cell of
+    the evaluation layout, after training or, with --load, from saved checkpoints without training"""
+    load: tuple[str, ...] = ()
+    """checkpoint.msgpack file(s) for --plot-critic, one panel each side by side (several paths or a
+    comma list); each network's shape comes from the args.json beside it, else from --depth, --width..."""
+    plot_goal: Optional[tuple[int, int]] = None
+    """goal cell (row column) of the heatmap; default: the evaluation layout's G cell farthest from the
+    start along the maze"""
+    plot_out: Optional[str] = None
+    """PNG path of the heatmap; default critic_heatmap.png in the run directory (with --load: beside the
+    first checkpoint)"""
+    save_buffer: bool = False
+    """after training, write the replay buffer to runs/{run_name}/buffer.npz, the dataset of
+    crl_depth_offline.py (its keys: docs/offline.md)"""
 
     # --- environment ---
     env_id: str = "humanoid"
@@ -138,7 +153,8 @@ def _target_body(size: float, z: float, joint_range: float, mass: float) -> ET.E
 
 class GoalEnv(PipelineEnv):
     """Common reset/step of the goal-conditioned envs. Subclasses define the XML edits,
-    `_start_and_goal`, `_state` and `_terminated`; the per-step metrics are `dist` and `success`."""
+    `_start_and_goal`, `_state` and `_terminated` (and `_ctrl` and `action_size` where the policy's
+    action is not one [-1, 1] value per actuator); the per-step metrics are `dist` and `success`."""
 
     obs_dim: int
     goal_start: int
@@ -154,6 +170,9 @@ class GoalEnv(PipelineEnv):
     def _terminated(self, ps: brax_base.State) -> jax.Array:
         return jnp.zeros(())
 
+    def _edit_xml(self, root: ET.Element) -> None:
+        """Hook for variants (the mazes): last edit of the robot's XML before it is loaded."""
+
     def _goal_metrics(self, state_vec: jax.Array, goal: jax.Array) -> dict:
         dist = jnp.linalg.norm(state_vec[self.goal_start : self.goal_end] - goal)
         return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
@@ -167,9 +186,12 @@ class GoalEnv(PipelineEnv):
         zero = jnp.zeros(())
         return State(ps, obs, metrics["success"], zero, metrics, {"goal": goal})
 
-    def step(self, state: State, action: jax.Array) -> State:
+    def _ctrl(self, action: jax.Array) -> jax.Array:
         lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
-        ctrl = lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
+        return lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
+
+    def step(self, state: State, action: jax.Array) -> State:
+        ctrl = self._ctrl(action)
         ps = self.pipeline_step(state.pipeline_state, ctrl)
         goal = state.info["goal"]
         state_vec = self._state(ps, ctrl)
@@ -221,6 +243,7 @@ class Ant(GoalEnv):
         init_qpos = root.find("custom/numeric[@name='init_qpos']")
         init_qpos.set("data", init_qpos.get("data") + " 0 0")  # the target's slide joints
         root.find("worldbody").append(_target_body(size=0.25, z=0.5, joint_range=100.0, mass=1.0))
+        self._edit_xml(root)
         sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
         sys_ = sys_.tree_replace({"opt.timestep": 0.005})
         super().__init__(sys=sys_, backend=backend, n_frames=10)
@@ -249,6 +272,7 @@ class Humanoid(GoalEnv):
     meant 0.0015 x 10, but its timestep change had no effect on the brax it ran on)."""
 
     obs_dim, goal_start, goal_end, success_radius = 268, 0, 3, 0.5
+    timestep = 0.003  # physics step; 10 per env step
 
     def __init__(self, backend: str = "spring"):
         root = ET.fromstring((BRAX_ASSETS / "humanoid.xml").read_text())
@@ -257,8 +281,9 @@ class Humanoid(GoalEnv):
         for i, motor in enumerate(root.find("actuator").findall("motor")):
             motor.set("gear", "350" if i < 11 else "100")  # 11 torso/leg, 6 arm actuators
         root.find("worldbody").append(_target_body(size=0.5, z=1.25, joint_range=100.0, mass=1.0))
+        self._edit_xml(root)
         sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
-        sys_ = sys_.tree_replace({"opt.timestep": 0.003})
+        sys_ = sys_.tree_replace({"opt.timestep": self.timestep})
         super().__init__(sys=sys_, backend=backend, n_frames=10)
 
     def _start_and_goal(self, rng):
@@ -290,6 +315,376 @@ class Humanoid(GoalEnv):
         return (z < 1.0) | (z > 2.0)
 
 
+# --- Mazes ----------------------------------------------------------------------------------------
+# Each maze is one picture: its training layout on the left, its evaluation layout on the right (a
+# maze with one layout evaluates on its training grid). Rows top to bottom; '#' wall, 'R' start,
+# 'G' goal cell, '.' free. Cell (i, j), row i and column j, is centred at world (x, y) = (i s, j s),
+# so the picture's rows run along +x and its columns along +y; s is the robot's cell size.
+ANT_U4_MAZE = """
+#####   #####
+#GGG#   #...#
+#R#G#   #R#.#
+###G#   ###.#
+#G#G#   #G#.#
+#GGG#   #GGG#
+#####   #####
+"""
+ANT_U5_MAZE = """
+########   ########
+#GGGGGG#   #......#
+#R####G#   #R####.#
+######G#   ######.#
+#G####G#   #G####G#
+#GGGGGG#   #GGGGGG#
+########   ########
+"""
+ANT_BIG_MAZE = """
+########   ########
+#RG##GG#   #R.##GG#
+#GG#GGG#   #..#..G#
+##GGG###   ##...###
+#GG#GGG#   #..#...#
+#G#GG#G#   #.#G.#G#
+#GGG#GG#   #.GG#GG#
+########   ########
+"""
+ANT_HARDEST_MAZE = """
+############
+#RGGG#GGGGG#
+#G##G#G#G#G#
+#GGGGGG#GGG#
+#G####G###G#
+#GG#G#GGGGG#
+##G#G#G#G###
+#GG#GGG#GGG#
+############
+"""
+HUMANOID_U_MAZE = """
+#####   #####
+#RGG#   #R..#
+###G#   ###.#
+#GGG#   #GGG#
+#####   #####
+"""
+HUMANOID_BIG_MAZE = """
+########   ########
+#RG##GG#   #R.##GG#
+#GG#GGG#   #..#.GG#
+##GGG###   ##...###
+#GG#GGG#   #..#...#
+#G#GG#G#   #.#G.#G#
+#GGG#GG#   #.GG#GG#
+########   ########
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Maze:
+    """One layout: rows of '#', 'R', 'G', '.' on square cells of `scale` metres."""
+
+    rows: tuple[str, ...]
+    scale: float
+
+    def cells(self, kinds: str) -> list[tuple[int, int]]:
+        """(row, column) of every cell whose character is in `kinds`, in reading order."""
+        return [(i, j) for i, row in enumerate(self.rows) for j, c in enumerate(row) if c in kinds]
+
+    def xy(self, cells: list[tuple[int, int]]) -> np.ndarray:
+        """World (x, y) of cell centres, [n, 2]."""
+        return self.scale * np.asarray(cells, dtype=np.float32).reshape(-1, 2)
+
+    @property
+    def start(self) -> tuple[int, int]:
+        return self.cells("R")[0]
+
+    def sample_goal_xy(self, rng: jax.Array) -> jax.Array:
+        """Centre of a uniformly chosen G cell."""
+        goals = jnp.asarray(self.xy(self.cells("G")))
+        return goals[jax.random.randint(rng, (), 0, goals.shape[0])]
+
+
+def parse_mazes(picture: str, scale: float) -> list[Maze]:
+    """The layouts of a picture, left to right. Each must be a rectangle closed by walls, with one R
+    and at least one G."""
+    lines = [line.split() for line in picture.strip().splitlines()]
+    if len({len(parts) for parts in lines}) != 1:
+        raise ValueError("maze picture: every line needs the same number of layouts")
+    mazes = [Maze(tuple(rows), scale) for rows in zip(*lines)]
+    for maze in mazes:
+        rows = maze.rows
+        if len({len(row) for row in rows}) != 1 or set("".join(rows)) - set("#RG."):
+            raise ValueError(f"maze {rows}: rows must be equally long, of '#', 'R', 'G', '.'")
+        border = rows[0] + rows[-1] + "".join(row[0] + row[-1] for row in rows)
+        if set(border) != {"#"} or len(maze.cells("R")) != 1 or not maze.cells("G"):
+            raise ValueError(f"maze {rows}: needs walls all around, exactly one R and a G")
+    return mazes
+
+
+def _add_maze(root: ET.Element, maze: Maze) -> None:
+    """Floor 100 x 100 and one box per wall cell, (0.5 s, 0.5 s, 0.25 s) half-size on the floor,
+    colliding (contype = conaffinity = 1); inserted before the target body, which stays last."""
+    worldbody = root.find("worldbody")
+    worldbody.find("geom[@name='floor']").set("size", "100 100 0.125")
+    at = list(worldbody).index(worldbody.find("body[@name='target']"))
+    s = maze.scale
+    for n, ((i, j), (x, y)) in enumerate(zip(maze.cells("#"), maze.xy(maze.cells("#")))):
+        worldbody.insert(at + n, ET.Element(
+            "geom", name=f"wall_{i}_{j}", type="box", pos=f"{x} {y} {0.25 * s}",
+            size=f"{0.5 * s} {0.5 * s} {0.25 * s}", contype="1", conaffinity="1", rgba="0.7 0.5 0.3 1"))
+
+
+class AntMaze(Ant):
+    """Ant in a maze of 4 m cells: starts at the R cell (plus the ant's U(+-0.1) noise), goal the
+    centre of a uniformly chosen G cell. Torso, the four hip capsules and the four feet collide with
+    the walls; the other leg segments pass through them (as in the paper's env)."""
+
+    scale = 4.0
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _edit_xml(self, root):
+        for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom", "left_foot_geom",
+                     "right_foot_geom", "third_foot_geom", "fourth_foot_geom"):
+            root.find(f".//geom[@name='{name}']").set("conaffinity", "1")
+        _add_maze(root, self.maze)
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return xy
+
+    def _start_and_goal(self, rng):
+        rng_ant, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_ant)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+class HumanoidMaze(Humanoid):
+    """Humanoid in a maze of 2 m cells (walls 1 m high), 0.0015 x 10 = 0.015 s a step: starts still
+    at the R cell, goal (gx, gy, 1.25) at the centre of a uniformly chosen G cell."""
+
+    scale = 2.0
+    timestep = 0.0015
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _edit_xml(self, root):
+        _add_maze(root, self.maze)
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return jnp.concatenate([xy, jnp.array([1.25])])
+
+    def _start_and_goal(self, rng):
+        rng_humanoid, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_humanoid)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+# Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.
+# The scenes of the goal-conditioned benchmark the paper uses (JaxGCRL, Apache-2.0) around the Franka
+# Emika Panda of MuJoCo Menagerie (Apache-2.0), without the visual-only meshes: every colliding geom
+# is a primitive and every link has an explicit inertial, so the dynamics are the originals'. The
+# three scenes share everything but the two regions (push: flat floors; binpick: walled bins), the
+# cube's and goal marker's initial positions, and binpick's impratio and wall contacts.
+_PANDA_XML = """<mujoco model="panda">
+  <compiler angle="radian" autolimits="true"/>
+  <option integrator="implicitfast"{impratio}/>
+  <default>
+    <default class="panda">
+      <joint armature="0.1" damping="5" axis="0 0 1" range="-2.8973 2.8973"/>
+      <general dyntype="none" biastype="affine" ctrlrange="-2.8973 2.8973" forcerange="-87 87"/>
+      <default class="finger">
+        <joint axis="0 1 0" type="slide" range="0 0.08"/>
+      </default>
+      <default class="visual">
+        <geom contype="0" conaffinity="0" group="2"/>
+      </default>
+      <default class="collision">
+        <geom group="3"/>
+        <default class="finger_collision">
+          <geom type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035" friction="10 0.005 0.0001"/>
+        </default>
+      </default>
+    </default>
+  </default>
+  <worldbody>
+    <light name="top" pos="0 0 2" mode="trackcom"/>
+    <body name="link0" childclass="panda">
+      <body name="link1" pos="0 0 0.333">
+        <inertial mass="4.970684" pos="0.003875 0.002081 -0.04762" fullinertia="0.70337 0.70661 0.0091170 -0.00013900 0.0067720 0.019169"/>
+        <joint name="joint1"/>
+        <body name="link2" quat="1 -1 0 0">
+          <inertial mass="0.646926" pos="-0.003141 -0.02872 0.003495" fullinertia="0.0079620 2.8110e-2 2.5995e-2 -3.925e-3 1.0254e-2 7.04e-4"/>
+          <joint name="joint2" range="-1.7628 1.7628"/>
+          <body name="link3" pos="0 -0.316 0" quat="1 1 0 0">
+            <joint name="joint3"/>
+            <inertial mass="3.228604" pos="2.7518e-2 3.9252e-2 -6.6502e-2" fullinertia="3.7242e-2 3.6155e-2 1.083e-2 -4.761e-3 -1.1396e-2 -1.2805e-2"/>
+            <body name="link4" pos="0.0825 0 0" quat="1 1 0 0">
+              <inertial mass="3.587895" pos="-5.317e-2 1.04419e-1 2.7454e-2" fullinertia="2.5853e-2 1.9552e-2 2.8323e-2 7.796e-3 -1.332e-3 8.641e-3"/>
+              <joint name="joint4" range="-3.0718 -0.0698"/>
+              <body name="link5" pos="-0.0825 0.384 0" quat="1 -1 0 0">
+                <inertial mass="1.225946" pos="-1.1953e-2 4.1065e-2 -3.8437e-2" fullinertia="3.5549e-2 2.9474e-2 8.627e-3 -2.117e-3 -4.037e-3 2.29e-4"/>
+                <joint name="joint5"/>
+                <body name="link6" quat="1 1 0 0">
+                  <inertial mass="1.666555" pos="6.0149e-2 -1.4117e-2 -1.0517e-2" fullinertia="1.964e-3 4.354e-3 5.433e-3 1.09e-4 -1.158e-3 3.41e-4"/>
+                  <joint name="joint6" range="-0.0175 3.7525"/>
+                  <body name="link7" pos="0.088 0 0" quat="1 1 0 0">
+                    <inertial mass="7.35522e-01" pos="1.0517e-2 -4.252e-3 6.1597e-2" fullinertia="1.2516e-2 1.0027e-2 4.815e-3 -4.28e-4 -1.196e-3 -7.41e-4"/>
+                    <joint name="joint7"/>
+                    <body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">
+                      <geom name="hand_geom" rgba="1 1 1 1" type="capsule" size="0.04 0.06" pos="0 0 0.035" quat="1 1 0 0" contype="0" conaffinity="0"/>
+                      <body name="left_finger" pos="0 0 0.0584">
+                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
+                        <joint name="finger_joint1" class="finger"/>
+                        <geom name="left_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
+                      </body>
+                      <body name="right_finger" pos="0 0 0.0584" quat="0 0 0 1">
+                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
+                        <joint name="finger_joint2" class="finger"/>
+                        <geom name="right_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
+                      </body>
+                    </body>
+                  </body>
+                </body>
+              </body>
+            </body>
+          </body>
+        </body>
+      </body>
+    </body>
+{regions}
+    <body name="cube" pos="{cube} 0.07">
+      <freejoint/>
+      <geom name="cube_geom" size="0.03 0.03 0.03" type="box" rgba="0 0.4 0 1" contype="0" conaffinity="0"/>
+    </body>
+    <body name="goal_marker" pos="{marker} 0.07" gravcomp="1">
+      <freejoint/>
+      <geom name="goal_marker_geom" size="0.03 0.03 0.03" type="box" rgba="0.3 1 0.3 1" contype="0" conaffinity="0"/>
+    </body>
+    <body name="tablelink" pos="0 .2 0">
+      <geom name="table_geom" group="4" pos="0.0 0.0 0.0" size="2.8 2.4 0.1" type="plane" mass="10" friction="0.2 0.005 0.0001" contype="0" conaffinity="0"/>
+    </body>
+  </worldbody>
+  <equality>
+    <joint joint1="finger_joint1" joint2="finger_joint2" solimp="0.95 0.99 0.001" solref="0.005 1"/>
+  </equality>
+  <contact>
+{pairs}
+  </contact>
+  <actuator>
+    <general class="panda" name="actuator1" joint="joint1" gainprm="4500" biasprm="0 -4500 -450"/>
+    <general class="panda" name="actuator2" joint="joint2" gainprm="4500" biasprm="0 -4500 -450" ctrlrange="-1.7628 1.7628"/>
+    <general class="panda" name="actuator3" joint="joint3" gainprm="2000" biasprm="0 -3500 -350"/>
+    <general class="panda" name="actuator4" joint="joint4" gainprm="2000" biasprm="0 -3500 -350" ctrlrange="-3.0718 -0.0698"/>
+    <general class="panda" name="actuator5" joint="joint5" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
+    <general class="panda" name="actuator6" joint="joint6" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12" ctrlrange="-0.0175 3.7525"/>
+    <general class="panda" name="actuator7" joint="joint7" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
+    <general class="panda" name="actuator8" joint="finger_joint1" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
+    <general class="panda" name="actuator9" joint="finger_joint2" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
+  </actuator>
+</mujoco>
+"""
+
+# task: cube region centre (blue, A), goal region centre (red, B), sampling half-range s (cube and
+# goal xy = centre + s U(-1, 1)), goal marker's initial xy, walled bins or not
+_PANDA_TASKS = {
+    "push_easy": dict(cube=(-0.1, 0.6), goal=(0.1, 0.6), spread=0.1, marker=(-0.3, 0.6), bins=False),
+    "push_hard": dict(cube=(-0.25, 0.65), goal=(0.25, 0.65), spread=0.25, marker=(-0.25, 0.65), bins=False),
+    "binpick_hard": dict(cube=(-0.3, 0.6), goal=(0.3, 0.6), spread=0.15, marker=(-0.3, 0.6), bins=True),
+}
+
+
+def panda_xml(task: str) -> str:
+    """The MJCF text of one arm scene (tests compare it with ../shared/data/panda/panda_{task}.xml)."""
+    t = _PANDA_TASKS[task]
+    xy = lambda p: f"{p[0]:g} {p[1]:g}"
+    regions, pairs = [], [f'    <pair geom1="cube_geom" geom2="{g}"/>'
+                          for g in ("table_geom", "hand_geom", "left_finger_geom", "right_finger_geom")]
+    walls = []
+    for name, centre, rgba in (("binA", t["cube"], "0 0.2 0.8 1"), ("binB", t["goal"], "0.8 0 0 1")):
+        if t["bins"]:  # four walls 0.066 high around a 0.38 x 0.38 inside, no floor
+            sides = [("0 -0.19", "0.195 0.005"), ("0 0.19", "0.195 0.005"),
+                     ("0.19 0", "0.005 0.185"), ("-0.19 0", "0.005 0.185")]
+            geoms = [(f"{name}{i + 1}", f"{pos} 0.033", f"{size} 0.033") for i, (pos, size) in enumerate(sides)]
+            walls += [g[0] for g in geoms]
+        else:  # a flat coloured floor the size of the sampling region
+            geoms = [(f"{name}_floor", "0 0 0.0005", f"{t['spread']:g} {t['spread']:g} 0.0005")]
+        regions.append(f'    <body name="{name}" pos="{xy(centre)} 0">')
+        regions += [f'      <geom name="{g}" pos="{p}" size="{s}" type="box" rgba="{rgba}" contype="0" '
+                    f'conaffinity="0"/>' for g, p, s in geoms]
+        regions.append("    </body>")
+    pairs += [f'    <pair geom1="cube_geom" geom2="{w}"/>' for w in walls]
+    pairs += [f'    <pair geom1="table_geom" geom2="{g}"/>' for g in ("hand_geom", "left_finger_geom", "right_finger_geom")]
+    pairs += [f'    <pair geom1="{g}" geom2="{w}"/>' for g in ("left_finger_geom", "right_finger_geom", "hand_geom")
+              for w in walls]
+    pairs.append('    <pair geom1="left_finger_geom" geom2="right_finger_geom"/>')
+    return _PANDA_XML.format(impratio=' impratio="10"' if t["bins"] else "", regions="\n".join(regions),
+                             cube=xy(t["cube"]), marker=xy(t["marker"]), pairs="\n".join(pairs))
+
+
+class Arm(GoalEnv):
+    """Franka Panda arm moving a cube to a goal (mjx backend, 0.002 x 25 = 0.05 s a step).
+
+    Action (5): absolute targets for joints 1, 2, 4, 6 mapped from [-1, 1] onto _ARM_LO.._ARM_HI
+    (joints 3 and 5 held at 0, joint 7 at 1.4487), and a binary gripper: action[4] > 0 closes (ctrl 0),
+    else opens (ctrl 255). State (17): cube xyz, the 7 arm joints, end-effector (link 7 frame) position
+    and velocity, finger gap; goal = cube xyz. Success: cube within 0.1 of the goal (success_easy 0.3,
+    success_hard 0.03 are logged as extra metrics). No termination. brax fuses the jointless bodies
+    (link0, hand, bins, table) into their parents, which puts the free bodies first in qpos: cube
+    0:7, goal marker 7:14, arm joints 14:21, fingers 21:23; the marker (no collision, gravity
+    compensated) is placed at the goal to show it in renders."""
+
+    obs_dim, goal_start, goal_end, success_radius = 17, 0, 3, 0.1
+    _ARM_Q = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449, 0.04, 0.04)  # start: 7 joints, 2 fingers
+    _ARM_LO = (0.3491, 0.0, -3.0718, 2.3562)  # joints 1, 2, 4, 6 at action -1
+    _ARM_HI = (2.7925, 1.48353, -0.0698, 3.7525)  # ... and at action +1
+
+    def __init__(self, task: str, backend: str = "mjx"):
+        t = _PANDA_TASKS[task]
+        self.cube_centre, self.goal_centre, self.spread = jnp.array(t["cube"]), jnp.array(t["goal"]), t["spread"]
+        sys_ = mjcf.loads(panda_xml(task))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.002, "opt.iterations": 6, "opt.ls_iterations": 12})
+        super().__init__(sys=sys_, backend=backend, n_frames=25)
+        links = list(self.sys.link_names)
+        assert links[:3] == ["cube", "goal_marker", "link1"] and list(self.sys.jnt_qposadr[2:]) == list(range(14, 23))
+        self._eef, self._fingers = links.index("link7"), [links.index("left_finger"), links.index("right_finger")]
+
+    @property
+    def action_size(self) -> int:
+        return 5
+
+    def _ctrl(self, action):
+        lo, hi = jnp.array(self._ARM_LO), jnp.array(self._ARM_HI)
+        j1, j2, j4, j6 = lo + (action[:4] + 1.0) * 0.5 * (hi - lo)
+        grip = jnp.where(action[4] > 0, 0.0, 255.0)
+        return jnp.stack([j1, j2, jnp.zeros(()), j4, jnp.zeros(()), j6, jnp.full((), 1.4487), grip, grip])
+
+    def _start_and_goal(self, rng):
+        rng_cube, rng_goal = jax.random.split(rng)
+        cube_xy = self.cube_centre + self.spread * jax.random.uniform(rng_cube, (2,), minval=-1.0, maxval=1.0)
+        goal_xy = self.goal_centre + self.spread * jax.random.uniform(rng_goal, (2,), minval=-1.0, maxval=1.0)
+        goal = jnp.concatenate([goal_xy, jnp.array([0.03])])
+        q = (self.sys.init_q.at[0:3].set(jnp.concatenate([cube_xy, jnp.array([0.07])]))
+             .at[7:10].set(goal).at[14:23].set(jnp.array(self._ARM_Q)))
+        return q, jnp.zeros(self.sys.qd_size()), goal
+
+    def _state(self, ps, action):
+        gap = jnp.linalg.norm(ps.x.pos[self._fingers[0]] - ps.x.pos[self._fingers[1]])
+        return jnp.concatenate([ps.q[0:3], ps.q[14:21], ps.x.pos[self._eef], ps.xd.vel[self._eef], gap[None]])
+
+    def _goal_metrics(self, state_vec, goal):
+        metrics = super()._goal_metrics(state_vec, goal)
+        metrics["success_easy"] = (metrics["dist"] < 0.3).astype(jnp.float32)
+        metrics["success_hard"] = (metrics["dist"] < 0.03).astype(jnp.float32)
+        return metrics
+
+
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     make: Callable[[], GoalEnv]  # training env
@@ -304,11 +699,26 @@ def _spec(cls, **kw) -> EnvSpec:
                    goal_end=cls.goal_end)
 
 
+def _maze_spec(cls, picture: str) -> EnvSpec:
+    train, *evaluation = parse_mazes(picture, cls.scale)
+    return dataclasses.replace(_spec(cls, maze=train),
+                               make_eval=(lambda: cls(evaluation[0])) if evaluation else None)
+
+
 # The registry: adding an env is one entry here plus its class above.
 ENVS: dict[str, EnvSpec] = {
     "reacher": _spec(Reacher),
     "ant": _spec(Ant),
     "humanoid": _spec(Humanoid),
+    "ant_u4_maze": _maze_spec(AntMaze, ANT_U4_MAZE),
+    "ant_u5_maze": _maze_spec(AntMaze, ANT_U5_MAZE),
+    "ant_big_maze": _maze_spec(AntMaze, ANT_BIG_MAZE),
+    "ant_hardest_maze": _maze_spec(AntMaze, ANT_HARDEST_MAZE),
+    "humanoid_u_maze": _maze_spec(HumanoidMaze, HUMANOID_U_MAZE),
+    "humanoid_big_maze": _maze_spec(HumanoidMaze, HUMANOID_BIG_MAZE),
+    "arm_push_easy": _spec(Arm, task="push_easy"),
+    "arm_push_hard": _spec(Arm, task="push_hard"),
+    "arm_binpick_hard": _spec(Arm, task="binpick_hard"),
 }
 
 
@@ -327,7 +737,7 @@ class VecGoalEnv:
 
     def __init__(self, env: GoalEnv, num_envs: int, episode_length: int):
         self.env, self.num_envs, self.episode_length = env, num_envs, episode_length
-        self.action_size = env.sys.act_size()
+        self.action_size = env.action_size  # sys.act_size() unless the env maps actions itself
         self.obs_size = env.obs_dim + (env.goal_end - env.goal_start)
 
     def reset(self, key: jax.Array) -> State:
@@ -678,6 +1088,9 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
+    plot_error = validate_plot_args(args)
+    if plot_error:
+        return plot_error
     for name in ("depth", "actor_depth", "critic_depth"):
         value = getattr(args, name)
         if value is not None and (value <= 0 or value % 4 != 0):
@@ -831,6 +1244,172 @@ def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: j
     html.save(path, env.sys, rollout)
 
 
+class CheckpointError(ValueError):
+    """A --load checkpoint that cannot be read or does not fit the network it is loaded into."""
+
+
+def farthest_goal_cell(maze: Maze) -> tuple[int, int]:
+    """The G cell farthest from the start along the maze (breadth-first over free cells); the
+    first in reading order on a tie."""
+    free, dist, frontier = set(maze.cells("RG.")), {maze.start: 0}, [maze.start]
+    while frontier:
+        nxt = []
+        for i, j in frontier:
+            for cell in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)):
+                if cell in free and cell not in dist:
+                    dist[cell] = dist[(i, j)] + 1
+                    nxt.append(cell)
+        frontier = nxt
+    return max(maze.cells("G"), key=lambda cell: dist.get(cell, -1))
+
+
+def critic_heatmap(env: GoalEnv, nets: Networks, actor_params, critic_params, goal_cell: tuple[int, int],
+                   points_per_cell: int = 5) -> np.ndarray:
+    """f(s, a, g) = -||phi(s, a) - psi(g)|| over the maze: s is the robot standing still in its
+    initial pose with its torso at each of points_per_cell^2 points of every free cell, g the goal
+    at goal_cell's centre, a the deterministic actor's action tanh(mean(s, g)). Returns an array
+    [rows * k, cols * k] (k = points_per_cell) in the picture's orientation, NaN on walls."""
+    maze, k = env.maze, points_per_cell
+    height, width = len(maze.rows), len(maze.rows[0])
+    offsets = ((np.arange(k) + 0.5) / k - 0.5) * maze.scale  # sub-cell points, along x and along y
+    x = np.repeat(np.arange(height) * maze.scale, k) + np.tile(offsets, height)
+    y = np.repeat(np.arange(width) * maze.scale, k) + np.tile(offsets, width)
+    xy = np.stack(np.meshgrid(x, y, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
+    goal_xy = jnp.asarray(maze.xy([goal_cell])[0])
+    goal = env.goal_at(goal_xy)
+
+    @jax.jit
+    def score(actor_params, critic_params, xy):
+        def state_at(p):
+            q = env.sys.init_q.at[:2].set(p).at[-2:].set(goal_xy)
+            ps = env.pipeline_init(q, jnp.zeros(env.sys.qd_size()))
+            return env._state(ps, jnp.zeros(env.sys.act_size()))
+
+        states = jax.vmap(state_at)(xy)
+        goals = jnp.broadcast_to(goal, (states.shape[0], goal.shape[0]))
+        action = jnp.tanh(nets.actor.apply(actor_params, jnp.concatenate([states, goals], -1))[0])
+        sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([states, action], -1))
+        g_repr = nets.psi.apply(critic_params["psi"], goals)
+        return l2_energy_pairs(sa_repr, g_repr)
+
+    values = np.asarray(score(actor_params, critic_params, xy)).reshape(height * k, width * k)
+    wall = np.array([[c == "#" for c in row] for row in maze.rows])
+    return np.where(np.kron(wall, np.ones((k, k))) > 0, np.nan, values)
+
+
+HEATMAP_PANEL_PX, HEATMAP_DPI = (400, 440), 100  # one panel's size in the PNG (width, height)
+
+
+def plot_critic_heatmap(path: str, env_id: str, env: GoalEnv, panels: list[tuple[str, Networks, Any, Any]],
+                        goal_cell: tuple[int, int]) -> None:
+    """Writes a PNG, one panel per (title, nets, actor_params, critic_params) side by side, each
+    HEATMAP_PANEL_PX: the critic's score over the free cells, walls grey, start (white circle) and
+    goal (red star) marked. Each panel has its own colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maze = env.maze
+    s, height, width = maze.scale, len(maze.rows), len(maze.rows[0])
+    extent = (-0.5 * s, (width - 0.5) * s, (height - 0.5) * s, -0.5 * s)  # y right, x down: the picture
+    (w, h), n = HEATMAP_PANEL_PX, len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(w * n / HEATMAP_DPI, h / HEATMAP_DPI), dpi=HEATMAP_DPI,
+                             squeeze=False, layout="constrained")
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("0.35")  # walls
+    for ax, (title, nets, actor_params, critic_params) in zip(axes[0], panels):
+        values = critic_heatmap(env, nets, actor_params, critic_params, goal_cell)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, extent=extent, interpolation="nearest")
+        (sx, sy), (gx, gy) = maze.xy([maze.start])[0], maze.xy([goal_cell])[0]
+        ax.plot(sy, sx, "o", color="white", markeredgecolor="black", markersize=9, label="start")
+        ax.plot(gy, gx, "*", color="red", markeredgecolor="black", markersize=16, label="goal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("y (m)")
+        ax.set_ylabel("x (m)")
+        fig.colorbar(image, ax=ax, shrink=0.8, label="f(s, pi(s, g), g)")
+    fig.suptitle(f"{env_id}: critic score for reaching goal cell {tuple(goal_cell)}", fontsize=10)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=HEATMAP_DPI)
+    plt.close(fig)
+
+
+NETWORK_FIELDS = ("depth", "actor_depth", "critic_depth", "width", "repr_dim", "layer_norm", "activation",
+                  "residual")
+
+
+def load_checkpoint(path: str, args: Args) -> tuple[str, Networks, Any, Any]:
+    """Reads a checkpoint.msgpack into (title, nets, actor_params, critic_params). The network's
+    shape comes from the args.json beside the checkpoint (the run that wrote it), else from the
+    command line's --depth, --width, ... flags; a checkpoint that does not fit raises
+    CheckpointError naming the first parameter that differs."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--load {path}: no such file")
+    run_args_path = os.path.join(os.path.dirname(path), "args.json")
+    source, cfg = "the command line", {name: getattr(args, name) for name in NETWORK_FIELDS}
+    if os.path.isfile(run_args_path):
+        with open(run_args_path) as f:
+            run_args = json.load(f)
+        if run_args.get("env_id", args.env_id) != args.env_id:
+            raise CheckpointError(f"--load {path}: trained on {run_args['env_id']!r}, not on --env-id {args.env_id!r}")
+        source, cfg = run_args_path, {name: run_args.get(name, value) for name, value in cfg.items()}
+    actor_depth, critic_depth = cfg["actor_depth"] or cfg["depth"], cfg["critic_depth"] or cfg["depth"]
+    spec, env = ENVS[args.env_id], make_env(args.env_id)
+    goal_dim, action_size = spec.goal_end - spec.goal_start, env.sys.act_size()
+    nets = make_networks(actor_depth, critic_depth, cfg["width"], cfg["repr_dim"], action_size,
+                         cfg["layer_norm"], cfg["activation"], cfg["residual"])
+    key = jax.random.PRNGKey(0)
+    expected = jax.eval_shape(lambda: {
+        "actor": nets.actor.init(key, jnp.zeros((1, spec.obs_dim + goal_dim))),
+        "critic": {"phi": nets.phi.init(key, jnp.zeros((1, spec.obs_dim + action_size))),
+                   "psi": nets.psi.init(key, jnp.zeros((1, goal_dim)))},
+        "log_alpha": jnp.zeros(())})
+    try:
+        with open(path, "rb") as f:
+            restored = flax.serialization.msgpack_restore(f.read())
+    except ValueError as e:
+        raise CheckpointError(f"--load {path}: not a flax msgpack checkpoint ({e})") from None
+    want = {"/".join(k): v.shape for k, v in flax.traverse_util.flatten_dict(expected).items()}
+    got = ({"/".join(k): np.shape(v) for k, v in flax.traverse_util.flatten_dict(restored).items()}
+           if isinstance(restored, dict) else {})
+    if want != got:
+        name = next(k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
+        raise CheckpointError(
+            f"--load {path} does not fit a network of actor depth {actor_depth}, critic depth {critic_depth}, "
+            f"width {cfg['width']}, repr dim {cfg['repr_dim']}, layer norm {cfg['layer_norm']} (from {source}): "
+            f"{name} is {got.get(name, 'missing')} in the checkpoint, {want.get(name, 'absent')} expected; "
+            f"give the run's --depth/--actor-depth/--critic-depth/--width/--repr-dim/--no-layer-norm")
+    run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    title = f"critic depth {critic_depth}, width {cfg['width']}\n{run[:48]}"
+    return title, nets, restored["actor"], restored["critic"]
+
+
+def plot_checkpoints(args: Args) -> None:
+    """--plot-critic --load PATH [PATH ...]: the heatmap of saved critics, no training."""
+    paths = [p for entry in args.load for p in entry.split(",") if p]
+    panels = [load_checkpoint(p, args) for p in paths]
+    env = make_env(args.env_id, eval=True)
+    out = args.plot_out or os.path.join(os.path.dirname(paths[0]), "critic_heatmap.png")
+    plot_critic_heatmap(out, args.env_id, env, panels, args.plot_goal or farthest_goal_cell(env.maze))
+    print(f"critic heatmap: {out}", flush=True)
+
+
+def validate_plot_args(args: Args) -> Optional[str]:
+    """What is wrong with the --plot-critic / --load flags, or None."""
+    if args.load and not args.plot_critic:
+        return "--load is only read by --plot-critic (training does not resume from a checkpoint)"
+    if not args.plot_critic:
+        return None
+    env = make_env(args.env_id, eval=True)
+    if not isinstance(getattr(env, "maze", None), Maze):
+        mazes = [env_id for env_id in ENVS if env_id.endswith("_maze")]
+        return f"--plot-critic needs a maze env ({', '.join(mazes)}), not {args.env_id!r}"
+    if args.plot_goal is not None and tuple(args.plot_goal) not in env.maze.cells("RG."):
+        return (f"--plot-goal {args.plot_goal[0]} {args.plot_goal[1]} is not a free cell of {args.env_id}'s "
+                f"evaluation layout (rows: {'/'.join(env.maze.rows)})")
+    return None
+
+
 # ==================================================================================================
 # Main
 # ==================================================================================================
@@ -844,6 +1423,13 @@ def main(args: Args) -> None:
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if args.load:  # --plot-critic from saved checkpoints, no training
+        try:
+            plot_checkpoints(args)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return
     actor_depth = args.actor_depth or args.depth
     critic_depth = args.critic_depth or args.depth
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -942,9 +1528,24 @@ def main(args: Args) -> None:
                   "log_alpha": ts.agent.log_alpha}
     with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
         f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    if args.save_buffer:  # the dataset of crl_depth_offline.py; keys in docs/offline.md
+        buf = jax.device_get(ts.buffer)
+        rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]  # oldest first
+        np.savez(os.path.join(run_dir, "buffer.npz"), format="crl_depth_buffer", version=1, env_id=args.env_id,
+                 state=buf.state[rows], action=buf.action[rows], episode_id=buf.episode_id[rows],
+                 obs_dim=spec.obs_dim, goal_start=spec.goal_start, goal_end=spec.goal_end,
+                 episode_length=args.episode_length)
     if args.render:
         render_rollout(os.path.join(run_dir, "rollout.html"), make_env(args.env_id, eval=True), nets,
                        ts.agent.actor_params, key_render, args.episode_length)
+    if args.plot_critic:
+        eval_maze_env = make_env(args.env_id, eval=True)
+        heatmap_path = args.plot_out or os.path.join(run_dir, "critic_heatmap.png")
+        plot_critic_heatmap(heatmap_path, args.env_id, eval_maze_env,
+                            [(f"critic depth {critic_depth}, width {args.width}\n{run_name[:48]}", nets,
+                              ts.agent.actor_params, ts.agent.critic_params)],
+                            args.plot_goal or farthest_goal_cell(eval_maze_env.maze))
+        print(f"critic heatmap: {heatmap_path}", flush=True)
     print(f"done: {run_dir}", flush=True)
     if args.track:
         wandb.finish()

@@ -29,7 +29,7 @@ BAD = [  # (override, words the message must contain)
     (dict(min_replay_size=5), "must be at least --episode-length"),
     (dict(num_sgd_steps=5, batch_size=8), "larger than what a training step yields"),
     (dict(batch_size=40), "larger than what a training step yields"),
-    (dict(total_env_steps=100), "--total-env-steps 100 is too small"),
+    (dict(total_env_steps=50), "--total-env-steps 50 is too small"),
     (dict(env_id="cheetah"), "unknown --env-id 'cheetah'; valid ids: reacher, ant, humanoid"),
 ]
 
@@ -60,8 +60,9 @@ def test_cli_exit_status_2_one_line_no_run_dir(flags, message, tmp_path):
     proc = _run(*flags, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert lines == [message]
-    assert proc.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith(message)
+    # nothing but brax's import notice ("Failed to import warp ...") before the refusal
+    assert [line for line in proc.stdout.splitlines() if not line.startswith("Failed to import")] == []
     assert not (tmp_path / "runs").exists()
 
 

@@ -20,7 +20,8 @@ TINY = ["--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2", "--
 def _train(tmp_path, env_id, *extra):
     runs = tmp_path / "runs"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "crl_depth.py"), "--env-id", env_id, *TINY,
-                           "--runs-dir", str(runs), *extra], capture_output=True, text=True, timeout=900)
+                           "--runs-dir", str(runs), *extra], capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     return proc, run_dir
@@ -28,7 +29,7 @@ def _train(tmp_path, env_id, *extra):
 
 @pytest.mark.parametrize("env_id", ["reacher", "ant", "humanoid"])
 def test_tiny_run_writes_outputs(env_id, tmp_path):
-    extra = ["--render"] if env_id == "reacher" else []
+    extra = ["--render", "--track", "--wandb-mode", "offline"] if env_id == "reacher" else []
     proc, run_dir = _train(tmp_path, env_id, *extra)
     assert run_dir.name.startswith(f"{env_id}__crl_depth__1__")
     args = json.loads((run_dir / "args.json").read_text())
@@ -52,3 +53,4 @@ def test_tiny_run_writes_outputs(env_id, tmp_path):
     if env_id == "reacher":
         html = (run_dir / "rollout.html").read_text()
         assert "<html" in html.lower() and len(html) > 1000
+        assert list((tmp_path / "wandb").glob("offline-run-*"))  # --track logged offline

@@ -92,10 +92,14 @@ def test_success_and_termination(env_case):
     out = step(at, zero)
     assert float(out.metrics["success"]) == 1.0, float(out.metrics["dist"])
     assert float(out.done) == 0.0
-    low = _place(env, state, lambda q: q.at[2].set(0.1 if env_id == "ant" else 0.6))
-    assert float(step(low, zero).done) == 1.0
-    high = _place(env, state, lambda q: q.at[2].set(1.5 if env_id == "ant" else 2.5))
-    assert float(step(high, zero).done) == 1.0
+    # termination: torso z outside the healthy range (ant [0.2, 1.0], humanoid [1.0, 2.0])
+    lo, hi = (0.2, 1.0) if env_id == "ant" else (1.0, 2.0)
+    for z, expected in ((lo - 0.05, 1.0), (lo + 0.05, 0.0), (hi - 0.05, 0.0), (hi + 0.05, 1.0)):
+        placed = _place(env, state, lambda q: q.at[2].set(z)).pipeline_state
+        assert float(env._terminated(placed)) == expected, z
+    # and step reports done exactly when the state it reaches is out of range
+    high = step(_place(env, state, lambda q: q.at[2].set(hi + 0.5)), zero)
+    assert float(high.pipeline_state.x.pos[0, 2]) > hi and float(high.done) == 1.0
 
 
 def test_auto_reset_gives_fresh_start_and_goal_and_counts_episodes():

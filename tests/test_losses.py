@@ -78,7 +78,8 @@ def test_tanh_gaussian_log_prob_matches_reference():
 def _tiny_setup(seed=0):
     nets = C.make_networks(4, 4, 16, 8, action_size=2)
     opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
-    agent = C.agent_init(jax.random.PRNGKey(seed), nets, opts, obs_dim=5, goal_dim=2, action_size=2)
+    agent = jax.jit(lambda key: C.agent_init(key, nets, opts, obs_dim=5, goal_dim=2, action_size=2))(
+        jax.random.PRNGKey(seed))
     rng = np.random.default_rng(seed)
     batch = {"state": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),
              "action": jnp.asarray(rng.uniform(-1, 1, size=(8, 2)), jnp.float32),
@@ -90,11 +91,18 @@ def test_actor_and_alpha_losses_match_reference():
     nets, _, agent, batch = _tiny_setup()
     key = jax.random.PRNGKey(3)
     log_alpha = jnp.asarray(-0.7)
-    loss, m = C.actor_loss_fn(agent.actor_params, agent.critic_params, log_alpha, nets, batch, key, bc_coef=0.5)
-    mean, log_std = nets.actor.apply(agent.actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
-    action, log_prob = C.sample_tanh_gaussian(key, mean, log_std)
-    phi = np.asarray(nets.phi.apply(agent.critic_params["phi"], jnp.concatenate([batch["state"], action], -1)), np.float64)
-    psi = np.asarray(nets.psi.apply(agent.critic_params["psi"], batch["goal"]), np.float64)
+    loss, m = jax.jit(lambda a, c: C.actor_loss_fn(a, c, log_alpha, nets, batch, key, bc_coef=0.5))(
+        agent.actor_params, agent.critic_params)
+
+    @jax.jit
+    def pieces(actor_params, critic_params):
+        mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+        action, log_prob = C.sample_tanh_gaussian(key, mean, log_std)
+        phi = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], action], -1))
+        return action, log_prob, phi, nets.psi.apply(critic_params["psi"], batch["goal"])
+
+    action, log_prob, phi, psi = pieces(agent.actor_params, agent.critic_params)
+    phi, psi = np.asarray(phi, np.float64), np.asarray(psi, np.float64)
     a, lp, data_a = np.asarray(action, np.float64), np.asarray(log_prob, np.float64), np.asarray(batch["action"], np.float64)
     alpha = math.exp(-0.7)
     terms = [alpha * lp[i] + math.sqrt(sum((phi[i, d] - psi[i, d]) ** 2 for d in range(8))) for i in range(8)]
@@ -114,8 +122,8 @@ def test_sgd_update_actor_uses_pre_update_critic_and_all_params_move():
     update = C.make_sgd_update(nets, opts, target_entropy=-1.0, logsumexp_penalty=0.1)
     key = jax.random.PRNGKey(7)
     new, metrics = jax.jit(update)(agent, batch, key)
-    actor_grads = jax.grad(lambda p: C.actor_loss_fn(p, agent.critic_params, agent.log_alpha, nets, batch, key)[0])(
-        agent.actor_params)
+    actor_grads = jax.jit(jax.grad(
+        lambda p: C.actor_loss_fn(p, agent.critic_params, agent.log_alpha, nets, batch, key)[0]))(agent.actor_params)
     updates, _ = opts.actor.update(actor_grads, agent.actor_opt, agent.actor_params)
     expected_actor = optax.apply_updates(agent.actor_params, updates)
     for a, b in zip(jax.tree.leaves(new.actor_params), jax.tree.leaves(expected_actor)):

@@ -9,7 +9,7 @@ import crl_depth as C
 
 
 def _init(module, in_dim, seed=0):
-    return module.init(jax.random.PRNGKey(seed), jnp.zeros((1, in_dim)))
+    return jax.jit(module.init)(jax.random.PRNGKey(seed), jnp.zeros((1, in_dim)))
 
 
 def _randomise(params, seed):
@@ -50,7 +50,7 @@ def test_encoder_matches_unrolled_reference(depth, layer_norm, activation, resid
     enc = C.Encoder(trunk, 5)
     params = _randomise(_init(enc, 7), depth)
     x = np.random.default_rng(1).normal(size=(3, 7)).astype(np.float32)
-    got = np.asarray(enc.apply(params, jnp.asarray(x)))
+    got = np.asarray(jax.jit(enc.apply)(params, jnp.asarray(x)))
     p = params["params"]
     ref = _reference_trunk(p["trunk"], x.astype(np.float64), depth, layer_norm, activation, residual)
     ref = ref @ np.asarray(p["Dense_0"]["kernel"], np.float64) + np.asarray(p["Dense_0"]["bias"], np.float64)
@@ -95,7 +95,7 @@ def test_residual_skip_is_after_each_block():
             lambda path, x: jnp.zeros_like(x) if "blocks" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path) else x,
             params)
         x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4)), jnp.float32)
-        out = np.asarray(trunk.apply(params, x))
+        out = np.asarray(jax.jit(trunk.apply)(params, x))
         p = params["params"]
         first = _reference_trunk(p, np.asarray(x, np.float64), 0, True, "swish", True)
         np.testing.assert_allclose(out, first if residual else np.zeros_like(first), atol=1e-5)
@@ -116,7 +116,7 @@ def test_actor_heads_and_log_std_range():
     actor = C.Actor(C.ResidualTrunk(4, 16), 3)
     params = _randomise(_init(actor, 6), 1)
     params = jax.tree.map(lambda x: 50 * x, params)  # push log-std to its bounds
-    mean, log_std = actor.apply(params, jnp.asarray(np.random.default_rng(0).normal(size=(64, 6)), jnp.float32))
+    mean, log_std = jax.jit(actor.apply)(params, jnp.asarray(np.random.default_rng(0).normal(size=(64, 6)), jnp.float32))
     assert mean.shape == log_std.shape == (64, 3)
     assert float(log_std.min()) >= -5.0 and float(log_std.max()) <= 2.0
     assert float(log_std.min()) < -4.0 and float(log_std.max()) > 1.0
@@ -154,8 +154,8 @@ def test_remat_same_values_and_gradients():
     for remat in (False, True):
         enc = C.Encoder(C.ResidualTrunk(8, 16, remat=remat), 4)
         params = _init(enc, 6, seed=3)
-        grads = jax.grad(lambda p: jnp.sum(enc.apply(p, x) ** 2))(params)
-        outs.append((enc.apply(params, x), grads))
+        grads = jax.jit(jax.grad(lambda p: jnp.sum(enc.apply(p, x) ** 2)))(params)
+        outs.append((jax.jit(enc.apply)(params, x), grads))
     np.testing.assert_allclose(np.asarray(outs[0][0]), np.asarray(outs[1][0]), rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(outs[0][1]), jax.tree.leaves(outs[1][1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
