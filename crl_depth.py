@@ -611,7 +611,8 @@ def panda_xml(task: str) -> str:
         if t["bins"]:  # four walls 0.066 high around a 0.38 x 0.38 inside, no floor
             sides = [("0 -0.19", "0.195 0.005"), ("0 0.19", "0.195 0.005"),
                      ("0.19 0", "0.005 0.185"), ("-0.19 0", "0.005 0.185")]
-            geoms = [(f"{name}{i + 1}", f"{pos} 0.033", f"{size} 0.033") for i, (pos, size) in enumerate(sides)]
+            geoms = [(f"{name}{i + 1}", f"{pos} 0.033", f"{size} 0.033")
+                     for i, (pos, size) in enumerate(sides)]
             walls += [g[0] for g in geoms]
         else:  # a flat coloured floor the size of the sampling region
             geoms = [(f"{name}_floor", "0 0 0.0005", f"{t['spread']:g} {t['spread']:g} 0.0005")]
@@ -620,9 +621,10 @@ def panda_xml(task: str) -> str:
                     f'conaffinity="0"/>' for g, p, s in geoms]
         regions.append("    </body>")
     pairs += [f'    <pair geom1="cube_geom" geom2="{w}"/>' for w in walls]
-    pairs += [f'    <pair geom1="table_geom" geom2="{g}"/>' for g in ("hand_geom", "left_finger_geom", "right_finger_geom")]
-    pairs += [f'    <pair geom1="{g}" geom2="{w}"/>' for g in ("left_finger_geom", "right_finger_geom", "hand_geom")
-              for w in walls]
+    pairs += [f'    <pair geom1="table_geom" geom2="{g}"/>'
+              for g in ("hand_geom", "left_finger_geom", "right_finger_geom")]
+    pairs += [f'    <pair geom1="{g}" geom2="{w}"/>'
+              for g in ("left_finger_geom", "right_finger_geom", "hand_geom") for w in walls]
     pairs.append('    <pair geom1="left_finger_geom" geom2="right_finger_geom"/>')
     return _PANDA_XML.format(impratio=' impratio="10"' if t["bins"] else "", regions="\n".join(regions),
                              cube=xy(t["cube"]), marker=xy(t["marker"]), pairs="\n".join(pairs))
@@ -633,9 +635,12 @@ class Arm(GoalEnv):
 
     Action (5): absolute targets for joints 1, 2, 4, 6 mapped from [-1, 1] onto _ARM_LO.._ARM_HI
     (joints 3 and 5 held at 0, joint 7 at 1.4487), and a binary gripper: action[4] > 0 closes (ctrl 0),
-    else opens (ctrl 255). State (17): cube xyz, the 7 arm joints, end-effector (link 7 frame) position
-    and velocity, finger gap; goal = cube xyz. Success: cube within 0.1 of the goal (success_easy 0.3,
-    success_hard 0.03 are logged as extra metrics). No termination. brax fuses the jointless bodies
+    else opens (ctrl 255). As in the benchmark's scenes, actuators 3-7 have position bias != gain
+    (joint 6 settles at ctrl / 2), and most targets exceed the force limits (87 / 12 N m) at first.
+    State (17): cube xyz, the 7 arm joints, end-effector (link 7 frame) position and velocity, finger
+    gap; the last three come from brax's x, xd, which are one 0.002 s substep behind q (as in the
+    original). Goal = cube xyz. Success: cube within 0.1 of the goal; success_easy (0.3) and
+    success_hard (0.03) are extra per-step metrics. No termination. brax fuses the jointless bodies
     (link0, hand, bins, table) into their parents, which puts the free bodies first in qpos: cube
     0:7, goal marker 7:14, arm joints 14:21, fingers 21:23; the marker (no collision, gravity
     compensated) is placed at the goal to show it in renders."""
@@ -647,13 +652,16 @@ class Arm(GoalEnv):
 
     def __init__(self, task: str, backend: str = "mjx"):
         t = _PANDA_TASKS[task]
-        self.cube_centre, self.goal_centre, self.spread = jnp.array(t["cube"]), jnp.array(t["goal"]), t["spread"]
+        self.cube_centre, self.goal_centre = jnp.array(t["cube"]), jnp.array(t["goal"])
+        self.spread = t["spread"]
         sys_ = mjcf.loads(panda_xml(task))
         sys_ = sys_.tree_replace({"opt.timestep": 0.002, "opt.iterations": 6, "opt.ls_iterations": 12})
         super().__init__(sys=sys_, backend=backend, n_frames=25)
         links = list(self.sys.link_names)
-        assert links[:3] == ["cube", "goal_marker", "link1"] and list(self.sys.jnt_qposadr[2:]) == list(range(14, 23))
-        self._eef, self._fingers = links.index("link7"), [links.index("left_finger"), links.index("right_finger")]
+        assert links[:3] == ["cube", "goal_marker", "link1"]  # the qpos layout above
+        assert list(self.sys.jnt_qposadr) == [0, 7, *range(14, 23)]
+        self._eef = links.index("link7")
+        self._fingers = (links.index("left_finger"), links.index("right_finger"))
 
     @property
     def action_size(self) -> int:
@@ -667,8 +675,8 @@ class Arm(GoalEnv):
 
     def _start_and_goal(self, rng):
         rng_cube, rng_goal = jax.random.split(rng)
-        cube_xy = self.cube_centre + self.spread * jax.random.uniform(rng_cube, (2,), minval=-1.0, maxval=1.0)
-        goal_xy = self.goal_centre + self.spread * jax.random.uniform(rng_goal, (2,), minval=-1.0, maxval=1.0)
+        noise = lambda key: self.spread * jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
+        cube_xy, goal_xy = self.cube_centre + noise(rng_cube), self.goal_centre + noise(rng_goal)
         goal = jnp.concatenate([goal_xy, jnp.array([0.03])])
         q = (self.sys.init_q.at[0:3].set(jnp.concatenate([cube_xy, jnp.array([0.07])]))
              .at[7:10].set(goal).at[14:23].set(jnp.array(self._ARM_Q)))
@@ -676,7 +684,8 @@ class Arm(GoalEnv):
 
     def _state(self, ps, action):
         gap = jnp.linalg.norm(ps.x.pos[self._fingers[0]] - ps.x.pos[self._fingers[1]])
-        return jnp.concatenate([ps.q[0:3], ps.q[14:21], ps.x.pos[self._eef], ps.xd.vel[self._eef], gap[None]])
+        eef_pos, eef_vel = ps.x.pos[self._eef], ps.xd.vel[self._eef]
+        return jnp.concatenate([ps.q[0:3], ps.q[14:21], eef_pos, eef_vel, gap[None]])
 
     def _goal_metrics(self, state_vec, goal):
         metrics = super()._goal_metrics(state_vec, goal)
@@ -1174,6 +1183,7 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
             mean, log_std = nets.actor.apply(ts.agent.actor_params, obs)
             return sample_tanh_gaussian(key, mean, log_std)[0]
 
+        episodes_before = jnp.sum(ts.env_state.info["episode_id"])
         ts = collect(ts, actor_policy)
         key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
         data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
@@ -1189,7 +1199,7 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         metrics["buffer/valid_fraction"] = jnp.mean(data["valid"])
         metrics["buffer/mean_goal_offset"] = jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
             jnp.sum(data["valid"]), 1)
-        metrics["train/episode_ends"] = jnp.sum(ts.env_state.done)
+        metrics["train/episodes_finished"] = jnp.sum(ts.env_state.info["episode_id"]) - episodes_before
         return ts.replace(agent=agent, key=key), metrics
 
     def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
@@ -1338,7 +1348,7 @@ NETWORK_FIELDS = ("depth", "actor_depth", "critic_depth", "width", "repr_dim", "
                   "residual")
 
 
-def load_checkpoint(path: str, args: Args) -> tuple[str, Networks, Any, Any]:
+def load_checkpoint(path: str, args: Args, action_size: int) -> tuple[str, Networks, Any, Any]:
     """Reads a checkpoint.msgpack into (title, nets, actor_params, critic_params). The network's
     shape comes from the args.json beside the checkpoint (the run that wrote it), else from the
     command line's --depth, --width, ... flags; a checkpoint that does not fit raises
@@ -1354,8 +1364,8 @@ def load_checkpoint(path: str, args: Args) -> tuple[str, Networks, Any, Any]:
             raise CheckpointError(f"--load {path}: trained on {run_args['env_id']!r}, not on --env-id {args.env_id!r}")
         source, cfg = run_args_path, {name: run_args.get(name, value) for name, value in cfg.items()}
     actor_depth, critic_depth = cfg["actor_depth"] or cfg["depth"], cfg["critic_depth"] or cfg["depth"]
-    spec, env = ENVS[args.env_id], make_env(args.env_id)
-    goal_dim, action_size = spec.goal_end - spec.goal_start, env.sys.act_size()
+    spec = ENVS[args.env_id]
+    goal_dim = spec.goal_end - spec.goal_start
     nets = make_networks(actor_depth, critic_depth, cfg["width"], cfg["repr_dim"], action_size,
                          cfg["layer_norm"], cfg["activation"], cfg["residual"])
     key = jax.random.PRNGKey(0)
@@ -1387,8 +1397,8 @@ def load_checkpoint(path: str, args: Args) -> tuple[str, Networks, Any, Any]:
 def plot_checkpoints(args: Args) -> None:
     """--plot-critic --load PATH [PATH ...]: the heatmap of saved critics, no training."""
     paths = [p for entry in args.load for p in entry.split(",") if p]
-    panels = [load_checkpoint(p, args) for p in paths]
     env = make_env(args.env_id, eval=True)
+    panels = [load_checkpoint(p, args, env.sys.act_size()) for p in paths]
     out = args.plot_out or os.path.join(os.path.dirname(paths[0]), "critic_heatmap.png")
     plot_critic_heatmap(out, args.env_id, env, panels, args.plot_goal or farthest_goal_cell(env.maze))
     print(f"critic heatmap: {out}", flush=True)
@@ -1457,7 +1467,7 @@ def main(args: Args) -> None:
                          args.layer_norm, args.activation, args.residual, args.remat)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
     agent = agent_init(key_agent, nets, opts, spec.obs_dim, goal_dim, env.action_size)
-    ts = TrainState(agent=agent, env_state=env.reset(key_env),
+    ts = TrainState(agent=agent, env_state=jax.jit(env.reset)(key_env),
                     buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                     key=key, env_steps=jnp.zeros((), jnp.int32))
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated

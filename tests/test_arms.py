@@ -40,11 +40,20 @@ def push_easy(envs):
     return env, reset, step, reset(jax.random.PRNGKey(0))
 
 
-def _cpu_data(env, ps):
-    """MuJoCo (CPU) kinematics and velocities of the same qpos/qvel: an independent reference."""
+def _q_of_x(ps):
+    """The qpos that brax's link transforms x, xd belong to. They come from the forward pass of the
+    last 0.002 s substep, before its integration moved q; the arm's hinge and slide joints moved by
+    dt * qvel (semi-implicit Euler), so subtracting that gives it back."""
+    q = np.asarray(ps.q, np.float64).copy()
+    q[14:23] -= 0.002 * np.asarray(ps.qd, np.float64)[12:21]  # arm dofs follow the two free joints' 12
+    return q
+
+
+def _cpu_data(env, q, qd):
+    """MuJoCo (CPU) kinematics and velocities at q, qd: an independent reference."""
     m = env.sys.mj_model  # the model brax compiled (jointless bodies fused, as in the mjx model)
     d = mujoco.MjData(m)
-    d.qpos[:], d.qvel[:] = np.asarray(ps.q), np.asarray(ps.qd)
+    d.qpos[:], d.qvel[:] = q, qd
     mujoco.mj_forward(m, d)
     return m, d
 
@@ -119,7 +128,7 @@ def _check_reset_state(env, state, env_id):
     assert np.abs(q[0:2] - cube_centre).max() <= s and q[2] == pytest.approx(0.07)
     assert np.abs(goal[0:2] - goal_centre).max() <= s and goal[2] == pytest.approx(0.03)
     np.testing.assert_allclose(q[MARKER], goal)
-    m, d = _cpu_data(env, ps)
+    m, d = _cpu_data(env, q, np.asarray(ps.qd))
     np.testing.assert_allclose(obs[0:3], d.xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "cube")], atol=1e-6)
     np.testing.assert_allclose(obs[3:10], ARM_Q[:7], atol=1e-6)  # the 7 arm joints
     eef = d.xpos[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "link7")]
@@ -153,7 +162,7 @@ def test_action_mapping_to_actuator_controls(envs):
     hi = [2.7925, 1.48353, 0.0, -0.0698, 0.0, 3.7525, 1.4487, 0, 0]  # action +1: gripper closed
     np.testing.assert_allclose(env._ctrl(-jnp.ones(5)), lo, atol=1e-6)
     np.testing.assert_allclose(env._ctrl(jnp.ones(5)), hi, atol=1e-6)
-    mid = env._ctrl(jnp.zeros(5))  # gripper 0 is not > 0: open
+    mid = np.asarray(env._ctrl(jnp.zeros(5)))  # gripper 0 is not > 0: open
     np.testing.assert_allclose(mid[[0, 1, 3, 5]], (np.array(lo) + np.array(hi))[[0, 1, 3, 5]] / 2, atol=1e-6)
     np.testing.assert_allclose(mid[[2, 4, 6, 7, 8]], [0, 0, 1.4487, 255, 255])
     assert float(env._ctrl(jnp.array([0, 0, 0, 0, 1e-3]))[7]) == 0.0
@@ -166,18 +175,26 @@ def test_step_applies_the_action_mapping(push_easy):
     out = step(state, action)
     np.testing.assert_allclose(np.asarray(out.pipeline_state.ctrl), np.asarray(env._ctrl(action)), atol=1e-6)
     assert float(out.done) == 0.0 and np.isfinite(np.asarray(out.obs)).all()
-    # each action dimension drives its own joint: a higher target gives a higher angle after a step
-    for k, joint in enumerate((0, 1, 3, 5)):
-        up = step(state, jnp.zeros(5).at[k].set(1.0)).pipeline_state.q[JOINTS]
-        down = step(state, jnp.zeros(5).at[k].set(-1.0)).pipeline_state.q[JOINTS]
-        diff = np.abs(np.asarray(up - down))
-        assert float(up[joint] - down[joint]) > 0.01 and diff.argmax() == joint, (k, diff)
+    # Each action dimension drives its own joint: a higher target gives a higher angle after a step.
+    # Joint 6 is checked from q6 = 1.5: as in the benchmark's scenes, actuators 5-7 have gain 1000 and
+    # position bias -2000, so joint 6 settles at ctrl / 2 (1.18..1.88), and at the start pose (3.054)
+    # every target asks for more than its 12 N m limit: action[3] acts only once joint 6 is near there.
+    ps = state.pipeline_state
+    q6 = ps.qpos.at[19].set(1.5)
+    wrist_down = state.replace(pipeline_state=ps.replace(qpos=q6, q=q6))
+    up_down = lambda s, k: [np.asarray(step(s, jnp.zeros(5).at[k].set(a)).pipeline_state.q[JOINTS]) for a in (1.0, -1.0)]
+    for k, joint, start in ((0, 0, state), (1, 1, state), (2, 3, state), (3, 5, wrist_down)):
+        up, down = up_down(start, k)
+        diff = np.abs(up - down)
+        assert up[joint] - down[joint] > 0.03 and diff.argmax() == joint, (k, diff)
+    up, down = up_down(state, 3)
+    np.testing.assert_allclose(up, down, atol=1e-6)  # (the saturation described above)
     # gripper: closing narrows the 0.08 gap, opening widens it; both fingers move together
     for grip, sign in ((1.0, -1), (-1.0, 1)):
         after = step(state, jnp.zeros(5).at[4].set(grip))
         gap = float(after.obs[16])
-        assert sign * (gap - 0.08) > 0.01, gap
-        fingers = np.asarray(after.pipeline_state.q[FINGERS])
+        assert sign * (gap - 0.08) > 0.02, gap
+        fingers = _q_of_x(after.pipeline_state)[FINGERS]
         assert gap == pytest.approx(fingers.sum(), abs=1e-5) and abs(fingers[0] - fingers[1]) < 2e-3
     np.testing.assert_allclose(q0, np.asarray(state.pipeline_state.q))  # (the reset state is untouched)
 
@@ -190,14 +207,16 @@ def test_observation_layout_after_a_step(push_easy):
     np.testing.assert_allclose(obs[0:3], q[CUBE], atol=1e-6)
     assert obs[2] < 0.07  # the cube starts 4 cm above the table and falls
     np.testing.assert_allclose(obs[3:10], q[JOINTS], atol=1e-6)
-    m, d = _cpu_data(env, ps)
+    # end effector and fingers: brax's x, xd, one 0.002 s substep behind q (see _q_of_x)
+    m, d = _cpu_data(env, _q_of_x(ps), np.asarray(ps.qd))
     link7 = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "link7")
     np.testing.assert_allclose(obs[10:13], d.xpos[link7], atol=1e-5)
     vel = np.zeros(6)
     mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_BODY, link7, vel, 0)  # [angular, linear], world frame
-    assert np.linalg.norm(vel[3:]) > 0.1  # the arm is moving
-    np.testing.assert_allclose(obs[13:16], vel[3:], atol=1e-4)
-    np.testing.assert_allclose(obs[16], q[FINGERS].sum(), atol=1e-5)
+    # qvel before that substep is not kept; the arm accelerates hard, so allow the change of one substep
+    assert np.linalg.norm(vel[3:]) > 0.5 and np.linalg.norm(obs[13:16] - vel[3:]) < 0.2 * np.linalg.norm(vel[3:])
+    assert np.linalg.norm(obs[13:16] - vel[:3]) > 1.0  # linear, not angular, velocity
+    np.testing.assert_allclose(obs[16], _q_of_x(ps)[FINGERS].sum(), atol=1e-5)
     np.testing.assert_allclose(obs[17:20], np.asarray(state.info["goal"]))
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 import crl_collector_learner as C
 
@@ -37,7 +38,24 @@ def _copy(tree):
 
 
 @pytest.fixture(scope="module")
-def runs():
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache for this module only (restored afterwards): the end-to-end
+    subprocess, at the same tiny settings, loads the prefill, epoch and evaluation programs that the
+    in-process runs below compiled instead of compiling them again (a speed-up, nothing more)."""
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: getattr(jax.config, name) for name in names}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield path
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def runs(compile_cache):
     """One prefilled state, then one epoch without learners and one with a deep learner (depth 8)
     and a 'shallow' learner built exactly like the collector (depth 4, the collector's init)."""
     args = C.Args(**TINY)
@@ -52,18 +70,18 @@ def runs():
                                         env.action_size)
     collector = init(key_agent, "collector")
     learners = {"deep_learner": init(key_deep, "deep_learner"), "shallow_learner": init(key_agent, "shallow_learner")}
-    ts = C.TrainState(agent=collector, learners={}, env_state=env.reset(key_env),
+    ts = C.TrainState(agent=collector, learners=learners, env_state=env.reset(key_env),
                       buffer=C.buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                       key=key, env_steps=jnp.zeros((), jnp.int32))
     goal_slice = (spec.goal_start, spec.goal_end)
-    prefill, epoch_alone = C.make_train_fns(args, env, nets["collector"], opts, goal_slice, {})
-    _, epoch_with = C.make_train_fns(args, env, nets["collector"], opts, goal_slice,
-                                     {name: nets[name] for name in learners})
-    ts = jax.device_get(prefill(_copy(ts)))
-    alone, metrics_alone = jax.device_get(epoch_alone(_copy(ts)))
-    with_learners, metrics_with = jax.device_get(epoch_with(_copy(ts.replace(learners=learners))))
-    return dict(args=args, nets=nets, init_learners=jax.device_get(learners), prefilled=ts, alone=alone,
-                with_learners=with_learners, metrics_alone=metrics_alone, metrics_with=metrics_with)
+    prefill, epoch_with = C.make_train_fns(args, env, nets["collector"], opts, goal_slice,
+                                           {name: nets[name] for name in learners})
+    _, epoch_alone = C.make_train_fns(args, env, nets["collector"], opts, goal_slice, {})
+    ts = prefill(_copy(ts))  # random actions; the learners are only carried along
+    alone, metrics_alone = jax.device_get(epoch_alone(_copy(ts.replace(learners={}))))
+    with_learners, metrics_with = jax.device_get(epoch_with(_copy(ts)))
+    return dict(args=args, nets=nets, init_learners=jax.device_get(learners), prefilled=jax.device_get(ts),
+                alone=alone, with_learners=with_learners, metrics_alone=metrics_alone, metrics_with=metrics_with)
 
 
 def test_learners_never_act_collected_data_identical_without_them(runs):
@@ -140,7 +158,9 @@ def test_cli_bad_depth_exit_2_one_line_nothing_written(tmp_path):
     assert proc.returncode == 2
     assert [l for l in proc.stderr.splitlines() if l.startswith("error:")] == [
         "error: --shallow-learner-depth must be a positive multiple of 4 (got 6)"]
-    assert proc.stdout == "" and not (tmp_path / "runs").exists()
+    # brax prints "Failed to import warp" to stdout on import; nothing else may be printed
+    assert [line for line in proc.stdout.splitlines() if not line.startswith("Failed to import")] == []
+    assert not (tmp_path / "runs").exists()
 
 
 def test_help_documents_every_flag(tmp_path):
@@ -153,12 +173,13 @@ def test_help_documents_every_flag(tmp_path):
     assert "--depth " not in proc.stdout and "--actor-depth" not in proc.stdout  # replaced by the three depths
 
 
-def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path):
+def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path, compile_cache):
     runs_dir = tmp_path / "runs"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "total_env_steps": 240, "num_epochs": 2,
-                                                           "deep_learner_depth": 8}.items()]
+    # two epochs of two training steps each: the programs of the in-process runs above
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "total_env_steps": 240, "num_epochs": 2}.items()]
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     proc = subprocess.run([sys.executable, SCRIPT, *flags, "--plot", "--runs-dir", str(runs_dir)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list(runs_dir.iterdir())
     assert run_dir.name.startswith("reacher__crl_collector_learner__1__")

@@ -114,7 +114,14 @@ def test_every_maze_builds_with_its_walls(env_id):
     else:
         assert s == 2.0 and abs(env.dt - 0.015) < 1e-9 and env.obs_dim == 268
         assert abs(float(env.sys.opt.timestep) - 0.0015) < 1e-9
-    assert C.Ant().sys.mj_model.geom("torso_geom").conaffinity[0] == 0 if env_id == "ant_u4_maze" else True
+
+
+def test_plain_ant_and_humanoid_are_unchanged_by_the_maze_hooks():
+    ant, humanoid = C.Ant(), C.Humanoid()
+    assert int(ant.sys.mj_model.geom("torso_geom").conaffinity[0]) == 0
+    np.testing.assert_allclose(ant.sys.mj_model.geom("floor").size[:2], [40, 40])
+    assert not any(ant.sys.mj_model.geom(g).name.startswith("wall_") for g in range(ant.sys.mj_model.ngeom))
+    assert abs(float(humanoid.sys.opt.timestep) - 0.003) < 1e-9 and abs(humanoid.dt - 0.03) < 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +294,17 @@ def test_tiny_ant_u4_maze_run_trains_evaluates_and_plots(tmp_path):
     assert 0 <= lines[-1]["eval/time_at_goal"] <= 10 and lines[-1]["eval/dist"] > 0
     w, h = C.HEATMAP_PANEL_PX
     assert _png_size(run_dir / "critic_heatmap.png") == (w, h)
+
+
+def test_load_checkpoint_refuses_garbage_and_other_envs(tmp_path):
+    path = tmp_path / "checkpoint.msgpack"
+    path.write_bytes(b"not a checkpoint\x00\x01")
+    with pytest.raises(C.CheckpointError, match="not a flax msgpack checkpoint"):
+        C.load_checkpoint(str(path), C.Args(env_id="ant_u4_maze"), 8)
+    with pytest.raises(C.CheckpointError, match="no such file"):
+        C.load_checkpoint(str(tmp_path / "missing.msgpack"), C.Args(env_id="ant_u4_maze"), 8)
+    ok = _write_checkpoint(tmp_path / "run", depth=4, width=16)
+    with pytest.raises(C.CheckpointError, match="trained on 'ant_u4_maze', not on --env-id 'ant_big_maze'"):
+        C.load_checkpoint(ok, C.Args(env_id="ant_big_maze"), 8)
+    title, nets, actor, critic = C.load_checkpoint(ok, C.Args(env_id="ant_u4_maze"), 8)  # shape from args.json
+    assert title.startswith("critic depth 4, width 16") and set(critic) == {"phi", "psi"}

@@ -1,0 +1,1438 @@
+"""Collector / learner experiment of deep contrastive RL: is depth's gain about data or about
+what a network can learn from it?
+
+Reproduces the mechanism experiment of "1000 Layer Networks for Self-Supervised RL: Scaling Depth
+Can Enable New Goal-Reaching Capabilities" (Wang et al., NeurIPS 2025; arXiv 2503.14858), the
+collector / learner figure. Three CRL agents train at once. The collector (--collector-depth) acts
+in the environment with its stochastic actor, writes everything to the one replay buffer and learns
+exactly as in crl_depth.py. A deep learner (--deep-learner-depth, 32) and a shallow learner
+(--shallow-learner-depth, 4) never act: each SGD step feeds the same relabelled batch to all three,
+each with its own actor, critic, alpha and optimiser states. After every epoch the three
+deterministic actors are evaluated on the same eval envs and goals. The paper: with a deep
+collector the deep learner is far ahead of the shallow one; with a shallow collector both learners
+are equally poor. Read it top to bottom like crl_depth.py; the blocks marked SHARED BLOCK are
+verbatim copies of crl_depth.py's (tests/test_shared_blocks.py checks it), so
+`diff crl_depth.py crl_collector_learner.py` shows only what this experiment changes.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import xml.etree.ElementTree as ET
+from typing import Any, Callable, Literal, NamedTuple, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from brax import actuator as brax_actuator
+from brax import base as brax_base
+from brax.envs.base import PipelineEnv, State
+from brax.io import mjcf
+from etils import epath
+
+
+# ==================================================================================================
+# Args
+# ==================================================================================================
+@dataclasses.dataclass
+class Args:
+    # --- experiment ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy and jax)"""
+    track: bool = False
+    """log to Weights & Biases (wandb is imported only then)"""
+    wandb_project_name: str = "crl-depth"
+    """wandb project"""
+    wandb_entity: Optional[str] = None
+    """wandb entity (team or user); None uses your wandb default"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
+    runs_dir: str = "runs"
+    """directory under which runs/{run_name}/ is created"""
+    render: bool = False
+    """after training, write an HTML rollout of each agent's deterministic policy (brax html viewer)"""
+    plot: bool = False
+    """after training, write time_at_goal.png: time at goal of collector, deep and shallow learner
+    against env steps"""
+
+    # --- environment ---
+    env_id: str = "humanoid"
+    """environment id, one of the keys of ENVS below (humanoid, ant, reacher, the mazes)"""
+    num_envs: int = 512
+    """number of parallel training environments"""
+    episode_length: int = 1000
+    """steps per episode (training and evaluation); also the length of a sampled window"""
+    num_eval_envs: int = 128
+    """number of evaluation environments (one episode each per evaluation, the same for all three)"""
+
+    # --- algorithm ---
+    total_env_steps: int = 100_000_000
+    """total environment steps, prefill included"""
+    num_epochs: int = 100
+    """number of epochs; an evaluation of the three agents runs after each"""
+    unroll_length: int = 62
+    """environment steps collected per env per training step"""
+    num_sgd_steps: int = 800
+    """SGD steps per training step, for each of the three agents (800 per 512 x 62 env steps is the
+    paper's 1:40 ratio)"""
+    batch_size: int = 512
+    """batch size of each SGD step (also the number of InfoNCE negatives + 1)"""
+    max_replay_size: int = 10_000
+    """replay buffer capacity in steps per env"""
+    min_replay_size: int = 1_000
+    """steps per env collected with uniform random actions before training starts"""
+    gamma: float = 0.99
+    """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor"""
+    critic_lr: float = 3e-4
+    """Adam learning rate of both critic encoders"""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha), the entropy coefficient"""
+    logsumexp_penalty: float = 0.1
+    """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
+    target_entropy_scale: float = 0.5
+    """target entropy is -target_entropy_scale * action_dim"""
+
+    # --- network ---
+    collector_depth: int = 32
+    """depth of the collector's actor and critic, the one agent that acts (a positive multiple of 4)"""
+    deep_learner_depth: int = 32
+    """depth of the deep learner's actor and critic; it trains on the collector's buffer and never
+    acts (a positive multiple of 4)"""
+    shallow_learner_depth: int = 4
+    """depth of the shallow learner's actor and critic; it trains on the collector's buffer and never
+    acts (a positive multiple of 4)"""
+    width: int = 256
+    """width of every hidden layer"""
+    repr_dim: int = 64
+    """output dimension of phi(s, a) and psi(g)"""
+    layer_norm: bool = True
+    """LayerNorm after every hidden Dense (--no-layer-norm for the ablation)"""
+    activation: Literal["swish", "relu"] = "swish"
+    """hidden activation (relu for the ablation)"""
+    residual: bool = True
+    """skip connection around every block of 4 layers (--no-residual for the ablation)"""
+    remat: bool = False
+    """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+
+# ==================================================================================================
+# SHARED BLOCK: environments (keep identical in all three scripts)
+# ==================================================================================================
+# Goal-conditioned brax envs built from brax's bundled XML, edited at construction. Every env's
+# observation is state (obs_dim) ++ goal; a relabelled goal is future_state[goal_start:goal_end],
+# and distance to the goal is ||state[goal_start:goal_end] - goal|| for every env.
+BRAX_ASSETS = epath.resource_path("brax") / "envs/assets"
+
+
+def _target_body(size: float, z: float, joint_range: float, mass: float) -> ET.Element:
+    """A non-colliding sphere on x/y slide joints that shows the goal in renders (appended LAST)."""
+    body = ET.Element("body", name="target", pos=f"0 0 {z}")
+    for name, axis in (("target_x", "1 0 0"), ("target_y", "0 1 0")):
+        ET.SubElement(body, "joint", name=name, type="slide", axis=axis, limited="true",
+                      range=f"{-joint_range} {joint_range}", armature="0", damping="0", stiffness="0")
+    ET.SubElement(body, "geom", name="target_geom", type="sphere", size=str(size), contype="0",
+                  conaffinity="0", mass=str(mass), rgba="1 0.2 0.2 0.6")
+    return body
+
+
+class GoalEnv(PipelineEnv):
+    """Common reset/step of the goal-conditioned envs. Subclasses define the XML edits,
+    `_start_and_goal`, `_state` and `_terminated` (and `_ctrl` and `action_size` where the policy's
+    action is not one [-1, 1] value per actuator); the per-step metrics are `dist` and `success`."""
+
+    obs_dim: int
+    goal_start: int
+    goal_end: int
+    success_radius: float
+
+    def _start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        raise NotImplementedError  # returns q, qd, goal
+
+    def _state(self, ps: brax_base.State, action: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _terminated(self, ps: brax_base.State) -> jax.Array:
+        return jnp.zeros(())
+
+    def _edit_xml(self, root: ET.Element) -> None:
+        """Hook for variants (the mazes): last edit of the robot's XML before it is loaded."""
+
+    def _goal_metrics(self, state_vec: jax.Array, goal: jax.Array) -> dict:
+        dist = jnp.linalg.norm(state_vec[self.goal_start : self.goal_end] - goal)
+        return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
+
+    def reset(self, rng: jax.Array) -> State:
+        q, qd, goal = self._start_and_goal(rng)
+        ps = self.pipeline_init(q, qd)
+        state_vec = self._state(ps, jnp.zeros(self.sys.act_size()))
+        metrics = self._goal_metrics(state_vec, goal)
+        obs = jnp.concatenate([state_vec, goal])
+        zero = jnp.zeros(())
+        return State(ps, obs, metrics["success"], zero, metrics, {"goal": goal})
+
+    def _ctrl(self, action: jax.Array) -> jax.Array:
+        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
+        return lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
+
+    def step(self, state: State, action: jax.Array) -> State:
+        ctrl = self._ctrl(action)
+        ps = self.pipeline_step(state.pipeline_state, ctrl)
+        goal = state.info["goal"]
+        state_vec = self._state(ps, ctrl)
+        metrics = self._goal_metrics(state_vec, goal)
+        obs = jnp.concatenate([state_vec, goal])
+        done = self._terminated(ps).astype(jnp.float32)
+        return state.replace(pipeline_state=ps, obs=obs, reward=metrics["success"], done=done,
+                             metrics=metrics)
+
+
+class Reacher(GoalEnv):
+    """2-link planar arm; the fingertip must reach a target within radius 0.2 of the base.
+    Backend: brax's default `generalized` at 0.01 x 4 = 0.04 s (the paper's step). On `spring`
+    at that step the arm's state goes NaN within a random rollout (as the original code's reacher
+    did); tests/test_envs.py checks that a long random rollout stays finite."""
+
+    obs_dim, goal_start, goal_end, success_radius = 10, 4, 7, 0.05
+
+    def __init__(self, backend: str = "generalized"):
+        xml = (BRAX_ASSETS / "reacher.xml").read_text()  # already carries its `target` body last
+        sys_ = mjcf.loads(xml).tree_replace({"opt.timestep": 0.01})
+        super().__init__(sys=sys_, backend=backend, n_frames=4)
+
+    def _start_and_goal(self, rng):
+        rng_q, rng_qd, rng_r, rng_a = jax.random.split(rng, 4)
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(rng_qd, (self.sys.qd_size(),), minval=-0.005, maxval=0.005)
+        radius = 0.2 * jax.random.uniform(rng_r)
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        target_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q, qd = q.at[2:].set(target_xy), qd.at[2:].set(0.0)
+        return q, qd, jnp.concatenate([target_xy, jnp.array([0.01])])  # target body sits at z 0.01
+
+    def _state(self, ps, action):
+        theta = ps.q[:2]
+        tip_offset = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))
+        tip_pos = ps.x.take(1).do(tip_offset).pos
+        tip_vel = tip_offset.do(ps.xd.take(1)).vel
+        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), tip_pos, tip_vel])
+
+
+class Ant(GoalEnv):
+    """Quadruped; the torso must reach a goal on a circle of radius 10 (spring, 0.05 s a step)."""
+
+    obs_dim, goal_start, goal_end, success_radius = 29, 0, 2, 0.5
+
+    def __init__(self, backend: str = "spring"):
+        root = ET.fromstring((BRAX_ASSETS / "ant.xml").read_text())
+        init_qpos = root.find("custom/numeric[@name='init_qpos']")
+        init_qpos.set("data", init_qpos.get("data") + " 0 0")  # the target's slide joints
+        root.find("worldbody").append(_target_body(size=0.25, z=0.5, joint_range=100.0, mass=1.0))
+        self._edit_xml(root)
+        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.005})
+        super().__init__(sys=sys_, backend=backend, n_frames=10)
+
+    def _start_and_goal(self, rng):
+        rng_q, rng_qd, rng_a = jax.random.split(rng, 3)
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = 0.1 * jax.random.normal(rng_qd, (self.sys.qd_size(),))
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        goal = 10.0 * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        return q.at[-2:].set(goal), qd.at[-2:].set(0.0), goal
+
+    def _state(self, ps, action):
+        return jnp.concatenate([ps.q[:-2], ps.qd[:-2]])  # without the target's slide joints
+
+    def _terminated(self, ps):
+        z = ps.x.pos[0, 2]
+        return (z < 0.2) | (z > 1.0)
+
+
+class Humanoid(GoalEnv):
+    """Humanoid; the torso must reach (gx, gy, 1.25), goal 1-5 m away (spring, 0.03 s a step).
+
+    Fidelity quirks of the paper's env, kept: the state includes the target's slide joints, and the
+    1 kg target link enters the centre-of-mass terms. Env step 0.003 x 10 = 0.03 s (the original
+    meant 0.0015 x 10, but its timestep change had no effect on the brax it ran on)."""
+
+    obs_dim, goal_start, goal_end, success_radius = 268, 0, 3, 0.5
+    timestep = 0.003  # physics step; 10 per env step
+
+    def __init__(self, backend: str = "spring"):
+        root = ET.fromstring((BRAX_ASSETS / "humanoid.xml").read_text())
+        root.find("default/geom").set("contype", "1")  # body geoms hit floor (and walls), not each other
+        root.find("worldbody/geom[@name='floor']").set("size", "40 40 0.125")
+        for i, motor in enumerate(root.find("actuator").findall("motor")):
+            motor.set("gear", "350" if i < 11 else "100")  # 11 torso/leg, 6 arm actuators
+        root.find("worldbody").append(_target_body(size=0.5, z=1.25, joint_range=100.0, mass=1.0))
+        self._edit_xml(root)
+        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
+        sys_ = sys_.tree_replace({"opt.timestep": self.timestep})
+        super().__init__(sys=sys_, backend=backend, n_frames=10)
+
+    def _start_and_goal(self, rng):
+        rng_r, rng_a = jax.random.split(rng)
+        radius = jax.random.uniform(rng_r, minval=1.0, maxval=5.0)
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        goal_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q = self.sys.init_q.at[-2:].set(goal_xy)
+        return q, jnp.zeros(self.sys.qd_size()), jnp.concatenate([goal_xy, jnp.array([1.25])])
+
+    def _state(self, ps, action):
+        inertia = self.sys.link.inertia
+        if self.backend in ("spring", "positional"):  # as brax's humanoid: scaled, diagonal inertia
+            inertia = inertia.replace(
+                i=jax.vmap(jnp.diag)(jax.vmap(jnp.diagonal)(inertia.i) ** (1 - self.sys.spring_inertia_scale)),
+                mass=inertia.mass ** (1 - self.sys.spring_mass_scale))
+        mass_sum = jnp.sum(inertia.mass)
+        x_i = ps.x.vmap().do(inertia.transform)
+        com = jnp.sum(jax.vmap(jnp.multiply)(inertia.mass, x_i.pos), axis=0) / mass_sum
+        cinr = x_i.replace(pos=x_i.pos - com).vmap().do(inertia)
+        com_inertia = jnp.hstack([cinr.i.reshape((cinr.i.shape[0], -1)), inertia.mass[:, None]])
+        xd_i = brax_base.Transform.create(pos=x_i.pos - ps.x.pos).vmap().do(ps.xd)
+        com_velocity = jnp.hstack([inertia.mass[:, None] * xd_i.vel / mass_sum, xd_i.ang])
+        qfrc_actuator = brax_actuator.to_tau(self.sys, action, ps.q, ps.qd)
+        return jnp.concatenate([ps.q, ps.qd, com_inertia.ravel(), com_velocity.ravel(), qfrc_actuator])
+
+    def _terminated(self, ps):
+        z = ps.x.pos[0, 2]
+        return (z < 1.0) | (z > 2.0)
+
+
+# --- Mazes ----------------------------------------------------------------------------------------
+# Each maze is one picture: its training layout on the left, its evaluation layout on the right (a
+# maze with one layout evaluates on its training grid). Rows top to bottom; '#' wall, 'R' start,
+# 'G' goal cell, '.' free. Cell (i, j), row i and column j, is centred at world (x, y) = (i s, j s),
+# so the picture's rows run along +x and its columns along +y; s is the robot's cell size.
+ANT_U4_MAZE = """
+#####   #####
+#GGG#   #...#
+#R#G#   #R#.#
+###G#   ###.#
+#G#G#   #G#.#
+#GGG#   #GGG#
+#####   #####
+"""
+ANT_U5_MAZE = """
+########   ########
+#GGGGGG#   #......#
+#R####G#   #R####.#
+######G#   ######.#
+#G####G#   #G####G#
+#GGGGGG#   #GGGGGG#
+########   ########
+"""
+ANT_BIG_MAZE = """
+########   ########
+#RG##GG#   #R.##GG#
+#GG#GGG#   #..#..G#
+##GGG###   ##...###
+#GG#GGG#   #..#...#
+#G#GG#G#   #.#G.#G#
+#GGG#GG#   #.GG#GG#
+########   ########
+"""
+ANT_HARDEST_MAZE = """
+############
+#RGGG#GGGGG#
+#G##G#G#G#G#
+#GGGGGG#GGG#
+#G####G###G#
+#GG#G#GGGGG#
+##G#G#G#G###
+#GG#GGG#GGG#
+############
+"""
+HUMANOID_U_MAZE = """
+#####   #####
+#RGG#   #R..#
+###G#   ###.#
+#GGG#   #GGG#
+#####   #####
+"""
+HUMANOID_BIG_MAZE = """
+########   ########
+#RG##GG#   #R.##GG#
+#GG#GGG#   #..#.GG#
+##GGG###   ##...###
+#GG#GGG#   #..#...#
+#G#GG#G#   #.#G.#G#
+#GGG#GG#   #.GG#GG#
+########   ########
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Maze:
+    """One layout: rows of '#', 'R', 'G', '.' on square cells of `scale` metres."""
+
+    rows: tuple[str, ...]
+    scale: float
+
+    def cells(self, kinds: str) -> list[tuple[int, int]]:
+        """(row, column) of every cell whose character is in `kinds`, in reading order."""
+        return [(i, j) for i, row in enumerate(self.rows) for j, c in enumerate(row) if c in kinds]
+
+    def xy(self, cells: list[tuple[int, int]]) -> np.ndarray:
+        """World (x, y) of cell centres, [n, 2]."""
+        return self.scale * np.asarray(cells, dtype=np.float32).reshape(-1, 2)
+
+    @property
+    def start(self) -> tuple[int, int]:
+        return self.cells("R")[0]
+
+    def sample_goal_xy(self, rng: jax.Array) -> jax.Array:
+        """Centre of a uniformly chosen G cell."""
+        goals = jnp.asarray(self.xy(self.cells("G")))
+        return goals[jax.random.randint(rng, (), 0, goals.shape[0])]
+
+
+def parse_mazes(picture: str, scale: float) -> list[Maze]:
+    """The layouts of a picture, left to right. Each must be a rectangle closed by walls, with one R
+    and at least one G."""
+    lines = [line.split() for line in picture.strip().splitlines()]
+    if len({len(parts) for parts in lines}) != 1:
+        raise ValueError("maze picture: every line needs the same number of layouts")
+    mazes = [Maze(tuple(rows), scale) for rows in zip(*lines)]
+    for maze in mazes:
+        rows = maze.rows
+        if len({len(row) for row in rows}) != 1 or set("".join(rows)) - set("#RG."):
+            raise ValueError(f"maze {rows}: rows must be equally long, of '#', 'R', 'G', '.'")
+        border = rows[0] + rows[-1] + "".join(row[0] + row[-1] for row in rows)
+        if set(border) != {"#"} or len(maze.cells("R")) != 1 or not maze.cells("G"):
+            raise ValueError(f"maze {rows}: needs walls all around, exactly one R and a G")
+    return mazes
+
+
+def _add_maze(root: ET.Element, maze: Maze) -> None:
+    """Floor 100 x 100 and one box per wall cell, (0.5 s, 0.5 s, 0.25 s) half-size on the floor,
+    colliding (contype = conaffinity = 1); inserted before the target body, which stays last."""
+    worldbody = root.find("worldbody")
+    worldbody.find("geom[@name='floor']").set("size", "100 100 0.125")
+    at = list(worldbody).index(worldbody.find("body[@name='target']"))
+    s = maze.scale
+    for n, ((i, j), (x, y)) in enumerate(zip(maze.cells("#"), maze.xy(maze.cells("#")))):
+        worldbody.insert(at + n, ET.Element(
+            "geom", name=f"wall_{i}_{j}", type="box", pos=f"{x} {y} {0.25 * s}",
+            size=f"{0.5 * s} {0.5 * s} {0.25 * s}", contype="1", conaffinity="1", rgba="0.7 0.5 0.3 1"))
+
+
+class AntMaze(Ant):
+    """Ant in a maze of 4 m cells: starts at the R cell (plus the ant's U(+-0.1) noise), goal the
+    centre of a uniformly chosen G cell. Torso, the four hip capsules and the four feet collide with
+    the walls; the other leg segments pass through them (as in the paper's env)."""
+
+    scale = 4.0
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _edit_xml(self, root):
+        for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom", "left_foot_geom",
+                     "right_foot_geom", "third_foot_geom", "fourth_foot_geom"):
+            root.find(f".//geom[@name='{name}']").set("conaffinity", "1")
+        _add_maze(root, self.maze)
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return xy
+
+    def _start_and_goal(self, rng):
+        rng_ant, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_ant)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+class HumanoidMaze(Humanoid):
+    """Humanoid in a maze of 2 m cells (walls 1 m high), 0.0015 x 10 = 0.015 s a step: starts still
+    at the R cell, goal (gx, gy, 1.25) at the centre of a uniformly chosen G cell."""
+
+    scale = 2.0
+    timestep = 0.0015
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _edit_xml(self, root):
+        _add_maze(root, self.maze)
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return jnp.concatenate([xy, jnp.array([1.25])])
+
+    def _start_and_goal(self, rng):
+        rng_humanoid, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_humanoid)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+# Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.
+# The scenes of the goal-conditioned benchmark the paper uses (JaxGCRL, Apache-2.0) around the Franka
+# Emika Panda of MuJoCo Menagerie (Apache-2.0), without the visual-only meshes: every colliding geom
+# is a primitive and every link has an explicit inertial, so the dynamics are the originals'. The
+# three scenes share everything but the two regions (push: flat floors; binpick: walled bins), the
+# cube's and goal marker's initial positions, and binpick's impratio and wall contacts.
+_PANDA_XML = """<mujoco model="panda">
+  <compiler angle="radian" autolimits="true"/>
+  <option integrator="implicitfast"{impratio}/>
+  <default>
+    <default class="panda">
+      <joint armature="0.1" damping="5" axis="0 0 1" range="-2.8973 2.8973"/>
+      <general dyntype="none" biastype="affine" ctrlrange="-2.8973 2.8973" forcerange="-87 87"/>
+      <default class="finger">
+        <joint axis="0 1 0" type="slide" range="0 0.08"/>
+      </default>
+      <default class="visual">
+        <geom contype="0" conaffinity="0" group="2"/>
+      </default>
+      <default class="collision">
+        <geom group="3"/>
+        <default class="finger_collision">
+          <geom type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035" friction="10 0.005 0.0001"/>
+        </default>
+      </default>
+    </default>
+  </default>
+  <worldbody>
+    <light name="top" pos="0 0 2" mode="trackcom"/>
+    <body name="link0" childclass="panda">
+      <body name="link1" pos="0 0 0.333">
+        <inertial mass="4.970684" pos="0.003875 0.002081 -0.04762" fullinertia="0.70337 0.70661 0.0091170 -0.00013900 0.0067720 0.019169"/>
+        <joint name="joint1"/>
+        <body name="link2" quat="1 -1 0 0">
+          <inertial mass="0.646926" pos="-0.003141 -0.02872 0.003495" fullinertia="0.0079620 2.8110e-2 2.5995e-2 -3.925e-3 1.0254e-2 7.04e-4"/>
+          <joint name="joint2" range="-1.7628 1.7628"/>
+          <body name="link3" pos="0 -0.316 0" quat="1 1 0 0">
+            <joint name="joint3"/>
+            <inertial mass="3.228604" pos="2.7518e-2 3.9252e-2 -6.6502e-2" fullinertia="3.7242e-2 3.6155e-2 1.083e-2 -4.761e-3 -1.1396e-2 -1.2805e-2"/>
+            <body name="link4" pos="0.0825 0 0" quat="1 1 0 0">
+              <inertial mass="3.587895" pos="-5.317e-2 1.04419e-1 2.7454e-2" fullinertia="2.5853e-2 1.9552e-2 2.8323e-2 7.796e-3 -1.332e-3 8.641e-3"/>
+              <joint name="joint4" range="-3.0718 -0.0698"/>
+              <body name="link5" pos="-0.0825 0.384 0" quat="1 -1 0 0">
+                <inertial mass="1.225946" pos="-1.1953e-2 4.1065e-2 -3.8437e-2" fullinertia="3.5549e-2 2.9474e-2 8.627e-3 -2.117e-3 -4.037e-3 2.29e-4"/>
+                <joint name="joint5"/>
+                <body name="link6" quat="1 1 0 0">
+                  <inertial mass="1.666555" pos="6.0149e-2 -1.4117e-2 -1.0517e-2" fullinertia="1.964e-3 4.354e-3 5.433e-3 1.09e-4 -1.158e-3 3.41e-4"/>
+                  <joint name="joint6" range="-0.0175 3.7525"/>
+                  <body name="link7" pos="0.088 0 0" quat="1 1 0 0">
+                    <inertial mass="7.35522e-01" pos="1.0517e-2 -4.252e-3 6.1597e-2" fullinertia="1.2516e-2 1.0027e-2 4.815e-3 -4.28e-4 -1.196e-3 -7.41e-4"/>
+                    <joint name="joint7"/>
+                    <body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">
+                      <geom name="hand_geom" rgba="1 1 1 1" type="capsule" size="0.04 0.06" pos="0 0 0.035" quat="1 1 0 0" contype="0" conaffinity="0"/>
+                      <body name="left_finger" pos="0 0 0.0584">
+                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
+                        <joint name="finger_joint1" class="finger"/>
+                        <geom name="left_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
+                      </body>
+                      <body name="right_finger" pos="0 0 0.0584" quat="0 0 0 1">
+                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
+                        <joint name="finger_joint2" class="finger"/>
+                        <geom name="right_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
+                      </body>
+                    </body>
+                  </body>
+                </body>
+              </body>
+            </body>
+          </body>
+        </body>
+      </body>
+    </body>
+{regions}
+    <body name="cube" pos="{cube} 0.07">
+      <freejoint/>
+      <geom name="cube_geom" size="0.03 0.03 0.03" type="box" rgba="0 0.4 0 1" contype="0" conaffinity="0"/>
+    </body>
+    <body name="goal_marker" pos="{marker} 0.07" gravcomp="1">
+      <freejoint/>
+      <geom name="goal_marker_geom" size="0.03 0.03 0.03" type="box" rgba="0.3 1 0.3 1" contype="0" conaffinity="0"/>
+    </body>
+    <body name="tablelink" pos="0 .2 0">
+      <geom name="table_geom" group="4" pos="0.0 0.0 0.0" size="2.8 2.4 0.1" type="plane" mass="10" friction="0.2 0.005 0.0001" contype="0" conaffinity="0"/>
+    </body>
+  </worldbody>
+  <equality>
+    <joint joint1="finger_joint1" joint2="finger_joint2" solimp="0.95 0.99 0.001" solref="0.005 1"/>
+  </equality>
+  <contact>
+{pairs}
+  </contact>
+  <actuator>
+    <general class="panda" name="actuator1" joint="joint1" gainprm="4500" biasprm="0 -4500 -450"/>
+    <general class="panda" name="actuator2" joint="joint2" gainprm="4500" biasprm="0 -4500 -450" ctrlrange="-1.7628 1.7628"/>
+    <general class="panda" name="actuator3" joint="joint3" gainprm="2000" biasprm="0 -3500 -350"/>
+    <general class="panda" name="actuator4" joint="joint4" gainprm="2000" biasprm="0 -3500 -350" ctrlrange="-3.0718 -0.0698"/>
+    <general class="panda" name="actuator5" joint="joint5" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
+    <general class="panda" name="actuator6" joint="joint6" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12" ctrlrange="-0.0175 3.7525"/>
+    <general class="panda" name="actuator7" joint="joint7" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
+    <general class="panda" name="actuator8" joint="finger_joint1" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
+    <general class="panda" name="actuator9" joint="finger_joint2" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
+  </actuator>
+</mujoco>
+"""
+
+# task: cube region centre (blue, A), goal region centre (red, B), sampling half-range s (cube and
+# goal xy = centre + s U(-1, 1)), goal marker's initial xy, walled bins or not
+_PANDA_TASKS = {
+    "push_easy": dict(cube=(-0.1, 0.6), goal=(0.1, 0.6), spread=0.1, marker=(-0.3, 0.6), bins=False),
+    "push_hard": dict(cube=(-0.25, 0.65), goal=(0.25, 0.65), spread=0.25, marker=(-0.25, 0.65), bins=False),
+    "binpick_hard": dict(cube=(-0.3, 0.6), goal=(0.3, 0.6), spread=0.15, marker=(-0.3, 0.6), bins=True),
+}
+
+
+def panda_xml(task: str) -> str:
+    """The MJCF text of one arm scene (tests compare it with ../shared/data/panda/panda_{task}.xml)."""
+    t = _PANDA_TASKS[task]
+    xy = lambda p: f"{p[0]:g} {p[1]:g}"
+    regions, pairs = [], [f'    <pair geom1="cube_geom" geom2="{g}"/>'
+                          for g in ("table_geom", "hand_geom", "left_finger_geom", "right_finger_geom")]
+    walls = []
+    for name, centre, rgba in (("binA", t["cube"], "0 0.2 0.8 1"), ("binB", t["goal"], "0.8 0 0 1")):
+        if t["bins"]:  # four walls 0.066 high around a 0.38 x 0.38 inside, no floor
+            sides = [("0 -0.19", "0.195 0.005"), ("0 0.19", "0.195 0.005"),
+                     ("0.19 0", "0.005 0.185"), ("-0.19 0", "0.005 0.185")]
+            geoms = [(f"{name}{i + 1}", f"{pos} 0.033", f"{size} 0.033")
+                     for i, (pos, size) in enumerate(sides)]
+            walls += [g[0] for g in geoms]
+        else:  # a flat coloured floor the size of the sampling region
+            geoms = [(f"{name}_floor", "0 0 0.0005", f"{t['spread']:g} {t['spread']:g} 0.0005")]
+        regions.append(f'    <body name="{name}" pos="{xy(centre)} 0">')
+        regions += [f'      <geom name="{g}" pos="{p}" size="{s}" type="box" rgba="{rgba}" contype="0" '
+                    f'conaffinity="0"/>' for g, p, s in geoms]
+        regions.append("    </body>")
+    pairs += [f'    <pair geom1="cube_geom" geom2="{w}"/>' for w in walls]
+    pairs += [f'    <pair geom1="table_geom" geom2="{g}"/>'
+              for g in ("hand_geom", "left_finger_geom", "right_finger_geom")]
+    pairs += [f'    <pair geom1="{g}" geom2="{w}"/>'
+              for g in ("left_finger_geom", "right_finger_geom", "hand_geom") for w in walls]
+    pairs.append('    <pair geom1="left_finger_geom" geom2="right_finger_geom"/>')
+    return _PANDA_XML.format(impratio=' impratio="10"' if t["bins"] else "", regions="\n".join(regions),
+                             cube=xy(t["cube"]), marker=xy(t["marker"]), pairs="\n".join(pairs))
+
+
+class Arm(GoalEnv):
+    """Franka Panda arm moving a cube to a goal (mjx backend, 0.002 x 25 = 0.05 s a step).
+
+    Action (5): absolute targets for joints 1, 2, 4, 6 mapped from [-1, 1] onto _ARM_LO.._ARM_HI
+    (joints 3 and 5 held at 0, joint 7 at 1.4487), and a binary gripper: action[4] > 0 closes (ctrl 0),
+    else opens (ctrl 255). As in the benchmark's scenes, actuators 3-7 have position bias != gain
+    (joint 6 settles at ctrl / 2), and most targets exceed the force limits (87 / 12 N m) at first.
+    State (17): cube xyz, the 7 arm joints, end-effector (link 7 frame) position and velocity, finger
+    gap; the last three come from brax's x, xd, which are one 0.002 s substep behind q (as in the
+    original). Goal = cube xyz. Success: cube within 0.1 of the goal; success_easy (0.3) and
+    success_hard (0.03) are extra per-step metrics. No termination. brax fuses the jointless bodies
+    (link0, hand, bins, table) into their parents, which puts the free bodies first in qpos: cube
+    0:7, goal marker 7:14, arm joints 14:21, fingers 21:23; the marker (no collision, gravity
+    compensated) is placed at the goal to show it in renders."""
+
+    obs_dim, goal_start, goal_end, success_radius = 17, 0, 3, 0.1
+    _ARM_Q = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449, 0.04, 0.04)  # start: 7 joints, 2 fingers
+    _ARM_LO = (0.3491, 0.0, -3.0718, 2.3562)  # joints 1, 2, 4, 6 at action -1
+    _ARM_HI = (2.7925, 1.48353, -0.0698, 3.7525)  # ... and at action +1
+
+    def __init__(self, task: str, backend: str = "mjx"):
+        t = _PANDA_TASKS[task]
+        self.cube_centre, self.goal_centre = jnp.array(t["cube"]), jnp.array(t["goal"])
+        self.spread = t["spread"]
+        sys_ = mjcf.loads(panda_xml(task))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.002, "opt.iterations": 6, "opt.ls_iterations": 12})
+        super().__init__(sys=sys_, backend=backend, n_frames=25)
+        links = list(self.sys.link_names)
+        assert links[:3] == ["cube", "goal_marker", "link1"]  # the qpos layout above
+        assert list(self.sys.jnt_qposadr) == [0, 7, *range(14, 23)]
+        self._eef = links.index("link7")
+        self._fingers = (links.index("left_finger"), links.index("right_finger"))
+
+    @property
+    def action_size(self) -> int:
+        return 5
+
+    def _ctrl(self, action):
+        lo, hi = jnp.array(self._ARM_LO), jnp.array(self._ARM_HI)
+        j1, j2, j4, j6 = lo + (action[:4] + 1.0) * 0.5 * (hi - lo)
+        grip = jnp.where(action[4] > 0, 0.0, 255.0)
+        return jnp.stack([j1, j2, jnp.zeros(()), j4, jnp.zeros(()), j6, jnp.full((), 1.4487), grip, grip])
+
+    def _start_and_goal(self, rng):
+        rng_cube, rng_goal = jax.random.split(rng)
+        noise = lambda key: self.spread * jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
+        cube_xy, goal_xy = self.cube_centre + noise(rng_cube), self.goal_centre + noise(rng_goal)
+        goal = jnp.concatenate([goal_xy, jnp.array([0.03])])
+        q = (self.sys.init_q.at[0:3].set(jnp.concatenate([cube_xy, jnp.array([0.07])]))
+             .at[7:10].set(goal).at[14:23].set(jnp.array(self._ARM_Q)))
+        return q, jnp.zeros(self.sys.qd_size()), goal
+
+    def _state(self, ps, action):
+        gap = jnp.linalg.norm(ps.x.pos[self._fingers[0]] - ps.x.pos[self._fingers[1]])
+        eef_pos, eef_vel = ps.x.pos[self._eef], ps.xd.vel[self._eef]
+        return jnp.concatenate([ps.q[0:3], ps.q[14:21], eef_pos, eef_vel, gap[None]])
+
+    def _goal_metrics(self, state_vec, goal):
+        metrics = super()._goal_metrics(state_vec, goal)
+        metrics["success_easy"] = (metrics["dist"] < 0.3).astype(jnp.float32)
+        metrics["success_hard"] = (metrics["dist"] < 0.03).astype(jnp.float32)
+        return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    make: Callable[[], GoalEnv]  # training env
+    obs_dim: int  # state dimension; the goal follows it in the observation
+    goal_start: int  # goal slice of the state: state[goal_start:goal_end]
+    goal_end: int
+    make_eval: Optional[Callable[[], GoalEnv]] = None  # evaluation env if it differs (maze layouts)
+
+
+def _spec(cls, **kw) -> EnvSpec:
+    return EnvSpec(make=lambda: cls(**kw), obs_dim=cls.obs_dim, goal_start=cls.goal_start,
+                   goal_end=cls.goal_end)
+
+
+def _maze_spec(cls, picture: str) -> EnvSpec:
+    train, *evaluation = parse_mazes(picture, cls.scale)
+    return dataclasses.replace(_spec(cls, maze=train),
+                               make_eval=(lambda: cls(evaluation[0])) if evaluation else None)
+
+
+# The registry: adding an env is one entry here plus its class above.
+ENVS: dict[str, EnvSpec] = {
+    "reacher": _spec(Reacher),
+    "ant": _spec(Ant),
+    "humanoid": _spec(Humanoid),
+    "ant_u4_maze": _maze_spec(AntMaze, ANT_U4_MAZE),
+    "ant_u5_maze": _maze_spec(AntMaze, ANT_U5_MAZE),
+    "ant_big_maze": _maze_spec(AntMaze, ANT_BIG_MAZE),
+    "ant_hardest_maze": _maze_spec(AntMaze, ANT_HARDEST_MAZE),
+    "humanoid_u_maze": _maze_spec(HumanoidMaze, HUMANOID_U_MAZE),
+    "humanoid_big_maze": _maze_spec(HumanoidMaze, HUMANOID_BIG_MAZE),
+    "arm_push_easy": _spec(Arm, task="push_easy"),
+    "arm_push_hard": _spec(Arm, task="push_hard"),
+    "arm_binpick_hard": _spec(Arm, task="binpick_hard"),
+}
+
+
+def make_env(env_id: str, eval: bool = False) -> GoalEnv:
+    if env_id not in ENVS:
+        raise ValueError(f"unknown env id {env_id!r}; valid ids: {', '.join(ENVS)}")
+    spec = ENVS[env_id]
+    return (spec.make_eval or spec.make)() if eval else spec.make()
+
+
+class VecGoalEnv:
+    """num_envs copies of a GoalEnv with an episode limit and auto reset. Every episode gets a
+    fresh start and goal (the original code restored the first reset's state instead, so each
+    env kept one start and goal for the whole run). info['episode_id'] counts episodes per env
+    so that the replay buffer never relabels across an episode boundary."""
+
+    def __init__(self, env: GoalEnv, num_envs: int, episode_length: int):
+        self.env, self.num_envs, self.episode_length = env, num_envs, episode_length
+        self.action_size = env.action_size  # sys.act_size() unless the env maps actions itself
+        self.obs_size = env.obs_dim + (env.goal_end - env.goal_start)
+
+    def reset(self, key: jax.Array) -> State:
+        key, key_reset = jax.random.split(key)
+        state = jax.vmap(self.env.reset)(jax.random.split(key_reset, self.num_envs))
+        n = self.num_envs
+        state.info.update(steps=jnp.zeros(n, jnp.int32), episode_id=jnp.zeros(n, jnp.int32),
+                          truncated=jnp.zeros(n), key=jax.random.split(key, n))
+        return state
+
+    def step(self, state: State, action: jax.Array) -> State:
+        info = state.info
+        nxt = jax.vmap(self.env.step)(state, action)
+        steps = info["steps"] + 1
+        truncated = (steps >= self.episode_length).astype(jnp.float32)
+        done = jnp.maximum(nxt.done, truncated)  # this step ended the episode
+        keys = jax.vmap(jax.random.split)(info["key"])
+        fresh = jax.vmap(self.env.reset)(keys[:, 1])
+
+        def pick(a, b):  # fresh reset where done, else the stepped state
+            return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)) > 0, a, b)
+
+        ps = jax.tree.map(pick, fresh.pipeline_state, nxt.pipeline_state)
+        new_info = dict(nxt.info, goal=pick(fresh.info["goal"], nxt.info["goal"]),
+                        steps=jnp.where(done > 0, 0, steps), truncated=truncated,
+                        episode_id=info["episode_id"] + done.astype(jnp.int32), key=keys[:, 0])
+        # metrics, reward and done describe the step just taken; obs is the next episode's if done
+        return nxt.replace(pipeline_state=ps, obs=pick(fresh.obs, nxt.obs), done=done, info=new_info)
+
+
+# END SHARED BLOCK: environments
+
+
+# ==================================================================================================
+# SHARED BLOCK: network (keep identical in all three scripts)
+# ==================================================================================================
+# depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
+# identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
+# activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
+# holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
+# pass instead of storing them.
+def lecun_uniform_third() -> Callable:
+    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+class ResidualBlock(nn.Module):
+    width: int
+    layer_norm: bool
+    activation: str
+    residual: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        act = nn.swish if self.activation == "swish" else nn.relu
+        h = x
+        for _layer in range(4):  # fixed 4 layers per block, independent of depth
+            h = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+            if self.layer_norm:
+                h = nn.LayerNorm()(h)
+            h = act(h)
+        return (h + x if self.residual else h), None
+
+
+class ResidualTrunk(nn.Module):
+    depth: int
+    width: int
+    layer_norm: bool = True
+    activation: str = "swish"
+    residual: bool = True
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = nn.swish if self.activation == "swish" else nn.relu
+        x = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        if self.layer_norm:
+            x = nn.LayerNorm()(x)
+        x = act(x)
+        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                         length=self.depth // 4)
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, name="blocks")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """phi(s, a) or psi(g): trunk + Dense(repr_dim)."""
+
+    trunk: ResidualTrunk
+    repr_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.trunk(x)
+        return nn.Dense(self.repr_dim, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g): trunk + mean head + log-std head (tanh-squashed into [-5, 2])."""
+
+    trunk: ResidualTrunk
+    action_size: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = self.trunk(obs)
+        dense = lambda name: nn.Dense(self.action_size, kernel_init=lecun_uniform_third(),
+                                      bias_init=nn.initializers.zeros, name=name)
+        mean = dense("mean")(x)
+        log_std = jnp.tanh(dense("log_std")(x))
+        log_std = -5.0 + 0.5 * (2.0 - (-5.0)) * (log_std + 1.0)
+        return mean, log_std
+
+
+class Networks(NamedTuple):
+    actor: Actor
+    phi: Encoder
+    psi: Encoder
+
+
+def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
+                  layer_norm: bool = True, activation: str = "swish", residual: bool = True,
+                  remat: bool = False) -> Networks:
+    def trunk(depth):
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat)
+
+    return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
+                    Encoder(trunk(critic_depth), repr_dim))
+
+
+# END SHARED BLOCK: network
+
+
+# ==================================================================================================
+# SHARED BLOCK: replay buffer (keep identical in all three scripts)
+# ==================================================================================================
+# A circular buffer of trajectories, one column per env: states [max_size, num_envs, obs_dim],
+# actions [max_size, num_envs, action_size] and the episode id of each step. Sampling takes one
+# window of `window` consecutive steps per env and relabels each step t with the goal of a STRICTLY
+# future state t+k of the SAME episode inside the window, P(k) proportional to gamma^k.
+@flax.struct.dataclass
+class Buffer:
+    state: jax.Array
+    action: jax.Array
+    episode_id: jax.Array
+    ptr: jax.Array  # next row to write
+    size: jax.Array  # rows holding data (<= max_size)
+
+
+def buffer_init(max_size: int, num_envs: int, obs_dim: int, action_size: int) -> Buffer:
+    return Buffer(state=jnp.zeros((max_size, num_envs, obs_dim)),
+                  action=jnp.zeros((max_size, num_envs, action_size)),
+                  episode_id=jnp.zeros((max_size, num_envs), jnp.int32),
+                  ptr=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+
+
+def buffer_insert(buf: Buffer, state: jax.Array, action: jax.Array, episode_id: jax.Array) -> Buffer:
+    """Appends T steps of every env ([T, num_envs, ...]), overwriting the oldest when full."""
+    max_size, steps = buf.state.shape[0], state.shape[0]
+    rows = (buf.ptr + jnp.arange(steps)) % max_size
+    return buf.replace(state=buf.state.at[rows].set(state), action=buf.action.at[rows].set(action),
+                       episode_id=buf.episode_id.at[rows].set(episode_id),
+                       ptr=(buf.ptr + steps) % max_size, size=jnp.minimum(buf.size + steps, max_size))
+
+
+def sample_future_offsets(key: jax.Array, episode_id: jax.Array, gamma: float) -> tuple[jax.Array, jax.Array]:
+    """For a window of episode ids [W] (non-decreasing), draws k_t >= 1 with P(k) ~ gamma^k over the
+    K_t steps left in t's episode inside the window (inverse CDF of a truncated geometric law).
+    Returns (k [W], valid [W]); valid is False where no future step of the same episode exists."""
+    window = episode_id.shape[0]
+    t = jnp.arange(window)
+    last = jnp.searchsorted(episode_id, episode_id, side="right") - 1  # last index of t's episode
+    horizon = last - t  # K_t
+    u = jax.random.uniform(key, (window,))
+    # CDF(k) = (1 - gamma^k) / (1 - gamma^K)  =>  k = ceil(log(1 - u (1 - gamma^K)) / log(gamma))
+    k = jnp.ceil(jnp.log1p(-u * (1.0 - gamma ** horizon.astype(jnp.float32))) / math.log(gamma))
+    k = jnp.clip(k.astype(jnp.int32), 1, jnp.maximum(horizon, 1))
+    return k, horizon >= 1
+
+
+def buffer_sample(buf: Buffer, key: jax.Array, window: int, gamma: float, goal_start: int,
+                  goal_end: int) -> dict:
+    """One window per env, relabelled; returns flat arrays over num_envs * window steps: state,
+    action, goal (from the future state), valid, and offset k (for tests and diagnostics)."""
+    max_size, num_envs = buf.state.shape[:2]
+    key_start, key_k = jax.random.split(key)
+    oldest = (buf.ptr - buf.size) % max_size
+    start = jax.random.randint(key_start, (num_envs,), 0, buf.size - window + 1)
+    rows = (oldest + start[:, None] + jnp.arange(window)[None, :]) % max_size  # [num_envs, W]
+    cols = jnp.arange(num_envs)[:, None]
+    state, action, episode_id = buf.state[rows, cols], buf.action[rows, cols], buf.episode_id[rows, cols]
+    k, valid = jax.vmap(sample_future_offsets, in_axes=(0, 0, None))(
+        jax.random.split(key_k, num_envs), episode_id, gamma)
+    future = jnp.take_along_axis(state, (jnp.arange(window)[None, :] + k)[..., None] % window, axis=1)
+    flat = lambda x: x.reshape((num_envs * window,) + x.shape[2:])
+    return {"state": flat(state), "action": flat(action), "goal": flat(future[..., goal_start:goal_end]),
+            "valid": flat(valid), "k": flat(k)}
+
+
+def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_size: int) -> dict:
+    """Random order with every valid (relabelled) transition before any invalid one; takes
+    num_batches * batch_size of them, reusing valid ones if there are too few, so no transition
+    without a same-episode future goal is ever trained on."""
+    n = data["valid"].shape[0]
+    u = jax.random.uniform(key, (n,))
+    order = jnp.argsort(jnp.where(data["valid"], u, u + 2.0))
+    num_valid = jnp.maximum(jnp.sum(data["valid"]), 1)
+    idx = order[jnp.arange(num_batches * batch_size) % num_valid]
+    return {name: x[idx].reshape((num_batches, batch_size) + x.shape[1:])
+            for name, x in data.items() if name in ("state", "action", "goal")}
+
+
+# END SHARED BLOCK: replay buffer
+
+
+# ==================================================================================================
+# SHARED BLOCK: losses (keep identical in all three scripts)
+# ==================================================================================================
+def l2_energy_matrix(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """logits[i, j] = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (not squared). A 1e-12 inside the
+    square root keeps the gradient finite when two representations coincide."""
+    diff = sa_repr[:, None, :] - g_repr[None, :, :]
+    return -jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-12)
+
+
+def l2_energy_pairs(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """f(s_i, a_i, g_i) for matching rows."""
+    return -jnp.sqrt(jnp.sum((sa_repr - g_repr) ** 2, axis=-1) + 1e-12)
+
+
+def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array, dict]:
+    """Row-wise InfoNCE with positives on the diagonal, plus penalty * mean_i(logsumexp_i^2)."""
+    lse = jax.nn.logsumexp(logits, axis=1)
+    diag = jnp.diag(logits)
+    loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
+    n = logits.shape[0]
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
+               "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
+               "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
+    return loss, metrics
+
+
+def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables."""
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2), stable
+    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
+
+
+@flax.struct.dataclass
+class Agent:
+    """Everything one CRL learner owns: actor, critic (phi and psi), log(alpha), optimiser states."""
+
+    actor_params: Any
+    critic_params: Any  # {"phi": ..., "psi": ...}
+    log_alpha: jax.Array
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+
+
+class Optimizers(NamedTuple):
+    actor: optax.GradientTransformation
+    critic: optax.GradientTransformation
+    alpha: optax.GradientTransformation
+
+
+def agent_init(key: jax.Array, nets: Networks, opts: Optimizers, obs_dim: int, goal_dim: int,
+               action_size: int) -> Agent:
+    key_actor, key_phi, key_psi = jax.random.split(key, 3)
+    actor_params = nets.actor.init(key_actor, jnp.zeros((1, obs_dim + goal_dim)))
+    critic_params = {"phi": nets.phi.init(key_phi, jnp.zeros((1, obs_dim + action_size))),
+                     "psi": nets.psi.init(key_psi, jnp.zeros((1, goal_dim)))}
+    log_alpha = jnp.zeros(())
+    return Agent(actor_params, critic_params, log_alpha, opts.actor.init(actor_params),
+                 opts.critic.init(critic_params), opts.alpha.init(log_alpha))
+
+
+def critic_loss_fn(critic_params, nets: Networks, batch: dict, logsumexp_penalty: float):
+    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], batch["action"]], -1))
+    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+    return infonce_loss(l2_energy_matrix(sa_repr, g_repr), logsumexp_penalty)
+
+
+def actor_loss_fn(actor_params, critic_params, log_alpha, nets: Networks, batch: dict, key: jax.Array,
+                  bc_coef: float = 0.0):
+    """mean(alpha * log pi(a|s,g) - f(s, a, g)), a ~ pi, on the batch's relabelled goals; plus
+    bc_coef * mean ||a - a_data||^2 (behaviour cloning, used offline; 0 online)."""
+    mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+    action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], action], -1))
+    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+    q = l2_energy_pairs(sa_repr, g_repr)
+    bc = jnp.mean(jnp.sum((action - batch["action"]) ** 2, axis=-1))
+    loss = jnp.mean(jnp.exp(log_alpha) * log_prob - q) + bc_coef * bc
+    return loss, {"losses/actor": loss, "actor/entropy": -jnp.mean(log_prob), "actor/q": jnp.mean(q),
+                  "actor/bc_mse": bc, "_log_prob": log_prob}
+
+
+def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-log_prob - target_entropy))
+
+
+def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
+                    bc_coef: float = 0.0) -> Callable:
+    """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
+
+    def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
+        (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
+        log_prob = actor_m.pop("_log_prob")
+        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(agent.log_alpha, log_prob, target_entropy)
+        (_, critic_m), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            agent.critic_params, nets, batch, logsumexp_penalty)
+
+        def apply(opt, grads, opt_state, params):
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        actor_params, actor_opt = apply(opts.actor, actor_grads, agent.actor_opt, agent.actor_params)
+        log_alpha, alpha_opt = apply(opts.alpha, alpha_grad, agent.alpha_opt, agent.log_alpha)
+        critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
+        metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
+        return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
+
+    return update
+
+
+# END SHARED BLOCK: losses
+
+
+# ==================================================================================================
+# Training loop
+# ==================================================================================================
+AGENTS = ("collector", "deep_learner", "shallow_learner")  # metric prefixes; only the first one acts
+
+
+@flax.struct.dataclass
+class TrainState:
+    agent: Agent  # the collector: acts in the env and learns as in crl_depth.py
+    learners: dict  # name -> Agent; they train on the collector's buffer and never act
+    env_state: State
+    buffer: Buffer
+    key: jax.Array
+    env_steps: jax.Array
+
+
+def validate_args(args: Args) -> Optional[str]:
+    """Returns one line describing what is wrong with args, or None."""
+    if args.env_id not in ENVS:
+        return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
+    for name in ("collector_depth", "deep_learner_depth", "shallow_learner_depth"):
+        value = getattr(args, name)
+        if value <= 0 or value % 4 != 0:
+            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
+    for name in ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
+                 "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size", "min_replay_size",
+                 "width", "repr_dim"):
+        if getattr(args, name) <= 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    if not 0.0 < args.gamma < 1.0:
+        return f"--gamma must be in (0, 1) (got {args.gamma})"
+    if args.logsumexp_penalty < 0:
+        return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
+    if args.episode_length < 2:
+        return f"--episode-length must be at least 2 (got {args.episode_length})"
+    if args.min_replay_size > args.max_replay_size:
+        return (f"--min-replay-size ({args.min_replay_size}) must not exceed --max-replay-size "
+                f"({args.max_replay_size})")
+    if args.min_replay_size < args.episode_length:
+        return (f"--min-replay-size ({args.min_replay_size}) must be at least --episode-length "
+                f"({args.episode_length}): sampling takes windows of one episode length per env")
+    if args.unroll_length > args.max_replay_size:
+        return f"--unroll-length ({args.unroll_length}) must not exceed --max-replay-size ({args.max_replay_size})"
+    per_step = args.num_envs * (args.episode_length - 1)  # relabelled transitions per training step
+    if args.num_sgd_steps * args.batch_size > per_step:
+        return (f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger than "
+                f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
+    _, _, steps_per_epoch = schedule(args)
+    if steps_per_epoch < 1:
+        prefill, per_train_step, _ = schedule(args)
+        need = prefill + args.num_epochs * per_train_step
+        return (f"--total-env-steps {args.total_env_steps} is too small: {args.num_epochs} epochs of one "
+                f"training step each after the prefill need {need}")
+    return None
+
+
+def schedule(args: Args) -> tuple[int, int, int]:
+    """(prefill env steps, env steps per training step, training steps per epoch)."""
+    prefill_unrolls = -(-args.min_replay_size // args.unroll_length)
+    prefill = prefill_unrolls * args.unroll_length * args.num_envs
+    per_train_step = args.num_envs * args.unroll_length
+    return prefill, per_train_step, (args.total_env_steps - prefill) // (args.num_epochs * per_train_step)
+
+
+def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int],
+                   learner_nets: dict[str, Networks]):
+    """Builds the jitted prefill and epoch functions. The epoch trains the collector (ts.agent, whose
+    actor alone collects) and every learner of ts.learners (networks in learner_nets, same names) on
+    the same batches with the same SGD keys. The collector's random keys are those of a run without
+    learners: learner_nets={} trains the collector exactly as crl_depth.py would (tested)."""
+    obs_dim = env.env.obs_dim
+    target_entropy = -args.target_entropy_scale * env.action_size
+    updates = {name: make_sgd_update(n, opts, target_entropy, args.logsumexp_penalty)
+               for name, n in {AGENTS[0]: nets, **learner_nets}.items()}
+    _, _, steps_per_epoch = schedule(args)
+
+    def collect(ts: TrainState, policy: Callable) -> TrainState:
+        """num_envs x unroll_length env steps; inserts (state, action, episode id) into the buffer."""
+
+        def env_step(carry, _):
+            env_state, key = carry
+            key, key_act = jax.random.split(key)
+            action = policy(env_state.obs, key_act)
+            next_state = env.step(env_state, action)
+            return (next_state, key), (env_state.obs[:, :obs_dim], action, env_state.info["episode_id"])
+
+        key, key_unroll = jax.random.split(ts.key)
+        (env_state, _), (states, actions, episode_ids) = jax.lax.scan(
+            env_step, (ts.env_state, key_unroll), None, length=args.unroll_length)
+        buffer = buffer_insert(ts.buffer, states, actions, episode_ids)
+        return ts.replace(env_state=env_state, buffer=buffer, key=key,
+                          env_steps=ts.env_steps + args.unroll_length * args.num_envs)
+
+    def random_policy(obs, key):
+        return jax.random.uniform(key, (obs.shape[0], env.action_size), minval=-1.0, maxval=1.0)
+
+    def prefill(ts: TrainState) -> TrainState:
+        num_unrolls = -(-args.min_replay_size // args.unroll_length)
+        return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts, random_policy), ts)
+
+    def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
+        def actor_policy(obs, key):  # the collector's actor: the only one that ever acts
+            mean, log_std = nets.actor.apply(ts.agent.actor_params, obs)
+            return sample_tanh_gaussian(key, mean, log_std)[0]
+
+        episodes_before = jnp.sum(ts.env_state.info["episode_id"])
+        ts = collect(ts, actor_policy)
+        key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
+        data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
+        batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+
+        def sgd_step(agents, xs):
+            batch, key = xs  # the same batch and key for every agent
+            out = {name: updates[name](agent, batch, key) for name, agent in agents.items()}
+            return {name: a for name, (a, _) in out.items()}, {name: m for name, (_, m) in out.items()}
+
+        agents, metrics = jax.lax.scan(sgd_step, {AGENTS[0]: ts.agent, **ts.learners},
+                                       (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+        metrics = {f"{name}/{k}": jnp.mean(v) for name, m in metrics.items() for k, v in m.items()}
+        metrics["buffer/valid_fraction"] = jnp.mean(data["valid"])
+        metrics["buffer/mean_goal_offset"] = jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
+            jnp.sum(data["valid"]), 1)
+        metrics["train/episodes_finished"] = jnp.sum(ts.env_state.info["episode_id"]) - episodes_before
+        collector = agents.pop(AGENTS[0])
+        return ts.replace(agent=collector, learners=agents, key=key), metrics
+
+    def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
+        ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    return jax.jit(prefill, donate_argnums=0), jax.jit(train_epoch, donate_argnums=0)
+
+
+# ==================================================================================================
+# Evaluation
+# ==================================================================================================
+def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: dict[str, Networks]) -> Callable:
+    """One episode of episode_length steps on every eval env, fresh starts and goals, for each
+    agent's deterministic actor tanh(mean). One reset serves all agents: its envs are repeated once
+    per agent and stepped as one batch, so every agent meets the same starts and goals (and the
+    compiled graph holds one env step). Per-step metrics count while the episode is alive (up to
+    and including the step that terminates it)."""
+    names, n = list(nets), eval_env.num_envs
+
+    def evaluate(actor_params: dict, key: jax.Array) -> dict:
+        def step(carry, _):
+            env_state, alive = carry
+            obs = env_state.obs.reshape((len(names), n, -1))
+            action = jnp.concatenate([jnp.tanh(nets[name].actor.apply(actor_params[name], obs[i])[0])
+                                      for i, name in enumerate(names)])
+            next_state = eval_env.step(env_state, action)
+            out = (alive * next_state.metrics["success"], alive * next_state.metrics["dist"], alive)
+            return (next_state, alive * (1.0 - next_state.done)), out
+
+        env_state = jax.tree.map(lambda x: jnp.concatenate([x] * len(names)), eval_env.reset(key))
+        alive0 = jnp.ones(len(names) * n)
+        _, outs = jax.lax.scan(step, (env_state, alive0), None, length=args.episode_length)
+        success, dist, alive = (x.reshape((args.episode_length, len(names), n)) for x in outs)
+        steps_alive = jnp.sum(alive, axis=0)  # [agent, env]
+        metrics = {}
+        for i, name in enumerate(names):
+            metrics.update({f"{name}/eval/time_at_goal": jnp.mean(jnp.sum(success[:, i], axis=0)),
+                            f"{name}/eval/success_any": jnp.mean(jnp.max(success[:, i], axis=0)),
+                            f"{name}/eval/dist": jnp.mean(jnp.sum(dist[:, i], axis=0) / steps_alive[i]),
+                            f"{name}/eval/episode_length": jnp.mean(steps_alive[i])})
+        return metrics
+
+    return jax.jit(evaluate)
+
+
+def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: jax.Array, steps: int):
+    """Writes an HTML rollout of one episode of the deterministic policy (brax's viewer; the red
+    sphere is the goal)."""
+    from brax.io import html
+
+    reset, step = jax.jit(env.reset), jax.jit(env.step)
+    act = jax.jit(lambda obs: jnp.tanh(nets.actor.apply(actor_params, obs)[0]))
+    state, rollout = reset(key), []
+    for _ in range(steps):
+        rollout.append(state.pipeline_state)
+        state = step(state, act(state.obs))
+        if state.done:
+            break
+    rollout.append(state.pipeline_state)
+    html.save(path, env.sys, rollout)
+
+
+def plot_runs(run_dirs: list[str], path: str) -> None:
+    """The paper's figure: one panel per run (e.g. a deep-collector and a shallow-collector run side
+    by side), each with the time at goal of collector, deep learner and shallow learner against env
+    steps, read from the runs' metrics.jsonl and args.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(4.8 * len(run_dirs), 3.8), squeeze=False)
+    for ax, run_dir in zip(axes[0], run_dirs):
+        with open(os.path.join(run_dir, "args.json")) as f:
+            run_args = json.load(f)
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        steps = [r["env_steps"] for r in records]
+        for name, color in zip(AGENTS, ("tab:gray", "tab:blue", "tab:orange")):
+            label = f"{name.replace('_', ' ')} (depth {run_args[name + '_depth']})"
+            ax.plot(steps, [r[f"{name}/eval/time_at_goal"] for r in records], color=color, label=label)
+        ax.set_title(f"{run_args['env_id']}, collector depth {run_args['collector_depth']}")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"time at goal (/{run_args['episode_length']})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def main(args: Args) -> None:
+    error = validate_args(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    depths = dict(zip(AGENTS, (args.collector_depth, args.deep_learner_depth, args.shallow_learner_depth)))
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=False)
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args), f, indent=2)
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
+                   name=run_name, config=dataclasses.asdict(args))
+
+    # seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    key = jax.random.PRNGKey(args.seed)
+    key, key_agent, key_env, key_eval, key_render = jax.random.split(key, 5)
+    # the learners draw from their own stream, so every key of the collector is a no-learner run's
+    key_learners = dict(zip(AGENTS[1:], jax.random.split(jax.random.fold_in(key_agent, 1))))
+
+    spec = ENVS[args.env_id]
+    env = VecGoalEnv(make_env(args.env_id), args.num_envs, args.episode_length)
+    eval_env = VecGoalEnv(make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
+    goal_dim = spec.goal_end - spec.goal_start
+    nets = {name: make_networks(depth, depth, args.width, args.repr_dim, env.action_size, args.layer_norm,
+                                args.activation, args.residual, args.remat) for name, depth in depths.items()}
+    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    agent = agent_init(key_agent, nets[AGENTS[0]], opts, spec.obs_dim, goal_dim, env.action_size)
+    learners = {name: agent_init(key_learners[name], nets[name], opts, spec.obs_dim, goal_dim, env.action_size)
+                for name in AGENTS[1:]}
+    ts = TrainState(agent=agent, learners=learners, env_state=env.reset(key_env),
+                    buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
+                    key=key, env_steps=jnp.zeros((), jnp.int32))
+    ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
+    num_params = {name: sum(x.size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
+                  for name, a in {AGENTS[0]: agent, **learners}.items()}
+    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
+    agents_desc = ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} ({num_params[name]:,} params)"
+                            for name in AGENTS)
+    print(f"run {run_dir} | env {args.env_id} | {agents_desc} | width {args.width} | {steps_per_epoch} "
+          f"training steps/epoch of {per_train_step:,} env steps | backend {jax.default_backend()}", flush=True)
+
+    prefill_fn, epoch_fn = make_train_fns(args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end),
+                                          {name: nets[name] for name in AGENTS[1:]})
+    evaluate = make_evaluate(args, eval_env, nets)
+
+    def actor_params(ts: TrainState) -> dict:
+        return {AGENTS[0]: ts.agent.actor_params, **{name: a.actor_params for name, a in ts.learners.items()}}
+
+    t0 = time.perf_counter()
+    prefill_c = prefill_fn.lower(ts).compile()
+    t1 = time.perf_counter()
+    epoch_c = epoch_fn.lower(ts).compile()
+    t2 = time.perf_counter()
+    eval_c = evaluate.lower(actor_params(ts), key_eval).compile()
+    compile_s = time.perf_counter() - t0
+    print(f"compiled in {compile_s:.1f}s (prefill {t1 - t0:.1f}s, epoch {t2 - t1:.1f}s, "
+          f"evaluation {compile_s - (t2 - t0):.1f}s); prefilling {prefill_steps:,} env steps with random actions", flush=True)
+    ts = prefill_c(ts)
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+
+    def log(record: dict) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if args.track:
+            wandb.log(record, step=record["env_steps"])
+
+    def per_agent(record: dict, metric: str, fmt: str) -> str:
+        return "/".join(format(record[f"{name}/{metric}"], fmt) for name in AGENTS)
+
+    # epoch 0: the untrained policies, the baseline that learning must rise above
+    key_eval, key_e = jax.random.split(key_eval)
+    eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
+    record = {"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
+              "time/compile_s": compile_s}
+    log(record)
+    print(f"epoch 0 (untrained) | time at goal (collector/deep/shallow) "
+          f"{per_agent(record, 'eval/time_at_goal', '.1f')} of {args.episode_length} | "
+          f"dist {per_agent(record, 'eval/dist', '.2f')}", flush=True)
+    epoch_times = []
+    for epoch in range(1, args.num_epochs + 1):
+        t_epoch = time.perf_counter()
+        ts, train_metrics = epoch_c(ts)
+        train_metrics = jax.device_get(train_metrics)
+        train_s = time.perf_counter() - t_epoch
+        key_eval, key_e = jax.random.split(key_eval)
+        eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
+        epoch_s = time.perf_counter() - t_epoch
+        epoch_times.append(epoch_s)
+        record = {"epoch": epoch, "env_steps": int(ts.env_steps),
+                  **{k: float(v) for k, v in eval_metrics.items()},
+                  **{k: float(v) for k, v in train_metrics.items()},
+                  "charts/sps": steps_per_epoch * per_train_step / train_s,
+                  "time/epoch_s": epoch_s, "time/compile_s": compile_s}
+        log(record)
+        eta = (args.num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
+        print(f"epoch {epoch}/{args.num_epochs} | env steps {record['env_steps']:,} | SPS {record['charts/sps']:,.0f} | "
+              f"time at goal (collector/deep/shallow) {per_agent(record, 'eval/time_at_goal', '.1f')} of "
+              f"{args.episode_length} | dist {per_agent(record, 'eval/dist', '.2f')} | "
+              f"critic {per_agent(record, 'losses/critic', '.3f')} "
+              f"acc {per_agent(record, 'critic/categorical_accuracy', '.2f')} | "
+              f"actor {per_agent(record, 'losses/actor', '.3f')} | ETA {format_duration(eta)}", flush=True)
+        for name in AGENTS:
+            for loss in ("losses/critic", "losses/actor"):
+                if not math.isfinite(record[f"{name}/{loss}"]):
+                    print(f"error: non-finite {name}/{loss} at epoch {epoch}", file=sys.stderr)
+                    sys.exit(1)
+
+    checkpoint = {name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
+                  for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()}
+    with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
+        f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    if args.render:
+        render_env = make_env(args.env_id, eval=True)
+        for name, params in actor_params(ts).items():
+            render_rollout(os.path.join(run_dir, f"rollout_{name}.html"), render_env, nets[name], params,
+                           key_render, args.episode_length)
+    if args.plot:
+        plot_runs([run_dir], os.path.join(run_dir, "time_at_goal.png"))
+    print(f"done: {run_dir}", flush=True)
+    if args.track:
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

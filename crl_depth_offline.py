@@ -1,0 +1,1641 @@
+"""Offline contrastive RL (CRL) at any depth: the same critic and actor as crl_depth.py, trained from a
+fixed dataset with no environment interaction.
+
+Tests the paper's counterpoint ("1000 Layer Networks for Self-Supervised RL", Wang et al., NeurIPS
+2025; arXiv 2503.14858, offline experiment): without exploration, depth does not help and can hurt
+(offline CRL at depths 4..64 fell sharply on two of three OGBench tasks; depth 4 was usually best).
+The dataset is either a replay buffer written by `crl_depth.py --save-buffer` (evaluated in the
+matching brax env exactly as crl_depth.py evaluates) or an OGBench-format .npz (evaluated in
+OGBench's env when the optional `ogbench` package is installed). Hindsight relabelling is
+crl_depth.py's: a strictly future state of the same episode, P(k) ~ gamma^k. The actor loss is CRL's
+critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives pure CRL). Read it
+top to bottom: Args, environments, network, replay buffer, losses, dataset, training loop,
+evaluation, main. The SHARED BLOCKs are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
+`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes. docs/offline.md
+documents both dataset formats.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from typing import Any, Callable, Literal, NamedTuple, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from brax import actuator as brax_actuator
+from brax import base as brax_base
+from brax.envs.base import PipelineEnv, State
+from brax.io import mjcf
+from etils import epath
+
+
+# ==================================================================================================
+# Args
+# ==================================================================================================
+@dataclasses.dataclass
+class Args:
+    # --- experiment ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy and jax)"""
+    track: bool = False
+    """log to Weights & Biases (wandb is imported only then)"""
+    wandb_project_name: str = "crl-depth"
+    """wandb project"""
+    wandb_entity: Optional[str] = None
+    """wandb entity (team or user); None uses your wandb default"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
+    runs_dir: str = "runs"
+    """directory under which runs/{run_name}/ is created"""
+
+    # --- dataset (replaces crl_depth.py's environment block) ---
+    dataset: str = ""
+    """path of the .npz dataset (required): a buffer.npz of `crl_depth.py --save-buffer`, or an
+    OGBench-format file (keys observations, actions, terminals[, timeouts, next_observations])"""
+    dataset_format: Literal["auto", "crl", "ogbench"] = "auto"
+    """format of --dataset; auto: a crl_depth.py buffer if its `format` key says so, else OGBench"""
+    env_id: Optional[str] = None
+    """evaluation env. crl buffers: the brax env id stored in the file (if given, it must match).
+    OGBench: the dataset name for ogbench.make_env_and_datasets (default: the file name without
+    .npz and -val, e.g. antmaze-large-navigate-v0)"""
+    obs_dim: Optional[int] = None
+    """OGBench (required): features of one observation, the state. crl buffers: from the env"""
+    goal_start: Optional[int] = None
+    """OGBench (required): the goal is state[goal_start:goal_end] (antmaze: 0 2). crl: from the env"""
+    goal_end: Optional[int] = None
+    """OGBench (required): end of the goal slice (exclusive). crl buffers: from the env"""
+    window_length: Optional[int] = None
+    """steps of each sampled window, the relabelling horizon; default: crl: the run's
+    --episode-length; OGBench: the longest episode"""
+    num_columns: Optional[int] = None
+    """OGBench only: the one sequence of steps is cut into this many contiguous columns (the
+    buffer's [time, column] layout; one window per column per round); default min(256, steps // window)"""
+    episode_length: Optional[int] = None
+    """steps of an evaluation episode; default: crl: the run's --episode-length; OGBench: the env's limit"""
+    num_eval_envs: int = 128
+    """number of evaluation episodes per evaluation (OGBench: its evaluation tasks in turn)"""
+
+    # --- algorithm ---
+    num_gradient_steps: int = 1_000_000
+    """total SGD steps (each updates actor, alpha and critic on one batch)"""
+    eval_every: int = 100_000
+    """SGD steps between evaluations (a multiple of --num-sgd-steps dividing --num-gradient-steps)"""
+    num_sgd_steps: int = 100
+    """SGD steps per relabelling round: one window per column is relabelled, shuffled and split
+    into this many batches"""
+    batch_size: int = 512
+    """batch size of each SGD step (also the number of InfoNCE negatives + 1)"""
+    gamma: float = 0.99
+    """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor"""
+    critic_lr: float = 3e-4
+    """Adam learning rate of both critic encoders"""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha), the entropy coefficient"""
+    logsumexp_penalty: float = 0.1
+    """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
+    target_entropy_scale: float = 0.5
+    """target entropy is -target_entropy_scale * action_dim"""
+    bc_coef: float = 0.1
+    """weight of behaviour cloning, mean ||a_pi - a_data||^2, in the actor loss; 0 gives pure CRL.
+    0.1 is TD3+BC's balance (alpha 2.5) rescaled to this loss: see docs/offline.md"""
+
+    # --- network ---
+    depth: int = 4
+    """Dense layers inside the residual blocks of actor and critic (a positive multiple of 4)"""
+    actor_depth: Optional[int] = None
+    """actor depth; overrides --depth for the actor"""
+    critic_depth: Optional[int] = None
+    """critic depth (phi and psi); overrides --depth for the critic"""
+    width: int = 256
+    """width of every hidden layer"""
+    repr_dim: int = 64
+    """output dimension of phi(s, a) and psi(g)"""
+    layer_norm: bool = True
+    """LayerNorm after every hidden Dense (--no-layer-norm for the ablation)"""
+    activation: Literal["swish", "relu"] = "swish"
+    """hidden activation (relu for the ablation)"""
+    residual: bool = True
+    """skip connection around every block of 4 layers (--no-residual for the ablation)"""
+    remat: bool = False
+    """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+
+# ==================================================================================================
+# SHARED BLOCK: environments (keep identical in all three scripts)
+# ==================================================================================================
+# Goal-conditioned brax envs built from brax's bundled XML, edited at construction. Every env's
+# observation is state (obs_dim) ++ goal; a relabelled goal is future_state[goal_start:goal_end],
+# and distance to the goal is ||state[goal_start:goal_end] - goal|| for every env.
+BRAX_ASSETS = epath.resource_path("brax") / "envs/assets"
+
+
+def _target_body(size: float, z: float, joint_range: float, mass: float) -> ET.Element:
+    """A non-colliding sphere on x/y slide joints that shows the goal in renders (appended LAST)."""
+    body = ET.Element("body", name="target", pos=f"0 0 {z}")
+    for name, axis in (("target_x", "1 0 0"), ("target_y", "0 1 0")):
+        ET.SubElement(body, "joint", name=name, type="slide", axis=axis, limited="true",
+                      range=f"{-joint_range} {joint_range}", armature="0", damping="0", stiffness="0")
+    ET.SubElement(body, "geom", name="target_geom", type="sphere", size=str(size), contype="0",
+                  conaffinity="0", mass=str(mass), rgba="1 0.2 0.2 0.6")
+    return body
+
+
+class GoalEnv(PipelineEnv):
+    """Common reset/step of the goal-conditioned envs. Subclasses define the XML edits,
+    `_start_and_goal`, `_state` and `_terminated` (and `_ctrl` and `action_size` where the policy's
+    action is not one [-1, 1] value per actuator); the per-step metrics are `dist` and `success`."""
+
+    obs_dim: int
+    goal_start: int
+    goal_end: int
+    success_radius: float
+
+    def _start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        raise NotImplementedError  # returns q, qd, goal
+
+    def _state(self, ps: brax_base.State, action: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _terminated(self, ps: brax_base.State) -> jax.Array:
+        return jnp.zeros(())
+
+    def _edit_xml(self, root: ET.Element) -> None:
+        """Hook for variants (the mazes): last edit of the robot's XML before it is loaded."""
+
+    def _goal_metrics(self, state_vec: jax.Array, goal: jax.Array) -> dict:
+        dist = jnp.linalg.norm(state_vec[self.goal_start : self.goal_end] - goal)
+        return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
+
+    def reset(self, rng: jax.Array) -> State:
+        q, qd, goal = self._start_and_goal(rng)
+        ps = self.pipeline_init(q, qd)
+        state_vec = self._state(ps, jnp.zeros(self.sys.act_size()))
+        metrics = self._goal_metrics(state_vec, goal)
+        obs = jnp.concatenate([state_vec, goal])
+        zero = jnp.zeros(())
+        return State(ps, obs, metrics["success"], zero, metrics, {"goal": goal})
+
+    def _ctrl(self, action: jax.Array) -> jax.Array:
+        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
+        return lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
+
+    def step(self, state: State, action: jax.Array) -> State:
+        ctrl = self._ctrl(action)
+        ps = self.pipeline_step(state.pipeline_state, ctrl)
+        goal = state.info["goal"]
+        state_vec = self._state(ps, ctrl)
+        metrics = self._goal_metrics(state_vec, goal)
+        obs = jnp.concatenate([state_vec, goal])
+        done = self._terminated(ps).astype(jnp.float32)
+        return state.replace(pipeline_state=ps, obs=obs, reward=metrics["success"], done=done,
+                             metrics=metrics)
+
+
+class Reacher(GoalEnv):
+    """2-link planar arm; the fingertip must reach a target within radius 0.2 of the base.
+    Backend: brax's default `generalized` at 0.01 x 4 = 0.04 s (the paper's step). On `spring`
+    at that step the arm's state goes NaN within a random rollout (as the original code's reacher
+    did); tests/test_envs.py checks that a long random rollout stays finite."""
+
+    obs_dim, goal_start, goal_end, success_radius = 10, 4, 7, 0.05
+
+    def __init__(self, backend: str = "generalized"):
+        xml = (BRAX_ASSETS / "reacher.xml").read_text()  # already carries its `target` body last
+        sys_ = mjcf.loads(xml).tree_replace({"opt.timestep": 0.01})
+        super().__init__(sys=sys_, backend=backend, n_frames=4)
+
+    def _start_and_goal(self, rng):
+        rng_q, rng_qd, rng_r, rng_a = jax.random.split(rng, 4)
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = jax.random.uniform(rng_qd, (self.sys.qd_size(),), minval=-0.005, maxval=0.005)
+        radius = 0.2 * jax.random.uniform(rng_r)
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        target_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q, qd = q.at[2:].set(target_xy), qd.at[2:].set(0.0)
+        return q, qd, jnp.concatenate([target_xy, jnp.array([0.01])])  # target body sits at z 0.01
+
+    def _state(self, ps, action):
+        theta = ps.q[:2]
+        tip_offset = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))
+        tip_pos = ps.x.take(1).do(tip_offset).pos
+        tip_vel = tip_offset.do(ps.xd.take(1)).vel
+        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), tip_pos, tip_vel])
+
+
+class Ant(GoalEnv):
+    """Quadruped; the torso must reach a goal on a circle of radius 10 (spring, 0.05 s a step)."""
+
+    obs_dim, goal_start, goal_end, success_radius = 29, 0, 2, 0.5
+
+    def __init__(self, backend: str = "spring"):
+        root = ET.fromstring((BRAX_ASSETS / "ant.xml").read_text())
+        init_qpos = root.find("custom/numeric[@name='init_qpos']")
+        init_qpos.set("data", init_qpos.get("data") + " 0 0")  # the target's slide joints
+        root.find("worldbody").append(_target_body(size=0.25, z=0.5, joint_range=100.0, mass=1.0))
+        self._edit_xml(root)
+        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.005})
+        super().__init__(sys=sys_, backend=backend, n_frames=10)
+
+    def _start_and_goal(self, rng):
+        rng_q, rng_qd, rng_a = jax.random.split(rng, 3)
+        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
+        qd = 0.1 * jax.random.normal(rng_qd, (self.sys.qd_size(),))
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        goal = 10.0 * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        return q.at[-2:].set(goal), qd.at[-2:].set(0.0), goal
+
+    def _state(self, ps, action):
+        return jnp.concatenate([ps.q[:-2], ps.qd[:-2]])  # without the target's slide joints
+
+    def _terminated(self, ps):
+        z = ps.x.pos[0, 2]
+        return (z < 0.2) | (z > 1.0)
+
+
+class Humanoid(GoalEnv):
+    """Humanoid; the torso must reach (gx, gy, 1.25), goal 1-5 m away (spring, 0.03 s a step).
+
+    Fidelity quirks of the paper's env, kept: the state includes the target's slide joints, and the
+    1 kg target link enters the centre-of-mass terms. Env step 0.003 x 10 = 0.03 s (the original
+    meant 0.0015 x 10, but its timestep change had no effect on the brax it ran on)."""
+
+    obs_dim, goal_start, goal_end, success_radius = 268, 0, 3, 0.5
+    timestep = 0.003  # physics step; 10 per env step
+
+    def __init__(self, backend: str = "spring"):
+        root = ET.fromstring((BRAX_ASSETS / "humanoid.xml").read_text())
+        root.find("default/geom").set("contype", "1")  # body geoms hit floor (and walls), not each other
+        root.find("worldbody/geom[@name='floor']").set("size", "40 40 0.125")
+        for i, motor in enumerate(root.find("actuator").findall("motor")):
+            motor.set("gear", "350" if i < 11 else "100")  # 11 torso/leg, 6 arm actuators
+        root.find("worldbody").append(_target_body(size=0.5, z=1.25, joint_range=100.0, mass=1.0))
+        self._edit_xml(root)
+        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
+        sys_ = sys_.tree_replace({"opt.timestep": self.timestep})
+        super().__init__(sys=sys_, backend=backend, n_frames=10)
+
+    def _start_and_goal(self, rng):
+        rng_r, rng_a = jax.random.split(rng)
+        radius = jax.random.uniform(rng_r, minval=1.0, maxval=5.0)
+        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
+        goal_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+        q = self.sys.init_q.at[-2:].set(goal_xy)
+        return q, jnp.zeros(self.sys.qd_size()), jnp.concatenate([goal_xy, jnp.array([1.25])])
+
+    def _state(self, ps, action):
+        inertia = self.sys.link.inertia
+        if self.backend in ("spring", "positional"):  # as brax's humanoid: scaled, diagonal inertia
+            inertia = inertia.replace(
+                i=jax.vmap(jnp.diag)(jax.vmap(jnp.diagonal)(inertia.i) ** (1 - self.sys.spring_inertia_scale)),
+                mass=inertia.mass ** (1 - self.sys.spring_mass_scale))
+        mass_sum = jnp.sum(inertia.mass)
+        x_i = ps.x.vmap().do(inertia.transform)
+        com = jnp.sum(jax.vmap(jnp.multiply)(inertia.mass, x_i.pos), axis=0) / mass_sum
+        cinr = x_i.replace(pos=x_i.pos - com).vmap().do(inertia)
+        com_inertia = jnp.hstack([cinr.i.reshape((cinr.i.shape[0], -1)), inertia.mass[:, None]])
+        xd_i = brax_base.Transform.create(pos=x_i.pos - ps.x.pos).vmap().do(ps.xd)
+        com_velocity = jnp.hstack([inertia.mass[:, None] * xd_i.vel / mass_sum, xd_i.ang])
+        qfrc_actuator = brax_actuator.to_tau(self.sys, action, ps.q, ps.qd)
+        return jnp.concatenate([ps.q, ps.qd, com_inertia.ravel(), com_velocity.ravel(), qfrc_actuator])
+
+    def _terminated(self, ps):
+        z = ps.x.pos[0, 2]
+        return (z < 1.0) | (z > 2.0)
+
+
+# --- Mazes ----------------------------------------------------------------------------------------
+# Each maze is one picture: its training layout on the left, its evaluation layout on the right (a
+# maze with one layout evaluates on its training grid). Rows top to bottom; '#' wall, 'R' start,
+# 'G' goal cell, '.' free. Cell (i, j), row i and column j, is centred at world (x, y) = (i s, j s),
+# so the picture's rows run along +x and its columns along +y; s is the robot's cell size.
+ANT_U4_MAZE = """
+#####   #####
+#GGG#   #...#
+#R#G#   #R#.#
+###G#   ###.#
+#G#G#   #G#.#
+#GGG#   #GGG#
+#####   #####
+"""
+ANT_U5_MAZE = """
+########   ########
+#GGGGGG#   #......#
+#R####G#   #R####.#
+######G#   ######.#
+#G####G#   #G####G#
+#GGGGGG#   #GGGGGG#
+########   ########
+"""
+ANT_BIG_MAZE = """
+########   ########
+#RG##GG#   #R.##GG#
+#GG#GGG#   #..#..G#
+##GGG###   ##...###
+#GG#GGG#   #..#...#
+#G#GG#G#   #.#G.#G#
+#GGG#GG#   #.GG#GG#
+########   ########
+"""
+ANT_HARDEST_MAZE = """
+############
+#RGGG#GGGGG#
+#G##G#G#G#G#
+#GGGGGG#GGG#
+#G####G###G#
+#GG#G#GGGGG#
+##G#G#G#G###
+#GG#GGG#GGG#
+############
+"""
+HUMANOID_U_MAZE = """
+#####   #####
+#RGG#   #R..#
+###G#   ###.#
+#GGG#   #GGG#
+#####   #####
+"""
+HUMANOID_BIG_MAZE = """
+########   ########
+#RG##GG#   #R.##GG#
+#GG#GGG#   #..#.GG#
+##GGG###   ##...###
+#GG#GGG#   #..#...#
+#G#GG#G#   #.#G.#G#
+#GGG#GG#   #.GG#GG#
+########   ########
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Maze:
+    """One layout: rows of '#', 'R', 'G', '.' on square cells of `scale` metres."""
+
+    rows: tuple[str, ...]
+    scale: float
+
+    def cells(self, kinds: str) -> list[tuple[int, int]]:
+        """(row, column) of every cell whose character is in `kinds`, in reading order."""
+        return [(i, j) for i, row in enumerate(self.rows) for j, c in enumerate(row) if c in kinds]
+
+    def xy(self, cells: list[tuple[int, int]]) -> np.ndarray:
+        """World (x, y) of cell centres, [n, 2]."""
+        return self.scale * np.asarray(cells, dtype=np.float32).reshape(-1, 2)
+
+    @property
+    def start(self) -> tuple[int, int]:
+        return self.cells("R")[0]
+
+    def sample_goal_xy(self, rng: jax.Array) -> jax.Array:
+        """Centre of a uniformly chosen G cell."""
+        goals = jnp.asarray(self.xy(self.cells("G")))
+        return goals[jax.random.randint(rng, (), 0, goals.shape[0])]
+
+
+def parse_mazes(picture: str, scale: float) -> list[Maze]:
+    """The layouts of a picture, left to right. Each must be a rectangle closed by walls, with one R
+    and at least one G."""
+    lines = [line.split() for line in picture.strip().splitlines()]
+    if len({len(parts) for parts in lines}) != 1:
+        raise ValueError("maze picture: every line needs the same number of layouts")
+    mazes = [Maze(tuple(rows), scale) for rows in zip(*lines)]
+    for maze in mazes:
+        rows = maze.rows
+        if len({len(row) for row in rows}) != 1 or set("".join(rows)) - set("#RG."):
+            raise ValueError(f"maze {rows}: rows must be equally long, of '#', 'R', 'G', '.'")
+        border = rows[0] + rows[-1] + "".join(row[0] + row[-1] for row in rows)
+        if set(border) != {"#"} or len(maze.cells("R")) != 1 or not maze.cells("G"):
+            raise ValueError(f"maze {rows}: needs walls all around, exactly one R and a G")
+    return mazes
+
+
+def _add_maze(root: ET.Element, maze: Maze) -> None:
+    """Floor 100 x 100 and one box per wall cell, (0.5 s, 0.5 s, 0.25 s) half-size on the floor,
+    colliding (contype = conaffinity = 1); inserted before the target body, which stays last."""
+    worldbody = root.find("worldbody")
+    worldbody.find("geom[@name='floor']").set("size", "100 100 0.125")
+    at = list(worldbody).index(worldbody.find("body[@name='target']"))
+    s = maze.scale
+    for n, ((i, j), (x, y)) in enumerate(zip(maze.cells("#"), maze.xy(maze.cells("#")))):
+        worldbody.insert(at + n, ET.Element(
+            "geom", name=f"wall_{i}_{j}", type="box", pos=f"{x} {y} {0.25 * s}",
+            size=f"{0.5 * s} {0.5 * s} {0.25 * s}", contype="1", conaffinity="1", rgba="0.7 0.5 0.3 1"))
+
+
+class AntMaze(Ant):
+    """Ant in a maze of 4 m cells: starts at the R cell (plus the ant's U(+-0.1) noise), goal the
+    centre of a uniformly chosen G cell. Torso, the four hip capsules and the four feet collide with
+    the walls; the other leg segments pass through them (as in the paper's env)."""
+
+    scale = 4.0
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _edit_xml(self, root):
+        for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom", "left_foot_geom",
+                     "right_foot_geom", "third_foot_geom", "fourth_foot_geom"):
+            root.find(f".//geom[@name='{name}']").set("conaffinity", "1")
+        _add_maze(root, self.maze)
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return xy
+
+    def _start_and_goal(self, rng):
+        rng_ant, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_ant)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+class HumanoidMaze(Humanoid):
+    """Humanoid in a maze of 2 m cells (walls 1 m high), 0.0015 x 10 = 0.015 s a step: starts still
+    at the R cell, goal (gx, gy, 1.25) at the centre of a uniformly chosen G cell."""
+
+    scale = 2.0
+    timestep = 0.0015
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _edit_xml(self, root):
+        _add_maze(root, self.maze)
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return jnp.concatenate([xy, jnp.array([1.25])])
+
+    def _start_and_goal(self, rng):
+        rng_humanoid, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_humanoid)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+# Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.
+# The scenes of the goal-conditioned benchmark the paper uses (JaxGCRL, Apache-2.0) around the Franka
+# Emika Panda of MuJoCo Menagerie (Apache-2.0), without the visual-only meshes: every colliding geom
+# is a primitive and every link has an explicit inertial, so the dynamics are the originals'. The
+# three scenes share everything but the two regions (push: flat floors; binpick: walled bins), the
+# cube's and goal marker's initial positions, and binpick's impratio and wall contacts.
+_PANDA_XML = """<mujoco model="panda">
+  <compiler angle="radian" autolimits="true"/>
+  <option integrator="implicitfast"{impratio}/>
+  <default>
+    <default class="panda">
+      <joint armature="0.1" damping="5" axis="0 0 1" range="-2.8973 2.8973"/>
+      <general dyntype="none" biastype="affine" ctrlrange="-2.8973 2.8973" forcerange="-87 87"/>
+      <default class="finger">
+        <joint axis="0 1 0" type="slide" range="0 0.08"/>
+      </default>
+      <default class="visual">
+        <geom contype="0" conaffinity="0" group="2"/>
+      </default>
+      <default class="collision">
+        <geom group="3"/>
+        <default class="finger_collision">
+          <geom type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035" friction="10 0.005 0.0001"/>
+        </default>
+      </default>
+    </default>
+  </default>
+  <worldbody>
+    <light name="top" pos="0 0 2" mode="trackcom"/>
+    <body name="link0" childclass="panda">
+      <body name="link1" pos="0 0 0.333">
+        <inertial mass="4.970684" pos="0.003875 0.002081 -0.04762" fullinertia="0.70337 0.70661 0.0091170 -0.00013900 0.0067720 0.019169"/>
+        <joint name="joint1"/>
+        <body name="link2" quat="1 -1 0 0">
+          <inertial mass="0.646926" pos="-0.003141 -0.02872 0.003495" fullinertia="0.0079620 2.8110e-2 2.5995e-2 -3.925e-3 1.0254e-2 7.04e-4"/>
+          <joint name="joint2" range="-1.7628 1.7628"/>
+          <body name="link3" pos="0 -0.316 0" quat="1 1 0 0">
+            <joint name="joint3"/>
+            <inertial mass="3.228604" pos="2.7518e-2 3.9252e-2 -6.6502e-2" fullinertia="3.7242e-2 3.6155e-2 1.083e-2 -4.761e-3 -1.1396e-2 -1.2805e-2"/>
+            <body name="link4" pos="0.0825 0 0" quat="1 1 0 0">
+              <inertial mass="3.587895" pos="-5.317e-2 1.04419e-1 2.7454e-2" fullinertia="2.5853e-2 1.9552e-2 2.8323e-2 7.796e-3 -1.332e-3 8.641e-3"/>
+              <joint name="joint4" range="-3.0718 -0.0698"/>
+              <body name="link5" pos="-0.0825 0.384 0" quat="1 -1 0 0">
+                <inertial mass="1.225946" pos="-1.1953e-2 4.1065e-2 -3.8437e-2" fullinertia="3.5549e-2 2.9474e-2 8.627e-3 -2.117e-3 -4.037e-3 2.29e-4"/>
+                <joint name="joint5"/>
+                <body name="link6" quat="1 1 0 0">
+                  <inertial mass="1.666555" pos="6.0149e-2 -1.4117e-2 -1.0517e-2" fullinertia="1.964e-3 4.354e-3 5.433e-3 1.09e-4 -1.158e-3 3.41e-4"/>
+                  <joint name="joint6" range="-0.0175 3.7525"/>
+                  <body name="link7" pos="0.088 0 0" quat="1 1 0 0">
+                    <inertial mass="7.35522e-01" pos="1.0517e-2 -4.252e-3 6.1597e-2" fullinertia="1.2516e-2 1.0027e-2 4.815e-3 -4.28e-4 -1.196e-3 -7.41e-4"/>
+                    <joint name="joint7"/>
+                    <body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">
+                      <geom name="hand_geom" rgba="1 1 1 1" type="capsule" size="0.04 0.06" pos="0 0 0.035" quat="1 1 0 0" contype="0" conaffinity="0"/>
+                      <body name="left_finger" pos="0 0 0.0584">
+                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
+                        <joint name="finger_joint1" class="finger"/>
+                        <geom name="left_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
+                      </body>
+                      <body name="right_finger" pos="0 0 0.0584" quat="0 0 0 1">
+                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
+                        <joint name="finger_joint2" class="finger"/>
+                        <geom name="right_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
+                      </body>
+                    </body>
+                  </body>
+                </body>
+              </body>
+            </body>
+          </body>
+        </body>
+      </body>
+    </body>
+{regions}
+    <body name="cube" pos="{cube} 0.07">
+      <freejoint/>
+      <geom name="cube_geom" size="0.03 0.03 0.03" type="box" rgba="0 0.4 0 1" contype="0" conaffinity="0"/>
+    </body>
+    <body name="goal_marker" pos="{marker} 0.07" gravcomp="1">
+      <freejoint/>
+      <geom name="goal_marker_geom" size="0.03 0.03 0.03" type="box" rgba="0.3 1 0.3 1" contype="0" conaffinity="0"/>
+    </body>
+    <body name="tablelink" pos="0 .2 0">
+      <geom name="table_geom" group="4" pos="0.0 0.0 0.0" size="2.8 2.4 0.1" type="plane" mass="10" friction="0.2 0.005 0.0001" contype="0" conaffinity="0"/>
+    </body>
+  </worldbody>
+  <equality>
+    <joint joint1="finger_joint1" joint2="finger_joint2" solimp="0.95 0.99 0.001" solref="0.005 1"/>
+  </equality>
+  <contact>
+{pairs}
+  </contact>
+  <actuator>
+    <general class="panda" name="actuator1" joint="joint1" gainprm="4500" biasprm="0 -4500 -450"/>
+    <general class="panda" name="actuator2" joint="joint2" gainprm="4500" biasprm="0 -4500 -450" ctrlrange="-1.7628 1.7628"/>
+    <general class="panda" name="actuator3" joint="joint3" gainprm="2000" biasprm="0 -3500 -350"/>
+    <general class="panda" name="actuator4" joint="joint4" gainprm="2000" biasprm="0 -3500 -350" ctrlrange="-3.0718 -0.0698"/>
+    <general class="panda" name="actuator5" joint="joint5" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
+    <general class="panda" name="actuator6" joint="joint6" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12" ctrlrange="-0.0175 3.7525"/>
+    <general class="panda" name="actuator7" joint="joint7" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
+    <general class="panda" name="actuator8" joint="finger_joint1" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
+    <general class="panda" name="actuator9" joint="finger_joint2" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
+  </actuator>
+</mujoco>
+"""
+
+# task: cube region centre (blue, A), goal region centre (red, B), sampling half-range s (cube and
+# goal xy = centre + s U(-1, 1)), goal marker's initial xy, walled bins or not
+_PANDA_TASKS = {
+    "push_easy": dict(cube=(-0.1, 0.6), goal=(0.1, 0.6), spread=0.1, marker=(-0.3, 0.6), bins=False),
+    "push_hard": dict(cube=(-0.25, 0.65), goal=(0.25, 0.65), spread=0.25, marker=(-0.25, 0.65), bins=False),
+    "binpick_hard": dict(cube=(-0.3, 0.6), goal=(0.3, 0.6), spread=0.15, marker=(-0.3, 0.6), bins=True),
+}
+
+
+def panda_xml(task: str) -> str:
+    """The MJCF text of one arm scene (tests compare it with ../shared/data/panda/panda_{task}.xml)."""
+    t = _PANDA_TASKS[task]
+    xy = lambda p: f"{p[0]:g} {p[1]:g}"
+    regions, pairs = [], [f'    <pair geom1="cube_geom" geom2="{g}"/>'
+                          for g in ("table_geom", "hand_geom", "left_finger_geom", "right_finger_geom")]
+    walls = []
+    for name, centre, rgba in (("binA", t["cube"], "0 0.2 0.8 1"), ("binB", t["goal"], "0.8 0 0 1")):
+        if t["bins"]:  # four walls 0.066 high around a 0.38 x 0.38 inside, no floor
+            sides = [("0 -0.19", "0.195 0.005"), ("0 0.19", "0.195 0.005"),
+                     ("0.19 0", "0.005 0.185"), ("-0.19 0", "0.005 0.185")]
+            geoms = [(f"{name}{i + 1}", f"{pos} 0.033", f"{size} 0.033")
+                     for i, (pos, size) in enumerate(sides)]
+            walls += [g[0] for g in geoms]
+        else:  # a flat coloured floor the size of the sampling region
+            geoms = [(f"{name}_floor", "0 0 0.0005", f"{t['spread']:g} {t['spread']:g} 0.0005")]
+        regions.append(f'    <body name="{name}" pos="{xy(centre)} 0">')
+        regions += [f'      <geom name="{g}" pos="{p}" size="{s}" type="box" rgba="{rgba}" contype="0" '
+                    f'conaffinity="0"/>' for g, p, s in geoms]
+        regions.append("    </body>")
+    pairs += [f'    <pair geom1="cube_geom" geom2="{w}"/>' for w in walls]
+    pairs += [f'    <pair geom1="table_geom" geom2="{g}"/>'
+              for g in ("hand_geom", "left_finger_geom", "right_finger_geom")]
+    pairs += [f'    <pair geom1="{g}" geom2="{w}"/>'
+              for g in ("left_finger_geom", "right_finger_geom", "hand_geom") for w in walls]
+    pairs.append('    <pair geom1="left_finger_geom" geom2="right_finger_geom"/>')
+    return _PANDA_XML.format(impratio=' impratio="10"' if t["bins"] else "", regions="\n".join(regions),
+                             cube=xy(t["cube"]), marker=xy(t["marker"]), pairs="\n".join(pairs))
+
+
+class Arm(GoalEnv):
+    """Franka Panda arm moving a cube to a goal (mjx backend, 0.002 x 25 = 0.05 s a step).
+
+    Action (5): absolute targets for joints 1, 2, 4, 6 mapped from [-1, 1] onto _ARM_LO.._ARM_HI
+    (joints 3 and 5 held at 0, joint 7 at 1.4487), and a binary gripper: action[4] > 0 closes (ctrl 0),
+    else opens (ctrl 255). As in the benchmark's scenes, actuators 3-7 have position bias != gain
+    (joint 6 settles at ctrl / 2), and most targets exceed the force limits (87 / 12 N m) at first.
+    State (17): cube xyz, the 7 arm joints, end-effector (link 7 frame) position and velocity, finger
+    gap; the last three come from brax's x, xd, which are one 0.002 s substep behind q (as in the
+    original). Goal = cube xyz. Success: cube within 0.1 of the goal; success_easy (0.3) and
+    success_hard (0.03) are extra per-step metrics. No termination. brax fuses the jointless bodies
+    (link0, hand, bins, table) into their parents, which puts the free bodies first in qpos: cube
+    0:7, goal marker 7:14, arm joints 14:21, fingers 21:23; the marker (no collision, gravity
+    compensated) is placed at the goal to show it in renders."""
+
+    obs_dim, goal_start, goal_end, success_radius = 17, 0, 3, 0.1
+    _ARM_Q = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449, 0.04, 0.04)  # start: 7 joints, 2 fingers
+    _ARM_LO = (0.3491, 0.0, -3.0718, 2.3562)  # joints 1, 2, 4, 6 at action -1
+    _ARM_HI = (2.7925, 1.48353, -0.0698, 3.7525)  # ... and at action +1
+
+    def __init__(self, task: str, backend: str = "mjx"):
+        t = _PANDA_TASKS[task]
+        self.cube_centre, self.goal_centre = jnp.array(t["cube"]), jnp.array(t["goal"])
+        self.spread = t["spread"]
+        sys_ = mjcf.loads(panda_xml(task))
+        sys_ = sys_.tree_replace({"opt.timestep": 0.002, "opt.iterations": 6, "opt.ls_iterations": 12})
+        super().__init__(sys=sys_, backend=backend, n_frames=25)
+        links = list(self.sys.link_names)
+        assert links[:3] == ["cube", "goal_marker", "link1"]  # the qpos layout above
+        assert list(self.sys.jnt_qposadr) == [0, 7, *range(14, 23)]
+        self._eef = links.index("link7")
+        self._fingers = (links.index("left_finger"), links.index("right_finger"))
+
+    @property
+    def action_size(self) -> int:
+        return 5
+
+    def _ctrl(self, action):
+        lo, hi = jnp.array(self._ARM_LO), jnp.array(self._ARM_HI)
+        j1, j2, j4, j6 = lo + (action[:4] + 1.0) * 0.5 * (hi - lo)
+        grip = jnp.where(action[4] > 0, 0.0, 255.0)
+        return jnp.stack([j1, j2, jnp.zeros(()), j4, jnp.zeros(()), j6, jnp.full((), 1.4487), grip, grip])
+
+    def _start_and_goal(self, rng):
+        rng_cube, rng_goal = jax.random.split(rng)
+        noise = lambda key: self.spread * jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
+        cube_xy, goal_xy = self.cube_centre + noise(rng_cube), self.goal_centre + noise(rng_goal)
+        goal = jnp.concatenate([goal_xy, jnp.array([0.03])])
+        q = (self.sys.init_q.at[0:3].set(jnp.concatenate([cube_xy, jnp.array([0.07])]))
+             .at[7:10].set(goal).at[14:23].set(jnp.array(self._ARM_Q)))
+        return q, jnp.zeros(self.sys.qd_size()), goal
+
+    def _state(self, ps, action):
+        gap = jnp.linalg.norm(ps.x.pos[self._fingers[0]] - ps.x.pos[self._fingers[1]])
+        eef_pos, eef_vel = ps.x.pos[self._eef], ps.xd.vel[self._eef]
+        return jnp.concatenate([ps.q[0:3], ps.q[14:21], eef_pos, eef_vel, gap[None]])
+
+    def _goal_metrics(self, state_vec, goal):
+        metrics = super()._goal_metrics(state_vec, goal)
+        metrics["success_easy"] = (metrics["dist"] < 0.3).astype(jnp.float32)
+        metrics["success_hard"] = (metrics["dist"] < 0.03).astype(jnp.float32)
+        return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    make: Callable[[], GoalEnv]  # training env
+    obs_dim: int  # state dimension; the goal follows it in the observation
+    goal_start: int  # goal slice of the state: state[goal_start:goal_end]
+    goal_end: int
+    make_eval: Optional[Callable[[], GoalEnv]] = None  # evaluation env if it differs (maze layouts)
+
+
+def _spec(cls, **kw) -> EnvSpec:
+    return EnvSpec(make=lambda: cls(**kw), obs_dim=cls.obs_dim, goal_start=cls.goal_start,
+                   goal_end=cls.goal_end)
+
+
+def _maze_spec(cls, picture: str) -> EnvSpec:
+    train, *evaluation = parse_mazes(picture, cls.scale)
+    return dataclasses.replace(_spec(cls, maze=train),
+                               make_eval=(lambda: cls(evaluation[0])) if evaluation else None)
+
+
+# The registry: adding an env is one entry here plus its class above.
+ENVS: dict[str, EnvSpec] = {
+    "reacher": _spec(Reacher),
+    "ant": _spec(Ant),
+    "humanoid": _spec(Humanoid),
+    "ant_u4_maze": _maze_spec(AntMaze, ANT_U4_MAZE),
+    "ant_u5_maze": _maze_spec(AntMaze, ANT_U5_MAZE),
+    "ant_big_maze": _maze_spec(AntMaze, ANT_BIG_MAZE),
+    "ant_hardest_maze": _maze_spec(AntMaze, ANT_HARDEST_MAZE),
+    "humanoid_u_maze": _maze_spec(HumanoidMaze, HUMANOID_U_MAZE),
+    "humanoid_big_maze": _maze_spec(HumanoidMaze, HUMANOID_BIG_MAZE),
+    "arm_push_easy": _spec(Arm, task="push_easy"),
+    "arm_push_hard": _spec(Arm, task="push_hard"),
+    "arm_binpick_hard": _spec(Arm, task="binpick_hard"),
+}
+
+
+def make_env(env_id: str, eval: bool = False) -> GoalEnv:
+    if env_id not in ENVS:
+        raise ValueError(f"unknown env id {env_id!r}; valid ids: {', '.join(ENVS)}")
+    spec = ENVS[env_id]
+    return (spec.make_eval or spec.make)() if eval else spec.make()
+
+
+class VecGoalEnv:
+    """num_envs copies of a GoalEnv with an episode limit and auto reset. Every episode gets a
+    fresh start and goal (the original code restored the first reset's state instead, so each
+    env kept one start and goal for the whole run). info['episode_id'] counts episodes per env
+    so that the replay buffer never relabels across an episode boundary."""
+
+    def __init__(self, env: GoalEnv, num_envs: int, episode_length: int):
+        self.env, self.num_envs, self.episode_length = env, num_envs, episode_length
+        self.action_size = env.action_size  # sys.act_size() unless the env maps actions itself
+        self.obs_size = env.obs_dim + (env.goal_end - env.goal_start)
+
+    def reset(self, key: jax.Array) -> State:
+        key, key_reset = jax.random.split(key)
+        state = jax.vmap(self.env.reset)(jax.random.split(key_reset, self.num_envs))
+        n = self.num_envs
+        state.info.update(steps=jnp.zeros(n, jnp.int32), episode_id=jnp.zeros(n, jnp.int32),
+                          truncated=jnp.zeros(n), key=jax.random.split(key, n))
+        return state
+
+    def step(self, state: State, action: jax.Array) -> State:
+        info = state.info
+        nxt = jax.vmap(self.env.step)(state, action)
+        steps = info["steps"] + 1
+        truncated = (steps >= self.episode_length).astype(jnp.float32)
+        done = jnp.maximum(nxt.done, truncated)  # this step ended the episode
+        keys = jax.vmap(jax.random.split)(info["key"])
+        fresh = jax.vmap(self.env.reset)(keys[:, 1])
+
+        def pick(a, b):  # fresh reset where done, else the stepped state
+            return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)) > 0, a, b)
+
+        ps = jax.tree.map(pick, fresh.pipeline_state, nxt.pipeline_state)
+        new_info = dict(nxt.info, goal=pick(fresh.info["goal"], nxt.info["goal"]),
+                        steps=jnp.where(done > 0, 0, steps), truncated=truncated,
+                        episode_id=info["episode_id"] + done.astype(jnp.int32), key=keys[:, 0])
+        # metrics, reward and done describe the step just taken; obs is the next episode's if done
+        return nxt.replace(pipeline_state=ps, obs=pick(fresh.obs, nxt.obs), done=done, info=new_info)
+
+
+# END SHARED BLOCK: environments
+
+
+# ==================================================================================================
+# SHARED BLOCK: network (keep identical in all three scripts)
+# ==================================================================================================
+# depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
+# identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
+# activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
+# holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
+# pass instead of storing them.
+def lecun_uniform_third() -> Callable:
+    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+class ResidualBlock(nn.Module):
+    width: int
+    layer_norm: bool
+    activation: str
+    residual: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        act = nn.swish if self.activation == "swish" else nn.relu
+        h = x
+        for _layer in range(4):  # fixed 4 layers per block, independent of depth
+            h = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+            if self.layer_norm:
+                h = nn.LayerNorm()(h)
+            h = act(h)
+        return (h + x if self.residual else h), None
+
+
+class ResidualTrunk(nn.Module):
+    depth: int
+    width: int
+    layer_norm: bool = True
+    activation: str = "swish"
+    residual: bool = True
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = nn.swish if self.activation == "swish" else nn.relu
+        x = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        if self.layer_norm:
+            x = nn.LayerNorm()(x)
+        x = act(x)
+        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                         length=self.depth // 4)
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, name="blocks")(x, None)
+        return x
+
+
+class Encoder(nn.Module):
+    """phi(s, a) or psi(g): trunk + Dense(repr_dim)."""
+
+    trunk: ResidualTrunk
+    repr_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.trunk(x)
+        return nn.Dense(self.repr_dim, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+
+
+class Actor(nn.Module):
+    """pi(a | s, g): trunk + mean head + log-std head (tanh-squashed into [-5, 2])."""
+
+    trunk: ResidualTrunk
+    action_size: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = self.trunk(obs)
+        dense = lambda name: nn.Dense(self.action_size, kernel_init=lecun_uniform_third(),
+                                      bias_init=nn.initializers.zeros, name=name)
+        mean = dense("mean")(x)
+        log_std = jnp.tanh(dense("log_std")(x))
+        log_std = -5.0 + 0.5 * (2.0 - (-5.0)) * (log_std + 1.0)
+        return mean, log_std
+
+
+class Networks(NamedTuple):
+    actor: Actor
+    phi: Encoder
+    psi: Encoder
+
+
+def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
+                  layer_norm: bool = True, activation: str = "swish", residual: bool = True,
+                  remat: bool = False) -> Networks:
+    def trunk(depth):
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat)
+
+    return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
+                    Encoder(trunk(critic_depth), repr_dim))
+
+
+# END SHARED BLOCK: network
+
+
+# ==================================================================================================
+# SHARED BLOCK: replay buffer (keep identical in all three scripts)
+# ==================================================================================================
+# A circular buffer of trajectories, one column per env: states [max_size, num_envs, obs_dim],
+# actions [max_size, num_envs, action_size] and the episode id of each step. Sampling takes one
+# window of `window` consecutive steps per env and relabels each step t with the goal of a STRICTLY
+# future state t+k of the SAME episode inside the window, P(k) proportional to gamma^k.
+@flax.struct.dataclass
+class Buffer:
+    state: jax.Array
+    action: jax.Array
+    episode_id: jax.Array
+    ptr: jax.Array  # next row to write
+    size: jax.Array  # rows holding data (<= max_size)
+
+
+def buffer_init(max_size: int, num_envs: int, obs_dim: int, action_size: int) -> Buffer:
+    return Buffer(state=jnp.zeros((max_size, num_envs, obs_dim)),
+                  action=jnp.zeros((max_size, num_envs, action_size)),
+                  episode_id=jnp.zeros((max_size, num_envs), jnp.int32),
+                  ptr=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+
+
+def buffer_insert(buf: Buffer, state: jax.Array, action: jax.Array, episode_id: jax.Array) -> Buffer:
+    """Appends T steps of every env ([T, num_envs, ...]), overwriting the oldest when full."""
+    max_size, steps = buf.state.shape[0], state.shape[0]
+    rows = (buf.ptr + jnp.arange(steps)) % max_size
+    return buf.replace(state=buf.state.at[rows].set(state), action=buf.action.at[rows].set(action),
+                       episode_id=buf.episode_id.at[rows].set(episode_id),
+                       ptr=(buf.ptr + steps) % max_size, size=jnp.minimum(buf.size + steps, max_size))
+
+
+def sample_future_offsets(key: jax.Array, episode_id: jax.Array, gamma: float) -> tuple[jax.Array, jax.Array]:
+    """For a window of episode ids [W] (non-decreasing), draws k_t >= 1 with P(k) ~ gamma^k over the
+    K_t steps left in t's episode inside the window (inverse CDF of a truncated geometric law).
+    Returns (k [W], valid [W]); valid is False where no future step of the same episode exists."""
+    window = episode_id.shape[0]
+    t = jnp.arange(window)
+    last = jnp.searchsorted(episode_id, episode_id, side="right") - 1  # last index of t's episode
+    horizon = last - t  # K_t
+    u = jax.random.uniform(key, (window,))
+    # CDF(k) = (1 - gamma^k) / (1 - gamma^K)  =>  k = ceil(log(1 - u (1 - gamma^K)) / log(gamma))
+    k = jnp.ceil(jnp.log1p(-u * (1.0 - gamma ** horizon.astype(jnp.float32))) / math.log(gamma))
+    k = jnp.clip(k.astype(jnp.int32), 1, jnp.maximum(horizon, 1))
+    return k, horizon >= 1
+
+
+def buffer_sample(buf: Buffer, key: jax.Array, window: int, gamma: float, goal_start: int,
+                  goal_end: int) -> dict:
+    """One window per env, relabelled; returns flat arrays over num_envs * window steps: state,
+    action, goal (from the future state), valid, and offset k (for tests and diagnostics)."""
+    max_size, num_envs = buf.state.shape[:2]
+    key_start, key_k = jax.random.split(key)
+    oldest = (buf.ptr - buf.size) % max_size
+    start = jax.random.randint(key_start, (num_envs,), 0, buf.size - window + 1)
+    rows = (oldest + start[:, None] + jnp.arange(window)[None, :]) % max_size  # [num_envs, W]
+    cols = jnp.arange(num_envs)[:, None]
+    state, action, episode_id = buf.state[rows, cols], buf.action[rows, cols], buf.episode_id[rows, cols]
+    k, valid = jax.vmap(sample_future_offsets, in_axes=(0, 0, None))(
+        jax.random.split(key_k, num_envs), episode_id, gamma)
+    future = jnp.take_along_axis(state, (jnp.arange(window)[None, :] + k)[..., None] % window, axis=1)
+    flat = lambda x: x.reshape((num_envs * window,) + x.shape[2:])
+    return {"state": flat(state), "action": flat(action), "goal": flat(future[..., goal_start:goal_end]),
+            "valid": flat(valid), "k": flat(k)}
+
+
+def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_size: int) -> dict:
+    """Random order with every valid (relabelled) transition before any invalid one; takes
+    num_batches * batch_size of them, reusing valid ones if there are too few, so no transition
+    without a same-episode future goal is ever trained on."""
+    n = data["valid"].shape[0]
+    u = jax.random.uniform(key, (n,))
+    order = jnp.argsort(jnp.where(data["valid"], u, u + 2.0))
+    num_valid = jnp.maximum(jnp.sum(data["valid"]), 1)
+    idx = order[jnp.arange(num_batches * batch_size) % num_valid]
+    return {name: x[idx].reshape((num_batches, batch_size) + x.shape[1:])
+            for name, x in data.items() if name in ("state", "action", "goal")}
+
+
+# END SHARED BLOCK: replay buffer
+
+
+# ==================================================================================================
+# SHARED BLOCK: losses (keep identical in all three scripts)
+# ==================================================================================================
+def l2_energy_matrix(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """logits[i, j] = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (not squared). A 1e-12 inside the
+    square root keeps the gradient finite when two representations coincide."""
+    diff = sa_repr[:, None, :] - g_repr[None, :, :]
+    return -jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-12)
+
+
+def l2_energy_pairs(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
+    """f(s_i, a_i, g_i) for matching rows."""
+    return -jnp.sqrt(jnp.sum((sa_repr - g_repr) ** 2, axis=-1) + 1e-12)
+
+
+def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array, dict]:
+    """Row-wise InfoNCE with positives on the diagonal, plus penalty * mean_i(logsumexp_i^2)."""
+    lse = jax.nn.logsumexp(logits, axis=1)
+    diag = jnp.diag(logits)
+    loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
+    n = logits.shape[0]
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
+               "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
+               "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
+    return loss, metrics
+
+
+def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables."""
+    std = jnp.exp(log_std)
+    u = mean + std * jax.random.normal(key, mean.shape)
+    log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2), stable
+    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
+
+
+@flax.struct.dataclass
+class Agent:
+    """Everything one CRL learner owns: actor, critic (phi and psi), log(alpha), optimiser states."""
+
+    actor_params: Any
+    critic_params: Any  # {"phi": ..., "psi": ...}
+    log_alpha: jax.Array
+    actor_opt: Any
+    critic_opt: Any
+    alpha_opt: Any
+
+
+class Optimizers(NamedTuple):
+    actor: optax.GradientTransformation
+    critic: optax.GradientTransformation
+    alpha: optax.GradientTransformation
+
+
+def agent_init(key: jax.Array, nets: Networks, opts: Optimizers, obs_dim: int, goal_dim: int,
+               action_size: int) -> Agent:
+    key_actor, key_phi, key_psi = jax.random.split(key, 3)
+    actor_params = nets.actor.init(key_actor, jnp.zeros((1, obs_dim + goal_dim)))
+    critic_params = {"phi": nets.phi.init(key_phi, jnp.zeros((1, obs_dim + action_size))),
+                     "psi": nets.psi.init(key_psi, jnp.zeros((1, goal_dim)))}
+    log_alpha = jnp.zeros(())
+    return Agent(actor_params, critic_params, log_alpha, opts.actor.init(actor_params),
+                 opts.critic.init(critic_params), opts.alpha.init(log_alpha))
+
+
+def critic_loss_fn(critic_params, nets: Networks, batch: dict, logsumexp_penalty: float):
+    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], batch["action"]], -1))
+    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+    return infonce_loss(l2_energy_matrix(sa_repr, g_repr), logsumexp_penalty)
+
+
+def actor_loss_fn(actor_params, critic_params, log_alpha, nets: Networks, batch: dict, key: jax.Array,
+                  bc_coef: float = 0.0):
+    """mean(alpha * log pi(a|s,g) - f(s, a, g)), a ~ pi, on the batch's relabelled goals; plus
+    bc_coef * mean ||a - a_data||^2 (behaviour cloning, used offline; 0 online)."""
+    mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+    action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], action], -1))
+    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+    q = l2_energy_pairs(sa_repr, g_repr)
+    bc = jnp.mean(jnp.sum((action - batch["action"]) ** 2, axis=-1))
+    loss = jnp.mean(jnp.exp(log_alpha) * log_prob - q) + bc_coef * bc
+    return loss, {"losses/actor": loss, "actor/entropy": -jnp.mean(log_prob), "actor/q": jnp.mean(q),
+                  "actor/bc_mse": bc, "_log_prob": log_prob}
+
+
+def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-log_prob - target_entropy))
+
+
+def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
+                    bc_coef: float = 0.0) -> Callable:
+    """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
+
+    def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
+        (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
+            agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
+        log_prob = actor_m.pop("_log_prob")
+        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(agent.log_alpha, log_prob, target_entropy)
+        (_, critic_m), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
+            agent.critic_params, nets, batch, logsumexp_penalty)
+
+        def apply(opt, grads, opt_state, params):
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        actor_params, actor_opt = apply(opts.actor, actor_grads, agent.actor_opt, agent.actor_params)
+        log_alpha, alpha_opt = apply(opts.alpha, alpha_grad, agent.alpha_opt, agent.log_alpha)
+        critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
+        metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
+        return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
+
+    return update
+
+
+# END SHARED BLOCK: losses
+
+
+# ==================================================================================================
+# Dataset
+# ==================================================================================================
+# Both formats end up in the replay buffer's layout: states [T, C, obs_dim], actions [T, C, A] and
+# an episode id per step, non-decreasing down each column, so that crl_depth.py's buffer_sample
+# relabels exactly as online (never across an episode boundary). A crl_depth.py buffer keeps its env
+# columns. An OGBench dataset is one sequence of steps: episode ids come from terminals/timeouts,
+# and the sequence is cut into num_columns contiguous columns.
+CRL_KEYS = ("format", "version", "env_id", "state", "action", "episode_id", "obs_dim", "goal_start",
+            "goal_end", "episode_length")
+OGBENCH_KEYS = ("observations", "actions", "terminals")
+
+
+class DatasetError(Exception):
+    """Bad dataset input; its message is the one line printed after `error: `."""
+
+
+class OfflineData(NamedTuple):
+    kind: str  # "crl" or "ogbench"
+    env_id: str  # brax env id (crl) or OGBench dataset name
+    state: np.ndarray  # [T, C, obs_dim] float32
+    action: np.ndarray  # [T, C, action_size] float32, in [-1, 1]
+    episode_id: np.ndarray  # [T, C] int32, non-decreasing down each column
+    obs_dim: int
+    goal_start: int
+    goal_end: int
+    window: int  # steps per sampled window
+    episode_length: Optional[int]  # the buffer's run's episode length (crl); None for OGBench
+    num_dropped: int  # OGBench steps left out by the cut into equal columns
+    num_transitions: int  # steps with a later step of the same episode in their column
+
+
+def _keys(files: dict) -> str:
+    return ", ".join(sorted(files)) or "none"
+
+
+def read_npz(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise DatasetError(f"--dataset {path}: no such file")
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DatasetError(f"--dataset {path}: a single .npy array, not an .npz archive")
+        with f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        first_line = (str(e).splitlines() or [type(e).__name__])[0]
+        raise DatasetError(f"--dataset {path}: not a readable .npz without pickled objects ({first_line})") from e
+
+
+def episode_ids_from_ends(ends: np.ndarray) -> np.ndarray:
+    """Episode id of every step, given `ends` (True on the last step of each episode)."""
+    return np.concatenate([[0], np.cumsum(ends[:-1].astype(np.int64))]).astype(np.int32)
+
+
+def _check_slice(args: Args, obs_dim: int, goal_start: int, goal_end: int) -> None:
+    if not 0 <= goal_start < goal_end <= obs_dim:
+        raise DatasetError(f"the goal slice [{goal_start}:{goal_end}] must lie inside the state's {obs_dim} features")
+
+
+def _load_crl(args: Args, path: str, files: dict) -> tuple:
+    missing = [k for k in CRL_KEYS if k not in files]
+    if missing:
+        raise DatasetError(f"--dataset {path}: missing key(s) {', '.join(missing)} of a crl_depth.py buffer "
+                           f"(found: {_keys(files)})")
+    env_id = str(files["env_id"])
+    if env_id not in ENVS:
+        raise DatasetError(f"--dataset {path}: env {env_id!r} is not one of this script's envs ({', '.join(ENVS)})")
+    if args.env_id is not None and args.env_id != env_id:
+        raise DatasetError(f"--env-id {args.env_id} does not match the buffer's env {env_id}")
+    if args.num_columns is not None:
+        raise DatasetError("--num-columns applies to OGBench datasets only; a crl_depth.py buffer keeps its env "
+                           "columns")
+    state, action, episode_id = files["state"], files["action"], files["episode_id"]
+    if state.ndim != 3 or action.ndim != 3 or episode_id.ndim != 2:
+        raise DatasetError(f"shape mismatch: state {state.shape}, action {action.shape}, episode_id "
+                           f"{episode_id.shape} are not [T, C, obs_dim], [T, C, A], [T, C]")
+    if not (state.shape[:2] == action.shape[:2] == episode_id.shape):
+        raise DatasetError(f"shape mismatch: state {state.shape}, action {action.shape} and episode_id "
+                           f"{episode_id.shape} differ in [T, C]")
+    spec = ENVS[env_id]
+    stored = tuple(int(files[k]) for k in ("obs_dim", "goal_start", "goal_end"))
+    if (state.shape[2], *stored) != (spec.obs_dim, spec.obs_dim, spec.goal_start, spec.goal_end):
+        raise DatasetError(f"shape mismatch between dataset and env: the buffer has {state.shape[2]} state features, "
+                           f"obs_dim {stored[0]} and goal slice [{stored[1]}:{stored[2]}], env {env_id} has "
+                           f"obs_dim {spec.obs_dim} and goal slice [{spec.goal_start}:{spec.goal_end}]")
+    for name, value in (("obs_dim", spec.obs_dim), ("goal_start", spec.goal_start), ("goal_end", spec.goal_end)):
+        given = getattr(args, name)
+        if given is not None and given != value:
+            raise DatasetError(f"--{name.replace('_', '-')} {given} does not match env {env_id}'s {value}")
+    if not np.issubdtype(episode_id.dtype, np.integer):
+        raise DatasetError(f"episode_id must be integers (got {episode_id.dtype})")
+    episode_length = int(files["episode_length"])
+    return (env_id, state, action, episode_id.astype(np.int32), spec.obs_dim, spec.goal_start, spec.goal_end,
+            args.window_length or episode_length, episode_length, 0)
+
+
+def _load_ogbench(args: Args, path: str, files: dict) -> tuple:
+    missing = [k for k in OGBENCH_KEYS if k not in files]
+    if missing:
+        raise DatasetError(f"--dataset {path}: missing key(s) {', '.join(missing)} of an OGBench dataset "
+                           f"(found: {_keys(files)})")
+    obs, action, terminals = files["observations"], files["actions"], files["terminals"]
+    timeouts, next_obs = files.get("timeouts"), files.get("next_observations")
+    if obs.ndim != 2 or action.ndim != 2:
+        raise DatasetError(f"shape mismatch: observations {obs.shape} and actions {action.shape} must be [N, D] "
+                           "and [N, A]")
+    n = obs.shape[0]
+    for name, x in (("actions", action), ("terminals", terminals), ("timeouts", timeouts)):
+        if x is not None and (x.shape[0] != n or x.ndim != (2 if name == "actions" else 1)):
+            raise DatasetError(f"shape mismatch: {name} {x.shape} does not match observations {obs.shape}")
+    if next_obs is not None and next_obs.shape != obs.shape:
+        raise DatasetError(f"shape mismatch: next_observations {next_obs.shape} differ from observations {obs.shape}")
+    if args.obs_dim is None or args.goal_start is None or args.goal_end is None:
+        raise DatasetError(f"an OGBench dataset needs --obs-dim, --goal-start and --goal-end (its observations "
+                           f"have {obs.shape[1]} features)")
+    if args.obs_dim != obs.shape[1]:
+        raise DatasetError(f"shape mismatch: --obs-dim {args.obs_dim} but the dataset's observations have "
+                           f"{obs.shape[1]} features")
+    _check_slice(args, args.obs_dim, args.goal_start, args.goal_end)
+    if n == 0:
+        raise DatasetError(f"--dataset {path}: no steps")
+    # episode ends: terminals or timeouts; with next_observations also a break in the chain s' != next s
+    ends = terminals > 0
+    if timeouts is not None:
+        ends = ends | (timeouts > 0)
+    if next_obs is not None:
+        ends[:-1] |= np.any(next_obs[:-1] != obs[1:], axis=1)
+    ends[-1] = True
+    episode_id = episode_ids_from_ends(ends)
+    obs, action = obs.astype(np.float32), action.astype(np.float32)
+    if next_obs is not None:  # each episode's final next observation is a goal for its earlier steps
+        at = np.flatnonzero(ends) + 1
+        obs = np.insert(obs, at, next_obs[at - 1].astype(np.float32), axis=0)
+        action = np.insert(action, at, 0.0, axis=0)  # never trained on: the last step has no future
+        episode_id = np.insert(episode_id, at, episode_id[at - 1])
+    steps = obs.shape[0]
+    window = args.window_length or max(2, int(np.bincount(episode_id).max()))
+    window = min(window, steps) if args.window_length is None else window
+    num_columns = args.num_columns or max(1, min(256, steps // window))
+    column_length = steps // num_columns
+    if column_length < window:
+        raise DatasetError(f"{steps} steps in {num_columns} column(s) give columns of {column_length} steps, "
+                           f"shorter than a window of {window} (lower --num-columns or --window-length)")
+    cut = num_columns * column_length
+    layout = lambda x: np.swapaxes(x[:cut].reshape((num_columns, column_length) + x.shape[1:]), 0, 1)
+    env_id = args.env_id or os.path.basename(path).removesuffix(".npz").removesuffix("-val")
+    return (env_id, layout(obs), layout(action), layout(episode_id), args.obs_dim, args.goal_start, args.goal_end,
+            window, None, steps - cut)
+
+
+def load_dataset(args: Args) -> OfflineData:
+    """Reads --dataset into the buffer layout; raises DatasetError (one line) on bad input."""
+    path = args.dataset
+    files = read_npz(path)
+    kind = args.dataset_format
+    if kind == "auto":
+        if "format" in files and str(files["format"]) == "crl_depth_buffer":
+            kind = "crl"
+        elif "observations" in files:
+            kind = "ogbench"
+        else:
+            raise DatasetError(f"--dataset {path}: neither a crl_depth.py buffer (format, env_id, state, action, "
+                               f"episode_id, ...) nor an OGBench dataset (observations, actions, terminals); found "
+                               f"keys: {_keys(files)}")
+    loaded = (_load_crl if kind == "crl" else _load_ogbench)(args, path, files)
+    env_id, state, action, episode_id, obs_dim, goal_start, goal_end, window, episode_length, dropped = loaded
+    if action.shape[-1] == 0 or state.shape[0] == 0:
+        raise DatasetError(f"--dataset {path}: empty states or actions ({state.shape}, {action.shape})")
+    if not (np.all(np.isfinite(state)) and np.all(np.isfinite(action))):
+        raise DatasetError(f"--dataset {path}: non-finite values in the states or actions")
+    if np.max(np.abs(action)) > 1.0 + 1e-6:
+        raise DatasetError(f"--dataset {path}: actions outside [-1, 1] (max |a| = {np.max(np.abs(action)):.3g}), "
+                           "which the tanh actor cannot produce")
+    if np.any(np.diff(episode_id, axis=0) < 0):
+        raise DatasetError(f"--dataset {path}: episode ids decrease down a column")
+    if window < 2 or window > state.shape[0]:
+        raise DatasetError(f"the window of {window} steps must be at least 2 and at most the {state.shape[0]} "
+                           "steps of a column")
+    num_transitions = int(np.sum(episode_id[1:] == episode_id[:-1]))
+    if num_transitions < args.batch_size:
+        raise DatasetError(f"too few transitions: the dataset has {num_transitions} steps with a later step of the "
+                           f"same episode (a relabelled goal), fewer than one batch (--batch-size {args.batch_size})")
+    per_round = state.shape[1] * (window - 1)
+    if args.num_sgd_steps * args.batch_size > per_round:
+        raise DatasetError(f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger "
+                           f"than what a relabelling round yields: columns x (window - 1) = {per_round} transitions")
+    return OfflineData(kind, env_id, state.astype(np.float32), action.astype(np.float32),
+                       episode_id.astype(np.int32), obs_dim, goal_start, goal_end, window, episode_length, dropped,
+                       num_transitions)
+
+
+def check_env_shapes(data: OfflineData, obs_size: int, action_size: int) -> None:
+    """Raises DatasetError if the evaluation env's observation (state ++ goal for brax, the raw
+    observation for OGBench) or action size differs from the dataset's."""
+    expected = data.obs_dim + (data.goal_end - data.goal_start) if data.kind == "crl" else data.obs_dim
+    if (obs_size, action_size) != (expected, data.action.shape[-1]):
+        raise DatasetError(f"shape mismatch between dataset and env {data.env_id}: the env has observations of "
+                           f"{obs_size} and actions of {action_size}, the dataset {expected} and "
+                           f"{data.action.shape[-1]}")
+
+
+def offline_buffer(data: OfflineData) -> Buffer:
+    """The fixed dataset as a full replay buffer, oldest row first."""
+    size = data.state.shape[0]
+    return Buffer(state=jnp.asarray(data.state), action=jnp.asarray(data.action),
+                  episode_id=jnp.asarray(data.episode_id), ptr=jnp.zeros((), jnp.int32),
+                  size=jnp.asarray(size, jnp.int32))
+
+
+# ==================================================================================================
+# Training loop
+# ==================================================================================================
+@flax.struct.dataclass
+class TrainState:
+    agent: Agent
+    buffer: Buffer
+    key: jax.Array
+    gradient_steps: jax.Array
+
+
+def validate_args(args: Args) -> Optional[str]:
+    """Returns one line describing what is wrong with args, or None (the dataset is checked later,
+    by load_dataset, still before anything is compiled or written)."""
+    if not args.dataset:
+        return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
+                "OGBench-format .npz")
+    for name in ("depth", "actor_depth", "critic_depth"):
+        value = getattr(args, name)
+        if value is not None and (value <= 0 or value % 4 != 0):
+            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
+    for name in ("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps", "batch_size", "width",
+                 "repr_dim", "obs_dim", "num_columns", "episode_length"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            return f"--{name.replace('_', '-')} must be positive (got {value})"
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    if not 0.0 < args.gamma < 1.0:
+        return f"--gamma must be in (0, 1) (got {args.gamma})"
+    if args.logsumexp_penalty < 0:
+        return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
+    if not args.bc_coef >= 0:
+        return f"--bc-coef must be >= 0 (got {args.bc_coef})"
+    if args.batch_size < 2:
+        return f"--batch-size must be at least 2: InfoNCE needs negatives (got {args.batch_size})"
+    if args.window_length is not None and args.window_length < 2:
+        return f"--window-length must be at least 2 (got {args.window_length})"
+    if args.episode_length is not None and args.episode_length < 2:
+        return f"--episode-length must be at least 2 (got {args.episode_length})"
+    if (args.goal_start is None) != (args.goal_end is None):
+        return "--goal-start and --goal-end go together"
+    if args.goal_start is not None and not 0 <= args.goal_start < args.goal_end:
+        return f"--goal-start and --goal-end must satisfy 0 <= start < end (got {args.goal_start}, {args.goal_end})"
+    if args.eval_every % args.num_sgd_steps != 0:
+        return f"--eval-every ({args.eval_every}) must be a multiple of --num-sgd-steps ({args.num_sgd_steps})"
+    if args.num_gradient_steps % args.eval_every != 0:
+        return (f"--num-gradient-steps ({args.num_gradient_steps}) must be a multiple of --eval-every "
+                f"({args.eval_every})")
+    return None
+
+
+def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: int,
+                   goal_slice: tuple[int, int]) -> Callable:
+    """Builds the jitted epoch: eval_every SGD steps, in rounds of num_sgd_steps on one relabelling."""
+    target_entropy = -args.target_entropy_scale * action_size
+    sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty, args.bc_coef)
+    rounds_per_epoch = args.eval_every // args.num_sgd_steps
+
+    def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
+        key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
+        data = buffer_sample(ts.buffer, key_sample, args.window_length, args.gamma, *goal_slice)
+        batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+
+        def sgd_step(agent, xs):
+            batch, key = xs
+            return sgd_update(agent, batch, key)
+
+        agent, metrics = jax.lax.scan(
+            sgd_step, ts.agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        metrics["buffer/valid_fraction"] = jnp.mean(data["valid"])
+        metrics["buffer/mean_goal_offset"] = jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
+            jnp.sum(data["valid"]), 1)
+        return ts.replace(agent=agent, key=key, gradient_steps=ts.gradient_steps + args.num_sgd_steps), metrics
+
+    def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
+        ts, metrics = jax.lax.scan(training_step, ts, None, length=rounds_per_epoch)
+        return ts, jax.tree.map(jnp.mean, metrics)
+
+    return jax.jit(train_epoch, donate_argnums=0)
+
+
+# ==================================================================================================
+# Evaluation
+# ==================================================================================================
+def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
+    """One episode of episode_length steps on every eval env, fresh starts and goals, the
+    deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
+    including the step that terminates it)."""
+
+    def evaluate(actor_params, key: jax.Array) -> dict:
+        def step(carry, _):
+            env_state, alive = carry
+            mean, _ = nets.actor.apply(actor_params, env_state.obs)
+            next_state = eval_env.step(env_state, jnp.tanh(mean))
+            out = (alive * next_state.metrics["success"], alive * next_state.metrics["dist"], alive)
+            return (next_state, alive * (1.0 - next_state.done)), out
+
+        env_state = eval_env.reset(key)
+        alive0 = jnp.ones(eval_env.num_envs)
+        _, (success, dist, alive) = jax.lax.scan(step, (env_state, alive0), None, length=args.episode_length)
+        steps_alive = jnp.sum(alive, axis=0)
+        return {"eval/time_at_goal": jnp.mean(jnp.sum(success, axis=0)),
+                "eval/success_any": jnp.mean(jnp.max(success, axis=0)),
+                "eval/dist": jnp.mean(jnp.sum(dist, axis=0) / steps_alive),
+                "eval/episode_length": jnp.mean(steps_alive)}
+
+    return jax.jit(evaluate)
+
+
+def make_ogbench_evaluate(args: Args, envs: list, nets: Networks) -> Callable:
+    """OGBench's evaluation, one episode per env stepped in lockstep (one actor call per step):
+    env i runs evaluation task 1 + i % num_tasks, the goal is info['goal'][goal_start:goal_end], the
+    actor deterministic tanh(mean). Episodes end by the env's own termination (at the goal with
+    OGBench's terminate_at_goal: time at goal is then 0 or 1) or truncation, or after episode_length steps.
+    eval/success_any is OGBench's success rate: info['success'] at some step."""
+    act = jax.jit(lambda params, obs: jnp.tanh(nets.actor.apply(params, obs)[0]))
+    num_tasks = len(getattr(envs[0].unwrapped, "task_infos", range(5)))
+
+    def evaluate(actor_params, key: jax.Array) -> dict:
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        obs, goals = [], []
+        for i, env in enumerate(envs):
+            ob, info = env.reset(seed=seed + i, options=dict(task_id=1 + i % num_tasks, render_goal=False))
+            obs.append(ob)
+            goals.append(np.asarray(info["goal"])[args.goal_start : args.goal_end])
+        obs, goals = np.asarray(obs, np.float32), np.asarray(goals, np.float32)
+        alive = np.ones(len(envs), bool)
+        at_goal, steps = np.zeros(len(envs)), np.zeros(len(envs))
+        for _ in range(args.episode_length):
+            actions = np.asarray(act(actor_params, np.concatenate([obs, goals], axis=1)))
+            for i in np.flatnonzero(alive):
+                obs[i], _, terminated, truncated, info = envs[i].step(actions[i])
+                steps[i] += 1
+                at_goal[i] += float(info["success"])
+                alive[i] = not (terminated or truncated)
+            if not alive.any():
+                break
+        return {"eval/time_at_goal": float(at_goal.mean()), "eval/success_any": float(np.mean(at_goal > 0)),
+                "eval/episode_length": float(steps.mean())}
+
+    return evaluate
+
+
+def make_diagnostics(nets: Networks, logsumexp_penalty: float) -> Callable:
+    """Offline diagnostics on a fixed batch of relabelled dataset transitions: the critic's InfoNCE
+    loss and accuracy, the deterministic actor's squared distance to the dataset action, and the
+    critic's score of the actor's action against the dataset's (a policy score far above the data's
+    means the actor exploits actions the critic never saw)."""
+
+    def diagnostics(agent: Agent, batch: dict) -> dict:
+        _, critic_m = critic_loss_fn(agent.critic_params, nets, batch, logsumexp_penalty)
+        mean, _ = nets.actor.apply(agent.actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+        action = jnp.tanh(mean)
+        g_repr = nets.psi.apply(agent.critic_params["psi"], batch["goal"])
+        score = lambda a: l2_energy_pairs(
+            nets.phi.apply(agent.critic_params["phi"], jnp.concatenate([batch["state"], a], -1)), g_repr)
+        return {"offline/critic_loss": critic_m["losses/critic"],
+                "offline/critic_accuracy": critic_m["critic/categorical_accuracy"],
+                "offline/bc_mse": jnp.mean(jnp.sum((action - batch["action"]) ** 2, axis=-1)),
+                "offline/q_policy": jnp.mean(score(action)), "offline/q_data": jnp.mean(score(batch["action"]))}
+
+    return jax.jit(diagnostics)
+
+
+def make_ogbench_envs(data: OfflineData, num_envs: int) -> tuple[Optional[list], Optional[str]]:
+    """(envs, None) with the `ogbench` package, else (None, the note to print once)."""
+    try:
+        import ogbench
+    except ImportError:
+        return None, ("note: the ogbench package is not installed, so there is no environment evaluation: "
+                      "only offline diagnostics (losses, offline/*) are logged (pip install ogbench to evaluate)")
+    import gymnasium
+
+    try:
+        envs = [ogbench.make_env_and_datasets(data.env_id, env_only=True) for _ in range(num_envs)]
+    except gymnasium.error.Error as e:
+        raise DatasetError(f"--env-id {data.env_id}: OGBench has no such env ({e})") from e
+    return envs, None
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def main(args: Args) -> None:
+    error = validate_args(args)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    note, envs, eval_env = None, None, None
+    try:  # every check of the dataset and the env, before anything is compiled or written
+        data = load_dataset(args)
+        if data.kind == "crl":
+            episode_length = args.episode_length or data.episode_length
+            eval_env = VecGoalEnv(make_env(data.env_id, eval=True), args.num_eval_envs, episode_length)
+            check_env_shapes(data, eval_env.obs_size, eval_env.action_size)
+        else:
+            envs, note = make_ogbench_envs(data, args.num_eval_envs)
+            episode_length = args.episode_length
+            if envs is not None:
+                check_env_shapes(data, envs[0].observation_space.shape[0], envs[0].action_space.shape[0])
+                episode_length = episode_length or envs[0].spec.max_episode_steps
+                if not episode_length:
+                    raise DatasetError(f"OGBench env {data.env_id} has no episode limit: pass --episode-length")
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    # computed at runtime: what the dataset and env decided, recorded in args.json
+    args = dataclasses.replace(args, dataset_format=data.kind, env_id=data.env_id, obs_dim=data.obs_dim,
+                               goal_start=data.goal_start, goal_end=data.goal_end, window_length=data.window,
+                               num_columns=data.state.shape[1], episode_length=episode_length)
+    actor_depth = args.actor_depth or args.depth
+    critic_depth = args.critic_depth or args.depth
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, run_name)
+    os.makedirs(run_dir, exist_ok=False)
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(dataclasses.asdict(args), f, indent=2)
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
+                   name=run_name, config=dataclasses.asdict(args))
+
+    # seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    key = jax.random.PRNGKey(args.seed)
+    key, key_agent, key_diag, key_eval = jax.random.split(key, 4)
+
+    goal_slice = (data.goal_start, data.goal_end)
+    action_size = data.action.shape[-1]
+    nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
+                         args.layer_norm, args.activation, args.residual, args.remat)
+    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    agent = agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
+    ts = TrainState(agent=agent, buffer=offline_buffer(data), key=key, gradient_steps=jnp.zeros((), jnp.int32))
+    ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
+    num_params = sum(x.size for x in jax.tree.leaves((agent.actor_params, agent.critic_params)))
+    num_epochs = args.num_gradient_steps // args.eval_every
+    steps, columns = data.state.shape[:2]
+    print(f"run {run_dir} | {data.kind} dataset {args.dataset}: {steps:,} steps x {columns} columns, "
+          f"{data.num_transitions:,} relabellable transitions, window {data.window}"
+          + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
+          + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
+          f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
+          f"gradient steps | backend {jax.default_backend()}", flush=True)
+    if note:
+        print(note, flush=True)
+
+    epoch_fn = make_train_fns(args, nets, opts, action_size, goal_slice)
+    key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
+    probe = jax.jit(lambda buf: jax.tree.map(lambda x: x[0], shuffle_into_batches(
+        key_probe_shuffle, buffer_sample(buf, key_probe_sample, args.window_length, args.gamma, *goal_slice), 1,
+        args.batch_size)))
+    diag_batch = probe(ts.buffer)  # a fixed batch of relabelled transitions for the diagnostics
+    diagnostics = make_diagnostics(nets, args.logsumexp_penalty)
+    t0 = time.perf_counter()
+    epoch_c = epoch_fn.lower(ts).compile()
+    t1 = time.perf_counter()
+    diag_c = diagnostics.lower(ts.agent, diag_batch).compile()
+    if eval_env is not None:
+        eval_c = make_evaluate(args, eval_env, nets).lower(ts.agent.actor_params, key_eval).compile()
+    elif envs is not None:
+        eval_c = make_ogbench_evaluate(args, envs, nets)
+    else:
+        eval_c = None
+    compile_s = time.perf_counter() - t0
+    print(f"compiled in {compile_s:.1f}s (epoch {t1 - t0:.1f}s, diagnostics and evaluation "
+          f"{compile_s - (t1 - t0):.1f}s)", flush=True)
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+
+    def log(record: dict) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if args.track:
+            wandb.log(record, step=record["gradient_steps"])
+
+    def measure(ts: TrainState, key: jax.Array) -> dict:
+        out = {k: float(v) for k, v in jax.device_get(diag_c(ts.agent, diag_batch)).items()}
+        if eval_c is not None:
+            out.update({k: float(v) for k, v in jax.device_get(eval_c(ts.agent.actor_params, key)).items()})
+        return out
+
+    def describe(record: dict) -> str:
+        text = ""
+        if "eval/time_at_goal" in record:
+            text += (f" | time at goal {record['eval/time_at_goal']:.1f}/{args.episode_length} | "
+                     f"success {record['eval/success_any']:.2f}")
+        return text + (f" | probe critic acc {record['offline/critic_accuracy']:.2f} | probe bc mse "
+                       f"{record['offline/bc_mse']:.3f} | q policy - q data "
+                       f"{record['offline/q_policy'] - record['offline/q_data']:.3f}")
+
+    # epoch 0: the untrained policy, the baseline that learning must rise above
+    key_eval, key_e = jax.random.split(key_eval)
+    record = {"epoch": 0, "gradient_steps": 0, **measure(ts, key_e), "time/compile_s": compile_s}
+    log(record)
+    print(f"epoch 0 (untrained){describe(record)}", flush=True)
+    epoch_times = []
+    for epoch in range(1, num_epochs + 1):
+        t_epoch = time.perf_counter()
+        ts, train_metrics = epoch_c(ts)
+        train_metrics = jax.device_get(train_metrics)
+        train_s = time.perf_counter() - t_epoch
+        key_eval, key_e = jax.random.split(key_eval)
+        measured = measure(ts, key_e)
+        epoch_s = time.perf_counter() - t_epoch
+        epoch_times.append(epoch_s)
+        record = {"epoch": epoch, "gradient_steps": int(ts.gradient_steps), **measured,
+                  **{k: float(v) for k, v in train_metrics.items()},
+                  "charts/gradient_steps_per_s": args.eval_every / train_s,
+                  "time/epoch_s": epoch_s, "time/compile_s": compile_s}
+        log(record)
+        eta = (num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
+        print(f"epoch {epoch}/{num_epochs} | gradient steps {record['gradient_steps']:,} | "
+              f"{record['charts/gradient_steps_per_s']:,.0f} steps/s{describe(record)} | "
+              f"critic {record['losses/critic']:.3f} acc {record['critic/categorical_accuracy']:.2f} | "
+              f"actor {record['losses/actor']:.3f} bc {record['actor/bc_mse']:.3f} | "
+              f"alpha {record['actor/alpha']:.3g} | "
+              f"entropy {record['actor/entropy']:.2f} | ETA {format_duration(eta)}", flush=True)
+        for name in ("losses/critic", "losses/actor"):
+            if not math.isfinite(record[name]):
+                print(f"error: non-finite {name} at epoch {epoch}", file=sys.stderr)
+                sys.exit(1)
+
+    checkpoint = {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
+                  "log_alpha": ts.agent.log_alpha}
+    with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
+        f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    print(f"done: {run_dir}", flush=True)
+    if args.track:
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
