@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Benchmarks: check that a change did not break learning or speed, and regenerate the paper's comparisons.
+#
+#   bash benchmark.sh quick                 # CPU, minutes: each script on reacher, small settings
+#   bash benchmark.sh speed                 # compile s, time per step, memory vs depth (scan, remat, unrolled)
+#   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
+#
+# Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
+# exists): meta.txt, runs.tsv, logs/, runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, and the
+# summary of tools/benchmark_summary.py: summary.md, curves_{env}.png, speed.png.
+# `bash benchmark.sh --help` lists the options.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+  cat <<'EOF'
+usage: bash benchmark.sh <quick|speed|paper> [options]
+
+suites
+  quick   crl_depth.py on reacher (the README quick start's settings, 400k env steps in 16 epochs),
+          then crl_depth_offline.py on the buffer that run saved (1,200 SGD steps) and
+          crl_collector_learner.py (60k env steps), each if present; records compile s, SPS and time
+          at goal per run; exits 1 on a crash or a non-finite metric. 5-15 minutes on 2 CPU cores.
+  speed   tools/speed.py: compile s, time per step and memory vs depth, for one SGD step (network
+          alone) and one full training step, with and without --remat, plus an unrolled network.
+          Defaults: GPU width 256 batch 512 (512 envs, 800 SGD steps); CPU width 64 batch 64 (16 envs).
+  paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
+          defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
+          Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
+
+options
+  --envs ENV...            paper: env ids (quick: default reacher)
+  --depths D...            paper: default 4 8 16 32 64; quick: 4; speed: 4 16 64 256 1024
+  --seeds S...             paper: default 1 2 3; quick: 1
+  --total-env-steps N      paper: instead of the paper's budget; quick: instead of 400000
+  --width N, --batch-size N   speed only (defaults above)
+  --unrolled-depths D...   speed: depths of the unrolled comparison (default 4 16 64 on CPU, to 256 on GPU)
+  --timeout S              speed: seconds allowed for one measurement (default 600)
+  --extra "FLAGS"          extra flags for every training run (quick/paper) or for tools/speed.py
+  --results-root DIR       where the results directory goes (default benchmark_results)
+  --paper-md PATH          paper.md with the paper's numbers (default ../shared/spec/paper.md)
+  --dry-run                print the plan and the results directory; run and write nothing
+environment: PYTHON (default: python, else python3)
+EOF
+}
+
+die() { echo "error: $*" >&2; exit 2; }
+
+suite=${1:-}
+command_line="bash benchmark.sh$(printf ' %q' "$@")"
+case "$suite" in
+  quick|speed|paper) shift ;;
+  -h|--help) usage; exit 0 ;;
+  "") usage >&2; exit 2 ;;
+  *) die "unknown suite '$suite' (one of: quick, speed, paper; see --help)" ;;
+esac
+
+envs=() depths=() seeds=() unrolled_depths=()
+total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" paper_md="" dry_run=0
+list_arg() {  # collects the values after a list option; prints how many
+  local n=0; shift
+  while [ $# -gt 0 ] && [[ $1 != --* ]]; do n=$((n + 1)); shift; done
+  echo "$n"
+}
+positive_int() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer (got '$2')"; }
+while [ $# -gt 0 ]; do
+  opt=$1
+  case "$opt" in
+    --envs|--depths|--seeds|--unrolled-depths)
+      n=$(list_arg "$@"); [ "$n" -gt 0 ] || [ "$opt" = --unrolled-depths ] || die "$opt needs at least one value"
+      shift; vals=("${@:1:$n}"); shift "$n"
+      case "$opt" in
+        --envs) envs=("${vals[@]}") ;;
+        --depths) depths=("${vals[@]}") ;;
+        --seeds) seeds=("${vals[@]}") ;;
+        --unrolled-depths) unrolled_depths=("${vals[@]+"${vals[@]}"}"); unrolled_set=1 ;;
+      esac ;;
+    --total-env-steps|--width|--batch-size|--timeout)
+      [ $# -ge 2 ] || die "$opt needs a value"; positive_int "$opt" "$2"
+      case "$opt" in
+        --total-env-steps) total_steps=$2 ;; --width) width=$2 ;; --batch-size) batch=$2 ;; --timeout) timeout=$2 ;;
+      esac; shift 2 ;;
+    --extra) [ $# -ge 2 ] || die "--extra needs a value"; extra=$2; shift 2 ;;
+    --results-root) [ $# -ge 2 ] || die "--results-root needs a value"; results_root=$2; shift 2 ;;
+    --paper-md) [ $# -ge 2 ] || die "--paper-md needs a value"; paper_md=$2; shift 2 ;;
+    --dry-run) dry_run=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option '$opt' (see --help)" ;;
+  esac
+done
+for d in "${depths[@]+"${depths[@]}"}" "${unrolled_depths[@]+"${unrolled_depths[@]}"}"; do
+  [[ $d =~ ^[1-9][0-9]*$ ]] && [ $((d % 4)) -eq 0 ] || die "depths must be positive multiples of 4 (got '$d')"
+done
+for s in "${seeds[@]+"${seeds[@]}"}"; do [[ $s =~ ^[0-9]+$ ]] || die "seeds must be integers (got '$s')"; done
+applies() {  # applies OPTION SUITE...: refuse an option the suite does not use
+  local opt=$1 set=$2; shift 2
+  [ -z "$set" ] && return 0
+  for s in "$@"; do [ "$s" = "$suite" ] && return 0; done
+  die "$opt does not apply to the $suite suite"
+}
+applies --envs "${envs[*]+x}" quick paper
+applies --seeds "${seeds[*]+x}" quick paper
+applies --total-env-steps "$total_steps" quick paper
+applies --width "$width" speed
+applies --batch-size "$batch" speed
+applies --unrolled-depths "${unrolled_set:-}" speed
+applies --timeout "$timeout" speed
+
+if [ -z "${PYTHON:-}" ]; then
+  if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
+fi
+summary_args=()
+[ -n "$paper_md" ] && summary_args=(--paper-md "$paper_md")
+
+# --- results directory: named by suite, date and git describe; never overwritten ---
+describe=$(git describe --always --dirty 2>/dev/null || echo nogit)
+results="$results_root/${suite}__$(date +%F)__${describe}"
+if [ -e "$results" ]; then
+  echo "error: $results already exists; refusing to overwrite it (move it away, or pass --results-root)" >&2
+  exit 1
+fi
+
+# --- the plan: one line per run, fields separated by tabs: label, script, env, depth, seed, flags ---
+plan=()
+add_run() { plan+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5"$'\t'"$6"); }
+# the README quick start: 32 envs x 20 steps, 16 SGD steps of batch 128 (1:40), episodes of 100 steps
+QUICK="--num-envs 32 --episode-length 100 --num-eval-envs 32 --unroll-length 20 --num-sgd-steps 16 --batch-size 128 --max-replay-size 1000 --min-replay-size 100 --width 128"
+case "$suite" in
+  quick)
+    [ ${#envs[@]} -gt 0 ] || envs=(reacher)
+    [ ${#depths[@]} -gt 0 ] || depths=(4)
+    [ ${#seeds[@]} -gt 0 ] || seeds=(1)
+    steps=${total_steps:-400000}
+    for env in "${envs[@]}"; do for depth in "${depths[@]}"; do for seed in "${seeds[@]}"; do
+      add_run "crl_depth__${env}__d${depth}__s${seed}" crl_depth.py "$env" "$depth" "$seed" \
+        "--env-id $env --depth $depth --seed $seed --total-env-steps $steps --num-epochs 16 $QUICK --save-buffer $extra"
+      # offline: 1,200 SGD steps on the buffer that run saved (--dataset is filled in when it exists)
+      add_run "crl_depth_offline__${env}__d${depth}__s${seed}" crl_depth_offline.py "$env" "$depth" "$seed" \
+        "--depth $depth --seed $seed --num-gradient-steps 1200 --eval-every 400 --num-sgd-steps 16 --batch-size 128 --num-eval-envs 32 --width 128 $extra"
+      # collector/learners: collector and deep learner at this depth (at least 8), shallow learner 4; 3/20 of the steps
+      deep=$(( depth > 4 ? depth : 8 ))
+      add_run "crl_collector_learner__${env}__d${deep}__s${seed}" crl_collector_learner.py "$env" "$deep" "$seed" \
+        "--env-id $env --collector-depth $deep --deep-learner-depth $deep --shallow-learner-depth 4 --seed $seed --total-env-steps $((steps * 3 / 20)) --num-epochs 2 $QUICK $extra"
+    done; done; done ;;
+  speed)
+    speed_cmd=("$PYTHON" tools/speed.py --out "$results/speed.jsonl")
+    [ ${#depths[@]} -gt 0 ] && speed_cmd+=(--depths "${depths[@]}")
+    [ -n "${unrolled_set:-}" ] && speed_cmd+=(--unrolled-depths "${unrolled_depths[@]+"${unrolled_depths[@]}"}")
+    [ -n "$width" ] && speed_cmd+=(--width "$width")
+    [ -n "$batch" ] && speed_cmd+=(--batch-size "$batch")
+    [ -n "$timeout" ] && speed_cmd+=(--timeout "$timeout")
+    # shellcheck disable=SC2206
+    [ -n "$extra" ] && speed_cmd+=($extra) ;;
+  paper)
+    known=$("$PYTHON" -c "import crl_depth; print(' '.join(crl_depth.ENVS))" 2>/dev/null | tail -n 1) ||
+      die "could not import crl_depth.py with $PYTHON"
+    for env in "${envs[@]+"${envs[@]}"}"; do
+      [[ " $known " == *" $env "* ]] || die "unknown env id '$env'; crl_depth.py has: $known"
+    done
+    if [ ${#envs[@]} -eq 0 ]; then
+      paper_envs=$("$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" paper-envs) || exit 2
+      for env in $paper_envs; do [[ " $known " == *" $env "* ]] && envs+=("$env"); done
+      [ ${#envs[@]} -gt 0 ] || die "none of the paper's envs ($paper_envs) is in crl_depth.py's ENVS ($known)"
+    fi
+    [ ${#depths[@]} -gt 0 ] || depths=(4 8 16 32 64)
+    [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
+    for env in "${envs[@]}"; do
+      if [ -n "$total_steps" ]; then steps=$total_steps
+      else steps=$("$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" budget "$env") || exit 2
+      fi
+      for depth in "${depths[@]}"; do
+        actor=""; [ "$depth" -ge 1024 ] && actor="--actor-depth 512 "  # the paper's 1024-layer runs
+        for seed in "${seeds[@]}"; do
+          add_run "crl_depth__${env}__d${depth}__s${seed}" crl_depth.py "$env" "$depth" "$seed" \
+            "--env-id $env --depth $depth ${actor}--seed $seed --total-env-steps $steps $extra"
+        done
+      done
+    done ;;
+esac
+
+echo "benchmark $suite | results: $results"
+if [ "$suite" = speed ]; then
+  echo "plan: ${speed_cmd[*]}"
+else
+  echo "plan: ${#plan[@]} runs"
+  for i in "${!plan[@]}"; do
+    IFS=$'\t' read -r label script _ _ _ flags <<<"${plan[$i]}"
+    echo "  [$((i + 1))/${#plan[@]}] $label: $PYTHON $script $flags"
+  done
+fi
+[ "$dry_run" -eq 1 ] && { echo "dry run: nothing run, nothing written"; exit 0; }
+
+# --- run ---
+mkdir -p "$results/logs" "$results/runs"
+load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
+{
+  echo "suite: $suite"
+  echo "command: $command_line"
+  echo "date: $(date '+%Y-%m-%d %H:%M:%S %Z')"
+  echo "commit: $describe"
+  echo "machine: $(uname -srm), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //'))"
+  echo "gpu: $(nvidia-smi -L 2>/dev/null | head -n 1 || true)"
+  echo "python: $("$PYTHON" -c 'import sys, jax; print(sys.version.split()[0], "jax", jax.__version__, "backend", jax.default_backend())' 2>/dev/null | tail -n 1)"
+  echo "load average at start (1/5/15 min): $(load)"
+} >"$results/meta.txt"
+sed -i 's/^gpu: $/gpu: none/' "$results/meta.txt"
+start=$(date +%s)
+elapsed() { local s=$(( $(date +%s) - start )); printf '%dh%02dm%02ds' $((s / 3600)) $((s % 3600 / 60)) $((s % 60)); }
+status=0
+
+if [ "$suite" = speed ]; then
+  echo "[1/1] tools/speed.py | elapsed $(elapsed)"
+  set +e
+  "${speed_cmd[@]}" 2>&1 | tee "$results/logs/speed.log" | grep --line-buffered -v -E 'warnings.warn|UserWarning|Failed to import warp'
+  status=${PIPESTATUS[0]}
+  set -e
+else
+  printf 'label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n' >"$results/runs.tsv"
+  n=${#plan[@]} done_runs=0 failed=0 dataset=""
+  for i in "${!plan[@]}"; do
+    IFS=$'\t' read -r label script env depth seed flags <<<"${plan[$i]}"
+    log="$results/logs/$label.log"
+    echo "[$((i + 1))/$n] $label | $((n - i - 1)) left after this | elapsed $(elapsed) | load $(load)"
+    # shellcheck disable=SC2206
+    args=($flags)
+    if [ ! -f "$script" ]; then
+      echo "  skipped: $script does not exist (yet)"
+      continue
+    fi
+    help=$("$PYTHON" "$script" --help 2>/dev/null || true)
+    if [ "$script" = crl_depth_offline.py ]; then
+      if [ -z "$dataset" ]; then echo "  skipped: no dataset (crl_depth.py wrote no buffer.npz)"; continue; fi
+      args+=(--dataset "$dataset")
+    fi
+    kept=()  # drop flags that this script's --help does not list (scripts added later may lack some)
+    for ((j = 0; j < ${#args[@]}; j++)); do
+      a=${args[$j]}
+      if [[ $a == --* ]] && ! grep -q -- "$a[ ,]" <<<"$help"$'\n'; then
+        echo "  note: $script has no $a; left out"
+        if [ $((j + 1)) -lt ${#args[@]} ] && [[ ${args[$((j + 1))]} != --* ]]; then j=$((j + 1)); fi
+        continue
+      fi
+      kept+=("$a")
+    done
+    t0=$(date +%s)
+    set +e
+    "$PYTHON" "$script" "${kept[@]}" --runs-dir "$results/runs/$label" 2>&1 | tee "$log" |
+      grep --line-buffered -E '^(run |compiled|epoch|error|done)' | sed -u 's/^/    /'
+    st=${PIPESTATUS[0]}
+    set -e
+    wall=$(( $(date +%s) - t0 ))
+    done_runs=$((done_runs + 1))
+    [ "$st" -eq 0 ] || { failed=$((failed + 1)); echo "  FAILED with exit status $st; log: $log"; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "${script%.py}" "$env" "$depth" "$seed" "$st" "$wall" "$log" >>"$results/runs.tsv"
+    echo "  finished in ${wall}s (exit $st) | elapsed $(elapsed)"
+    if [ "$script" = crl_depth.py ] && [ "$suite" = quick ]; then
+      dataset=$(find "$results/runs/$label" -name buffer.npz 2>/dev/null | head -n 1)
+    fi
+  done
+  echo "ran $done_runs of $n runs, $failed failed"
+  [ "$failed" -eq 0 ] || status=1
+fi
+echo "load average at end (1/5/15 min): $(load)" >>"$results/meta.txt"
+echo "wall time: $(elapsed)" >>"$results/meta.txt"
+
+echo
+echo "=== summary: $results/summary.md ==="
+check=()
+[ "$suite" = quick ] && check=(--check)
+set +e
+"$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" summarize "$results" "${check[@]+"${check[@]}"}"
+summary_status=$?
+set -e
+[ "$summary_status" -eq 0 ] || status=1
+echo "benchmark $suite finished in $(elapsed) with status $status | results: $results"
+exit "$status"

@@ -1,0 +1,245 @@
+"""benchmark.sh and its helpers: the summary's statistics (mean ± standard error of each seed's last 5
+evaluations) against a hand computation, the paper's numbers parsed from paper.md, the checks that
+make `quick` fail, the speed tables, the unrolled comparison network of tools/speed.py, and
+benchmark.sh's refusals. No suite is run for real here."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import benchmark_summary as S  # noqa: E402
+import speed  # noqa: E402
+
+import crl_depth as C  # noqa: E402
+
+# the lines of paper.md that the summary reads (the real file lives outside the repository)
+PAPER_SNIPPET = """\
+## Hyperparameters (paper table 7; the defaults)
+num_envs 512 · batch 512 · 100 epochs with an evaluation after each ·
+128 eval envs · env steps: 100M (humanoid, ant_big_maze, arm_push_easy), 200M (ant_hardest_maze),
+400M (ant_u5_maze, humanoid_u_maze). Seeds: 5 for the main figure, 3 elsewhere; error bars one standard error.
+
+## Main table (time at goal out of 1000, depth 4 vs depth 64)
+| env | obs dim | depth 4 | depth 64 | gain |
+|---|---|---|---|---|
+| ant_u5_maze | 29 | 0.97 ± 0.7 | 61 ± 18 | 63x |
+| humanoid | 268 | 12.6 ± 1.3 | 649 ± 19 | 52x |
+
+Depth sweep, actor depth = critic depth = 4/8/16/32/64:
+humanoid 13/80/454/636/680 · ant_big_maze 61/320/424/439/441.
+Critical depths: 8 for ant_big_maze.
+
+## Wall-clock (one A100 80GB, hours, depths 4/8/16/32/64)
+humanoid 1.48/2.13/3.40/5.92/10.99 · ant_big_maze 2.12/2.77/4.04/6.57/11.66 ·
+humanoid_u_maze 8.72/11.29/16.36/26.48/46.74.
+Limit test, humanoid_u_maze (about 120M steps), depths 4..1024:
+3.23/4.19/6.07/9.83/17.33/32.67/73.83/120.88/134.15 h.
+"""
+
+
+def test_parse_paper_snippet():
+    paper = S.parse_paper(PAPER_SNIPPET)
+    assert paper["score"]["humanoid"][4] == (12.6, 1.3)  # the main table wins over the sweep's 13
+    assert paper["score"]["humanoid"][64] == (649.0, 19.0)
+    assert paper["score"]["humanoid"][16] == (454.0, None)
+    assert paper["score"]["ant_u5_maze"][4] == (0.97, 0.7)
+    assert paper["score"]["ant_big_maze"][8] == (320.0, None)
+    assert paper["budget"] == {"humanoid": 100_000_000, "ant_big_maze": 100_000_000, "arm_push_easy": 100_000_000,
+                               "ant_hardest_maze": 200_000_000, "ant_u5_maze": 400_000_000,
+                               "humanoid_u_maze": 400_000_000}
+    assert paper["hours"]["humanoid_u_maze"][64] == 46.74 and paper["hours"]["humanoid"][4] == 1.48
+
+
+@pytest.mark.skipif(not os.path.exists(S.DEFAULT_PAPER_MD), reason="paper.md not beside the repository")
+def test_parse_real_paper_md():
+    paper = S.load_paper(None)
+    assert len([env for env in paper["score"] if 64 in paper["score"][env]]) == 10  # the main table's rows
+    assert paper["score"]["humanoid_big_maze"][4] == (0.06, 0.04)
+    assert paper["score"]["arm_push_easy"][32] == (848.0, None)
+    assert paper["budget"]["humanoid_big_maze"] == 400_000_000 and paper["budget"]["arm_binpick_hard"] == 100_000_000
+    assert paper["hours"]["ant_big_maze"][16] == 4.04
+
+
+def test_last_n_mean_skips_the_untrained_evaluation():
+    key = "eval/time_at_goal"
+    recs = [{"epoch": e, key: float(10 * e)} for e in range(8)]  # epochs 0..7
+    assert S.last_n_mean(recs, key) == (30 + 40 + 50 + 60 + 70) / 5
+    assert S.last_n_mean(recs[:3], key) == (10 + 20) / 2  # fewer than 5 trained: epoch 0 still left out
+    assert S.last_n_mean(recs[:1], key) == 0.0  # only the untrained evaluation: that is all there is
+    assert S.last_n_mean([{"epoch": 1}], key) is None
+
+
+def _write_run(root, label, args, values, status="0", extra=None):
+    run_dir = root / "runs" / label / f"{args['env_id']}__x__{args['seed']}__0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "args.json").write_text(json.dumps(args))
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for epoch, v in enumerate(values):
+            rec = {"epoch": epoch, "env_steps": 1000 * (epoch + 1), "eval/time_at_goal": v,
+                   "time/compile_s": 12.5, **({"charts/sps": 2000.0 + epoch} if epoch else {})}
+            f.write(json.dumps({**rec, **(extra or {})}) + "\n")
+    with open(root / "runs.tsv", "a") as f:
+        f.write(f"{label}\t{args['exp_name']}\t{args['env_id']}\t{args.get('depth')}\t{args['seed']}\t{status}\t61\t-\n")
+    return run_dir
+
+
+def _results(tmp_path):
+    root = tmp_path / "res"
+    root.mkdir(parents=True)
+    (root / "runs.tsv").write_text("label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n")
+    paper = tmp_path / "paper.md"
+    paper.write_text(PAPER_SNIPPET)
+    return root, str(paper)
+
+
+def test_summary_mean_and_standard_error_by_hand(tmp_path):
+    root, paper = _results(tmp_path)
+    seeds = {1: [1, 2, 3, 4, 5, 6, 7, 8], 2: [0, 0, 0, 10, 20, 30, 40, 50], 3: [5, 5, 5, 5, 5, 5, 5, 5]}
+    for seed, values in seeds.items():
+        _write_run(root, f"crl_depth__humanoid__d4__s{seed}",
+                   dict(exp_name="crl_depth", env_id="humanoid", depth=4, seed=seed, episode_length=1000),
+                   [float(v) for v in values])
+    _write_run(root, "crl_depth__humanoid__d64__s1",
+               dict(exp_name="crl_depth", env_id="humanoid", depth=64, seed=1, episode_length=1000), [0.0, 100.0])
+    assert S.summarize(str(root), paper, check=True) == 0
+    # by hand: each seed's mean of epochs 3..7, then mean and sample s.d. / sqrt(3) over seeds
+    per_seed = [(4 + 5 + 6 + 7 + 8) / 5, (10 + 20 + 30 + 40 + 50) / 5, 5.0]  # 6, 30, 5
+    mean = sum(per_seed) / 3
+    se = math.sqrt(sum((x - mean) ** 2 for x in per_seed) / 2) / math.sqrt(3)
+    assert (round(mean, 1), round(se, 1)) == (13.7, 8.2)
+    text = (root / "summary.md").read_text()
+    assert "| crl_depth | humanoid | depth 4 | 3 | 13.7 ± 8.2 | 1000 | 12.6 ± 1.3 |" in text
+    assert "| crl_depth | humanoid | depth 64 | 1 | 100.0 | 1000 | 649.0 ± 19.0 |" in text  # one seed: no error
+    # runtime: wall, compile, median SPS over epochs, final and last-5 time at goal, untrained score, A100 hours
+    assert "| crl_depth__humanoid__d4__s2 | 0 | 1m01s | 12.5 | 2,004 env steps/s | 50.0 | 30.0 | 0.0 | 1.48 |" in text
+    assert (root / "curves_humanoid.png").stat().st_size > 5000
+    assert "No problems" in text
+
+
+def test_summary_check_fails_on_crash_and_non_finite(tmp_path):
+    root, paper = _results(tmp_path)
+    args = dict(exp_name="crl_depth", env_id="reacher", depth=4, seed=1, episode_length=100)
+    _write_run(root, "ok", args, [1.0, 2.0])
+    assert S.summarize(str(root), paper, check=True) == 0
+    _write_run(root, "nan", {**args, "seed": 2}, [1.0, 2.0], extra={"losses/critic": float("nan")})
+    assert S.summarize(str(root), paper, check=True) == 1
+    assert "nan: losses/critic=nan at epoch 0" in (root / "summary.md").read_text()
+    assert S.summarize(str(root), paper, check=False) == 0  # without --check the summary only reports
+
+    root2, _ = _results(tmp_path / "b")
+    _write_run(root2, "ok", args, [1.0, 2.0])
+    with open(root2 / "runs.tsv", "a") as f:  # a run that crashed before writing anything
+        f.write("crashed\tcrl_depth\treacher\t4\t3\t1\t5\t-\n")
+    assert S.summarize(str(root2), paper, check=True) == 1
+    text = (root2 / "summary.md").read_text()
+    assert "crashed: no metrics.jsonl" in text and "crashed: exit status 1" in text
+
+
+def test_summary_prefixed_metrics_take_their_depth(tmp_path):
+    """crl_collector_learner.py logs collector/, deep_learner/ and shallow_learner/ scores."""
+    root, paper = _results(tmp_path)
+    run_dir = _write_run(root, "cl", dict(exp_name="crl_collector_learner", env_id="reacher", collector_depth=8,
+                                          deep_learner_depth=8, shallow_learner_depth=4, seed=1, episode_length=100),
+                         [1.0, 2.0], extra={"collector/eval/time_at_goal": 7.0, "shallow_learner/eval/time_at_goal": 3.0})
+    assert run_dir.exists()
+    S.summarize(str(root), paper, check=True)
+    text = (root / "summary.md").read_text()
+    assert "| crl_collector_learner | reacher | collector depth 8 | 1 | 7.0 | 100 | — |" in text
+    assert "| crl_collector_learner | reacher | shallow_learner depth 4 | 1 | 3.0 | 100 | — |" in text
+
+
+def test_speed_tables(tmp_path):
+    root, paper = _results(tmp_path)
+    base = dict(env_id="humanoid", width=64, batch_size=64, num_envs=16, unroll_length=62, num_sgd_steps=25,
+                max_replay_size=1000, target="network", remat=False, status="ok", backend="cpu", num_params=1000,
+                lower_s=1.0, xla_compile_s=4.0, compile_s=5.0, hlo_ops=6000, step_s=0.01, env_steps_per_s=3968.0,
+                xla_bytes=2**21, rss_peak_bytes=2**30)
+    rows = [dict(base, impl="scan", depth=4), dict(base, impl="scan", depth=64),
+            dict(base, impl="unrolled", depth=4, compile_s=10.0, hlo_ops=9000, xla_bytes=2**22),
+            {**{k: base[k] for k in ("env_id", "width", "batch_size", "target", "remat")}, "impl": "unrolled",
+             "depth": 64, "status": "timeout", "error": "timed out after 300 s"}]
+    (root / "speed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert S.summarize(str(root), paper, check=True) == 0
+    text = (root / "summary.md").read_text()
+    assert "| 4 | 5.0 | 10.0 | 2.0x | 6,000 | 9,000 | 2.0 | 4.0 |" in text
+    assert "| 64 | 5.0 | timeout: timed out after 300 s | — |" in text
+    assert (root / "speed.png").exists()
+
+
+def test_unrolled_network_matches_scanned_and_its_graph_grows():
+    """tools/speed.py's unrolled comparison computes the same function as crl_depth's scanned trunk
+    (same parameters, moved from the stacked block axis to one layer each), and only its graph grows."""
+    depth, width = 8, 8
+    scanned = C.ResidualTrunk(depth, width)
+    unrolled = speed.unrolled_trunk_class()(depth, width)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
+    ps = scanned.init(jax.random.PRNGKey(0), x)["params"]
+    pu = jax.tree.map(lambda a: a, unrolled.init(jax.random.PRNGKey(0), x)["params"])
+    pu["Dense_0"], pu["LayerNorm_0"] = ps["Dense_0"], ps["LayerNorm_0"]
+    for b in range(depth // 4):
+        for i in range(4):
+            pu[f"Dense_{1 + 4 * b + i}"] = jax.tree.map(lambda a: a[b], ps["blocks"][f"Dense_{i}"])
+            pu[f"LayerNorm_{1 + 4 * b + i}"] = jax.tree.map(lambda a: a[b], ps["blocks"][f"LayerNorm_{i}"])
+    np.testing.assert_allclose(unrolled.apply({"params": pu}, x), scanned.apply({"params": ps}, x), rtol=1e-5, atol=1e-5)
+
+    def ops(module, d):
+        m = module(d, width)
+        params = m.init(jax.random.PRNGKey(0), x)
+        text = jax.jit(m.apply).lower(params, x).as_text()
+        return sum(1 for line in text.splitlines() if " = " in line)
+
+    assert ops(C.ResidualTrunk, 4) == ops(C.ResidualTrunk, 64)
+    assert ops(unrolled.__class__, 64) > 10 * ops(unrolled.__class__, 4)
+
+
+def test_speed_measure_network_step():
+    spec = dict(env_id="reacher", width=8, batch_size=8, repr_dim=4, iters=1, target="network", impl="scan", depth=8,
+                remat=True, num_envs=4, unroll_length=10, num_sgd_steps=1, episode_length=20, max_replay_size=40)
+    r = speed.measure(spec)
+    assert r["status"] == "ok" and r["params_finite"]
+    assert r["compile_s"] > 0 and r["step_s"] > 0 and r["xla_bytes"] > 0 and r["hlo_ops"] > 0
+    assert r["env_steps_per_s"] == pytest.approx(512 * 62 / 800 / r["step_s"])
+
+
+def _bash(*args, **kw):
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), *args], capture_output=True, text=True,
+                          env=env, timeout=120, **kw)
+
+
+def test_benchmark_sh_rejects_unknown_suite_and_options():
+    proc = _bash("bogus")
+    assert proc.returncode == 2 and "unknown suite 'bogus'" in proc.stderr
+    proc = _bash("quick", "--width", "64")
+    assert proc.returncode == 2 and "--width does not apply to the quick suite" in proc.stderr
+    proc = _bash("speed", "--depths", "6")
+    assert proc.returncode == 2 and "multiples of 4" in proc.stderr
+
+
+def test_benchmark_sh_refuses_an_existing_results_dir(tmp_path):
+    proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    results = proc.stdout.split("results: ")[1].split()[0]
+    assert os.path.basename(results).startswith("speed__") and not os.path.exists(results)  # dry run writes nothing
+    os.makedirs(results)
+    proc = _bash("speed", "--results-root", str(tmp_path))
+    assert proc.returncode == 1 and "refusing to overwrite" in proc.stderr
+    assert os.listdir(results) == []
+
+
+def test_benchmark_sh_quick_plan(tmp_path):
+    proc = _bash("quick", "--dry-run", "--total-env-steps", "100000", "--results-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "plan: 3 runs" in proc.stdout
+    assert "crl_depth.py --env-id reacher --depth 4 --seed 1 --total-env-steps 100000 --num-epochs 16" in proc.stdout
+    assert "crl_depth_offline.py" in proc.stdout and "crl_collector_learner.py" in proc.stdout

@@ -1,0 +1,475 @@
+"""Summary of a benchmark.sh results directory: tables in Markdown and PNG learning curves.
+
+    python tools/benchmark_summary.py summarize benchmark_results/quick__2026-11-21__abc1234 [--check]
+    python tools/benchmark_summary.py budget humanoid      # the paper's env steps for an env
+    python tools/benchmark_summary.py paper-envs           # env ids of the paper's main table
+
+`summarize` reads every run under the directory (runs/*/*/args.json + metrics.jsonl, and runs.tsv
+that benchmark.sh writes: exit status and wall time of each run, crashed runs included) and the
+speed measurements (speed.jsonl) if any, and writes summary.md and curves_{env}.png next to them:
+- results: per script, env, depth and time-at-goal metric, mean +- standard error over seeds of
+  each seed's mean over its last 5 evaluations (the paper's score), next to the paper's number;
+- runtime: per run, exit status, wall time, compile seconds, throughput and final time at goal;
+- speed: compile seconds, time per step and memory versus depth.
+With --check it exits 1 if a run failed, wrote no metrics, or logged a non-finite number.
+The paper's numbers come from paper.md (--paper-md; default ../shared/spec/paper.md beside the repo).
+"""
+
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+import statistics
+import sys
+from typing import Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_PAPER_MD = os.path.join(os.path.dirname(ROOT), "shared", "spec", "paper.md")
+LAST_N = 5  # the paper's score: mean over the last 5 evaluations
+
+
+# ==================================================================================================
+# The paper's numbers (parsed from paper.md)
+# ==================================================================================================
+def parse_paper(text: str) -> dict:
+    """{"score": {env: {depth: (mean, se or None)}}, "budget": {env: env steps},
+    "hours": {env: {depth: hours on one A100}}} from paper.md's main table, depth sweep,
+    hyperparameter block and wall-clock section."""
+    score: dict = {}
+    header = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if not cells:
+            header = None
+            continue
+        if cells[0] == "env" and any(c.startswith("depth") for c in cells):
+            header = cells
+            continue
+        if header is None or set(cells[0]) <= set("-: "):
+            continue
+        for name, cell in zip(header, cells):
+            m_depth = re.fullmatch(r"depth (\d+)", name)
+            m_val = re.fullmatch(r"([\d.]+)\s*(?:±\s*([\d.]+))?", cell)
+            if m_depth and m_val:
+                se = float(m_val.group(2)) if m_val.group(2) else None
+                score.setdefault(cells[0], {})[int(m_depth.group(1))] = (float(m_val.group(1)), se)
+
+    def series(paragraph_pattern: str) -> dict:
+        """'... depths 4/8/16 ...: env 1/2/3 · env2 4/5/6' -> {env: {depth: value}}"""
+        out: dict = {}
+        m = re.search(paragraph_pattern, text, re.S)
+        if not m:
+            return out
+        depths = [int(d) for d in m.group(1).split("/")]
+        for env, values in re.findall(r"([a-z][a-z0-9_]*) ((?:[\d.]+/)+[\d.]+)", m.group(2)):
+            nums = [float(v.rstrip(".")) for v in values.split("/")]
+            if len(nums) == len(depths):
+                out[env] = dict(zip(depths, nums))
+        return out
+
+    for env, by_depth in series(r"Depth sweep, actor depth = critic depth = ([\d/]+):\s*\n(.*?)\n").items():
+        for depth, value in by_depth.items():
+            score.setdefault(env, {}).setdefault(depth, (value, None))  # the main table has priority
+    hours = series(r"## Wall-clock \(one A100[^,]*, hours, depths ([\d/]+)\)\s*\n(.*?)\nLimit test")
+
+    budget: dict = {}
+    m = re.search(r"env steps: (.*?)\. Seeds", text, re.S)
+    for amount, envs in re.findall(r"(\d+)M \(([^)]*)\)", m.group(1) if m else ""):
+        for env in envs.split(","):
+            budget[env.strip()] = int(amount) * 1_000_000
+    return {"score": score, "budget": budget, "hours": hours}
+
+
+def load_paper(path: Optional[str]) -> Optional[dict]:
+    path = path or DEFAULT_PAPER_MD
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return parse_paper(f.read())
+
+
+# ==================================================================================================
+# Runs
+# ==================================================================================================
+def last_n_mean(records: list, key: str, n: int = LAST_N) -> Optional[float]:
+    """Mean of `key` over the last n evaluations after training began (epoch >= 1); the untrained
+    evaluation (epoch 0) counts only if a run has nothing else."""
+    values = [r[key] for r in records if key in r and r.get("epoch", 1) >= 1]
+    if not values:
+        values = [r[key] for r in records if key in r]
+    return sum(values[-n:]) / len(values[-n:]) if values else None
+
+
+def mean_se(values: list) -> tuple[float, Optional[float]]:
+    """Mean and standard error (sample standard deviation / sqrt(n)); no error with one value."""
+    mean = sum(values) / len(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None)
+
+
+def finite_problems(records: list) -> list:
+    bad = []
+    for r in records:
+        for k, v in r.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                bad.append(f"{k}={v} at epoch {r.get('epoch')}")
+    return bad
+
+
+def read_jsonl(path: str) -> tuple[list, list]:
+    records, problems = [], []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))  # json reads NaN / Infinity as floats
+                except json.JSONDecodeError as e:
+                    problems.append(f"{path}:{i}: {e}")
+    return records, problems
+
+
+def load_runs(results_dir: str) -> list[dict]:
+    """One dict per run: from runs.tsv (benchmark.sh) if present, joined with each run's args.json and
+    metrics.jsonl found under runs/{label}/; without runs.tsv every metrics.jsonl found is a run."""
+    table = os.path.join(results_dir, "runs.tsv")
+    rows = []
+    if os.path.exists(table):
+        with open(table) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    else:
+        for path in sorted(glob.glob(os.path.join(results_dir, "**", "metrics.jsonl"), recursive=True)):
+            rows.append({"label": os.path.relpath(os.path.dirname(path), results_dir), "run_dir": os.path.dirname(path)})
+    runs = []
+    for row in rows:
+        run = {"label": row["label"], "status": row.get("status", ""), "wall_s": row.get("wall_s", ""),
+               "script": row.get("script", ""), "problems": [], "records": [], "args": {}}
+        run_dir = row.get("run_dir")
+        if not run_dir:
+            found = sorted(glob.glob(os.path.join(results_dir, "runs", row["label"], "*", "metrics.jsonl")))
+            run_dir = os.path.dirname(found[-1]) if found else None
+        elif not os.path.isabs(run_dir):
+            run_dir = os.path.join(results_dir, run_dir)
+        if run_dir and os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+            run["records"], run["problems"] = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+            if os.path.exists(os.path.join(run_dir, "args.json")):
+                with open(os.path.join(run_dir, "args.json")) as f:
+                    run["args"] = json.load(f)
+        else:
+            run["problems"].append("no metrics.jsonl")
+        if run["status"] not in ("", "0"):
+            run["problems"].append(f"exit status {run['status']}")
+        run["problems"] += finite_problems(run["records"])
+        args = run["args"]
+        run["script"] = run["script"] or args.get("exp_name", "?")
+        run["env"] = args.get("env_id") or row.get("env") or "?"
+        run["seed"] = args.get("seed", row.get("seed", "?"))
+        run["episode_length"] = args.get("episode_length")
+        runs.append(run)
+    return runs
+
+
+def metric_series(run: dict) -> dict:
+    """{series name: (depth, metric key)}: one series per time-at-goal metric of the run; a prefixed
+    key (collector/eval/time_at_goal) takes its depth from the args field of the prefix (collector_depth)."""
+    keys = sorted({k for r in run["records"] for k in r if k.endswith("eval/time_at_goal")})
+    out = {}
+    for key in keys:
+        prefix = key[: -len("eval/time_at_goal")].rstrip("/")
+        args = run["args"]
+        depth = args.get(f"{prefix}_depth") if prefix else args.get("critic_depth") or args.get("depth")
+        actor = args.get("actor_depth") if not prefix else None
+        label = " ".join(x for x in (prefix, f"depth {depth}" if depth is not None else "") if x) or "?"
+        label += f" (actor {actor})" if actor and actor != depth else ""
+        out[label] = (depth, key)
+    return out
+
+
+def x_axis(records: list) -> tuple[str, list]:
+    for name in ("env_steps", "gradient_steps"):
+        if records and all(name in r for r in records):
+            return name, [r[name] for r in records]
+    return "epoch", [r.get("epoch", i) for i, r in enumerate(records)]
+
+
+def throughput(records: list) -> tuple[Optional[float], str]:
+    for key, unit in (("charts/sps", "env steps/s"), ("charts/gradient_steps_per_s", "SGD steps/s")):
+        values = [r[key] for r in records if key in r and isinstance(r[key], (int, float))]
+        if values:
+            return statistics.median(values), unit
+    return None, ""
+
+
+def compile_s(records: list) -> Optional[float]:
+    for r in records:
+        for k, v in r.items():
+            if k.endswith("compile_s"):
+                return v
+    return None
+
+
+# ==================================================================================================
+# Tables
+# ==================================================================================================
+def fmt(x: Optional[float], digits: int = 1) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def fmt_mean_se(mean: float, se: Optional[float], digits: int = 1) -> str:
+    return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
+def results_table(runs: list, paper: Optional[dict]) -> list[str]:
+    groups: dict = {}
+    for run in runs:
+        for label, (depth, key) in metric_series(run).items():
+            score = last_n_mean(run["records"], key)
+            if score is not None:
+                g = groups.setdefault((run["script"], run["env"], depth if depth is not None else -1, label), [])
+                g.append((run["seed"], score, run["episode_length"]))
+    lines = [f"| script | env | network | seeds | time at goal, last {LAST_N} evals (mean ± s.e. over seeds) | out of | paper (out of 1000) |",
+             "|---|---|---|---|---|---|---|"]
+    for (script, env, depth, label), entries in sorted(groups.items()):
+        mean, se = mean_se([s for _, s, _ in entries])
+        paper_cell = "—"
+        if paper and script == "crl_depth" and label.startswith("depth") and "actor" not in label:
+            ref = paper["score"].get(env, {}).get(depth)
+            if ref:
+                paper_cell = fmt_mean_se(ref[0], ref[1], 2 if ref[0] < 1 else 1)
+        out_of = sorted({e for _, _, e in entries if e})
+        lines.append(f"| {script} | {env} | {label} | {len(entries)} | {fmt_mean_se(mean, se)} | "
+                     f"{'/'.join(map(str, out_of)) or '?'} | {paper_cell} |")
+    return lines
+
+
+def runtime_table(runs: list, paper: Optional[dict]) -> list[str]:
+    lines = ["| run | exit | wall | compile s | throughput (median over epochs) | final time at goal | "
+             "last-5 mean | untrained (epoch 0) | paper A100 h |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        recs = run["records"]
+        tput, unit = throughput(recs)
+        series = metric_series(run)
+        finals, last5, untrained = [], [], []
+        for label, (depth, key) in series.items():
+            values = [r[key] for r in recs if key in r]
+            name = label.split(" depth")[0] + " " if label.split(" depth")[0] != label and not label.startswith("depth") else ""
+            finals.append(f"{name}{values[-1]:.1f}")
+            last5.append(f"{name}{last_n_mean(recs, key):.1f}")
+            zero = [r[key] for r in recs if key in r and r.get("epoch") == 0]
+            untrained.append(f"{name}{zero[0]:.1f}" if zero else "—")
+        wall = float(run["wall_s"]) if run["wall_s"] not in ("", None) else None
+        depth = run["args"].get("depth")
+        hours = paper["hours"].get(run["env"], {}).get(depth) if paper and run["script"] == "crl_depth" else None
+        status = run["status"] or "?"
+        lines.append(f"| {run['label']} | {status} | {format_duration(wall)} | {fmt(compile_s(recs))} | "
+                     f"{fmt(tput, 0)} {unit} | {', '.join(finals) or '—'} | {', '.join(last5) or '—'} | "
+                     f"{', '.join(untrained) or '—'} | {fmt(hours, 2)} |")
+    return lines
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def speed_tables(records: list) -> list[str]:
+    mib = lambda b: f"{b / 2**20:,.1f}"
+    ok = [r for r in records if r.get("status") == "ok"]
+    backend = ok[0]["backend"] if ok else "?"
+    mem_name = ("device peak_bytes_in_use" if any("device_peak_bytes" in r for r in ok)
+                else "XLA memory_analysis: temp + arguments + outputs - aliased")
+    lines = [f"Memory column: {mem_name} (MiB). Compile = `jit(f).lower(...).compile()` seconds. "
+             f"Backend: {backend}.", ""]
+    for target, title in (("network", "Network alone: one SGD step of actor + alpha + critic"),
+                          ("train_step", "Full training step: collect + insert + sample + SGD steps at 1:40")):
+        rows = [r for r in records if r.get("target") == target]
+        if not rows:
+            continue
+        r0 = rows[0]
+        what = (f"width {r0['width']}, batch {r0['batch_size']}, obs/action sizes of {r0['env_id']}" if target == "network"
+                else f"{r0['env_id']}, {r0['num_envs']} envs x {r0['unroll_length']} steps, {r0['num_sgd_steps']} SGD steps of "
+                     f"batch {r0['batch_size']}, width {r0['width']}, replay {r0['max_replay_size']} x {r0['num_envs']}")
+        lines += [f"**{title}** ({what})", "",
+                  "| network | depth | params | compile s (trace+lower / XLA) | HLO ops | ms per step | env steps/s at 1:40 | memory MiB | process peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (r["impl"] != "scan", r["remat"], r["depth"])):
+            name = ("scan + remat" if r["remat"] else "scan") if r["impl"] == "scan" else "unrolled (Python loop)"
+            if r.get("status") != "ok":
+                lines.append(f"| {name} | {r['depth']} | — | {r.get('status')}: {r.get('error', '')} | — | — | — | — | — |")
+                continue
+            mem = r.get("device_peak_bytes", r["xla_bytes"])
+            lines.append(f"| {name} | {r['depth']} | {r['num_params']:,} | {r['compile_s']:.1f} ({r['lower_s']:.1f} / "
+                         f"{r['xla_compile_s']:.1f}) | {r['hlo_ops']:,} | {1e3 * r['step_s']:,.1f} | "
+                         f"{r['env_steps_per_s']:,.0f} | {mib(mem)} | {mib(r['rss_peak_bytes'])} |")
+        lines.append("")
+    scan = {r["depth"]: r for r in ok if r["target"] == "network" and r["impl"] == "scan" and not r["remat"]}
+    unrolled = {r["depth"]: r for r in records if r.get("target") == "network" and r.get("impl") == "unrolled"}
+    if scan and unrolled:
+        lines += ["**Unrolled / scanned, network alone** (same depth, no remat)", "",
+                  "| depth | compile s scanned | compile s unrolled | ratio | HLO ops scanned | HLO ops unrolled | memory MiB scanned | memory MiB unrolled |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for depth in sorted(set(scan) | set(unrolled)):
+            s, u = scan.get(depth), unrolled.get(depth)
+            if not s:
+                continue
+            if u and u.get("status") == "ok":
+                lines.append(f"| {depth} | {s['compile_s']:.1f} | {u['compile_s']:.1f} | {u['compile_s'] / s['compile_s']:.1f}x | "
+                             f"{s['hlo_ops']:,} | {u['hlo_ops']:,} | {mib(s['xla_bytes'])} | {mib(u['xla_bytes'])} |")
+            else:
+                why = f"{u['status']}: {u.get('error', '')}" if u else "not measured"
+                lines.append(f"| {depth} | {s['compile_s']:.1f} | {why} | — | {s['hlo_ops']:,} | — | {mib(s['xla_bytes'])} | — |")
+        lines.append("")
+    return lines
+
+
+# ==================================================================================================
+# Plots
+# ==================================================================================================
+def plot_curves(runs: list, out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env in sorted({r["env"] for r in runs}):
+        lines: dict = {}
+        for run in (r for r in runs if r["env"] == env and r["records"]):
+            xname, xs = x_axis(run["records"])
+            for label, (depth, key) in metric_series(run).items():
+                pts = {x: r[key] for x, r in zip(xs, run["records"]) if key in r}
+                lines.setdefault((run["script"], depth if depth is not None else -1, label, xname), []).append(pts)
+        if not lines:
+            continue
+        xnames = sorted({k[3] for k in lines})
+        fig, axes = plt.subplots(1, len(xnames), figsize=(6.5 * len(xnames), 4.2), squeeze=False)
+        for ax, xname in zip(axes[0], xnames):
+            for (script, depth, label, xn), seeds in sorted(lines.items()):
+                if xn != xname:
+                    continue
+                xs = sorted(set.intersection(*(set(s) for s in seeds)))  # steps every seed reached
+                stats = [mean_se([s[x] for s in seeds]) for x in xs]
+                mean = [m for m, _ in stats]
+                se = [e or 0.0 for _, e in stats]
+                (line,) = ax.plot(xs, mean, marker=".", label=f"{script} {label} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
+                if len(seeds) > 1:
+                    ax.fill_between(xs, [m - e for m, e in zip(mean, se)], [m + e for m, e in zip(mean, se)],
+                                    color=line.get_color(), alpha=0.2)
+            ax.set_xlabel(xname.replace("_", " "))
+            ax.set_ylabel("time at goal")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{env}: time at goal (mean ± s.e. over seeds)")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"curves_{env}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_speed(records: list, out_dir: str) -> Optional[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for (target, impl, remat) in sorted({(r["target"], r["impl"], r["remat"]) for r in ok}):
+        rows = sorted((r for r in ok if (r["target"], r["impl"], r["remat"]) == (target, impl, remat)), key=lambda r: r["depth"])
+        label = f"{target}, {impl}" + (" + remat" if remat else "")
+        d = [r["depth"] for r in rows]
+        axes[0].plot(d, [r["compile_s"] for r in rows], marker="o", label=label)
+        axes[1].plot(d, [1e3 * r["step_s"] for r in rows], marker="o", label=label)
+        axes[2].plot(d, [r.get("device_peak_bytes", r["xla_bytes"]) / 2**20 for r in rows], marker="o", label=label)
+    for ax, ylabel in zip(axes, ("compile s", "ms per step", "memory MiB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("depth")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "speed.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
+    paper = load_paper(paper_md)
+    out = []
+    meta = os.path.join(results_dir, "meta.txt")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            out += ["```", f.read().rstrip(), "```", ""]
+    runs = load_runs(results_dir)
+    problems = [f"{r['label']}: {p}" for r in runs for p in r["problems"]]
+    if runs:
+        note = "" if paper else f" (paper numbers unavailable: {paper_md or DEFAULT_PAPER_MD} not found)"
+        out += [f"### Results{note}", "", *results_table(runs, paper), "",
+                f"Each seed's score is the mean of its last {LAST_N} evaluations (epoch >= 1); the table gives the "
+                "mean over seeds ± one standard error (sample s.d. / sqrt(seeds); none with one seed). The paper's "
+                "numbers are out of 1000 steps; a run's own episode length is in `out of`.", "",
+                "### Runtime", "", *runtime_table(runs, paper), ""]
+        curves = plot_curves(runs, results_dir)
+        out += [f"Curves: {', '.join(os.path.basename(p) for p in curves)}", ""] if curves else []
+    speed_path = os.path.join(results_dir, "speed.jsonl")
+    if os.path.exists(speed_path):
+        speed, bad = read_jsonl(speed_path)
+        problems += bad
+        problems += [f"speed {r['target']} {r['impl']} depth {r['depth']}{' remat' if r['remat'] else ''}: "
+                     f"{r['status']} {r.get('error', '')}" for r in speed if r["impl"] == "scan" and r["status"] != "ok"]
+        out += ["### Speed", "", *speed_tables(speed)]
+        png = plot_speed(speed, results_dir)
+        out += [f"Plot: {os.path.basename(png)}", ""] if png else []
+    if not runs and not os.path.exists(speed_path):
+        problems.append("no runs and no speed measurements found")
+    out += ["### Problems", "", *(f"- {p}" for p in problems), ""] if problems else ["No problems: every run "
+                                                                                    "exited 0 with finite metrics.", ""]
+    text = "\n".join(out)
+    with open(os.path.join(results_dir, "summary.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 1 if (check and problems) else 0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--paper-md", help=f"path of paper.md (default {DEFAULT_PAPER_MD})")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("summarize", help="write summary.md and PNGs for a results directory")
+    s.add_argument("results_dir")
+    s.add_argument("--check", action="store_true", help="exit 1 on a failed run, missing metrics or a non-finite number")
+    b = sub.add_parser("budget", help="print the paper's env steps for an env id")
+    b.add_argument("env_id")
+    sub.add_parser("paper-envs", help="print the env ids of the paper's main table")
+    a = p.parse_args()
+    if a.command == "summarize":
+        sys.exit(summarize(a.results_dir, a.paper_md, a.check))
+    paper = load_paper(a.paper_md)
+    if paper is None:
+        print(f"error: paper.md not found at {a.paper_md or DEFAULT_PAPER_MD} (pass --paper-md)", file=sys.stderr)
+        sys.exit(2)
+    if a.command == "budget":
+        if a.env_id not in paper["budget"]:
+            print(f"error: paper.md gives no env-step budget for {a.env_id!r} (known: {', '.join(paper['budget'])}); "
+                  "pass --total-env-steps", file=sys.stderr)
+            sys.exit(2)
+        print(paper["budget"][a.env_id])
+    else:
+        print(" ".join(env for env in paper["score"] if 64 in paper["score"][env]))
+
+
+if __name__ == "__main__":
+    main()
