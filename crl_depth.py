@@ -11,6 +11,7 @@ marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and crl_collec
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -71,6 +72,14 @@ class Args:
     save_buffer: bool = False
     """after training, write the replay buffer to runs/{run_name}/buffer.npz, the dataset of
     crl_depth_offline.py (its keys: docs/offline.md)"""
+    checkpoint_every: int = 10
+    """write the full training state to runs/{run_name}/state.msgpack every N epochs (and after the
+    last); --resume continues from it"""
+    checkpoint_buffer: bool = True
+    """include the replay buffer in state.msgpack (--no-checkpoint-buffer for very large buffers:
+    a resumed run then refills it with random actions)"""
+    resume: Optional[str] = None
+    """continue the run in this run directory from its state.msgpack (its args.json gives the settings)"""
 
     # --- environment ---
     env_id: str = "humanoid"
@@ -1097,6 +1106,8 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
+    if args.resume is not None and not os.path.isfile(os.path.join(args.resume, "args.json")):
+        return f"--resume {args.resume}: not a run directory (no args.json in it)"
     plot_error = validate_plot_args(args)
     if plot_error:
         return plot_error
@@ -1106,7 +1117,7 @@ def validate_args(args: Args) -> Optional[str]:
             return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
     for name in ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
                  "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size", "min_replay_size",
-                 "width", "repr_dim"):
+                 "width", "repr_dim", "checkpoint_every"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
     for name in ("actor_lr", "critic_lr", "alpha_lr"):
@@ -1204,9 +1215,189 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
 
     def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
         ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
-        return ts, jax.tree.map(jnp.mean, metrics)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        # divergence guard: 1 when every parameter, optimiser moment and log(alpha) is finite
+        metrics["train/params_finite"] = jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.agent)])).astype(jnp.float32)
+        return ts, metrics
 
     return jax.jit(prefill, donate_argnums=0), jax.jit(train_epoch, donate_argnums=0)
+
+
+# --- Checkpoints and resume -----------------------------------------------------------------------
+# runs/{run_name}/state.msgpack holds the whole TrainState (every network's params and optimiser
+# state, log(alpha), the env state with its RNG keys, the replay buffer unless
+# --no-checkpoint-buffer, the training key, env steps), the epoch and the evaluation key. Layout:
+# STATE_MAGIC, sha256 of the payload, payload (flax msgpack: numbers, strings and arrays only, no
+# pickle). Written to state.msgpack.tmp, fsynced, then renamed over the previous one.
+STATE_FILE = "state.msgpack"
+STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
+STATE_FORMAT, STATE_VERSION = "crl_depth_state", 1
+# flags a resumed run may change; every other flag comes from the run's args.json
+RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
+                    "wandb_project_name", "wandb_entity", "wandb_mode", "render", "save_buffer", "plot_critic",
+                    "plot_goal", "plot_out", "runs_dir", "resume")
+TEST_STALL_ENV = "CRL_DEPTH_TEST_STALL_AT_EPOCH"  # tests: hang after writing this epoch's .tmp, before the rename
+TEST_NAN_ENV = "CRL_DEPTH_TEST_NAN_AT_EPOCH"  # tests: log(alpha) = NaN before this epoch (the divergence guard)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
+
+
+def atomic_write(path: str, chunks: list[bytes], stall: bool = False) -> None:
+    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
+    previous complete file or the new complete one. On failure the .tmp is removed."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if stall:
+            print(f"test hook: stalled before renaming {tmp}", flush=True)
+            time.sleep(3600)
+        os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def state_header(args: Args) -> dict:
+    """What a state checkpoint must match to be loaded into a run of these args."""
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, "env_id": args.env_id,
+            "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
+            "width": args.width, "repr_dim": args.repr_dim, "layer_norm": args.layer_norm,
+            "activation": args.activation, "residual": args.residual, "num_envs": args.num_envs,
+            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size}
+
+
+def save_state(path: str, args: Args, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
+    """Writes the full training state atomically; returns its size in bytes."""
+    state = flax.serialization.to_state_dict(jax.device_get(ts if args.checkpoint_buffer else ts.replace(buffer=None)))
+    if not args.checkpoint_buffer:
+        state.pop("buffer")
+    payload = flax.serialization.msgpack_serialize(
+        {"header": {**state_header(args), "has_buffer": args.checkpoint_buffer}, "epoch": epoch,
+         "key_eval": np.asarray(jax.device_get(key_eval)), "ts": state})
+    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload],
+                 stall=os.environ.get(TEST_STALL_ENV) == str(epoch))
+    return len(payload) + 48
+
+
+def load_state(path: str, args: Args, template: TrainState) -> tuple[int, np.ndarray, TrainState, bool]:
+    """Reads a state checkpoint written by save_state for a run of these args; template is the
+    TrainState of a fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval key, state
+    with numpy leaves, has_buffer; without a buffer the template's stands in). Anything else - a
+    truncated or corrupt file, another file type, another env or network - raises CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
+        raise CheckpointError(f"{path} is not a crl_depth.py state checkpoint (wrong magic bytes)")
+    digest, payload = blob[16:48], blob[48:]
+    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
+    try:
+        restored = flax.serialization.msgpack_restore(payload)
+        header, epoch, key_eval, state = (restored["header"], int(restored["epoch"]),
+                                          np.asarray(restored["key_eval"]), restored["ts"])
+    except Exception as e:  # msgpack / structure errors: the file is not what it claims
+        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
+    want = state_header(args)
+    if not isinstance(header, dict) or header.get("format") != STATE_FORMAT or header.get("version") != STATE_VERSION:
+        raise CheckpointError(f"{path}: unknown checkpoint format {header.get('format') if isinstance(header, dict) else header!r}")
+    diffs = [k for k in want if header.get(k) != want[k]]
+    if diffs:
+        raise CheckpointError(
+            f"{path} is for env {header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
+            f"{header.get('critic_depth')} width {header.get('width')}, this run is env {want['env_id']} actor depth "
+            f"{want['actor_depth']} critic depth {want['critic_depth']} width {want['width']} "
+            f"(differs in: {', '.join(diffs)})")
+    has_buffer = bool(header.get("has_buffer"))
+    template_state = flax.serialization.to_state_dict(template)
+    if not has_buffer:
+        state = {**state, "buffer": template_state["buffer"]}
+    flat = lambda d: flax.traverse_util.flatten_dict(d, sep="/") if isinstance(d, dict) else {}
+    want_leaves, got_leaves = flat(template_state), flat(state)
+    for name in sorted(set(want_leaves) | set(got_leaves)):
+        w, g = want_leaves.get(name), got_leaves.get(name)
+        if w is None and g is None and name in want_leaves and name in got_leaves:
+            continue  # an empty field (brax's contact)
+        dtype = lambda x: x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
+            describe = lambda x: "missing" if x is None else f"{dtype(x)}{list(np.shape(x))}"
+            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
+                                  f"{describe(w)} expected")
+    ts = flax.serialization.from_state_dict(template, state)
+    return epoch, key_eval, ts, has_buffer
+
+
+def given_fields(argv: list[str]) -> set[str]:
+    """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
+    names = {field.name for field in dataclasses.fields(Args)}
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0].replace("-", "_")
+            given.add(name if name in names else name.removeprefix("no_"))
+    return given & names
+
+
+def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
+    """The args of the run in cli.resume (its args.json) with the flags a resumed run may change taken
+    from the command line, or an error line. `given`: the fields set on the command line (default:
+    those that differ from their default). A given flag that differs from the run's is refused unless
+    it is in RESUMABLE_FIELDS; every other field keeps the run's value."""
+    path = os.path.join(cli.resume, "args.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        return cli, f"--resume {cli.resume}: cannot read args.json ({e})"
+    names = [field.name for field in dataclasses.fields(Args)]
+    if not isinstance(saved, dict) or not set(saved) <= set(names) or "env_id" not in saved:
+        return cli, f"--resume {cli.resume}: args.json is not a crl_depth.py args file"
+    defaults, merged = Args(), dict(saved)
+    if given is None:
+        given = {name for name in names if getattr(cli, name) != getattr(defaults, name)}
+    for name in names:
+        if name not in given:
+            continue
+        value, old = getattr(cli, name), saved.get(name)
+        old = tuple(old) if isinstance(old, list) else old
+        if name not in RESUMABLE_FIELDS and value != old:
+            return cli, (f"--{name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a resumed run "
+                         f"keeps its settings (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_FIELDS[:8])} "
+                         f"may change)")
+        merged[name] = value
+    for name in ("load", "plot_goal"):
+        if isinstance(merged.get(name), list):
+            merged[name] = tuple(merged[name])
+    merged["resume"] = cli.resume
+    try:
+        args = Args(**merged)
+    except TypeError as e:
+        return cli, f"--resume {cli.resume}: args.json is not a crl_depth.py args file ({e})"
+    error = validate_args(args)
+    if error:
+        return args, error
+    old_args = Args(**{**merged, **{n: (tuple(v) if isinstance(v, list) else v) for n, v in saved.items()}})
+    if schedule(args)[::2] != schedule(old_args)[::2]:
+        return args, (f"--num-epochs {args.num_epochs} --total-env-steps {args.total_env_steps} change the run's epoch "
+                      f"({schedule(old_args)[2]} training steps); change both together to keep it")
+    return args, None
 
 
 # ==================================================================================================
@@ -1407,7 +1598,7 @@ def plot_checkpoints(args: Args) -> None:
 def validate_plot_args(args: Args) -> Optional[str]:
     """What is wrong with the --plot-critic / --load flags, or None."""
     if args.load and not args.plot_critic:
-        return "--load is only read by --plot-critic (training does not resume from a checkpoint)"
+        return "--load is only read by --plot-critic (to continue a training run use --resume RUN_DIR)"
     if not args.plot_critic:
         return None
     env = make_env(args.env_id, eval=True)
@@ -1428,7 +1619,8 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def main(args: Args) -> None:
+def main(args: Args, argv: Optional[list[str]] = None) -> None:
+    """argv: the command line's flags (for --resume: which flags were given)."""
     error = validate_args(args)
     if error:
         print(f"error: {error}", file=sys.stderr)
@@ -1440,18 +1632,20 @@ def main(args: Args) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         return
+    if args.resume:  # the run's own settings, checked before any work
+        args, error = resume_args(args, None if argv is None else given_fields(argv))
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     actor_depth = args.actor_depth or args.depth
     critic_depth = args.critic_depth or args.depth
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=False)
-    with open(os.path.join(run_dir, "args.json"), "w") as f:
-        json.dump(dataclasses.asdict(args), f, indent=2)
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
-                   name=run_name, config=dataclasses.asdict(args))
+    if args.resume:
+        run_dir = args.resume.rstrip("/")
+        run_name = os.path.basename(run_dir)
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    state_path = os.path.join(run_dir, STATE_FILE)
 
     # seeding
     random.seed(args.seed)
@@ -1466,31 +1660,96 @@ def main(args: Args) -> None:
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
                          args.layer_norm, args.activation, args.residual, args.remat)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    agent = agent_init(key_agent, nets, opts, spec.obs_dim, goal_dim, env.action_size)
-    ts = TrainState(agent=agent, env_state=jax.jit(env.reset)(key_env),
-                    buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
-                    key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    def fresh_state() -> TrainState:
+        agent = agent_init(key_agent, nets, opts, spec.obs_dim, goal_dim, env.action_size)
+        return TrainState(agent=agent, env_state=jax.jit(env.reset)(key_env),
+                          buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
+                          key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    start_epoch, refill = 1, True
+    if args.resume:  # load and check the checkpoint before compiling or writing anything
+        if not os.path.isfile(state_path):
+            print(f"error: --resume {run_dir}: no {STATE_FILE} in it (stopped before its first checkpoint; "
+                  f"start the run again)", file=sys.stderr)
+            sys.exit(2)
+        try:
+            ckpt_epoch, key_eval, ts, has_buffer = load_state(state_path, args, jax.eval_shape(fresh_state))
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if not has_buffer:
+            ts = ts.replace(buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size))
+        ts = jax.tree.map(jnp.asarray, ts)
+        key_eval = jnp.asarray(key_eval)
+        start_epoch, refill = ckpt_epoch + 1, not has_buffer
+    else:
+        ts = fresh_state()
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
-    num_params = sum(x.size for x in jax.tree.leaves((agent.actor_params, agent.critic_params)))
+    num_params = sum(x.size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        if args.resume:  # metrics of epochs after the checkpoint's are dropped: they are run again
+            kept = []
+            if os.path.isfile(metrics_path):
+                with open(metrics_path) as f:
+                    for line in f:
+                        try:
+                            if json.loads(line)["epoch"] <= ckpt_epoch:
+                                kept.append(line if line.endswith("\n") else line + "\n")
+                        except (ValueError, KeyError, TypeError):
+                            pass  # a line cut off by the kill
+            atomic_write(metrics_path, ["".join(kept).encode()])
+            args_for_file = dataclasses.replace(args, resume=None)
+            atomic_write(os.path.join(run_dir, "args.json"),
+                         [json.dumps(dataclasses.asdict(args_for_file), indent=2).encode()])
+            if os.path.exists(state_path + ".tmp"):
+                os.remove(state_path + ".tmp")  # a checkpoint the kill cut off
+        else:
+            os.makedirs(run_dir, exist_ok=False)
+            atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(dataclasses.asdict(args), indent=2).encode()])
+    except OSError as e:
+        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
+    if args.track:
+        import wandb
+
+        id_path = os.path.join(run_dir, "wandb_id.txt")
+        if os.path.isfile(id_path):
+            with open(id_path) as f:
+                wandb_id = f.read().strip()
+        else:
+            wandb_id = os.urandom(4).hex()  # the wandb run id, reused by --resume
+            atomic_write(id_path, [wandb_id.encode()])
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
+                   name=run_name, config=dataclasses.asdict(args), id=wandb_id, resume="allow")
+
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
     print(f"run {run_dir} | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} "
           f"width {args.width} | {num_params:,} params | {steps_per_epoch} training steps/epoch of "
           f"{per_train_step:,} env steps | backend {jax.default_backend()}", flush=True)
+    if args.resume:
+        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps):,} env steps)", flush=True)
 
     prefill_fn, epoch_fn = make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end))
     evaluate = make_evaluate(args, eval_env, nets)
     t0 = time.perf_counter()
-    prefill_c = prefill_fn.lower(ts).compile()
+    prefill_c = prefill_fn.lower(ts).compile() if refill else None
     t1 = time.perf_counter()
     epoch_c = epoch_fn.lower(ts).compile()
     t2 = time.perf_counter()
     eval_c = evaluate.lower(ts.agent.actor_params, key_eval).compile()
     compile_s = time.perf_counter() - t0
     print(f"compiled in {compile_s:.1f}s (prefill {t1 - t0:.1f}s, epoch {t2 - t1:.1f}s, "
-          f"evaluation {compile_s - (t2 - t0):.1f}s); prefilling {prefill_steps:,} env steps with random actions", flush=True)
-    ts = prefill_c(ts)
-
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+          f"evaluation {compile_s - (t2 - t0):.1f}s)", flush=True)
+    if refill:
+        if args.resume:
+            print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "
+                  f"{prefill_steps:,} env steps of random actions", flush=True)
+        else:
+            print(f"prefilling {prefill_steps:,} env steps with random actions", flush=True)
+        ts = prefill_c(ts)
 
     def log(record: dict) -> None:
         with open(metrics_path, "a") as f:
@@ -1498,17 +1757,20 @@ def main(args: Args) -> None:
         if args.track:
             wandb.log(record, step=record["env_steps"])
 
-    # epoch 0: the untrained policy, the baseline that learning must rise above
-    key_eval, key_e = jax.random.split(key_eval)
-    eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
-    log({"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
-         "time/compile_s": compile_s})
-    print(f"epoch 0 (untrained) | time at goal {float(eval_metrics['eval/time_at_goal']):.1f}/"
-          f"{args.episode_length} | success {float(eval_metrics['eval/success_any']):.2f} | "
-          f"dist {float(eval_metrics['eval/dist']):.2f}", flush=True)
+    if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
+        key_eval, key_e = jax.random.split(key_eval)
+        eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
+        log({"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
+             "time/compile_s": compile_s})
+        print(f"epoch 0 (untrained) | time at goal {float(eval_metrics['eval/time_at_goal']):.1f}/"
+              f"{args.episode_length} | success {float(eval_metrics['eval/success_any']):.2f} | "
+              f"dist {float(eval_metrics['eval/dist']):.2f}", flush=True)
+    last_good = state_path if args.resume else None
     epoch_times = []
-    for epoch in range(1, args.num_epochs + 1):
+    for epoch in range(start_epoch, args.num_epochs + 1):
         t_epoch = time.perf_counter()
+        if os.environ.get(TEST_NAN_ENV) == str(epoch):
+            ts = ts.replace(agent=ts.agent.replace(log_alpha=jnp.full((), jnp.nan)))
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
@@ -1529,15 +1791,28 @@ def main(args: Args) -> None:
               f"critic {record['losses/critic']:.3f} acc {record['critic/categorical_accuracy']:.2f} | "
               f"actor {record['losses/actor']:.3f} | alpha {record['actor/alpha']:.3g} | "
               f"entropy {record['actor/entropy']:.2f} | ETA {format_duration(eta)}", flush=True)
-        for name in ("losses/critic", "losses/actor"):
-            if not math.isfinite(record[name]):
-                print(f"error: non-finite {name} at epoch {epoch}", file=sys.stderr)
+        bad = [f"{name} ({record[name]})" for name in ("losses/critic", "losses/actor", "losses/alpha")
+               if not math.isfinite(record[name])]
+        if record["train/params_finite"] < 1.0:
+            bad.append("parameters")
+        if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
+            print(f"error: non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
+                  f"{last_good or 'none (none written yet)'}", file=sys.stderr)
+            sys.exit(1)
+        if epoch % args.checkpoint_every == 0 or epoch == args.num_epochs:
+            t_save = time.perf_counter()
+            try:
+                size = save_state(state_path, args, epoch, key_eval, ts)
+            except CheckpointWriteError as e:
+                print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
                 sys.exit(1)
+            last_good = state_path
+            print(f"checkpoint: epoch {epoch} -> {state_path} ({size / 1e6:,.1f} MB, "
+                  f"{time.perf_counter() - t_save:.1f}s)", flush=True)
 
     checkpoint = {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
                   "log_alpha": ts.agent.log_alpha}
-    with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
-        f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    atomic_write(os.path.join(run_dir, "checkpoint.msgpack"), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
     if args.save_buffer:  # the dataset of crl_depth_offline.py; keys in docs/offline.md
         buf = jax.device_get(ts.buffer)
         rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]  # oldest first
@@ -1562,4 +1837,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args), sys.argv[1:])

@@ -1,0 +1,240 @@
+"""Long runs (docs/long_runs.md): a run SIGKILLed mid-checkpoint and resumed ends bit-identical to an
+uninterrupted one; the divergence guard stops on NaN with the last good checkpoint intact; bad
+flags, corrupt or mismatched checkpoints and unwritable directories are refused with one line,
+exit status 2, nothing on disk changed. The subprocesses share a persistent JAX compilation cache,
+so only the first one pays the full compile."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import flax
+import numpy as np
+import pytest
+
+import crl_depth as C
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
+        "--total-env-steps", "2000", "--num-epochs", "4", "--unroll-length", "10", "--num-sgd-steps", "2",
+        "--batch-size", "16", "--max-replay-size", "60", "--min-replay-size", "20", "--width", "16",
+        "--depth", "8", "--checkpoint-every", "1"]
+TIMING = ("charts/sps",)  # plus every time/* key
+
+
+def _env(cache, **extra):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.update(extra)
+    return env
+
+
+def _cmd(*flags):
+    return [sys.executable, os.path.join(ROOT, "crl_depth.py"), *flags]
+
+
+def _metrics(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and k not in TIMING}
+            for line in lines]
+
+
+def _state_epoch(path):
+    blob = path.read_bytes()
+    assert blob[:16] == C.STATE_MAGIC and hashlib.sha256(blob[48:]).digest() == blob[16:48]
+    return int(flax.serialization.msgpack_restore(blob[48:])["epoch"])
+
+
+def _snapshot(run_dir):
+    return {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, cache):
+    """Run A: 4 epochs without interruption, a checkpoint every epoch."""
+    tmp = tmp_path_factory.mktemp("straight")
+    proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(tmp / "runs")), capture_output=True, text=True,
+                          timeout=900, cwd=tmp, env=_env(cache))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = list((tmp / "runs").iterdir())
+    return run_dir
+
+
+def _start_and_kill_at(tmp, cache, hook_epoch, *extra):
+    """Starts the 4-epoch run, waits until it hangs after writing epoch hook_epoch's state.msgpack.tmp
+    (before the rename), SIGKILLs it; returns the run directory."""
+    log = open(tmp / "killed.log", "w")
+    proc = subprocess.Popen(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), stdout=log, stderr=subprocess.STDOUT,
+                            cwd=tmp, env=_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
+    deadline = time.time() + 900
+    while "test hook: stalled" not in (tmp / "killed.log").read_text():
+        assert proc.poll() is None and time.time() < deadline, (tmp / "killed.log").read_text()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert proc.returncode == -signal.SIGKILL
+    (run_dir,) = list((tmp / "runs").iterdir())
+    return run_dir
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, cache):
+    run_dir = _start_and_kill_at(tmp_path, cache, 2)
+    # killed mid-checkpoint: epoch 2 is logged and its .tmp written, the complete checkpoint is epoch 1's
+    assert (run_dir / "state.msgpack.tmp").exists() and _state_epoch(run_dir / "state.msgpack") == 1
+    assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2]
+    assert not (run_dir / "checkpoint.msgpack").exists()
+    proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path, env=_env(cache))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resuming from" in proc.stdout and "at epoch 1" in proc.stdout and "epoch 4/4" in proc.stdout
+    assert not (run_dir / "state.msgpack.tmp").exists()
+    # same final parameters, optimiser states, env state, buffer and keys, bit for bit; same metrics
+    assert (run_dir / "state.msgpack").read_bytes() == (straight_run / "state.msgpack").read_bytes()
+    assert (run_dir / "checkpoint.msgpack").read_bytes() == (straight_run / "checkpoint.msgpack").read_bytes()
+    assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2, 3, 4]
+    assert _metrics(run_dir) == _metrics(straight_run)
+
+
+def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(straight_run, tmp_path, cache):
+    runs = tmp_path / "runs"
+    proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"), capture_output=True,
+                          text=True, timeout=900, cwd=tmp_path, env=_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (run_dir,) = list(runs.iterdir())
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: non-finite losses/")
+    assert "at epoch 3; last good checkpoint: " + str(run_dir / "state.msgpack") in errors[0]
+    assert _state_epoch(run_dir / "state.msgpack") == 2 and not (run_dir / "state.msgpack.tmp").exists()
+    assert "epoch 4/4" not in proc.stdout
+    # resume from the good epoch 2 (no NaN hook now): the buffer was not saved, so it is refilled
+    proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=900,
+                          cwd=tmp_path, env=_env(cache))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "holds no replay buffer" in proc.stdout and "refilling" in proc.stdout
+    records = _metrics(run_dir)
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[:3] == _metrics(straight_run)[:3]  # up to the checkpoint: the same run
+    assert all(np.isfinite(v) for r in records for v in r.values())
+    assert records[-1]["env_steps"] == 2000 + 80  # the refill's random steps count
+
+
+def _resume_dir(straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run, run_dir)
+    return run_dir
+
+
+def _edit_args(run_dir, **changes):
+    path = run_dir / "args.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _truncate(run_dir):
+    blob = (run_dir / "state.msgpack").read_bytes()
+    (run_dir / "state.msgpack").write_bytes(blob[: len(blob) // 2])
+
+
+def _replace_state(run_dir, data):
+    (run_dir / "state.msgpack").write_bytes(data)
+
+
+def _npz_bytes(tmp_path):
+    np.savez(tmp_path / "x.npz", a=np.zeros(3))
+    return (tmp_path / "x.npz").read_bytes()
+
+
+def _right_magic_wrong_payload():
+    payload = flax.serialization.msgpack_serialize({"nothing": np.zeros(2)})
+    return C.STATE_MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+# (flags, how to spoil the copied run directory, words of the one error line); exit status 2 for all
+BAD = [
+    (["--checkpoint-every", "0"], None, "--checkpoint-every must be positive (got 0)"),
+    (["--resume", "/nonexistent/run"], None, "--resume /nonexistent/run: not a run directory (no args.json in it)"),
+    (["--depth", "16"], None, "--depth 16 conflicts with the run's 8"),
+    (["--depth", "4"], None, "--depth 4 conflicts with the run's 8"),  # the default, given explicitly
+    (["--no-layer-norm"], None, "--layer-norm False conflicts with the run's True"),
+    (["--env-id", "ant"], None, "--env-id ant conflicts with the run's reacher"),
+    (["--critic-lr", "0.1"], None, "--critic-lr 0.1 conflicts with the run's 0.0003"),
+    (["--num-epochs", "8"], None, "change the run's epoch (12 training steps); change both together"),
+    (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
+    ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
+    ([], lambda d, t: _truncate(d), "is truncated or corrupt (checksum mismatch"),
+    ([], lambda d, t: _replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
+    ([], lambda d, t: _replace_state(d, _npz_bytes(t)), "is not a crl_depth.py state checkpoint (wrong magic bytes)"),
+    ([], lambda d, t: _replace_state(d, _right_magic_wrong_payload()), "is not a readable state checkpoint"),
+    ([], lambda d, t: _edit_args(d, depth=4), "is for env reacher actor depth 8 critic depth 8 width 16, this run is "
+                                              "env reacher actor depth 4 critic depth 4 width 16"),
+    ([], lambda d, t: _edit_args(d, env_id="ant"), "is for env reacher actor depth 8 critic depth 8 width 16, this "
+                                                   "run is env ant"),
+    ([], lambda d, t: (d / "args.json").write_text("{not json"), "cannot read args.json"),
+    ([], lambda d, t: _edit_args(d, no_such_flag=1), "args.json is not a crl_depth.py args file"),
+]
+
+
+@pytest.mark.parametrize("flags,spoil,message", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message, straight_run, tmp_path, capsys):
+    run_dir = _resume_dir(straight_run, tmp_path)
+    if spoil is not None:
+        spoil(run_dir, tmp_path)
+    before = _snapshot(run_dir)
+    argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
+    import tyro
+
+    with pytest.raises(SystemExit) as exit_info:
+        C.main(tyro.cli(C.Args, args=argv), argv)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert _snapshot(run_dir) == before  # a refused run overwrites nothing
+
+
+def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
+    cli = C.Args(resume=str(straight_run), num_epochs=8, total_env_steps=2000 + 4 * 480, track=True)
+    args, error = C.resume_args(cli)
+    assert error is None and args.num_epochs == 8 and args.depth == 8 and args.width == 16 and args.track
+    assert C.schedule(args)[2] == 12
+    flags = ["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "3920", "--no-checkpoint-buffer"]
+    assert C.given_fields(flags) == {"resume", "num_epochs", "total_env_steps", "checkpoint_buffer"}
+    args, error = C.resume_args(C.Args(resume=str(straight_run), num_epochs=8, total_env_steps=3920,
+                                       checkpoint_buffer=False), C.given_fields(flags))
+    assert error is None and not args.checkpoint_buffer and args.env_id == "reacher"
+
+
+def test_unwritable_run_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    import tyro
+
+    with pytest.raises(SystemExit) as exit_info:
+        C.main(tyro.cli(C.Args, args=[*TINY, "--runs-dir", str(tmp_path / "file" / "runs")]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: cannot write the run directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_failed_checkpoint_write_leaves_previous_file_and_no_tmp(tmp_path, monkeypatch):
+    path = str(tmp_path / "state.msgpack")
+    C.atomic_write(path, [b"old complete file"])
+    real_fsync = os.fsync
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(C.CheckpointWriteError, match="No space left on device"):
+        C.atomic_write(path, [b"new file that does not fit"])
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert open(path, "rb").read() == b"old complete file" and os.listdir(tmp_path) == ["state.msgpack"]
+    with pytest.raises(C.CheckpointWriteError, match="cannot write"):
+        C.atomic_write(str(tmp_path / "missing" / "state.msgpack"), [b"x"])
