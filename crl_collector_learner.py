@@ -1339,7 +1339,7 @@ def main(args: Args) -> None:
     agent = agent_init(key_agent, nets[AGENTS[0]], opts, spec.obs_dim, goal_dim, env.action_size)
     learners = {name: agent_init(key_learners[name], nets[name], opts, spec.obs_dim, goal_dim, env.action_size)
                 for name in AGENTS[1:]}
-    ts = TrainState(agent=agent, learners=learners, env_state=env.reset(key_env),
+    ts = TrainState(agent=agent, learners=learners, env_state=jax.jit(env.reset)(key_env),
                     buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                     key=key, env_steps=jnp.zeros((), jnp.int32))
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
