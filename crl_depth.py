@@ -33,6 +33,7 @@ from brax import base as brax_base
 from brax.envs.base import PipelineEnv, State
 from brax.io import mjcf
 from etils import epath
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 # ==================================================================================================
@@ -138,6 +139,18 @@ class Args:
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32 (bfloat16:
+    faster on GPUs with bf16 tensor cores; float32 is the paper's)"""
+
+    # --- hardware ---
+    num_seeds: int = 1
+    """independent runs with seeds seed, seed+1, ... trained in one process: the whole training state
+    (networks, optimisers, buffer, envs) is vmapped over a seed axis; metrics.jsonl has one line per
+    seed and epoch"""
+    num_devices: int = 0
+    """local devices to shard the training envs, replay buffer and SGD batch over (data parallel,
+    parameters replicated); 0: all local devices"""
 
 
 # ==================================================================================================
@@ -796,9 +809,17 @@ class VecGoalEnv:
 # identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
 # activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
 # holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
-# pass instead of storing them.
+# pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
+# LayerNorm, activations, the residual stream and every output stay float32.
 def lecun_uniform_third() -> Callable:
     return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
+    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32."""
+    layer = nn.Dense(features, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros,
+                     dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
+    return lambda x: layer(x).astype(jnp.float32)
 
 
 class ResidualBlock(nn.Module):
@@ -806,13 +827,14 @@ class ResidualBlock(nn.Module):
     layer_norm: bool
     activation: str
     residual: bool
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
         act = nn.swish if self.activation == "swish" else nn.relu
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
-            h = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+            h = dense(self.width, self.compute_dtype)(h)
             if self.layer_norm:
                 h = nn.LayerNorm()(h)
             h = act(h)
@@ -826,18 +848,20 @@ class ResidualTrunk(nn.Module):
     activation: str = "swish"
     residual: bool = True
     remat: bool = False
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = nn.swish if self.activation == "swish" else nn.relu
-        x = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        x = dense(self.width, self.compute_dtype)(x)
         if self.layer_norm:
             x = nn.LayerNorm()(x)
         x = act(x)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4)
-        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, name="blocks")(x, None)
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype,
+                      name="blocks")(x, None)
         return x
 
 
@@ -849,8 +873,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.trunk(x)
-        return nn.Dense(self.repr_dim, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        return dense(self.repr_dim, self.trunk.compute_dtype)(self.trunk(x))
 
 
 class Actor(nn.Module):
@@ -862,10 +885,8 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = self.trunk(obs)
-        dense = lambda name: nn.Dense(self.action_size, kernel_init=lecun_uniform_third(),
-                                      bias_init=nn.initializers.zeros, name=name)
-        mean = dense("mean")(x)
-        log_std = jnp.tanh(dense("log_std")(x))
+        mean = dense(self.action_size, self.trunk.compute_dtype, name="mean")(x)
+        log_std = jnp.tanh(dense(self.action_size, self.trunk.compute_dtype, name="log_std")(x))
         log_std = -5.0 + 0.5 * (2.0 - (-5.0)) * (log_std + 1.0)
         return mean, log_std
 
@@ -878,9 +899,9 @@ class Networks(NamedTuple):
 
 def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
                   layer_norm: bool = True, activation: str = "swish", residual: bool = True,
-                  remat: bool = False) -> Networks:
+                  remat: bool = False, compute_dtype: str = "float32") -> Networks:
     def trunk(depth):
-        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat)
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype)
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
@@ -1091,6 +1112,137 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
+# SHARED BLOCK: checkpoints (keep identical in all three scripts)
+# ==================================================================================================
+# runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
+# of the payload, the payload (flax msgpack: numbers, strings and arrays only - no pickle, so loading
+# runs no code from the file). Written to state.msgpack.tmp, fsynced, then renamed over the previous
+# one: a kill at any moment leaves either the previous complete file or the new one.
+STATE_FILE = "state.msgpack"
+STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
+SCRIPT = os.path.basename(__file__)
+TEST_STALL_ENV = "CRL_DEPTH_TEST_STALL_AT_EPOCH"  # tests: hang after writing this epoch's .tmp, before the rename
+TEST_NAN_ENV = "CRL_DEPTH_TEST_NAN_AT_EPOCH"  # tests: log(alpha) = NaN before this epoch (the divergence guard)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run it is loaded into."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
+
+
+def atomic_write(path: str, chunks: list[bytes], stall: bool = False) -> None:
+    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
+    previous complete file or the new complete one. On failure the .tmp is removed."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if stall:
+            print(f"test hook: stalled before renaming {tmp}", flush=True)
+            time.sleep(3600)
+        os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_state_file(path: str, header: dict, epoch: int, state: dict) -> int:
+    """Writes {header, epoch, state} (state: a flax state dict of numpy arrays) atomically; returns the
+    file size in bytes."""
+    payload = flax.serialization.msgpack_serialize({"header": header, "epoch": epoch, "state": state})
+    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload],
+                 stall=os.environ.get(TEST_STALL_ENV) == str(epoch))
+    return len(payload) + 48
+
+
+def read_state_file(path: str, want: dict, describe: Callable[[dict], str]) -> tuple[dict, int, dict]:
+    """Reads a file written by write_state_file; returns (header, epoch, state dict). A truncated or
+    corrupt file, another file type, or a header that differs from `want` in any key (another env,
+    depth, width...; describe(header) names the run) raises CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
+        raise CheckpointError(f"{path} is not a {SCRIPT} state checkpoint (wrong magic bytes)")
+    digest, payload = blob[16:48], blob[48:]
+    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
+    try:
+        restored = flax.serialization.msgpack_restore(payload)
+        header, epoch, state = restored["header"], int(restored["epoch"]), restored["state"]
+    except Exception as e:  # msgpack / structure errors: the file is not what it claims
+        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(header, dict) or header.get("format") != want["format"]:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise CheckpointError(f"{path} is a {found!r} checkpoint, not a {want['format']!r} one")
+    diffs = [k for k in want if header.get(k) != want[k]]
+    if diffs:
+        raise CheckpointError(f"{path} is for {describe(header)}, this run is {describe(want)} "
+                              f"(differs in: {', '.join(diffs)})")
+    return header, epoch, state
+
+
+def check_state_leaves(path: str, template: dict, state: dict) -> None:
+    """Raises CheckpointError unless the state dict has exactly the template's leaves, shapes and dtypes."""
+    flat = lambda d: flax.traverse_util.flatten_dict(d, sep="/") if isinstance(d, dict) else {}
+    dtype = lambda x: x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    describe = lambda x: "missing" if x is None else f"{dtype(x)}{list(np.shape(x))}"
+    want_leaves, got_leaves = flat(template), flat(state)
+    for name in sorted(set(want_leaves) | set(got_leaves)):
+        w, g = want_leaves.get(name), got_leaves.get(name)
+        if w is None and g is None and name in want_leaves and name in got_leaves:
+            continue  # an empty field (brax's contact)
+        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
+            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
+                                  f"{describe(w)} expected")
+
+
+def keep_metrics_through(metrics_path: str, epoch: int) -> None:
+    """Rewrites metrics.jsonl with the records of epochs <= epoch only (a resumed run logs the later
+    epochs again); a line cut off by a kill is dropped."""
+    kept = []
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["epoch"] <= epoch:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    pass
+    atomic_write(metrics_path, ["".join(kept).encode()])
+
+
+def given_fields(argv: list[str]) -> set[str]:
+    """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
+    names = {field.name for field in dataclasses.fields(Args)}
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0].replace("-", "_")
+            given.add(name if name in names else name.removeprefix("no_"))
+    return given & names
+
+
+# END SHARED BLOCK: checkpoints
+
+
+# ==================================================================================================
 # Training loop
 # ==================================================================================================
 @flax.struct.dataclass
@@ -1117,7 +1269,7 @@ def validate_args(args: Args) -> Optional[str]:
             return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
     for name in ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
                  "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size", "min_replay_size",
-                 "width", "repr_dim", "checkpoint_every"):
+                 "width", "repr_dim", "checkpoint_every", "num_seeds"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
     for name in ("actor_lr", "critic_lr", "alpha_lr"):
@@ -1125,6 +1277,18 @@ def validate_args(args: Args) -> Optional[str]:
             return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
     if not 0.0 < args.gamma < 1.0:
         return f"--gamma must be in (0, 1) (got {args.gamma})"
+    if args.num_seeds > 1:
+        for name in ("render", "save_buffer", "plot_critic"):
+            if getattr(args, name):
+                return f"--{name.replace('_', '-')} works on one run: not with --num-seeds {args.num_seeds}"
+    num_local = len(jax.local_devices())
+    if not 0 <= args.num_devices <= num_local:
+        return f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {args.num_devices})"
+    num_devices = args.num_devices or num_local
+    for name in ("num_envs", "batch_size"):
+        if getattr(args, name) % num_devices:
+            return (f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a multiple of the number of devices "
+                    f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
     if args.logsumexp_penalty < 0:
         return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
     if args.episode_length < 2:
@@ -1158,8 +1322,10 @@ def schedule(args: Args) -> tuple[int, int, int]:
     return prefill, per_train_step, (args.total_env_steps - prefill) // (args.num_epochs * per_train_step)
 
 
-def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int]):
-    """Builds the jitted prefill and epoch functions."""
+def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int],
+                   batch_sharding: Optional[NamedSharding] = None) -> tuple[Callable, Callable]:
+    """The prefill and epoch functions of ONE seed (main vmaps them over the seed axis and jits them).
+    batch_sharding: where each SGD batch lives when the batch is split across devices."""
     obs_dim = env.env.obs_dim
     target_entropy = -args.target_entropy_scale * env.action_size
     sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty)
@@ -1199,6 +1365,8 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
         data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
         batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+        if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
+            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
 
         def sgd_step(agent, xs):
             batch, key = xs
@@ -1221,55 +1389,33 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
             [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.agent)])).astype(jnp.float32)
         return ts, metrics
 
-    return jax.jit(prefill, donate_argnums=0), jax.jit(train_epoch, donate_argnums=0)
+    return prefill, train_epoch
+
+
+def state_shardings(ts: TrainState, mesh: Mesh) -> TrainState:
+    """Where each leaf of the (seed-batched) training state lives on the device mesh: env-state and
+    replay-buffer leaves split along their env axis (axis 1 and 2, after the seed axis), everything
+    else (networks, optimisers, keys, counters) replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def split(env_axis: int) -> Callable:
+        return lambda x: (NamedSharding(mesh, PartitionSpec(*[None] * env_axis, "envs")) if x.ndim > env_axis
+                          else replicated)
+
+    return TrainState(agent=jax.tree.map(lambda _: replicated, ts.agent), env_state=jax.tree.map(split(1), ts.env_state),
+                      buffer=jax.tree.map(split(2), ts.buffer), key=replicated, env_steps=replicated)
 
 
 # --- Checkpoints and resume -----------------------------------------------------------------------
-# runs/{run_name}/state.msgpack holds the whole TrainState (every network's params and optimiser
-# state, log(alpha), the env state with its RNG keys, the replay buffer unless
-# --no-checkpoint-buffer, the training key, env steps), the epoch and the evaluation key. Layout:
-# STATE_MAGIC, sha256 of the payload, payload (flax msgpack: numbers, strings and arrays only, no
-# pickle). Written to state.msgpack.tmp, fsynced, then renamed over the previous one.
-STATE_FILE = "state.msgpack"
-STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
-STATE_FORMAT, STATE_VERSION = "crl_depth_state", 1
+# state.msgpack (the checkpoints block above) holds the whole TrainState: every network's params and
+# optimiser state, log(alpha), the env state with its RNG keys, the replay buffer unless
+# --no-checkpoint-buffer, the training key, env steps, each with a leading seed axis; plus the epoch
+# and the evaluation keys.
+STATE_FORMAT, STATE_VERSION = "crl_depth_state", 2  # 2: a seed axis on every leaf
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
                     "wandb_project_name", "wandb_entity", "wandb_mode", "render", "save_buffer", "plot_critic",
-                    "plot_goal", "plot_out", "runs_dir", "resume")
-TEST_STALL_ENV = "CRL_DEPTH_TEST_STALL_AT_EPOCH"  # tests: hang after writing this epoch's .tmp, before the rename
-TEST_NAN_ENV = "CRL_DEPTH_TEST_NAN_AT_EPOCH"  # tests: log(alpha) = NaN before this epoch (the divergence guard)
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
-
-
-def atomic_write(path: str, chunks: list[bytes], stall: bool = False) -> None:
-    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
-    previous complete file or the new complete one. On failure the .tmp is removed."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if stall:
-            print(f"test hook: stalled before renaming {tmp}", flush=True)
-            time.sleep(3600)
-        os.replace(tmp, path)
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
+                    "plot_goal", "plot_out", "runs_dir", "resume", "num_devices")
 
 
 def state_header(args: Args) -> dict:
@@ -1278,7 +1424,8 @@ def state_header(args: Args) -> dict:
             "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
             "width": args.width, "repr_dim": args.repr_dim, "layer_norm": args.layer_norm,
             "activation": args.activation, "residual": args.residual, "num_envs": args.num_envs,
-            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size}
+            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size,
+            "num_seeds": args.num_seeds}
 
 
 def save_state(path: str, args: Args, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
@@ -1286,12 +1433,13 @@ def save_state(path: str, args: Args, epoch: int, key_eval: jax.Array, ts: Train
     state = flax.serialization.to_state_dict(jax.device_get(ts if args.checkpoint_buffer else ts.replace(buffer=None)))
     if not args.checkpoint_buffer:
         state.pop("buffer")
-    payload = flax.serialization.msgpack_serialize(
-        {"header": {**state_header(args), "has_buffer": args.checkpoint_buffer}, "epoch": epoch,
-         "key_eval": np.asarray(jax.device_get(key_eval)), "ts": state})
-    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload],
-                 stall=os.environ.get(TEST_STALL_ENV) == str(epoch))
-    return len(payload) + 48
+    return write_state_file(path, {**state_header(args), "has_buffer": args.checkpoint_buffer}, epoch,
+                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
+
+
+def describe_run(header: dict) -> str:
+    return (f"env {header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
+            f"{header.get('critic_depth')} width {header.get('width')}")
 
 
 def load_state(path: str, args: Args, template: TrainState) -> tuple[int, np.ndarray, TrainState, bool]:
@@ -1299,60 +1447,17 @@ def load_state(path: str, args: Args, template: TrainState) -> tuple[int, np.nda
     TrainState of a fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval key, state
     with numpy leaves, has_buffer; without a buffer the template's stands in). Anything else - a
     truncated or corrupt file, another file type, another env or network - raises CheckpointError."""
+    header, epoch, saved = read_state_file(path, state_header(args), describe_run)
     try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
-        raise CheckpointError(f"{path} is not a crl_depth.py state checkpoint (wrong magic bytes)")
-    digest, payload = blob[16:48], blob[48:]
-    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
-    try:
-        restored = flax.serialization.msgpack_restore(payload)
-        header, epoch, key_eval, state = (restored["header"], int(restored["epoch"]),
-                                          np.asarray(restored["key_eval"]), restored["ts"])
-    except Exception as e:  # msgpack / structure errors: the file is not what it claims
-        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
-    want = state_header(args)
-    if not isinstance(header, dict) or header.get("format") != STATE_FORMAT or header.get("version") != STATE_VERSION:
-        raise CheckpointError(f"{path}: unknown checkpoint format {header.get('format') if isinstance(header, dict) else header!r}")
-    diffs = [k for k in want if header.get(k) != want[k]]
-    if diffs:
-        raise CheckpointError(
-            f"{path} is for env {header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
-            f"{header.get('critic_depth')} width {header.get('width')}, this run is env {want['env_id']} actor depth "
-            f"{want['actor_depth']} critic depth {want['critic_depth']} width {want['width']} "
-            f"(differs in: {', '.join(diffs)})")
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
     has_buffer = bool(header.get("has_buffer"))
     template_state = flax.serialization.to_state_dict(template)
     if not has_buffer:
         state = {**state, "buffer": template_state["buffer"]}
-    flat = lambda d: flax.traverse_util.flatten_dict(d, sep="/") if isinstance(d, dict) else {}
-    want_leaves, got_leaves = flat(template_state), flat(state)
-    for name in sorted(set(want_leaves) | set(got_leaves)):
-        w, g = want_leaves.get(name), got_leaves.get(name)
-        if w is None and g is None and name in want_leaves and name in got_leaves:
-            continue  # an empty field (brax's contact)
-        dtype = lambda x: x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
-            describe = lambda x: "missing" if x is None else f"{dtype(x)}{list(np.shape(x))}"
-            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
-                                  f"{describe(w)} expected")
-    ts = flax.serialization.from_state_dict(template, state)
-    return epoch, key_eval, ts, has_buffer
-
-
-def given_fields(argv: list[str]) -> set[str]:
-    """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
-    names = {field.name for field in dataclasses.fields(Args)}
-    given = set()
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:].split("=")[0].replace("-", "_")
-            given.add(name if name in names else name.removeprefix("no_"))
-    return given & names
+    check_state_leaves(path, template_state, state)
+    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
 
 
 def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
@@ -1404,7 +1509,7 @@ def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Opti
 # Evaluation
 # ==================================================================================================
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
-    """One episode of episode_length steps on every eval env, fresh starts and goals, the
+    """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
     deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
     including the step that terminates it)."""
 
@@ -1425,7 +1530,7 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
                 "eval/dist": jnp.mean(jnp.sum(dist, axis=0) / steps_alive),
                 "eval/episode_length": jnp.mean(steps_alive)}
 
-    return jax.jit(evaluate)
+    return evaluate
 
 
 def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: jax.Array, steps: int):
@@ -1443,10 +1548,6 @@ def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: j
             break
     rollout.append(state.pipeline_state)
     html.save(path, env.sys, rollout)
-
-
-class CheckpointError(ValueError):
-    """A --load checkpoint that cannot be read or does not fit the network it is loaded into."""
 
 
 def farthest_goal_cell(maze: Maze) -> tuple[int, int]:
@@ -1643,29 +1744,39 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         run_dir = args.resume.rstrip("/")
         run_name = os.path.basename(run_dir)
     else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        seed_name = str(args.seed) if args.num_seeds == 1 else f"{args.seed}-{args.seed + args.num_seeds - 1}"
+        run_name = f"{args.env_id}__{args.exp_name}__{seed_name}__{int(time.time())}"
         run_dir = os.path.join(args.runs_dir, run_name)
     state_path = os.path.join(run_dir, STATE_FILE)
 
-    # seeding
+    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     random.seed(args.seed)
     np.random.seed(args.seed)
-    key = jax.random.PRNGKey(args.seed)
-    key, key_agent, key_env, key_eval, key_render = jax.random.split(key, 5)
+    seeds = [args.seed + i for i in range(args.num_seeds)]
+    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(seed), 5) for seed in seeds])  # [num_seeds, 5, 2]
+    key, key_agent, key_env, key_eval, key_render = (keys[:, i] for i in range(5))
+
+    # devices: with more than one, training envs, replay buffer and SGD batches are split across them
+    devices = jax.local_devices()[: args.num_devices or None]
+    mesh = Mesh(np.array(devices), ("envs",)) if len(devices) > 1 else None
 
     spec = ENVS[args.env_id]
     env = VecGoalEnv(make_env(args.env_id), args.num_envs, args.episode_length)
     eval_env = VecGoalEnv(make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
     goal_dim = spec.goal_end - spec.goal_start
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
-                         args.layer_norm, args.activation, args.residual, args.remat)
+                         args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
 
-    def fresh_state() -> TrainState:
+    def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
         agent = agent_init(key_agent, nets, opts, spec.obs_dim, goal_dim, env.action_size)
-        return TrainState(agent=agent, env_state=jax.jit(env.reset)(key_env),
+        return TrainState(agent=agent, env_state=env.reset(key_env),
                           buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                           key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    def empty_buffers() -> Buffer:
+        return jax.vmap(lambda _: buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim,
+                                              env.action_size))(jnp.arange(args.num_seeds))
 
     start_epoch, refill = 1, True
     if args.resume:  # load and check the checkpoint before compiling or writing anything
@@ -1674,33 +1785,25 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                   f"start the run again)", file=sys.stderr)
             sys.exit(2)
         try:
-            ckpt_epoch, key_eval, ts, has_buffer = load_state(state_path, args, jax.eval_shape(fresh_state))
+            ckpt_epoch, key_eval, ts, has_buffer = load_state(
+                state_path, args, jax.eval_shape(jax.vmap(fresh_state), key_agent, key_env, key))
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         if not has_buffer:
-            ts = ts.replace(buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size))
+            ts = ts.replace(buffer=empty_buffers())
         ts = jax.tree.map(jnp.asarray, ts)
         key_eval = jnp.asarray(key_eval)
         start_epoch, refill = ckpt_epoch + 1, not has_buffer
     else:
-        ts = fresh_state()
+        ts = jax.jit(jax.vmap(fresh_state))(key_agent, key_env, key)
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
-    num_params = sum(x.size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     try:
         if args.resume:  # metrics of epochs after the checkpoint's are dropped: they are run again
-            kept = []
-            if os.path.isfile(metrics_path):
-                with open(metrics_path) as f:
-                    for line in f:
-                        try:
-                            if json.loads(line)["epoch"] <= ckpt_epoch:
-                                kept.append(line if line.endswith("\n") else line + "\n")
-                        except (ValueError, KeyError, TypeError):
-                            pass  # a line cut off by the kill
-            atomic_write(metrics_path, ["".join(kept).encode()])
+            keep_metrics_through(metrics_path, ckpt_epoch)
             args_for_file = dataclasses.replace(args, resume=None)
             atomic_write(os.path.join(run_dir, "args.json"),
                          [json.dumps(dataclasses.asdict(args_for_file), indent=2).encode()])
@@ -1728,12 +1831,31 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
     print(f"run {run_dir} | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} "
           f"width {args.width} | {num_params:,} params | {steps_per_epoch} training steps/epoch of "
-          f"{per_train_step:,} env steps | backend {jax.default_backend()}", flush=True)
+          f"{per_train_step:,} env steps | backend {jax.default_backend()}"
+          + (f" | seeds {', '.join(map(str, seeds))} in one process" if args.num_seeds > 1 else "")
+          + (f" | {len(devices)} devices, envs and batches split" if mesh else "")
+          + (f" | {args.compute_dtype} matmuls" if args.compute_dtype != "float32" else ""), flush=True)
     if args.resume:
-        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps):,} env steps)", flush=True)
+        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps[0]):,} env steps)",
+              flush=True)
 
-    prefill_fn, epoch_fn = make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end))
-    evaluate = make_evaluate(args, eval_env, nets)
+    # every function runs on all seeds at once (vmap over the leading seed axis); with several
+    # devices, jit places each leaf as state_shardings says and XLA inserts the communication
+    prefill_fn, epoch_fn = make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end),
+                                          NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None)
+    evaluate = jax.vmap(make_evaluate(args, eval_env, nets))
+    if mesh:
+        shardings, replicated = state_shardings(ts, mesh), NamedSharding(mesh, PartitionSpec())
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+        prefill_fn = jax.jit(jax.vmap(prefill_fn), in_shardings=(shardings,), out_shardings=shardings,
+                             donate_argnums=0)
+        epoch_fn = jax.jit(jax.vmap(epoch_fn), in_shardings=(shardings,), out_shardings=(shardings, replicated),
+                           donate_argnums=0)
+        evaluate = jax.jit(evaluate, out_shardings=replicated)
+    else:
+        prefill_fn = jax.jit(jax.vmap(prefill_fn), donate_argnums=0)
+        epoch_fn = jax.jit(jax.vmap(epoch_fn), donate_argnums=0)
+        evaluate = jax.jit(evaluate)
     t0 = time.perf_counter()
     prefill_c = prefill_fn.lower(ts).compile() if refill else None
     t1 = time.perf_counter()
@@ -1751,50 +1873,64 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             print(f"prefilling {prefill_steps:,} env steps with random actions", flush=True)
         ts = prefill_c(ts)
 
-    def log(record: dict) -> None:
+    def log(epoch: int, per_seed: dict, shared: dict) -> list[dict]:
+        """One metrics.jsonl line per seed: per_seed values have a leading seed axis."""
+        records = [{"epoch": epoch, "seed": seed, "env_steps": int(ts.env_steps[i]),
+                    **{k: float(v[i]) for k, v in per_seed.items()}, **shared} for i, seed in enumerate(seeds)]
         with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if args.track:
-            wandb.log(record, step=record["env_steps"])
+            f.writelines(json.dumps(record) + "\n" for record in records)
+        if args.track:  # one wandb run: per-seed values under seed{s}/, their mean under the plain names
+            logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
+            if args.num_seeds > 1:
+                logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
+            wandb.log(logged, step=records[0]["env_steps"])
+        return records
+
+    def across_seeds(values: np.ndarray, fmt: str) -> str:
+        """The mean, and with several seeds every seed's value."""
+        text = format(float(np.mean(values)), fmt)
+        return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
+
+    def split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+        pairs = jax.vmap(jax.random.split)(keys)  # [num_seeds, 2, 2]
+        return pairs[:, 0], pairs[:, 1]
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        key_eval, key_e = jax.random.split(key_eval)
+        key_eval, key_e = split_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
-        log({"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
-             "time/compile_s": compile_s})
-        print(f"epoch 0 (untrained) | time at goal {float(eval_metrics['eval/time_at_goal']):.1f}/"
-              f"{args.episode_length} | success {float(eval_metrics['eval/success_any']):.2f} | "
-              f"dist {float(eval_metrics['eval/dist']):.2f}", flush=True)
+        log(0, eval_metrics, {"time/compile_s": compile_s})
+        print(f"epoch 0 (untrained) | time at goal {across_seeds(eval_metrics['eval/time_at_goal'], '.1f')}/"
+              f"{args.episode_length} | success {across_seeds(eval_metrics['eval/success_any'], '.2f')} | "
+              f"dist {across_seeds(eval_metrics['eval/dist'], '.2f')}", flush=True)
     last_good = state_path if args.resume else None
     epoch_times = []
     for epoch in range(start_epoch, args.num_epochs + 1):
         t_epoch = time.perf_counter()
         if os.environ.get(TEST_NAN_ENV) == str(epoch):
-            ts = ts.replace(agent=ts.agent.replace(log_alpha=jnp.full((), jnp.nan)))
+            ts = ts.replace(agent=ts.agent.replace(log_alpha=ts.agent.log_alpha + jnp.nan))
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = jax.random.split(key_eval)
+        key_eval, key_e = split_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
         epoch_s = time.perf_counter() - t_epoch
         epoch_times.append(epoch_s)
-        record = {"epoch": epoch, "env_steps": int(ts.env_steps),
-                  **{k: float(v) for k, v in eval_metrics.items()},
-                  **{k: float(v) for k, v in train_metrics.items()},
-                  "charts/sps": steps_per_epoch * per_train_step / train_s,
-                  "time/epoch_s": epoch_s, "time/compile_s": compile_s}
-        log(record)
+        sps = args.num_seeds * steps_per_epoch * per_train_step / train_s  # env steps of all seeds
+        records = log(epoch, eval_metrics | train_metrics,
+                      {"charts/sps": sps, "time/epoch_s": epoch_s, "time/compile_s": compile_s})
+        m = eval_metrics | train_metrics
         eta = (args.num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
-        print(f"epoch {epoch}/{args.num_epochs} | env steps {record['env_steps']:,} | SPS {record['charts/sps']:,.0f} | "
-              f"time at goal {record['eval/time_at_goal']:.1f}/{args.episode_length} | "
-              f"success {record['eval/success_any']:.2f} | dist {record['eval/dist']:.2f} | "
-              f"critic {record['losses/critic']:.3f} acc {record['critic/categorical_accuracy']:.2f} | "
-              f"actor {record['losses/actor']:.3f} | alpha {record['actor/alpha']:.3g} | "
-              f"entropy {record['actor/entropy']:.2f} | ETA {format_duration(eta)}", flush=True)
-        bad = [f"{name} ({record[name]})" for name in ("losses/critic", "losses/actor", "losses/alpha")
+        print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
+              f"time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
+              f"success {across_seeds(m['eval/success_any'], '.2f')} | dist {across_seeds(m['eval/dist'], '.2f')} | "
+              f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
+              f"actor {np.mean(m['losses/actor']):.3f} | alpha {np.mean(m['actor/alpha']):.3g} | "
+              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {format_duration(eta)}", flush=True)
+        bad = [f"{name} ({record[name]})" + (f" of seed {record['seed']}" if args.num_seeds > 1 else "")
+               for record in records for name in ("losses/critic", "losses/actor", "losses/alpha")
                if not math.isfinite(record[name])]
-        if record["train/params_finite"] < 1.0:
-            bad.append("parameters")
+        bad += ["parameters" + (f" of seed {record['seed']}" if args.num_seeds > 1 else "")
+                for record in records if record["train/params_finite"] < 1.0]
         if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
             print(f"error: non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
                   f"{last_good or 'none (none written yet)'}", file=sys.stderr)
@@ -1810,9 +1946,14 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             print(f"checkpoint: epoch {epoch} -> {state_path} ({size / 1e6:,.1f} MB, "
                   f"{time.perf_counter() - t_save:.1f}s)", flush=True)
 
-    checkpoint = {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
-                  "log_alpha": ts.agent.log_alpha}
-    atomic_write(os.path.join(run_dir, "checkpoint.msgpack"), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
+    for i, seed in enumerate(seeds):  # the final networks, one file per seed (--load reads them)
+        checkpoint = jax.tree.map(lambda x: x[i], {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
+                                                   "log_alpha": ts.agent.log_alpha})
+        name = "checkpoint.msgpack" if args.num_seeds == 1 else f"checkpoint_seed{seed}.msgpack"
+        atomic_write(os.path.join(run_dir, name), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
+    # below: a single run (validate_args refuses these with --num-seeds > 1); seed axis dropped
+    ts = jax.tree.map(lambda x: x[0], ts)
+    key_render = key_render[0]
     if args.save_buffer:  # the dataset of crl_depth_offline.py; keys in docs/offline.md
         buf = jax.device_get(ts.buffer)
         rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]  # oldest first

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 import crl_depth as C
+
+NUM_LOCAL = len(jax.local_devices())
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tiny settings that are valid; each bad case changes one thing
@@ -31,6 +34,12 @@ BAD = [  # (override, words the message must contain)
     (dict(batch_size=40), "larger than what a training step yields"),
     (dict(total_env_steps=50), "--total-env-steps 50 is too small"),
     (dict(env_id="cheetah"), "unknown --env-id 'cheetah'; valid ids: reacher, ant, humanoid"),
+    (dict(num_seeds=0), "--num-seeds must be positive (got 0)"),
+    (dict(num_seeds=2, render=True), "--render works on one run: not with --num-seeds 2"),
+    (dict(num_seeds=3, save_buffer=True), "--save-buffer works on one run: not with --num-seeds 3"),
+    (dict(num_devices=-1), f"--num-devices must be in [0, {NUM_LOCAL}]"),
+    (dict(num_devices=NUM_LOCAL + 1), f"--num-devices must be in [0, {NUM_LOCAL}] (0: all {NUM_LOCAL} local devices; "
+                                      f"got {NUM_LOCAL + 1})"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The blocks the three scripts share (environments, network, replay buffer, losses) are deliberate
+"""The blocks the three scripts share (environments, network, replay buffer, losses, checkpoints) are deliberate
 copies; this test keeps them byte-for-byte identical so a fix in one cannot be forgotten in another."""
 
 import os
@@ -8,7 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["crl_depth.py", "crl_depth_offline.py", "crl_collector_learner.py"]
-BLOCKS = ["environments", "network", "replay buffer", "losses"]
+BLOCKS = ["environments", "network", "replay buffer", "losses", "checkpoints"]
 
 
 def shared_blocks(path: str) -> dict:
@@ -28,6 +28,7 @@ def test_reference_script_has_every_block():
     assert "class ResidualTrunk" in blocks["network"]
     assert "def buffer_sample" in blocks["replay buffer"]
     assert "def infonce_loss" in blocks["losses"]
+    assert "def atomic_write" in blocks["checkpoints"] and "def read_state_file" in blocks["checkpoints"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS[1:])

@@ -1,4 +1,4 @@
-"""Copies the SHARED BLOCKs (environments, network, replay buffer, losses) of crl_depth.py into
+"""Copies the SHARED BLOCKs (environments, network, replay buffer, losses, checkpoints) of crl_depth.py into
 crl_depth_offline.py and crl_collector_learner.py, so a fix made in crl_depth.py reaches every copy.
 
     python tools/sync_shared_blocks.py          # rewrite the copies
@@ -10,7 +10,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ["environments", "network", "replay buffer", "losses"]
+BLOCKS = ["environments", "network", "replay buffer", "losses", "checkpoints"]
 COPIES = ["crl_depth_offline.py", "crl_collector_learner.py"]
 
 
