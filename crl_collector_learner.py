@@ -16,6 +16,7 @@ verbatim copies of crl_depth.py's (tests/test_shared_blocks.py checks it), so
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -64,6 +65,14 @@ class Args:
     plot: bool = False
     """after training, write time_at_goal.png: time at goal of collector, deep and shallow learner
     against env steps"""
+    checkpoint_every: int = 10
+    """write the full training state (all three agents, env state, replay buffer, keys) to
+    runs/{run_name}/state.msgpack every N epochs (and after the last); --resume continues from it"""
+    checkpoint_buffer: bool = True
+    """include the replay buffer in state.msgpack (--no-checkpoint-buffer for very large buffers:
+    a resumed run then refills it with random actions)"""
+    resume: Optional[str] = None
+    """continue the run in this run directory from its state.msgpack (its args.json gives the settings)"""
 
     # --- environment ---
     env_id: str = "humanoid"
@@ -125,6 +134,8 @@ class Args:
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the matmuls of all three agents; parameters, LayerNorm, activations and losses stay float32"""
 
 
 # ==================================================================================================
@@ -783,9 +794,17 @@ class VecGoalEnv:
 # identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
 # activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
 # holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
-# pass instead of storing them.
+# pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
+# LayerNorm, activations, the residual stream and every output stay float32.
 def lecun_uniform_third() -> Callable:
     return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
+    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32."""
+    layer = nn.Dense(features, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros,
+                     dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
+    return lambda x: layer(x).astype(jnp.float32)
 
 
 class ResidualBlock(nn.Module):
@@ -793,13 +812,14 @@ class ResidualBlock(nn.Module):
     layer_norm: bool
     activation: str
     residual: bool
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
         act = nn.swish if self.activation == "swish" else nn.relu
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
-            h = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+            h = dense(self.width, self.compute_dtype)(h)
             if self.layer_norm:
                 h = nn.LayerNorm()(h)
             h = act(h)
@@ -813,18 +833,20 @@ class ResidualTrunk(nn.Module):
     activation: str = "swish"
     residual: bool = True
     remat: bool = False
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = nn.swish if self.activation == "swish" else nn.relu
-        x = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        x = dense(self.width, self.compute_dtype)(x)
         if self.layer_norm:
             x = nn.LayerNorm()(x)
         x = act(x)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4)
-        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, name="blocks")(x, None)
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype,
+                      name="blocks")(x, None)
         return x
 
 
@@ -836,8 +858,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.trunk(x)
-        return nn.Dense(self.repr_dim, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        return dense(self.repr_dim, self.trunk.compute_dtype)(self.trunk(x))
 
 
 class Actor(nn.Module):
@@ -849,10 +870,8 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = self.trunk(obs)
-        dense = lambda name: nn.Dense(self.action_size, kernel_init=lecun_uniform_third(),
-                                      bias_init=nn.initializers.zeros, name=name)
-        mean = dense("mean")(x)
-        log_std = jnp.tanh(dense("log_std")(x))
+        mean = dense(self.action_size, self.trunk.compute_dtype, name="mean")(x)
+        log_std = jnp.tanh(dense(self.action_size, self.trunk.compute_dtype, name="log_std")(x))
         log_std = -5.0 + 0.5 * (2.0 - (-5.0)) * (log_std + 1.0)
         return mean, log_std
 
@@ -865,9 +884,9 @@ class Networks(NamedTuple):
 
 def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
                   layer_norm: bool = True, activation: str = "swish", residual: bool = True,
-                  remat: bool = False) -> Networks:
+                  remat: bool = False, compute_dtype: str = "float32") -> Networks:
     def trunk(depth):
-        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat)
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype)
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
@@ -1078,6 +1097,137 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
+# SHARED BLOCK: checkpoints (keep identical in all three scripts)
+# ==================================================================================================
+# runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
+# of the payload, the payload (flax msgpack: numbers, strings and arrays only - no pickle, so loading
+# runs no code from the file). Written to state.msgpack.tmp, fsynced, then renamed over the previous
+# one: a kill at any moment leaves either the previous complete file or the new one.
+STATE_FILE = "state.msgpack"
+STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
+SCRIPT = os.path.basename(__file__)
+TEST_STALL_ENV = "CRL_DEPTH_TEST_STALL_AT_EPOCH"  # tests: hang after writing this epoch's .tmp, before the rename
+TEST_NAN_ENV = "CRL_DEPTH_TEST_NAN_AT_EPOCH"  # tests: log(alpha) = NaN before this epoch (the divergence guard)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run it is loaded into."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
+
+
+def atomic_write(path: str, chunks: list[bytes], stall: bool = False) -> None:
+    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
+    previous complete file or the new complete one. On failure the .tmp is removed."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if stall:
+            print(f"test hook: stalled before renaming {tmp}", flush=True)
+            time.sleep(3600)
+        os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_state_file(path: str, header: dict, epoch: int, state: dict) -> int:
+    """Writes {header, epoch, state} (state: a flax state dict of numpy arrays) atomically; returns the
+    file size in bytes."""
+    payload = flax.serialization.msgpack_serialize({"header": header, "epoch": epoch, "state": state})
+    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload],
+                 stall=os.environ.get(TEST_STALL_ENV) == str(epoch))
+    return len(payload) + 48
+
+
+def read_state_file(path: str, want: dict, describe: Callable[[dict], str]) -> tuple[dict, int, dict]:
+    """Reads a file written by write_state_file; returns (header, epoch, state dict). A truncated or
+    corrupt file, another file type, or a header that differs from `want` in any key (another env,
+    depth, width...; describe(header) names the run) raises CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
+        raise CheckpointError(f"{path} is not a {SCRIPT} state checkpoint (wrong magic bytes)")
+    digest, payload = blob[16:48], blob[48:]
+    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
+    try:
+        restored = flax.serialization.msgpack_restore(payload)
+        header, epoch, state = restored["header"], int(restored["epoch"]), restored["state"]
+    except Exception as e:  # msgpack / structure errors: the file is not what it claims
+        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(header, dict) or header.get("format") != want["format"]:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise CheckpointError(f"{path} is a {found!r} checkpoint, not a {want['format']!r} one")
+    diffs = [k for k in want if header.get(k) != want[k]]
+    if diffs:
+        raise CheckpointError(f"{path} is for {describe(header)}, this run is {describe(want)} "
+                              f"(differs in: {', '.join(diffs)})")
+    return header, epoch, state
+
+
+def check_state_leaves(path: str, template: dict, state: dict) -> None:
+    """Raises CheckpointError unless the state dict has exactly the template's leaves, shapes and dtypes."""
+    flat = lambda d: flax.traverse_util.flatten_dict(d, sep="/") if isinstance(d, dict) else {}
+    dtype = lambda x: x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    describe = lambda x: "missing" if x is None else f"{dtype(x)}{list(np.shape(x))}"
+    want_leaves, got_leaves = flat(template), flat(state)
+    for name in sorted(set(want_leaves) | set(got_leaves)):
+        w, g = want_leaves.get(name), got_leaves.get(name)
+        if w is None and g is None and name in want_leaves and name in got_leaves:
+            continue  # an empty field (brax's contact)
+        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
+            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
+                                  f"{describe(w)} expected")
+
+
+def keep_metrics_through(metrics_path: str, epoch: int) -> None:
+    """Rewrites metrics.jsonl with the records of epochs <= epoch only (a resumed run logs the later
+    epochs again); a line cut off by a kill is dropped."""
+    kept = []
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["epoch"] <= epoch:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    pass
+    atomic_write(metrics_path, ["".join(kept).encode()])
+
+
+def given_fields(argv: list[str]) -> set[str]:
+    """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
+    names = {field.name for field in dataclasses.fields(Args)}
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0].replace("-", "_")
+            given.add(name if name in names else name.removeprefix("no_"))
+    return given & names
+
+
+# END SHARED BLOCK: checkpoints
+
+
+# ==================================================================================================
 # Training loop
 # ==================================================================================================
 AGENTS = ("collector", "deep_learner", "shallow_learner")  # metric prefixes; only the first one acts
@@ -1097,13 +1247,15 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
+    if args.resume is not None and not os.path.isfile(os.path.join(args.resume, "args.json")):
+        return f"--resume {args.resume}: not a run directory (no args.json in it)"
     for name in ("collector_depth", "deep_learner_depth", "shallow_learner_depth"):
         value = getattr(args, name)
         if value <= 0 or value % 4 != 0:
             return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
     for name in ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
                  "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size", "min_replay_size",
-                 "width", "repr_dim"):
+                 "width", "repr_dim", "checkpoint_every"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
     for name in ("actor_lr", "critic_lr", "alpha_lr"):
@@ -1208,9 +1360,110 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
 
     def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
         ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
-        return ts, jax.tree.map(jnp.mean, metrics)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        # divergence guard: 1 when every parameter, optimiser moment and log(alpha) of the agent is finite
+        for name, agent in {AGENTS[0]: ts.agent, **ts.learners}.items():
+            metrics[f"{name}/train/params_finite"] = jnp.all(jnp.stack(
+                [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(agent)])).astype(jnp.float32)
+        return ts, metrics
 
     return jax.jit(prefill, donate_argnums=0), jax.jit(train_epoch, donate_argnums=0)
+
+
+# --- Checkpoints and resume -----------------------------------------------------------------------
+# state.msgpack (the checkpoints block above) holds the whole TrainState: the collector's and both
+# learners' params and optimiser states and log(alpha), the env state with its RNG keys, the shared
+# replay buffer unless --no-checkpoint-buffer, the training key (the one stream every agent's SGD
+# keys come from), env steps; plus the epoch and the evaluation key. The learners' init keys are
+# not needed again: their parameters are in the file.
+STATE_FORMAT, STATE_VERSION = "crl_collector_learner_state", 1
+# flags a resumed run may change; every other flag comes from the run's args.json
+RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
+                    "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume")
+
+
+def state_header(args: Args) -> dict:
+    """What a state checkpoint must match to be loaded into a run of these args."""
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, "env_id": args.env_id,
+            "collector_depth": args.collector_depth, "deep_learner_depth": args.deep_learner_depth,
+            "shallow_learner_depth": args.shallow_learner_depth, "width": args.width, "repr_dim": args.repr_dim,
+            "layer_norm": args.layer_norm, "activation": args.activation, "residual": args.residual,
+            "num_envs": args.num_envs, "episode_length": args.episode_length,
+            "max_replay_size": args.max_replay_size}
+
+
+def save_state(path: str, args: Args, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
+    """Writes the full training state atomically; returns its size in bytes."""
+    state = flax.serialization.to_state_dict(jax.device_get(ts if args.checkpoint_buffer else ts.replace(buffer=None)))
+    if not args.checkpoint_buffer:
+        state.pop("buffer")
+    return write_state_file(path, {**state_header(args), "has_buffer": args.checkpoint_buffer}, epoch,
+                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
+
+
+def describe_run(header: dict) -> str:
+    return (f"env {header.get('env_id')} collector depth {header.get('collector_depth')} deep learner depth "
+            f"{header.get('deep_learner_depth')} shallow learner depth {header.get('shallow_learner_depth')} "
+            f"width {header.get('width')}")
+
+
+def load_state(path: str, args: Args, template: TrainState) -> tuple[int, np.ndarray, TrainState, bool]:
+    """Reads a state checkpoint written by save_state for a run of these args; template is the
+    TrainState of a fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval key, state
+    with numpy leaves, has_buffer; without a buffer the template's stands in). Anything else - a
+    truncated or corrupt file, another file type, another env or network - raises CheckpointError."""
+    header, epoch, saved = read_state_file(path, state_header(args), describe_run)
+    try:
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
+    has_buffer = bool(header.get("has_buffer"))
+    template_state = flax.serialization.to_state_dict(template)
+    if not has_buffer:
+        state = {**state, "buffer": template_state["buffer"]}
+    check_state_leaves(path, template_state, state)
+    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
+
+
+def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
+    """The args of the run in cli.resume (its args.json) with the flags a resumed run may change taken
+    from the command line, or an error line. `given`: the fields set on the command line (default:
+    those that differ from their default). A given flag that differs from the run's is refused unless
+    it is in RESUMABLE_FIELDS; every other field keeps the run's value."""
+    path = os.path.join(cli.resume, "args.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        return cli, f"--resume {cli.resume}: cannot read args.json ({e})"
+    names = [field.name for field in dataclasses.fields(Args)]
+    if not isinstance(saved, dict) or not set(saved) <= set(names) or "env_id" not in saved:
+        return cli, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file"
+    defaults, merged = Args(), dict(saved)
+    if given is None:
+        given = {name for name in names if getattr(cli, name) != getattr(defaults, name)}
+    for name in names:
+        if name not in given:
+            continue
+        value, old = getattr(cli, name), saved.get(name)
+        if name not in RESUMABLE_FIELDS and value != old:
+            return cli, (f"--{name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a resumed run "
+                         f"keeps its settings (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_FIELDS[:8])} "
+                         f"may change)")
+        merged[name] = value
+    merged["resume"] = cli.resume
+    try:
+        args = Args(**merged)
+    except TypeError as e:
+        return cli, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file ({e})"
+    error = validate_args(args)
+    if error:
+        return args, error
+    old_args = Args(**{**merged, **saved})
+    if schedule(args)[::2] != schedule(old_args)[::2]:
+        return args, (f"--num-epochs {args.num_epochs} --total-env-steps {args.total_env_steps} change the run's epoch "
+                      f"({schedule(old_args)[2]} training steps); change both together to keep it")
+    return args, None
 
 
 # ==================================================================================================
@@ -1304,22 +1557,25 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def main(args: Args) -> None:
+def main(args: Args, argv: Optional[list[str]] = None) -> None:
+    """argv: the command line's flags (for --resume: which flags were given)."""
     error = validate_args(args)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if args.resume:  # the run's own settings, checked before any work
+        args, error = resume_args(args, None if argv is None else given_fields(argv))
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     depths = dict(zip(AGENTS, (args.collector_depth, args.deep_learner_depth, args.shallow_learner_depth)))
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=False)
-    with open(os.path.join(run_dir, "args.json"), "w") as f:
-        json.dump(dataclasses.asdict(args), f, indent=2)
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
-                   name=run_name, config=dataclasses.asdict(args))
+    if args.resume:
+        run_dir = args.resume.rstrip("/")
+        run_name = os.path.basename(run_dir)
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    state_path = os.path.join(run_dir, STATE_FILE)
 
     # seeding
     random.seed(args.seed)
@@ -1334,22 +1590,75 @@ def main(args: Args) -> None:
     eval_env = VecGoalEnv(make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
     goal_dim = spec.goal_end - spec.goal_start
     nets = {name: make_networks(depth, depth, args.width, args.repr_dim, env.action_size, args.layer_norm,
-                                args.activation, args.residual, args.remat) for name, depth in depths.items()}
+                                args.activation, args.residual, args.remat, args.compute_dtype)
+            for name, depth in depths.items()}
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    agent = agent_init(key_agent, nets[AGENTS[0]], opts, spec.obs_dim, goal_dim, env.action_size)
-    learners = {name: agent_init(key_learners[name], nets[name], opts, spec.obs_dim, goal_dim, env.action_size)
-                for name in AGENTS[1:]}
-    ts = TrainState(agent=agent, learners=learners, env_state=jax.jit(env.reset)(key_env),
-                    buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
-                    key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    def fresh_state() -> TrainState:
+        agent = agent_init(key_agent, nets[AGENTS[0]], opts, spec.obs_dim, goal_dim, env.action_size)
+        learners = {name: agent_init(key_learners[name], nets[name], opts, spec.obs_dim, goal_dim, env.action_size)
+                    for name in AGENTS[1:]}
+        return TrainState(agent=agent, learners=learners, env_state=jax.jit(env.reset)(key_env),
+                          buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
+                          key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    start_epoch, refill = 1, True
+    if args.resume:  # load and check the checkpoint before compiling or writing anything
+        if not os.path.isfile(state_path):
+            print(f"error: --resume {run_dir}: no {STATE_FILE} in it (stopped before its first checkpoint; "
+                  f"start the run again)", file=sys.stderr)
+            sys.exit(2)
+        try:
+            ckpt_epoch, key_eval, ts, has_buffer = load_state(state_path, args, jax.eval_shape(fresh_state))
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if not has_buffer:
+            ts = ts.replace(buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size))
+        ts = jax.tree.map(jnp.asarray, ts)
+        key_eval = jnp.asarray(key_eval)
+        start_epoch, refill = ckpt_epoch + 1, not has_buffer
+    else:
+        ts = fresh_state()
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
     num_params = {name: sum(x.size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
-                  for name, a in {AGENTS[0]: agent, **learners}.items()}
+                  for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()}
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        if args.resume:  # metrics of epochs after the checkpoint's are dropped: they are run again
+            keep_metrics_through(metrics_path, ckpt_epoch)
+            args_for_file = dataclasses.replace(args, resume=None)
+            atomic_write(os.path.join(run_dir, "args.json"),
+                         [json.dumps(dataclasses.asdict(args_for_file), indent=2).encode()])
+            if os.path.exists(state_path + ".tmp"):
+                os.remove(state_path + ".tmp")  # a checkpoint the kill cut off
+        else:
+            os.makedirs(run_dir, exist_ok=False)
+            atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(dataclasses.asdict(args), indent=2).encode()])
+    except OSError as e:
+        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
+    if args.track:
+        import wandb
+
+        id_path = os.path.join(run_dir, "wandb_id.txt")
+        if os.path.isfile(id_path):
+            with open(id_path) as f:
+                wandb_id = f.read().strip()
+        else:
+            wandb_id = os.urandom(4).hex()  # the wandb run id, reused by --resume
+            atomic_write(id_path, [wandb_id.encode()])
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
+                   name=run_name, config=dataclasses.asdict(args), id=wandb_id, resume="allow")
+
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
     agents_desc = ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} ({num_params[name]:,} params)"
                             for name in AGENTS)
     print(f"run {run_dir} | env {args.env_id} | {agents_desc} | width {args.width} | {steps_per_epoch} "
           f"training steps/epoch of {per_train_step:,} env steps | backend {jax.default_backend()}", flush=True)
+    if args.resume:
+        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps):,} env steps)", flush=True)
 
     prefill_fn, epoch_fn = make_train_fns(args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end),
                                           {name: nets[name] for name in AGENTS[1:]})
@@ -1359,17 +1668,21 @@ def main(args: Args) -> None:
         return {AGENTS[0]: ts.agent.actor_params, **{name: a.actor_params for name, a in ts.learners.items()}}
 
     t0 = time.perf_counter()
-    prefill_c = prefill_fn.lower(ts).compile()
+    prefill_c = prefill_fn.lower(ts).compile() if refill else None
     t1 = time.perf_counter()
     epoch_c = epoch_fn.lower(ts).compile()
     t2 = time.perf_counter()
     eval_c = evaluate.lower(actor_params(ts), key_eval).compile()
     compile_s = time.perf_counter() - t0
     print(f"compiled in {compile_s:.1f}s (prefill {t1 - t0:.1f}s, epoch {t2 - t1:.1f}s, "
-          f"evaluation {compile_s - (t2 - t0):.1f}s); prefilling {prefill_steps:,} env steps with random actions", flush=True)
-    ts = prefill_c(ts)
-
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+          f"evaluation {compile_s - (t2 - t0):.1f}s)", flush=True)
+    if refill:
+        if args.resume:
+            print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "
+                  f"{prefill_steps:,} env steps of random actions", flush=True)
+        else:
+            print(f"prefilling {prefill_steps:,} env steps with random actions", flush=True)
+        ts = prefill_c(ts)
 
     def log(record: dict) -> None:
         with open(metrics_path, "a") as f:
@@ -1380,18 +1693,22 @@ def main(args: Args) -> None:
     def per_agent(record: dict, metric: str, fmt: str) -> str:
         return "/".join(format(record[f"{name}/{metric}"], fmt) for name in AGENTS)
 
-    # epoch 0: the untrained policies, the baseline that learning must rise above
-    key_eval, key_e = jax.random.split(key_eval)
-    eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
-    record = {"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
-              "time/compile_s": compile_s}
-    log(record)
-    print(f"epoch 0 (untrained) | time at goal (collector/deep/shallow) "
-          f"{per_agent(record, 'eval/time_at_goal', '.1f')} of {args.episode_length} | "
-          f"dist {per_agent(record, 'eval/dist', '.2f')}", flush=True)
+    if not args.resume:  # epoch 0: the untrained policies, the baseline that learning must rise above
+        key_eval, key_e = jax.random.split(key_eval)
+        eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
+        record = {"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
+                  "time/compile_s": compile_s}
+        log(record)
+        print(f"epoch 0 (untrained) | time at goal (collector/deep/shallow) "
+              f"{per_agent(record, 'eval/time_at_goal', '.1f')} of {args.episode_length} | "
+              f"dist {per_agent(record, 'eval/dist', '.2f')}", flush=True)
+    last_good = state_path if args.resume else None
     epoch_times = []
-    for epoch in range(1, args.num_epochs + 1):
+    for epoch in range(start_epoch, args.num_epochs + 1):
         t_epoch = time.perf_counter()
+        if os.environ.get(TEST_NAN_ENV) == str(epoch):  # the deep learner's log(alpha), a learner that never acts
+            nan_learner = ts.learners[AGENTS[1]].replace(log_alpha=jnp.full((), jnp.nan))
+            ts = ts.replace(learners={**ts.learners, AGENTS[1]: nan_learner})
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
@@ -1412,16 +1729,27 @@ def main(args: Args) -> None:
               f"critic {per_agent(record, 'losses/critic', '.3f')} "
               f"acc {per_agent(record, 'critic/categorical_accuracy', '.2f')} | "
               f"actor {per_agent(record, 'losses/actor', '.3f')} | ETA {format_duration(eta)}", flush=True)
-        for name in AGENTS:
-            for loss in ("losses/critic", "losses/actor"):
-                if not math.isfinite(record[f"{name}/{loss}"]):
-                    print(f"error: non-finite {name}/{loss} at epoch {epoch}", file=sys.stderr)
-                    sys.exit(1)
+        bad = [f"{name}/{loss} ({record[f'{name}/{loss}']})" for name in AGENTS
+               for loss in ("losses/critic", "losses/actor", "losses/alpha") if not math.isfinite(record[f"{name}/{loss}"])]
+        bad += [f"{name} parameters" for name in AGENTS if record[f"{name}/train/params_finite"] < 1.0]
+        if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
+            print(f"error: non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
+                  f"{last_good or 'none (none written yet)'}", file=sys.stderr)
+            sys.exit(1)
+        if epoch % args.checkpoint_every == 0 or epoch == args.num_epochs:
+            t_save = time.perf_counter()
+            try:
+                size = save_state(state_path, args, epoch, key_eval, ts)
+            except CheckpointWriteError as e:
+                print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
+                sys.exit(1)
+            last_good = state_path
+            print(f"checkpoint: epoch {epoch} -> {state_path} ({size / 1e6:,.1f} MB, "
+                  f"{time.perf_counter() - t_save:.1f}s)", flush=True)
 
     checkpoint = {name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
                   for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()}
-    with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
-        f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    atomic_write(os.path.join(run_dir, "checkpoint.msgpack"), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
     if args.render:
         render_env = make_env(args.env_id, eval=True)
         for name, params in actor_params(ts).items():
@@ -1435,4 +1763,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args), sys.argv[1:])
