@@ -2,7 +2,8 @@
 # Benchmarks: check that a change did not break learning or speed, and regenerate the paper's comparisons.
 #
 #   bash benchmark.sh quick                 # CPU, minutes: each script on reacher, small settings
-#   bash benchmark.sh speed                 # compile s, time per step, memory vs depth (scan, remat, unrolled)
+#   bash benchmark.sh speed                 # compile s, time per step, memory vs depth (scan, remat, unrolled),
+#                                           # seeds in one process (N = 1 2 4 8), bfloat16 vs float32
 #   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
 #
 # Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
@@ -24,6 +25,11 @@ suites
   speed   tools/speed.py: compile s, time per step and memory vs depth, for one SGD step (network
           alone) and one full training step, with and without --remat, plus an unrolled network.
           Defaults: GPU width 256 batch 512 (512 envs, 800 SGD steps); CPU width 64 batch 64 (16 envs).
+          Then two more tools/speed.py runs, of the training step without remat only (appended to the
+          same speed.jsonl; their float32 / N = 1 baselines are the depth sweep's own rows):
+            seeds in one process: --num-seeds 2 4 8 at the smallest depth (the cost of seeds 2..N);
+            bfloat16 vs float32:  --compute-dtypes bfloat16 at every depth of the sweep.
+          Adds about 8 train-step measurements (on CPU about 1 minute each).
   paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
           defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
           Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
@@ -36,6 +42,8 @@ options
   --width N, --batch-size N   speed only (defaults above)
   --unrolled-depths D...   speed: depths of the unrolled comparison (default 4 16 64 on CPU, to 256 on GPU)
   --timeout S              speed: seconds allowed for one measurement (default 600)
+  --num-seeds N...         speed: seeds in one process for the seeds sweep (default 1 2 4 8; 1 alone: no sweep)
+  --compute-dtypes T...    speed: matmul dtypes compared (float32, bfloat16; default both; float32 alone: none)
   --extra "FLAGS"          extra flags for every training run (quick/paper) or for tools/speed.py
   --results-root DIR       where the results directory goes (default benchmark_results)
   --paper-md PATH          paper.md with the paper's numbers (default ../shared/spec/paper.md)
@@ -55,7 +63,7 @@ case "$suite" in
   *) die "unknown suite '$suite' (one of: quick, speed, paper; see --help)" ;;
 esac
 
-envs=() depths=() seeds=() unrolled_depths=()
+envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()
 total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" paper_md="" dry_run=0
 list_arg() {  # collects the values after a list option; prints how many
   local n=0; shift
@@ -66,7 +74,7 @@ positive_int() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer (
 while [ $# -gt 0 ]; do
   opt=$1
   case "$opt" in
-    --envs|--depths|--seeds|--unrolled-depths)
+    --envs|--depths|--seeds|--unrolled-depths|--num-seeds|--compute-dtypes)
       n=$(list_arg "$@"); [ "$n" -gt 0 ] || [ "$opt" = --unrolled-depths ] || die "$opt needs at least one value"
       shift; vals=("${@:1:$n}"); shift "$n"
       case "$opt" in
@@ -74,6 +82,8 @@ while [ $# -gt 0 ]; do
         --depths) depths=("${vals[@]}") ;;
         --seeds) seeds=("${vals[@]}") ;;
         --unrolled-depths) unrolled_depths=("${vals[@]+"${vals[@]}"}"); unrolled_set=1 ;;
+        --num-seeds) num_seeds=("${vals[@]}") ;;
+        --compute-dtypes) dtypes=("${vals[@]}") ;;
       esac ;;
     --total-env-steps|--width|--batch-size|--timeout)
       [ $# -ge 2 ] || die "$opt needs a value"; positive_int "$opt" "$2"
@@ -92,6 +102,10 @@ for d in "${depths[@]+"${depths[@]}"}" "${unrolled_depths[@]+"${unrolled_depths[
   [[ $d =~ ^[1-9][0-9]*$ ]] && [ $((d % 4)) -eq 0 ] || die "depths must be positive multiples of 4 (got '$d')"
 done
 for s in "${seeds[@]+"${seeds[@]}"}"; do [[ $s =~ ^[0-9]+$ ]] || die "seeds must be integers (got '$s')"; done
+for s in "${num_seeds[@]+"${num_seeds[@]}"}"; do positive_int --num-seeds "$s"; done
+for t in "${dtypes[@]+"${dtypes[@]}"}"; do
+  [ "$t" = float32 ] || [ "$t" = bfloat16 ] || die "--compute-dtypes: float32 or bfloat16 (got '$t')"
+done
 applies() {  # applies OPTION SUITE...: refuse an option the suite does not use
   local opt=$1 set=$2; shift 2
   [ -z "$set" ] && return 0
@@ -105,6 +119,8 @@ applies --width "$width" speed
 applies --batch-size "$batch" speed
 applies --unrolled-depths "${unrolled_set:-}" speed
 applies --timeout "$timeout" speed
+applies --num-seeds "${num_seeds[*]+x}" speed
+applies --compute-dtypes "${dtypes[*]+x}" speed
 
 if [ -z "${PYTHON:-}" ]; then
   if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
@@ -143,14 +159,24 @@ case "$suite" in
         "--env-id $env --collector-depth $deep --deep-learner-depth $deep --shallow-learner-depth 4 --seed $seed --total-env-steps $((steps * 3 / 20)) --num-epochs 2 $QUICK $extra"
     done; done; done ;;
   speed)
-    speed_cmd=("$PYTHON" tools/speed.py --out "$results/speed.jsonl")
-    [ ${#depths[@]} -gt 0 ] && speed_cmd+=(--depths "${depths[@]}")
-    [ -n "${unrolled_set:-}" ] && speed_cmd+=(--unrolled-depths "${unrolled_depths[@]+"${unrolled_depths[@]}"}")
-    [ -n "$width" ] && speed_cmd+=(--width "$width")
-    [ -n "$batch" ] && speed_cmd+=(--batch-size "$batch")
-    [ -n "$timeout" ] && speed_cmd+=(--timeout "$timeout")
-    # shellcheck disable=SC2206
-    [ -n "$extra" ] && speed_cmd+=($extra) ;;
+    # up to three tools/speed.py runs, one line each in speed_runs: "what<TAB>flags"; all append to speed.jsonl
+    [ ${#depths[@]} -gt 0 ] || depths=(4 16 64 256 1024)
+    [ ${#num_seeds[@]} -gt 0 ] || num_seeds=(1 2 4 8)
+    [ ${#dtypes[@]} -gt 0 ] || dtypes=(float32 bfloat16)
+    common=""  # --out "$results/speed.jsonl" goes first (kept out of these strings: the path may hold spaces)
+    [ -n "$width" ] && common+=" --width $width"
+    [ -n "$batch" ] && common+=" --batch-size $batch"
+    [ -n "$timeout" ] && common+=" --timeout $timeout"
+    [ -n "$extra" ] && common+=" $extra"
+    unrolled=""
+    [ -n "${unrolled_set:-}" ] && unrolled=" --unrolled-depths ${unrolled_depths[*]+"${unrolled_depths[*]}"}"
+    speed_runs=("depth sweep (network + train step, scan +- remat, unrolled; float32, 1 seed)"$'\t'"$common --depths ${depths[*]}$unrolled")
+    smallest=$(printf '%s\n' "${depths[@]}" | sort -n | head -n 1)
+    more_seeds=(); for n in "${num_seeds[@]}"; do [ "$n" -ne 1 ] && more_seeds+=("$n"); done
+    [ ${#more_seeds[@]} -gt 0 ] && speed_runs+=("seeds in one process (train step, depth $smallest, float32; N = 1 is the depth sweep's row)"$'\t'"$common --targets train_step --remat off --depths $smallest --num-seeds ${more_seeds[*]}")
+    for t in "${dtypes[@]}"; do
+      [ "$t" = bfloat16 ] && speed_runs+=("bfloat16 vs float32 (train step, 1 seed; float32 is the depth sweep's rows)"$'\t'"$common --targets train_step --remat off --depths ${depths[*]} --compute-dtypes bfloat16")
+    done ;;
   paper)
     known=$("$PYTHON" -c "import crl_depth; print(' '.join(crl_depth.ENVS))" 2>/dev/null | tail -n 1) ||
       die "could not import crl_depth.py with $PYTHON"
@@ -180,7 +206,11 @@ esac
 
 echo "benchmark $suite | results: $results"
 if [ "$suite" = speed ]; then
-  echo "plan: ${speed_cmd[*]}"
+  echo "plan: ${#speed_runs[@]} tools/speed.py runs"
+  for i in "${!speed_runs[@]}"; do
+    IFS=$'\t' read -r what flags <<<"${speed_runs[$i]}"
+    echo "  [$((i + 1))/${#speed_runs[@]}] $what: $PYTHON tools/speed.py --out $results/speed.jsonl$flags"
+  done
 else
   echo "plan: ${#plan[@]} runs"
   for i in "${!plan[@]}"; do
@@ -209,11 +239,18 @@ elapsed() { local s=$(( $(date +%s) - start )); printf '%dh%02dm%02ds' $((s / 36
 status=0
 
 if [ "$suite" = speed ]; then
-  echo "[1/1] tools/speed.py | elapsed $(elapsed)"
-  set +e
-  "${speed_cmd[@]}" 2>&1 | tee "$results/logs/speed.log" | grep --line-buffered -v -E 'warnings.warn|UserWarning|Failed to import warp'
-  status=${PIPESTATUS[0]}
-  set -e
+  for i in "${!speed_runs[@]}"; do
+    IFS=$'\t' read -r what flags <<<"${speed_runs[$i]}"
+    echo "[$((i + 1))/${#speed_runs[@]}] tools/speed.py: $what | elapsed $(elapsed)"
+    # shellcheck disable=SC2206
+    args=($flags)
+    set +e
+    "$PYTHON" tools/speed.py --out "$results/speed.jsonl" "${args[@]}" 2>&1 | tee -a "$results/logs/speed.log" |
+      grep --line-buffered -v -E 'warnings.warn|UserWarning|Failed to import warp'
+    st=${PIPESTATUS[0]}
+    set -e
+    [ "$st" -eq 0 ] || { status=1; echo "  FAILED with exit status $st"; }
+  done
 else
   printf 'label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n' >"$results/runs.tsv"
   n=${#plan[@]} done_runs=0 failed=0 dataset=""

@@ -1213,6 +1213,39 @@ def keep_metrics_through(metrics_path: str, epoch: int) -> None:
     atomic_write(metrics_path, ["".join(kept).encode()])
 
 
+def prepare_run_dir(run_dir: str, config: dict, resume_epoch: Optional[int]) -> None:
+    """A fresh run (resume_epoch None) creates run_dir, which must not exist yet; a resumed run keeps
+    the metrics.jsonl lines up to resume_epoch (the later epochs run again) and removes the state .tmp
+    a kill cut off. Both then write args.json (config). An unwritable directory: one line, exit 2."""
+    try:
+        if resume_epoch is None:
+            os.makedirs(run_dir, exist_ok=False)
+        else:
+            keep_metrics_through(os.path.join(run_dir, "metrics.jsonl"), resume_epoch)
+            if os.path.exists(os.path.join(run_dir, STATE_FILE + ".tmp")):
+                os.remove(os.path.join(run_dir, STATE_FILE + ".tmp"))
+        atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(config, indent=2).encode()])
+    except OSError as e:
+        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def init_wandb(run_dir: str, run_name: str, config: dict, project: str, entity: Optional[str], mode: str):
+    """Starts the wandb run of run_dir, or continues it: its id is kept in run_dir/wandb_id.txt.
+    wandb is imported here only, so that it is needed only with --track. Returns the wandb module."""
+    import wandb
+
+    id_path = os.path.join(run_dir, "wandb_id.txt")
+    if os.path.isfile(id_path):
+        with open(id_path) as f:
+            wandb_id = f.read().strip()
+    else:
+        wandb_id = os.urandom(4).hex()
+        atomic_write(id_path, [wandb_id.encode()])
+    wandb.init(project=project, entity=entity, mode=mode, name=run_name, config=config, id=wandb_id, resume="allow")
+    return wandb
+
+
 def given_fields(argv: list[str]) -> set[str]:
     """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
     names = {field.name for field in dataclasses.fields(Args)}
@@ -1625,32 +1658,11 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                   for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()}
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    try:
-        if args.resume:  # metrics of epochs after the checkpoint's are dropped: they are run again
-            keep_metrics_through(metrics_path, ckpt_epoch)
-            args_for_file = dataclasses.replace(args, resume=None)
-            atomic_write(os.path.join(run_dir, "args.json"),
-                         [json.dumps(dataclasses.asdict(args_for_file), indent=2).encode()])
-            if os.path.exists(state_path + ".tmp"):
-                os.remove(state_path + ".tmp")  # a checkpoint the kill cut off
-        else:
-            os.makedirs(run_dir, exist_ok=False)
-            atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(dataclasses.asdict(args), indent=2).encode()])
-    except OSError as e:
-        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
-        sys.exit(2)
+    prepare_run_dir(run_dir, dataclasses.asdict(dataclasses.replace(args, resume=None)),
+                    ckpt_epoch if args.resume else None)
     if args.track:
-        import wandb
-
-        id_path = os.path.join(run_dir, "wandb_id.txt")
-        if os.path.isfile(id_path):
-            with open(id_path) as f:
-                wandb_id = f.read().strip()
-        else:
-            wandb_id = os.urandom(4).hex()  # the wandb run id, reused by --resume
-            atomic_write(id_path, [wandb_id.encode()])
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
-                   name=run_name, config=dataclasses.asdict(args), id=wandb_id, resume="allow")
+        wandb = init_wandb(run_dir, run_name, dataclasses.asdict(args), args.wandb_project_name, args.wandb_entity,
+                           args.wandb_mode)
 
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
     agents_desc = ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} ({num_params[name]:,} params)"

@@ -1228,6 +1228,39 @@ def keep_metrics_through(metrics_path: str, epoch: int) -> None:
     atomic_write(metrics_path, ["".join(kept).encode()])
 
 
+def prepare_run_dir(run_dir: str, config: dict, resume_epoch: Optional[int]) -> None:
+    """A fresh run (resume_epoch None) creates run_dir, which must not exist yet; a resumed run keeps
+    the metrics.jsonl lines up to resume_epoch (the later epochs run again) and removes the state .tmp
+    a kill cut off. Both then write args.json (config). An unwritable directory: one line, exit 2."""
+    try:
+        if resume_epoch is None:
+            os.makedirs(run_dir, exist_ok=False)
+        else:
+            keep_metrics_through(os.path.join(run_dir, "metrics.jsonl"), resume_epoch)
+            if os.path.exists(os.path.join(run_dir, STATE_FILE + ".tmp")):
+                os.remove(os.path.join(run_dir, STATE_FILE + ".tmp"))
+        atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(config, indent=2).encode()])
+    except OSError as e:
+        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def init_wandb(run_dir: str, run_name: str, config: dict, project: str, entity: Optional[str], mode: str):
+    """Starts the wandb run of run_dir, or continues it: its id is kept in run_dir/wandb_id.txt.
+    wandb is imported here only, so that it is needed only with --track. Returns the wandb module."""
+    import wandb
+
+    id_path = os.path.join(run_dir, "wandb_id.txt")
+    if os.path.isfile(id_path):
+        with open(id_path) as f:
+            wandb_id = f.read().strip()
+    else:
+        wandb_id = os.urandom(4).hex()
+        atomic_write(id_path, [wandb_id.encode()])
+    wandb.init(project=project, entity=entity, mode=mode, name=run_name, config=config, id=wandb_id, resume="allow")
+    return wandb
+
+
 def given_fields(argv: list[str]) -> set[str]:
     """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
     names = {field.name for field in dataclasses.fields(Args)}
@@ -1756,6 +1789,14 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     keys = jnp.stack([jax.random.split(jax.random.PRNGKey(seed), 5) for seed in seeds])  # [num_seeds, 5, 2]
     key, key_agent, key_env, key_eval, key_render = (keys[:, i] for i in range(5))
 
+    def over_seeds(fn: Callable) -> Callable:
+        """fn of one seed -> fn of arguments and results with a leading seed axis: jax.vmap; with one
+        seed, fn itself between dropping and restoring the axis (the plain program: XLA compiles a vmap
+        over one seed into another program, slower on CPU and different in the last bits)."""
+        if args.num_seeds > 1:
+            return jax.vmap(fn)
+        return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
+
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them
     devices = jax.local_devices()[: args.num_devices or None]
     mesh = Mesh(np.array(devices), ("envs",)) if len(devices) > 1 else None
@@ -1775,8 +1816,8 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                           key=key, env_steps=jnp.zeros((), jnp.int32))
 
     def empty_buffers() -> Buffer:
-        return jax.vmap(lambda _: buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim,
-                                              env.action_size))(jnp.arange(args.num_seeds))
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (args.num_seeds,) + x.shape),
+                            buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size))
 
     start_epoch, refill = 1, True
     if args.resume:  # load and check the checkpoint before compiling or writing anything
@@ -1786,7 +1827,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             sys.exit(2)
         try:
             ckpt_epoch, key_eval, ts, has_buffer = load_state(
-                state_path, args, jax.eval_shape(jax.vmap(fresh_state), key_agent, key_env, key))
+                state_path, args, jax.eval_shape(over_seeds(fresh_state), key_agent, key_env, key))
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -1796,37 +1837,16 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         key_eval = jnp.asarray(key_eval)
         start_epoch, refill = ckpt_epoch + 1, not has_buffer
     else:
-        ts = jax.jit(jax.vmap(fresh_state))(key_agent, key_env, key)
+        ts = jax.jit(over_seeds(fresh_state))(key_agent, key_env, key)
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    try:
-        if args.resume:  # metrics of epochs after the checkpoint's are dropped: they are run again
-            keep_metrics_through(metrics_path, ckpt_epoch)
-            args_for_file = dataclasses.replace(args, resume=None)
-            atomic_write(os.path.join(run_dir, "args.json"),
-                         [json.dumps(dataclasses.asdict(args_for_file), indent=2).encode()])
-            if os.path.exists(state_path + ".tmp"):
-                os.remove(state_path + ".tmp")  # a checkpoint the kill cut off
-        else:
-            os.makedirs(run_dir, exist_ok=False)
-            atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(dataclasses.asdict(args), indent=2).encode()])
-    except OSError as e:
-        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
-        sys.exit(2)
+    prepare_run_dir(run_dir, dataclasses.asdict(dataclasses.replace(args, resume=None)),
+                    ckpt_epoch if args.resume else None)
     if args.track:
-        import wandb
-
-        id_path = os.path.join(run_dir, "wandb_id.txt")
-        if os.path.isfile(id_path):
-            with open(id_path) as f:
-                wandb_id = f.read().strip()
-        else:
-            wandb_id = os.urandom(4).hex()  # the wandb run id, reused by --resume
-            atomic_write(id_path, [wandb_id.encode()])
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
-                   name=run_name, config=dataclasses.asdict(args), id=wandb_id, resume="allow")
+        wandb = init_wandb(run_dir, run_name, dataclasses.asdict(args), args.wandb_project_name, args.wandb_entity,
+                           args.wandb_mode)
 
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
     print(f"run {run_dir} | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} "
@@ -1839,22 +1859,22 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps[0]):,} env steps)",
               flush=True)
 
-    # every function runs on all seeds at once (vmap over the leading seed axis); with several
+    # every function runs on all seeds at once (over_seeds: vmap over the leading seed axis); with several
     # devices, jit places each leaf as state_shardings says and XLA inserts the communication
     prefill_fn, epoch_fn = make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end),
                                           NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None)
-    evaluate = jax.vmap(make_evaluate(args, eval_env, nets))
+    evaluate = over_seeds(make_evaluate(args, eval_env, nets))
     if mesh:
         shardings, replicated = state_shardings(ts, mesh), NamedSharding(mesh, PartitionSpec())
         ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-        prefill_fn = jax.jit(jax.vmap(prefill_fn), in_shardings=(shardings,), out_shardings=shardings,
+        prefill_fn = jax.jit(over_seeds(prefill_fn), in_shardings=(shardings,), out_shardings=shardings,
                              donate_argnums=0)
-        epoch_fn = jax.jit(jax.vmap(epoch_fn), in_shardings=(shardings,), out_shardings=(shardings, replicated),
+        epoch_fn = jax.jit(over_seeds(epoch_fn), in_shardings=(shardings,), out_shardings=(shardings, replicated),
                            donate_argnums=0)
         evaluate = jax.jit(evaluate, out_shardings=replicated)
     else:
-        prefill_fn = jax.jit(jax.vmap(prefill_fn), donate_argnums=0)
-        epoch_fn = jax.jit(jax.vmap(epoch_fn), donate_argnums=0)
+        prefill_fn = jax.jit(over_seeds(prefill_fn), donate_argnums=0)
+        epoch_fn = jax.jit(over_seeds(epoch_fn), donate_argnums=0)
         evaluate = jax.jit(evaluate)
     t0 = time.perf_counter()
     prefill_c = prefill_fn.lower(ts).compile() if refill else None

@@ -1,7 +1,8 @@
 """benchmark.sh and its helpers: the summary's statistics (mean ± standard error of each seed's last 5
 evaluations) against a hand computation, the paper's numbers parsed from paper.md, the checks that
-make `quick` fail, the speed tables, the unrolled comparison network of tools/speed.py, and
-benchmark.sh's refusals. No suite is run for real here."""
+make `quick` fail, the speed tables (seeds in one process, bfloat16 vs float32 included), the unrolled
+comparison network of tools/speed.py, tools/speed.py's seeds and dtype options (two tiny real
+measurements), and benchmark.sh's refusals and plans. No suite is run for real here."""
 
 import json
 import math
@@ -176,6 +177,67 @@ def test_speed_tables(tmp_path):
     assert (root / "speed.png").exists()
 
 
+def _speed_row(depth, step_s, dtype="float32", num_seeds=1, target="train_step", remat=False, per_step=16 * 62):
+    return dict(env_id="humanoid", width=64, batch_size=64, num_envs=16, unroll_length=62, num_sgd_steps=25,
+                max_replay_size=1000, repr_dim=64, iters=3, target=target, impl="scan", depth=depth, remat=remat,
+                compute_dtype=dtype, num_seeds=num_seeds, status="ok", backend="cpu", num_params=1000, lower_s=1.0,
+                xla_compile_s=4.0, compile_s=5.0, hlo_ops=6000, step_s=step_s, env_steps_per_call=num_seeds * per_step,
+                env_steps_per_s=num_seeds * per_step / step_s, params_finite=True, xla_bytes=2**21,
+                rss_peak_bytes=2**30)
+
+
+def test_speed_seeds_and_bfloat16_tables(tmp_path):
+    """summary.md's "seeds in one process" and "bfloat16 vs float32" tables, checked against numbers
+    computed here from the rows; rows written by three speed.py runs as benchmark.sh makes them (the
+    N = 1 and float32 baselines come from the depth sweep)."""
+    root, paper = _results(tmp_path)
+    step = {1: 0.25, 2: 0.30, 4: 0.40, 8: 0.80}  # seconds per train step with N seeds (depth 4, float32)
+    bf16 = {4: 0.20, 16: 0.50}
+    fp32 = {4: step[1], 16: 0.40}
+    rows = [_speed_row(4, fp32[4]), _speed_row(16, fp32[16]), _speed_row(4, 0.3, remat=True)]  # the depth sweep
+    rows += [_speed_row(4, step[n], num_seeds=n) for n in (2, 4, 8)]  # seeds in one process
+    rows += [_speed_row(d, bf16[d], dtype="bfloat16") for d in (4, 16)]  # bfloat16
+    rows.append({**_speed_row(16, 1.0, dtype="bfloat16", num_seeds=2), "status": "timeout", "error": "timed out"})
+    (root / "speed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert S.summarize(str(root), paper, check=False) == 0  # without --check the failed row is only reported
+    text = (root / "summary.md").read_text()
+    assert "**Seeds in one process**" in text and "*train_step, scan, depth 4*" in text
+    sps1 = 16 * 62 / step[1]
+    for n in (1, 2, 4, 8):
+        sps = n * 16 * 62 / step[n]
+        marginal = "—" if n == 1 else f"{(step[n] - step[1]) / ((n - 1) * step[1]):.2f}"
+        row = (f"| {n} | {1e3 * step[n]:,.1f} | {sps:,.0f} | {sps / n:,.0f} | {sps / sps1:.2f}x | {marginal} |")
+        assert row in text, row
+    assert "| 8 | 800.0 | 9,920 | 1,240 | 2.50x | 0.31 |" in text  # by hand: 8 x 992 / 0.8; 0.55 / (7 x 0.25)
+    assert "**bfloat16 vs float32**" in text
+    for d in (4, 16):
+        row = (f"| train_step | scan | {d} | {1e3 * fp32[d]:,.1f} | {1e3 * bf16[d]:,.1f} | {bf16[d] / fp32[d]:.2f} | "
+               "5.0 / 5.0 | 2.0 / 2.0 |")
+        assert row in text, row
+    assert "| train_step | scan | 4 | 250.0 | 200.0 | 0.80 |" in text
+    assert "scan + remat, bfloat16" not in text  # no bfloat16 row with remat: no pair
+    # every row also in the per-target table, named by its dtype and seeds; the failed one a problem
+    assert "| scan, 8 seeds | 4 | 1,000 |" in text and "| scan, bfloat16 | 16 | 1,000 |" in text
+    assert "speed train_step scan depth 16 bfloat16 x2 seeds: timeout timed out" in text
+    assert S.summarize(str(root), paper, check=True) == 1
+
+
+def test_speed_plan_and_describe_defaults_unchanged():
+    p = dict(env_id="humanoid", width=64, batch_size=64, repr_dim=64, iters=3, num_envs=16, unroll_length=62,
+             num_sgd_steps=25, episode_length=1000, max_replay_size=1000, targets=["network", "train_step"],
+             depths=[4, 16], unrolled_depths=[4], remat="both", compute_dtypes=["float32"], num_seeds=[1])
+    import argparse
+
+    specs = speed.plan(argparse.Namespace(**p))
+    assert len(specs) == 2 * 2 * 2 + 1 and all(s["compute_dtype"] == "float32" and s["num_seeds"] == 1 for s in specs)
+    assert speed.describe(specs[0]) == "network    scan     depth    4"
+    specs = speed.plan(argparse.Namespace(**{**p, "targets": ["train_step"], "remat": "off", "depths": [4],
+                                             "compute_dtypes": ["float32", "bfloat16"], "num_seeds": [1, 2]}))
+    assert [(s["compute_dtype"], s["num_seeds"]) for s in specs] == [
+        ("float32", 1), ("float32", 2), ("bfloat16", 1), ("bfloat16", 2)]
+    assert speed.describe(specs[-1]) == "train_step scan     depth    4 bfloat16 x2 seeds"
+
+
 def test_unrolled_network_matches_scanned_and_its_graph_grows():
     """tools/speed.py's unrolled comparison computes the same function as crl_depth's scanned trunk
     (same parameters, moved from the stacked block axis to one layer each), and only its graph grows."""
@@ -209,6 +271,41 @@ def test_speed_measure_network_step():
     assert r["status"] == "ok" and r["params_finite"]
     assert r["compile_s"] > 0 and r["step_s"] > 0 and r["xla_bytes"] > 0 and r["hlo_ops"] > 0
     assert r["env_steps_per_s"] == pytest.approx(512 * 62 / 800 / r["step_s"])
+    assert r["seed_axis"] is False  # one seed: the plain SGD step, as before --num-seeds
+
+
+def test_speed_measure_network_step_seeds_bfloat16_unrolled():
+    spec = dict(env_id="reacher", width=8, batch_size=8, repr_dim=4, iters=1, target="network", impl="unrolled",
+                depth=4, remat=False, num_envs=4, unroll_length=10, num_sgd_steps=1, episode_length=20,
+                max_replay_size=40, compute_dtype="bfloat16", num_seeds=2)
+    r = speed.measure(spec)
+    assert r["status"] == "ok" and r["params_finite"]
+    assert r["env_steps_per_call"] == pytest.approx(2 * 512 * 62 / 800)  # two seeds' SGD steps per call
+    assert r["seed_axis"] is True
+    assert r["env_steps_per_s"] == pytest.approx(2 * 512 * 62 / 800 / r["step_s"])
+
+
+def test_speed_cli_seeds_and_dtype_train_step(tmp_path):
+    """tools/speed.py --num-seeds 1 2 --compute-dtypes bfloat16 on a tiny train step: one record per N,
+    with its fields; the state of two seeds is twice one seed's (a real leading seed axis)."""
+    out = tmp_path / "speed.jsonl"
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--out", str(out), "--targets", "train_step",
+           "--remat", "off", "--depths", "4", "--width", "16", "--batch-size", "8", "--env-id", "reacher",
+           "--num-envs", "4", "--unroll-length", "5", "--num-sgd-steps", "2", "--episode-length", "10",
+           "--max-replay-size", "20", "--iters", "1", "--num-seeds", "1", "2", "--compute-dtypes", "bfloat16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "train_step scan     depth    4 bfloat16 x2 seeds | compile" in proc.stdout
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["target"], r["compute_dtype"], r["num_seeds"], r["status"]) for r in recs] == [
+        ("train_step", "bfloat16", 1, "ok"), ("train_step", "bfloat16", 2, "ok")]
+    for r in recs:
+        assert r["params_finite"] and r["remat"] is False
+        assert r["seed_axis"] is (r["num_seeds"] > 1)  # as crl_depth.py: one seed runs the plain step
+        assert r["env_steps_per_call"] == r["num_seeds"] * 4 * 5  # N x num_envs x unroll_length
+        assert r["env_steps_per_s"] == pytest.approx(r["env_steps_per_call"] / r["step_s"])
+    assert recs[0]["num_params"] == recs[1]["num_params"]  # one seed's
+    assert recs[1]["xla_argument_bytes"] == 2 * recs[0]["xla_argument_bytes"]
 
 
 def _bash(*args, **kw):
@@ -235,6 +332,28 @@ def test_benchmark_sh_refuses_an_existing_results_dir(tmp_path):
     proc = _bash("speed", "--results-root", str(tmp_path))
     assert proc.returncode == 1 and "refusing to overwrite" in proc.stderr
     assert os.listdir(results) == []
+
+
+def test_benchmark_sh_speed_plan(tmp_path):
+    proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "plan: 3 tools/speed.py runs" in out
+    assert "--depths 4 16 64 256 1024\n" in out  # the depth sweep: as before
+    assert "seeds in one process" in out and "--targets train_step --remat off --depths 4 --num-seeds 2 4 8\n" in out
+    assert ("bfloat16 vs float32" in out and
+            "--targets train_step --remat off --depths 4 16 64 256 1024 --compute-dtypes bfloat16\n" in out)
+    proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path), "--depths", "16", "8", "--num-seeds", "1", "3",
+                 "--compute-dtypes", "float32", "--width", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "plan: 2 tools/speed.py runs" in proc.stdout and "bfloat16" not in proc.stdout
+    assert "--width 32 --targets train_step --remat off --depths 8 --num-seeds 3\n" in proc.stdout
+    proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path), "--num-seeds", "1", "--compute-dtypes", "float32")
+    assert "plan: 1 tools/speed.py runs" in proc.stdout
+    proc = _bash("speed", "--compute-dtypes", "float16")
+    assert proc.returncode == 2 and "float32 or bfloat16" in proc.stderr
+    proc = _bash("quick", "--num-seeds", "2")
+    assert proc.returncode == 2 and "--num-seeds does not apply to the quick suite" in proc.stderr
 
 
 def test_benchmark_sh_quick_plan(tmp_path):

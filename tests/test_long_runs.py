@@ -241,3 +241,17 @@ def test_failed_checkpoint_write_leaves_previous_file_and_no_tmp(tmp_path, monke
     assert open(path, "rb").read() == b"old complete file" and os.listdir(tmp_path) == ["state.msgpack"]
     with pytest.raises(C.CheckpointWriteError, match="cannot write"):
         C.atomic_write(str(tmp_path / "missing" / "state.msgpack"), [b"x"])
+
+
+def test_wandb_run_id_is_kept_and_reused_by_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ids = []
+    for _ in range(2):  # the run, then its resume
+        wandb = C.init_wandb(str(run_dir), "run", {"depth": 4}, "crl-depth-test", None, "offline")
+        ids.append(wandb.run.id)
+        wandb.finish()
+    assert ids[0] == ids[1] == (run_dir / "wandb_id.txt").read_text()

@@ -10,7 +10,8 @@ speed measurements (speed.jsonl) if any, and writes summary.md and curves_{env}.
 - results: per script, env, depth and time-at-goal metric, mean +- standard error over seeds of
   each seed's mean over its last 5 evaluations (the paper's score), next to the paper's number;
 - runtime: per run, exit status, wall time, compile seconds, throughput and final time at goal;
-- speed: compile seconds, time per step and memory versus depth.
+- speed: compile seconds, time per step and memory versus depth; seeds in one process (throughput of
+  N seeds versus N = 1) and bfloat16 versus float32 matmuls, where speed.jsonl has those rows.
 With --check it exits 1 if a run failed, wrote no metrics, or logged a non-finite number.
 The paper's numbers come from paper.md (--paper-md; default ../shared/spec/paper.md beside the repo).
 """
@@ -276,6 +277,73 @@ def format_duration(seconds: Optional[float]) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def speed_variant(r: dict) -> tuple[str, int]:
+    """(matmul dtype, seeds in one process) of a speed record; older records have neither: float32, 1."""
+    return r.get("compute_dtype", "float32"), r.get("num_seeds", 1)
+
+
+def speed_name(r: dict) -> str:
+    name = ("scan + remat" if r["remat"] else "scan") if r["impl"] == "scan" else "unrolled (Python loop)"
+    dtype, n = speed_variant(r)
+    return name + (f", {dtype}" if dtype != "float32" else "") + (f", {n} seeds" if n != 1 else "")
+
+
+def latest_ok(records: list) -> dict:
+    """{(target, impl, remat, depth, dtype, seeds): record}: the last successful measurement of each."""
+    return {(r["target"], r["impl"], r["remat"], r["depth"], *speed_variant(r)): r
+            for r in records if r.get("status") == "ok"}
+
+
+def seeds_table(records: list) -> list[str]:
+    """Per (target, network, depth, dtype) measured with N = 1 and some N > 1: throughput of N seeds
+    trained in one process (vmapped) against one seed."""
+    by_key = latest_ok(records)
+    groups = sorted({k[:5] for k in by_key if k[5] != 1 and (*k[:5], 1) in by_key},
+                    key=lambda k: (k[0] != "train_step", k[1] != "scan", k[2], k[3], k[4] != "float32"))
+    if not groups:
+        return []
+    lines = ["**Seeds in one process** (crl_depth.py --num-seeds N: the whole training state vmapped over a "
+             "seed axis, one jit). Speed-up: total env steps/s over N = 1's. Extra time per added seed: "
+             "(step time at N - step time at N = 1) / (N - 1), as a fraction of the N = 1 step time "
+             "(0: seeds 2..N are free, 1: they cost as much as running them one after another). The network "
+             "step alone at N = 1 is the plain step (no seed axis).", ""]
+    for target, impl, remat, depth, dtype in groups:
+        base = by_key[(target, impl, remat, depth, dtype, 1)]
+        name = speed_name(base)
+        lines += [f"*{target}, {name}, depth {depth}*", "",
+                  "| N | ms per step | env steps/s total | env steps/s per seed | speed-up vs N = 1 | extra time per added seed / N = 1 step |",
+                  "|---|---|---|---|---|---|"]
+        for n in sorted(k[5] for k in by_key if k[:5] == (target, impl, remat, depth, dtype)):
+            r = by_key[(target, impl, remat, depth, dtype, n)]
+            marginal = "—" if n == 1 else f"{(r['step_s'] - base['step_s']) / ((n - 1) * base['step_s']):.2f}"
+            lines.append(f"| {n} | {1e3 * r['step_s']:,.1f} | {r['env_steps_per_s']:,.0f} | {r['env_steps_per_s'] / n:,.0f} | "
+                         f"{r['env_steps_per_s'] / base['env_steps_per_s']:.2f}x | {marginal} |")
+        lines.append("")
+    return lines
+
+
+def dtype_table(records: list) -> list[str]:
+    """Per (target, network, seeds, depth) measured in both float32 and bfloat16: step time each and ratio."""
+    by_key = latest_ok(records)
+    pairs = sorted({(k[0], k[1], k[2], k[5], k[3]) for k in by_key
+                    if k[4] == "bfloat16" and (*k[:4], "float32", k[5]) in by_key},
+                   key=lambda k: (k[0] != "train_step", k[1] != "scan", k[2], k[3], k[4]))
+    if not pairs:
+        return []
+    lines = ["**bfloat16 vs float32** (crl_depth.py --compute-dtype: bfloat16 matmuls; parameters, LayerNorm and "
+             "outputs float32). Ratio: bfloat16 step time / float32 step time (below 1: bfloat16 is faster).", "",
+             "| step | network | depth | ms per step float32 | ms per step bfloat16 | bfloat16 / float32 | "
+             "compile s float32 / bfloat16 | memory MiB float32 / bfloat16 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for target, impl, remat, n, depth in pairs:
+        f, b = by_key[(target, impl, remat, depth, "float32", n)], by_key[(target, impl, remat, depth, "bfloat16", n)]
+        mem = lambda r: f"{r.get('device_peak_bytes', r['xla_bytes']) / 2**20:,.1f}"
+        lines.append(f"| {target} | {speed_name(f)} | {depth} | {1e3 * f['step_s']:,.1f} | {1e3 * b['step_s']:,.1f} | "
+                     f"{b['step_s'] / f['step_s']:.2f} | {f['compile_s']:.1f} / {b['compile_s']:.1f} | {mem(f)} / {mem(b)} |")
+    lines.append("")
+    return lines
+
+
 def speed_tables(records: list) -> list[str]:
     mib = lambda b: f"{b / 2**20:,.1f}"
     ok = [r for r in records if r.get("status") == "ok"]
@@ -296,8 +364,9 @@ def speed_tables(records: list) -> list[str]:
         lines += [f"**{title}** ({what})", "",
                   "| network | depth | params | compile s (trace+lower / XLA) | HLO ops | ms per step | env steps/s at 1:40 | memory MiB | process peak RSS MiB |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: (r["impl"] != "scan", r["remat"], r["depth"])):
-            name = ("scan + remat" if r["remat"] else "scan") if r["impl"] == "scan" else "unrolled (Python loop)"
+        for r in sorted(rows, key=lambda r: (r["impl"] != "scan", r["remat"], speed_variant(r)[0] != "float32",
+                                              speed_variant(r)[1], r["depth"])):
+            name = speed_name(r)
             if r.get("status") != "ok":
                 lines.append(f"| {name} | {r['depth']} | — | {r.get('status')}: {r.get('error', '')} | — | — | — | — | — |")
                 continue
@@ -306,8 +375,10 @@ def speed_tables(records: list) -> list[str]:
                          f"{r['xla_compile_s']:.1f}) | {r['hlo_ops']:,} | {1e3 * r['step_s']:,.1f} | "
                          f"{r['env_steps_per_s']:,.0f} | {mib(mem)} | {mib(r['rss_peak_bytes'])} |")
         lines.append("")
-    scan = {r["depth"]: r for r in ok if r["target"] == "network" and r["impl"] == "scan" and not r["remat"]}
-    unrolled = {r["depth"]: r for r in records if r.get("target") == "network" and r.get("impl") == "unrolled"}
+    scan = {r["depth"]: r for r in ok if r["target"] == "network" and r["impl"] == "scan" and not r["remat"]
+            and speed_variant(r) == ("float32", 1)}
+    unrolled = {r["depth"]: r for r in records if r.get("target") == "network" and r.get("impl") == "unrolled"
+                and speed_variant(r) == ("float32", 1)}
     if scan and unrolled:
         lines += ["**Unrolled / scanned, network alone** (same depth, no remat)", "",
                   "| depth | compile s scanned | compile s unrolled | ratio | HLO ops scanned | HLO ops unrolled | memory MiB scanned | memory MiB unrolled |",
@@ -323,7 +394,7 @@ def speed_tables(records: list) -> list[str]:
                 why = f"{u['status']}: {u.get('error', '')}" if u else "not measured"
                 lines.append(f"| {depth} | {s['compile_s']:.1f} | {why} | — | {s['hlo_ops']:,} | — | {mib(s['xla_bytes'])} | — |")
         lines.append("")
-    return lines
+    return lines + seeds_table(records) + dtype_table(records)
 
 
 # ==================================================================================================
@@ -382,9 +453,11 @@ def plot_speed(records: list, out_dir: str) -> Optional[str]:
     if not ok:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    for (target, impl, remat) in sorted({(r["target"], r["impl"], r["remat"]) for r in ok}):
-        rows = sorted((r for r in ok if (r["target"], r["impl"], r["remat"]) == (target, impl, remat)), key=lambda r: r["depth"])
-        label = f"{target}, {impl}" + (" + remat" if remat else "")
+    for line in sorted({(r["target"], r["impl"], r["remat"], *speed_variant(r)) for r in ok}):
+        rows = sorted((r for r in ok if (r["target"], r["impl"], r["remat"], *speed_variant(r)) == line), key=lambda r: r["depth"])
+        target, impl, remat, dtype, n = line
+        label = f"{target}, {impl}" + (" + remat" if remat else "") + (f", {dtype}" if dtype != "float32" else "") + \
+            (f", {n} seeds" if n != 1 else "")
         d = [r["depth"] for r in rows]
         axes[0].plot(d, [r["compile_s"] for r in rows], marker="o", label=label)
         axes[1].plot(d, [1e3 * r["step_s"] for r in rows], marker="o", label=label)
@@ -428,8 +501,10 @@ def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
     if os.path.exists(speed_path):
         speed, bad = read_jsonl(speed_path)
         problems += bad
-        problems += [f"speed {r['target']} {r['impl']} depth {r['depth']}{' remat' if r['remat'] else ''}: "
-                     f"{r['status']} {r.get('error', '')}" for r in speed if r["impl"] == "scan" and r["status"] != "ok"]
+        problems += [f"speed {r['target']} {r['impl']} depth {r['depth']}{' remat' if r['remat'] else ''}"
+                     + "".join(f" {v}" for v in (speed_variant(r)[0],) if v != "float32")
+                     + "".join(f" x{n} seeds" for n in (speed_variant(r)[1],) if n != 1)
+                     + f": {r['status']} {r.get('error', '')}" for r in speed if r["impl"] == "scan" and r["status"] != "ok"]
         out += ["### Speed", "", *speed_tables(speed)]
         png = plot_speed(speed, results_dir)
         out += [f"Plot: {os.path.basename(png)}", ""] if png else []

@@ -10,6 +10,16 @@ Both with the scanned network of crl_depth.py, with and without --remat, and the
 with a plain unrolled network (`UnrolledTrunk` below: a Python loop of Dense/LayerNorm/Swish layers,
 the way the original code builds it) so that the ratio of compile time and memory is visible.
 
+Seeds and dtype: the train step is what crl_depth.py's main runs for --num-seeds N:
+`jit(vmap(train_epoch))` of `crl_depth.make_train_fns` on a TrainState with a leading seed axis of size
+N (seed i's state built from PRNGKey(i), one vmapped function for all); with N = 1 the plain
+`jit(train_epoch)` (main drops the seed axis for one seed). The network step likewise:
+`jit(vmap(sgd_update))` over N agents and N batches, or the plain `jit(sgd_update)` for N = 1
+(record field seed_axis: whether the measured function was vmapped). Env steps per call are N times
+one seed's. --num-seeds N... measures each N (the cost of the 2nd..Nth seed against N = 1),
+--compute-dtypes float32 bfloat16 the dtype of the matmuls (crl_depth.py --compute-dtype); every
+(depth, remat, dtype, N) combination is measured.
+
 Compile seconds are those of `jax.jit(f).lower(...).compile()` (lower = trace + StableHLO, then
 XLA). Time per step is the median of --iters calls after one warm-up call, each blocked until ready.
 Peak memory: on GPU the device's `peak_bytes_in_use`; on CPU the compiled executable's
@@ -17,6 +27,8 @@ Peak memory: on GPU the device's `peak_bytes_in_use`; on CPU the compiled execut
 (XLA's buffer assignment, what the step needs at once), plus the process's peak resident set size. Writes one JSON object per measurement (--out, JSON lines).
 
     python tools/speed.py --depths 4 16 64 --width 64 --batch-size 64 --out speed.jsonl
+    python tools/speed.py --targets train_step --depths 4 --remat off --num-seeds 1 2 4 8
+    python tools/speed.py --targets train_step --depths 4 64 --remat off --compute-dtypes float32 bfloat16
 """
 
 import argparse
@@ -48,13 +60,14 @@ def unrolled_trunk_class():
         activation: str = "swish"
         residual: bool = True
         remat: bool = False  # accepted for the same signature as ResidualTrunk; not used
+        compute_dtype: str = "float32"  # dtype of the matmuls, as ResidualTrunk's
 
         @nn.compact
         def __call__(self, x):
             act = nn.swish if self.activation == "swish" else nn.relu
 
             def layer(h):
-                h = nn.Dense(self.width, kernel_init=C.lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+                h = C.dense(self.width, self.compute_dtype)(h)
                 return act(nn.LayerNorm()(h) if self.layer_norm else h)
 
             x = layer(x)
@@ -68,14 +81,15 @@ def unrolled_trunk_class():
     return UnrolledTrunk
 
 
-def make_networks(impl: str, depth: int, width: int, repr_dim: int, action_size: int, remat: bool):
+def make_networks(impl: str, depth: int, width: int, repr_dim: int, action_size: int, remat: bool,
+                  compute_dtype: str = "float32"):
     import crl_depth as C
 
     if impl == "scan":
-        return C.make_networks(depth, depth, width, repr_dim, action_size, remat=remat)
+        return C.make_networks(depth, depth, width, repr_dim, action_size, remat=remat, compute_dtype=compute_dtype)
     trunk = unrolled_trunk_class()
-    return C.Networks(C.Actor(trunk(depth, width), action_size), C.Encoder(trunk(depth, width), repr_dim),
-                      C.Encoder(trunk(depth, width), repr_dim))
+    return C.Networks(*(cls(trunk(depth, width, compute_dtype=compute_dtype), size)
+                        for cls, size in ((C.Actor, action_size), (C.Encoder, repr_dim), (C.Encoder, repr_dim))))
 
 
 # ==================================================================================================
@@ -93,49 +107,73 @@ def measure(spec: dict) -> dict:
     env = C.make_env(spec["env_id"])
     obs_dim, goal_dim = env_spec.obs_dim, env_spec.goal_end - env_spec.goal_start
     action_size = env.sys.act_size()
-    key = jax.random.PRNGKey(0)
-    key, key_agent, key_batch, key_env = jax.random.split(key, 4)
-    nets = make_networks(spec["impl"], spec["depth"], spec["width"], spec["repr_dim"], action_size, spec["remat"])
+    num_seeds, compute_dtype = spec.get("num_seeds", 1), spec.get("compute_dtype", "float32")
+    # seed i: key, key_agent, key_batch, key_env split from PRNGKey(i); the state of every seed is built
+    # by one vmapped function, with a leading seed axis of size num_seeds (as crl_depth.py's main)
+    seed_keys = jnp.stack([jax.random.split(jax.random.PRNGKey(i), 4) for i in range(num_seeds)])
+    nets = make_networks(spec["impl"], spec["depth"], spec["width"], spec["repr_dim"], action_size, spec["remat"],
+                         compute_dtype)
     opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
-    agent = C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, action_size)
-    num_params = sum(x.size for x in jax.tree.leaves((agent.actor_params, agent.critic_params)))
+
+    def new_agent(key_agent):
+        return C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, action_size)
 
     if spec["target"] == "network":
         update = C.make_sgd_update(nets, opts, -0.5 * action_size, 0.1)
         b = spec["batch_size"]
-        k1, k2, k3 = jax.random.split(key_batch, 3)
-        batch = {"state": jax.random.normal(k1, (b, obs_dim)),
-                 "action": jax.random.uniform(k2, (b, action_size), minval=-1.0, maxval=1.0),
-                 "goal": jax.random.normal(k3, (b, goal_dim))}
-        fn = jax.jit(update, donate_argnums=0)
-        state, extra = agent, (batch, key)
-        env_steps_per_call = 1 / UPDATES_PER_ENV_STEP  # what one SGD step stands for at 1:40
+
+        def one_seed(keys):
+            key, key_agent, key_batch, _ = keys
+            k1, k2, k3 = jax.random.split(key_batch, 3)
+            batch = {"state": jax.random.normal(k1, (b, obs_dim)),
+                     "action": jax.random.uniform(k2, (b, action_size), minval=-1.0, maxval=1.0),
+                     "goal": jax.random.normal(k3, (b, goal_dim))}
+            return new_agent(key_agent), batch, key
+
+        state, batch, key = jax.tree.map(jnp.copy, jax.jit(jax.vmap(one_seed))(seed_keys))
+        seed_axis = num_seeds > 1  # one seed: the plain SGD step, as measured before --num-seeds existed
+        if not seed_axis:
+            state, batch, key = jax.tree.map(lambda x: x[0], (state, batch, key))
+        fn = jax.jit(jax.vmap(update) if seed_axis else update, donate_argnums=0)
+        extra = (batch, key)
+        env_steps_per_call = num_seeds / UPDATES_PER_ENV_STEP  # what one SGD step per seed stands for at 1:40
     else:
         args = C.Args(env_id=spec["env_id"], num_envs=spec["num_envs"], episode_length=spec["episode_length"],
                       unroll_length=spec["unroll_length"], num_sgd_steps=spec["num_sgd_steps"],
                       batch_size=spec["batch_size"], max_replay_size=spec["max_replay_size"],
                       min_replay_size=spec["episode_length"], num_epochs=1, depth=spec["depth"],
-                      width=spec["width"], repr_dim=spec["repr_dim"], remat=spec["remat"])
+                      width=spec["width"], repr_dim=spec["repr_dim"], remat=spec["remat"],
+                      compute_dtype=compute_dtype, num_seeds=num_seeds)
         prefill_steps, per_train_step, _ = C.schedule(args)
         args.total_env_steps = prefill_steps + per_train_step  # one training step per "epoch"
         error = C.validate_args(args)
         if error:
             raise ValueError(error)
         venv = C.VecGoalEnv(env, args.num_envs, args.episode_length)
-        # a full buffer of random states and actions, one episode per env: sampling, relabelling and
-        # SGD cost what they cost on real data (all-zero states would make every goal the same)
-        k1, k2 = jax.random.split(key_batch)
-        shape = (args.max_replay_size, args.num_envs)
-        buffer = C.Buffer(state=jax.random.normal(k1, shape + (obs_dim,)),
-                          action=jax.random.uniform(k2, shape + (action_size,), minval=-1.0, maxval=1.0),
-                          episode_id=jnp.zeros(shape, jnp.int32), ptr=jnp.zeros((), jnp.int32),
-                          size=jnp.asarray(args.max_replay_size, jnp.int32))
-        ts = C.TrainState(agent=agent, env_state=venv.reset(key_env), buffer=buffer, key=key,
-                          env_steps=jnp.zeros((), jnp.int32))
-        state = jax.tree.map(jnp.copy, ts)
-        _, fn = C.make_train_fns(args, venv, nets, opts, (env_spec.goal_start, env_spec.goal_end))
-        extra = ()
-        env_steps_per_call = per_train_step
+
+        def one_seed(keys):
+            key, key_agent, key_batch, key_env = keys
+            # a full buffer of random states and actions, one episode per env: sampling, relabelling and
+            # SGD cost what they cost on real data (all-zero states would make every goal the same)
+            k1, k2 = jax.random.split(key_batch)
+            shape = (args.max_replay_size, args.num_envs)
+            buffer = C.Buffer(state=jax.random.normal(k1, shape + (obs_dim,)),
+                              action=jax.random.uniform(k2, shape + (action_size,), minval=-1.0, maxval=1.0),
+                              episode_id=jnp.zeros(shape, jnp.int32), ptr=jnp.zeros((), jnp.int32),
+                              size=jnp.asarray(args.max_replay_size, jnp.int32))
+            return C.TrainState(agent=new_agent(key_agent), env_state=venv.reset(key_env), buffer=buffer, key=key,
+                                env_steps=jnp.zeros((), jnp.int32))
+
+        state = jax.tree.map(jnp.copy, jax.jit(jax.vmap(one_seed))(seed_keys))  # own buffers: donatable
+        _, train_epoch = C.make_train_fns(args, venv, nets, opts, (env_spec.goal_start, env_spec.goal_end))
+        seed_axis, extra = num_seeds > 1, ()  # as crl_depth.py's main: one seed runs the plain step
+        if not seed_axis:
+            state = jax.tree.map(lambda x: x[0], state)
+        fn = jax.jit(jax.vmap(train_epoch) if seed_axis else train_epoch, donate_argnums=0)
+        env_steps_per_call = num_seeds * per_train_step
+    agent = state.agent if hasattr(state, "agent") else state
+    num_params = sum(x[0].size if seed_axis else x.size  # one seed's
+                     for x in jax.tree.leaves((agent.actor_params, agent.critic_params)))
 
     t0 = time.perf_counter()
     lowered = fn.lower(state, *extra)
@@ -165,7 +203,7 @@ def measure(spec: dict) -> dict:
         "status": "ok", "backend": device.platform, "device": device.device_kind, "num_params": int(num_params),
         "lower_s": t1 - t0, "xla_compile_s": t2 - t1, "compile_s": t2 - t0, "hlo_ops": hlo_ops,
         "step_s": step_s, "step_s_min": float(min(times)), "env_steps_per_call": env_steps_per_call,
-        "env_steps_per_s": env_steps_per_call / step_s, "params_finite": finite,
+        "env_steps_per_s": env_steps_per_call / step_s, "params_finite": finite, "seed_axis": seed_axis,
         # XLA's buffer assignment: temporaries + arguments + outputs, less outputs aliased to donated arguments
         "xla_bytes": int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
                          - mem.alias_size_in_bytes),
@@ -193,20 +231,29 @@ def plan(a: argparse.Namespace) -> list[dict]:
     common = dict(env_id=a.env_id, width=a.width, batch_size=a.batch_size, repr_dim=a.repr_dim, iters=a.iters,
                   num_envs=a.num_envs, unroll_length=a.unroll_length, num_sgd_steps=a.num_sgd_steps,
                   episode_length=a.episode_length, max_replay_size=a.max_replay_size)
+    remats = {"both": (False, True), "off": (False,), "on": (True,)}[a.remat]
     specs = []
     for target in a.targets:
-        for remat in (False, True):
+        for remat in remats:
             for depth in a.depths:
-                specs.append(dict(common, target=target, impl="scan", depth=depth, remat=remat))
-    if "network" in a.targets:
+                for dtype in a.compute_dtypes:
+                    for n in a.num_seeds:
+                        specs.append(dict(common, target=target, impl="scan", depth=depth, remat=remat,
+                                          compute_dtype=dtype, num_seeds=n))
+    if "network" in a.targets:  # the comparison: each dtype, at the smallest number of seeds
         for depth in a.unrolled_depths:
-            specs.append(dict(common, target="network", impl="unrolled", depth=depth, remat=False))
+            for dtype in a.compute_dtypes:
+                specs.append(dict(common, target="network", impl="unrolled", depth=depth, remat=False,
+                                  compute_dtype=dtype, num_seeds=min(a.num_seeds)))
     return specs
 
 
 def describe(spec: dict) -> str:
     remat = " remat" if spec["remat"] else ""
-    return f"{spec['target']:<10} {spec['impl']:<8} depth {spec['depth']:>4}{remat}"
+    dtype = f" {spec['compute_dtype']}" if spec.get("compute_dtype", "float32") != "float32" else ""
+    n = spec.get("num_seeds", 1)
+    seeds = f" x{n} seeds" if n != 1 else ""
+    return f"{spec['target']:<10} {spec['impl']:<8} depth {spec['depth']:>4}{remat}{dtype}{seeds}"
 
 
 def run_one(spec: dict, timeout: float) -> dict:
@@ -243,6 +290,14 @@ def main() -> None:
                                                      "num_envs x unroll_length x 800 / 31,744)")
     p.add_argument("--episode-length", type=int, default=1000, help="train step: episode and sampling-window length")
     p.add_argument("--max-replay-size", type=int, help="train step: buffer steps per env (default: 10,000 on GPU, 1,000 on CPU)")
+    p.add_argument("--remat", choices=["both", "off", "on"], default="both",
+                   help="scanned network without and with --remat (both), or only one of them")
+    p.add_argument("--num-seeds", type=int, nargs="+", default=[1],
+                   help="seeds trained in one process (crl_depth.py --num-seeds), each measured: the state gets a "
+                        "leading seed axis of this size and the step is jit(vmap(...)) (N = 1: the plain step); env steps/s "
+                        "count all seeds")
+    p.add_argument("--compute-dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
+                   help="dtypes of the matmuls (crl_depth.py --compute-dtype), each measured")
     p.add_argument("--iters", type=int, default=3, help="timed calls after one warm-up call")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one measurement (a subprocess)")
     a = p.parse_args()
@@ -263,10 +318,16 @@ def main() -> None:
     for depth in a.depths + a.unrolled_depths:
         if depth <= 0 or depth % 4:
             p.error(f"depths must be positive multiples of 4 (got {depth})")
+    if min(a.num_seeds) < 1:
+        p.error(f"--num-seeds must be positive (got {min(a.num_seeds)})")
+    a.num_seeds = list(dict.fromkeys(a.num_seeds))  # each once, in the order given
+    a.compute_dtypes = list(dict.fromkeys(a.compute_dtypes))
     specs = plan(a)
     print(f"speed: {len(specs)} measurements | backend {'gpu' if gpu else 'cpu'} | width {a.width} batch {a.batch_size} | "
           f"train step: {a.env_id}, {a.num_envs} envs x {a.unroll_length} steps, {a.num_sgd_steps} SGD steps | "
-          f"timeout {a.timeout:.0f} s each", flush=True)
+          + (f"matmuls {' '.join(a.compute_dtypes)} | " if a.compute_dtypes != ["float32"] else "")
+          + (f"seeds in one process {' '.join(map(str, a.num_seeds))} | " if a.num_seeds != [1] else "")
+          + f"timeout {a.timeout:.0f} s each", flush=True)
     t_start = time.perf_counter()
     unrolled_stop, failures = None, 0
     for i, spec in enumerate(specs, 1):
