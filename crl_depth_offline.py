@@ -16,6 +16,7 @@ documents both dataset formats.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -60,6 +61,12 @@ class Args:
     """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
     runs_dir: str = "runs"
     """directory under which runs/{run_name}/ is created"""
+    checkpoint_every: int = 10
+    """write the full training state (networks, optimisers, log(alpha), RNG keys; not the dataset,
+    which is read again from --dataset) to runs/{run_name}/state.msgpack every N epochs (and after
+    the last); --resume continues from it"""
+    resume: Optional[str] = None
+    """continue the run in this run directory from its state.msgpack (its args.json gives the settings)"""
 
     # --- dataset (replaces crl_depth.py's environment block) ---
     dataset: str = ""
@@ -133,6 +140,14 @@ class Args:
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32"""
+
+    # --- hardware ---
+    num_seeds: int = 1
+    """independent runs with seeds seed, seed+1, ... trained in one process: networks, optimisers,
+    keys and counters are vmapped over a seed axis, the dataset is shared by all seeds (one copy);
+    metrics.jsonl has one line per seed and epoch"""
 
 
 # ==================================================================================================
@@ -791,9 +806,17 @@ class VecGoalEnv:
 # identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
 # activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
 # holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
-# pass instead of storing them.
+# pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
+# LayerNorm, activations, the residual stream and every output stay float32.
 def lecun_uniform_third() -> Callable:
     return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
+    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32."""
+    layer = nn.Dense(features, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros,
+                     dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
+    return lambda x: layer(x).astype(jnp.float32)
 
 
 class ResidualBlock(nn.Module):
@@ -801,13 +824,14 @@ class ResidualBlock(nn.Module):
     layer_norm: bool
     activation: str
     residual: bool
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
         act = nn.swish if self.activation == "swish" else nn.relu
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
-            h = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(h)
+            h = dense(self.width, self.compute_dtype)(h)
             if self.layer_norm:
                 h = nn.LayerNorm()(h)
             h = act(h)
@@ -821,18 +845,20 @@ class ResidualTrunk(nn.Module):
     activation: str = "swish"
     residual: bool = True
     remat: bool = False
+    compute_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = nn.swish if self.activation == "swish" else nn.relu
-        x = nn.Dense(self.width, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        x = dense(self.width, self.compute_dtype)(x)
         if self.layer_norm:
             x = nn.LayerNorm()(x)
         x = act(x)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4)
-        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, name="blocks")(x, None)
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype,
+                      name="blocks")(x, None)
         return x
 
 
@@ -844,8 +870,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.trunk(x)
-        return nn.Dense(self.repr_dim, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros)(x)
+        return dense(self.repr_dim, self.trunk.compute_dtype)(self.trunk(x))
 
 
 class Actor(nn.Module):
@@ -857,10 +882,8 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = self.trunk(obs)
-        dense = lambda name: nn.Dense(self.action_size, kernel_init=lecun_uniform_third(),
-                                      bias_init=nn.initializers.zeros, name=name)
-        mean = dense("mean")(x)
-        log_std = jnp.tanh(dense("log_std")(x))
+        mean = dense(self.action_size, self.trunk.compute_dtype, name="mean")(x)
+        log_std = jnp.tanh(dense(self.action_size, self.trunk.compute_dtype, name="log_std")(x))
         log_std = -5.0 + 0.5 * (2.0 - (-5.0)) * (log_std + 1.0)
         return mean, log_std
 
@@ -873,9 +896,9 @@ class Networks(NamedTuple):
 
 def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
                   layer_norm: bool = True, activation: str = "swish", residual: bool = True,
-                  remat: bool = False) -> Networks:
+                  remat: bool = False, compute_dtype: str = "float32") -> Networks:
     def trunk(depth):
-        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat)
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype)
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
@@ -1086,6 +1109,170 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
+# SHARED BLOCK: checkpoints (keep identical in all three scripts)
+# ==================================================================================================
+# runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
+# of the payload, the payload (flax msgpack: numbers, strings and arrays only - no pickle, so loading
+# runs no code from the file). Written to state.msgpack.tmp, fsynced, then renamed over the previous
+# one: a kill at any moment leaves either the previous complete file or the new one.
+STATE_FILE = "state.msgpack"
+STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
+SCRIPT = os.path.basename(__file__)
+TEST_STALL_ENV = "CRL_DEPTH_TEST_STALL_AT_EPOCH"  # tests: hang after writing this epoch's .tmp, before the rename
+TEST_NAN_ENV = "CRL_DEPTH_TEST_NAN_AT_EPOCH"  # tests: log(alpha) = NaN before this epoch (the divergence guard)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run it is loaded into."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
+
+
+def atomic_write(path: str, chunks: list[bytes], stall: bool = False) -> None:
+    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
+    previous complete file or the new complete one. On failure the .tmp is removed."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if stall:
+            print(f"test hook: stalled before renaming {tmp}", flush=True)
+            time.sleep(3600)
+        os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_state_file(path: str, header: dict, epoch: int, state: dict) -> int:
+    """Writes {header, epoch, state} (state: a flax state dict of numpy arrays) atomically; returns the
+    file size in bytes."""
+    payload = flax.serialization.msgpack_serialize({"header": header, "epoch": epoch, "state": state})
+    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload],
+                 stall=os.environ.get(TEST_STALL_ENV) == str(epoch))
+    return len(payload) + 48
+
+
+def read_state_file(path: str, want: dict, describe: Callable[[dict], str]) -> tuple[dict, int, dict]:
+    """Reads a file written by write_state_file; returns (header, epoch, state dict). A truncated or
+    corrupt file, another file type, or a header that differs from `want` in any key (another env,
+    depth, width...; describe(header) names the run) raises CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
+        raise CheckpointError(f"{path} is not a {SCRIPT} state checkpoint (wrong magic bytes)")
+    digest, payload = blob[16:48], blob[48:]
+    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
+    try:
+        restored = flax.serialization.msgpack_restore(payload)
+        header, epoch, state = restored["header"], int(restored["epoch"]), restored["state"]
+    except Exception as e:  # msgpack / structure errors: the file is not what it claims
+        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(header, dict) or header.get("format") != want["format"]:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise CheckpointError(f"{path} is a {found!r} checkpoint, not a {want['format']!r} one")
+    diffs = [k for k in want if header.get(k) != want[k]]
+    if diffs:
+        raise CheckpointError(f"{path} is for {describe(header)}, this run is {describe(want)} "
+                              f"(differs in: {', '.join(diffs)})")
+    return header, epoch, state
+
+
+def check_state_leaves(path: str, template: dict, state: dict) -> None:
+    """Raises CheckpointError unless the state dict has exactly the template's leaves, shapes and dtypes."""
+    flat = lambda d: flax.traverse_util.flatten_dict(d, sep="/") if isinstance(d, dict) else {}
+    dtype = lambda x: x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    describe = lambda x: "missing" if x is None else f"{dtype(x)}{list(np.shape(x))}"
+    want_leaves, got_leaves = flat(template), flat(state)
+    for name in sorted(set(want_leaves) | set(got_leaves)):
+        w, g = want_leaves.get(name), got_leaves.get(name)
+        if w is None and g is None and name in want_leaves and name in got_leaves:
+            continue  # an empty field (brax's contact)
+        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
+            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
+                                  f"{describe(w)} expected")
+
+
+def keep_metrics_through(metrics_path: str, epoch: int) -> None:
+    """Rewrites metrics.jsonl with the records of epochs <= epoch only (a resumed run logs the later
+    epochs again); a line cut off by a kill is dropped."""
+    kept = []
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["epoch"] <= epoch:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    pass
+    atomic_write(metrics_path, ["".join(kept).encode()])
+
+
+def prepare_run_dir(run_dir: str, config: dict, resume_epoch: Optional[int]) -> None:
+    """A fresh run (resume_epoch None) creates run_dir, which must not exist yet; a resumed run keeps
+    the metrics.jsonl lines up to resume_epoch (the later epochs run again) and removes the state .tmp
+    a kill cut off. Both then write args.json (config). An unwritable directory: one line, exit 2."""
+    try:
+        if resume_epoch is None:
+            os.makedirs(run_dir, exist_ok=False)
+        else:
+            keep_metrics_through(os.path.join(run_dir, "metrics.jsonl"), resume_epoch)
+            if os.path.exists(os.path.join(run_dir, STATE_FILE + ".tmp")):
+                os.remove(os.path.join(run_dir, STATE_FILE + ".tmp"))
+        atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(config, indent=2).encode()])
+    except OSError as e:
+        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def init_wandb(run_dir: str, run_name: str, config: dict, project: str, entity: Optional[str], mode: str):
+    """Starts the wandb run of run_dir, or continues it: its id is kept in run_dir/wandb_id.txt.
+    wandb is imported here only, so that it is needed only with --track. Returns the wandb module."""
+    import wandb
+
+    id_path = os.path.join(run_dir, "wandb_id.txt")
+    if os.path.isfile(id_path):
+        with open(id_path) as f:
+            wandb_id = f.read().strip()
+    else:
+        wandb_id = os.urandom(4).hex()
+        atomic_write(id_path, [wandb_id.encode()])
+    wandb.init(project=project, entity=entity, mode=mode, name=run_name, config=config, id=wandb_id, resume="allow")
+    return wandb
+
+
+def given_fields(argv: list[str]) -> set[str]:
+    """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
+    names = {field.name for field in dataclasses.fields(Args)}
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0].replace("-", "_")
+            given.add(name if name in names else name.removeprefix("no_"))
+    return given & names
+
+
+# END SHARED BLOCK: checkpoints
+
+
+# ==================================================================================================
 # Dataset
 # ==================================================================================================
 # Both formats end up in the replay buffer's layout: states [T, C, obs_dim], actions [T, C, A] and
@@ -1155,10 +1342,11 @@ def _load_crl(args: Args, path: str, files: dict) -> tuple:
         raise DatasetError(f"--dataset {path}: env {env_id!r} is not one of this script's envs ({', '.join(ENVS)})")
     if args.env_id is not None and args.env_id != env_id:
         raise DatasetError(f"--env-id {args.env_id} does not match the buffer's env {env_id}")
-    if args.num_columns is not None:
+    state, action, episode_id = files["state"], files["action"], files["episode_id"]
+    if args.num_columns is not None and (state.ndim != 3 or args.num_columns != state.shape[1]):
+        # (a resumed run's args.json records the buffer's own column count, which is accepted)
         raise DatasetError("--num-columns applies to OGBench datasets only; a crl_depth.py buffer keeps its env "
                            "columns")
-    state, action, episode_id = files["state"], files["action"], files["episode_id"]
     if state.ndim != 3 or action.ndim != 3 or episode_id.ndim != 2:
         raise DatasetError(f"shape mismatch: state {state.shape}, action {action.shape}, episode_id "
                            f"{episode_id.shape} are not [T, C, obs_dim], [T, C, A], [T, C]")
@@ -1306,10 +1494,37 @@ class TrainState:
     gradient_steps: jax.Array
 
 
+def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
+    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
+    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
+    the outputs: XLA's batched matmuls round differently from unbatched ones (on CPU too), and a
+    run of one seed stays bit-identical to a run without a seed axis."""
+    if num_seeds > 1:
+        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+    def along(axes: Any, tree: Any, fn: Callable) -> Any:
+        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
+                            is_leaf=lambda axis: axis is None)
+
+    def one_seed(*args):
+        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
+
+    return one_seed
+
+
+def resume_dir_error(run_dir: str) -> Optional[str]:
+    """The one check of --resume before its args.json is read (which then gives every other flag)."""
+    if not os.path.isfile(os.path.join(run_dir, "args.json")):
+        return f"--resume {run_dir}: not a run directory (no args.json in it)"
+    return None
+
+
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None (the dataset is checked later,
     by load_dataset, still before anything is compiled or written)."""
-    if not args.dataset:
+    if args.resume is not None and resume_dir_error(args.resume):
+        return resume_dir_error(args.resume)
+    if not args.dataset and args.resume is None:  # a resumed run's dataset comes from its args.json
         return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
                 "OGBench-format .npz")
     for name in ("depth", "actor_depth", "critic_depth"):
@@ -1317,7 +1532,7 @@ def validate_args(args: Args) -> Optional[str]:
         if value is not None and (value <= 0 or value % 4 != 0):
             return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
     for name in ("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps", "batch_size", "width",
-                 "repr_dim", "obs_dim", "num_columns", "episode_length"):
+                 "repr_dim", "obs_dim", "num_columns", "episode_length", "checkpoint_every", "num_seeds"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             return f"--{name.replace('_', '-')} must be positive (got {value})"
@@ -1350,7 +1565,8 @@ def validate_args(args: Args) -> Optional[str]:
 
 def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: int,
                    goal_slice: tuple[int, int]) -> Callable:
-    """Builds the jitted epoch: eval_every SGD steps, in rounds of num_sgd_steps on one relabelling."""
+    """Builds the epoch of one seed: eval_every SGD steps, in rounds of num_sgd_steps on one relabelling
+    (main vmaps it over the seed axis, with the dataset buffer shared, and jits it)."""
     target_entropy = -args.target_entropy_scale * action_size
     sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty, args.bc_coef)
     rounds_per_epoch = args.eval_every // args.num_sgd_steps
@@ -1374,9 +1590,113 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
 
     def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
         ts, metrics = jax.lax.scan(training_step, ts, None, length=rounds_per_epoch)
-        return ts, jax.tree.map(jnp.mean, metrics)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        # divergence guard: 1 when every parameter, optimiser moment and log(alpha) is finite
+        metrics["train/params_finite"] = jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.agent)])).astype(jnp.float32)
+        return ts, metrics
 
-    return jax.jit(train_epoch, donate_argnums=0)
+    return train_epoch
+
+
+# --- Checkpoints and resume -----------------------------------------------------------------------
+# state.msgpack (the checkpoints block above) holds the whole training state: every network's params
+# and optimiser state, log(alpha), the training key, gradient steps, each with a leading seed axis; plus
+# the epoch and the evaluation keys. Not the dataset: a resumed run reads --dataset again, and the
+# header identifies it (path, size, shape, a sha256 of its arrays) so that a run is never continued on
+# other data.
+STATE_FORMAT, STATE_VERSION = "crl_depth_offline_state", 2  # 2: a seed axis on every leaf
+# flags a resumed run may change; every other flag comes from the run's args.json
+RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
+                    "wandb_mode", "runs_dir", "resume")
+
+
+def dataset_identity(args: Args, data: OfflineData) -> dict:
+    """What identifies the dataset a run trains on: its path as given, file size, buffer-layout
+    shape, relabellable transitions and a sha256 of the arrays it was loaded into."""
+    digest = hashlib.sha256()
+    for x in (data.state, data.action, data.episode_id):
+        digest.update(np.ascontiguousarray(x).data)
+    return {"dataset": args.dataset, "dataset_format": data.kind, "dataset_bytes": os.path.getsize(args.dataset),
+            "dataset_shape": "x".join(str(n) for n in data.state.shape), "num_transitions": data.num_transitions,
+            "dataset_sha256": digest.hexdigest()}
+
+
+def state_header(args: Args, dataset: dict) -> dict:
+    """What a state checkpoint must match to be loaded into a run of these args on this dataset
+    (dataset: dataset_identity's dict)."""
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, **dataset, "env_id": args.env_id,
+            "obs_dim": args.obs_dim, "goal_start": args.goal_start, "goal_end": args.goal_end,
+            "window_length": args.window_length, "actor_depth": args.actor_depth or args.depth,
+            "critic_depth": args.critic_depth or args.depth, "width": args.width, "repr_dim": args.repr_dim,
+            "layer_norm": args.layer_norm, "activation": args.activation, "residual": args.residual,
+            "num_seeds": args.num_seeds}
+
+
+def save_state(path: str, args: Args, dataset: dict, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
+    """Writes the full training state but the dataset atomically; returns its size in bytes."""
+    state = flax.serialization.to_state_dict(jax.device_get(ts.replace(buffer=None)))
+    state.pop("buffer")
+    return write_state_file(path, state_header(args, dataset), epoch,
+                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
+
+
+def describe_run(header: dict) -> str:
+    size = header.get("dataset_bytes")
+    return (f"dataset {header.get('dataset')} ({f'{size:,}' if isinstance(size, int) else size} bytes, shape "
+            f"{header.get('dataset_shape')}, sha256 {str(header.get('dataset_sha256'))[:12]}) env "
+            f"{header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
+            f"{header.get('critic_depth')} width {header.get('width')}")
+
+
+def load_state(path: str, args: Args, dataset: dict, template: TrainState) -> tuple[int, np.ndarray, TrainState]:
+    """Reads a state checkpoint written by save_state for a run of these args on this dataset;
+    template is the TrainState of a fresh run (arrays or jax.ShapeDtypeStruct), whose buffer stands in
+    for the dataset. Returns (epoch, eval key, state with numpy leaves). Anything else - a truncated or
+    corrupt file, another file type, another dataset, env or network - raises CheckpointError."""
+    _, epoch, saved = read_state_file(path, state_header(args, dataset), describe_run)
+    try:
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+        template_state = flax.serialization.to_state_dict(template)
+        state = {**state, "buffer": template_state["buffer"]}
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
+    check_state_leaves(path, template_state, state)
+    return epoch, key_eval, flax.serialization.from_state_dict(template, state)
+
+
+def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
+    """The args of the run in cli.resume (its args.json) with the flags a resumed run may change taken
+    from the command line, or an error line. `given`: the fields set on the command line (default:
+    those that differ from their default). A given flag that differs from the run's is refused unless
+    it is in RESUMABLE_FIELDS; every other field keeps the run's value."""
+    path = os.path.join(cli.resume, "args.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        return cli, f"--resume {cli.resume}: cannot read args.json ({e})"
+    names = [field.name for field in dataclasses.fields(Args)]
+    if not isinstance(saved, dict) or not set(saved) <= set(names) or not saved.get("dataset"):
+        return cli, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file"
+    defaults, merged = Args(), dict(saved)
+    if given is None:
+        given = {name for name in names if getattr(cli, name) != getattr(defaults, name)}
+    for name in names:
+        if name not in given:
+            continue
+        value, old = getattr(cli, name), saved.get(name)
+        if name not in RESUMABLE_FIELDS and value != old:
+            return cli, (f"--{name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a resumed run "
+                         f"keeps its settings (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_FIELDS)} "
+                         f"may change)")
+        merged[name] = value
+    merged["resume"] = cli.resume
+    try:
+        args = Args(**merged)
+    except TypeError as e:
+        return cli, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file ({e})"
+    return args, validate_args(args)
 
 
 # ==================================================================================================
@@ -1486,11 +1806,18 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def main(args: Args) -> None:
-    error = validate_args(args)
+def main(args: Args, argv: Optional[list[str]] = None) -> None:
+    """argv: the command line's flags (for --resume: which flags were given)."""
+    # a resumed run's flags are checked once merged with the run's args.json, by resume_args
+    error = validate_args(args) if args.resume is None else resume_dir_error(args.resume)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if args.resume:  # the run's own settings, checked before any work
+        args, error = resume_args(args, None if argv is None else given_fields(argv))
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
     note, envs, eval_env = None, None, None
     try:  # every check of the dataset and the env, before anything is compiled or written
         data = load_dataset(args)
@@ -1515,127 +1842,220 @@ def main(args: Args) -> None:
                                num_columns=data.state.shape[1], episode_length=episode_length)
     actor_depth = args.actor_depth or args.depth
     critic_depth = args.critic_depth or args.depth
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join(args.runs_dir, run_name)
-    os.makedirs(run_dir, exist_ok=False)
-    with open(os.path.join(run_dir, "args.json"), "w") as f:
-        json.dump(dataclasses.asdict(args), f, indent=2)
-    if args.track:
-        import wandb
+    num_epochs = args.num_gradient_steps // args.eval_every
+    if args.resume:
+        run_dir = args.resume.rstrip("/")
+        run_name = os.path.basename(run_dir)
+    else:
+        seed_name = str(args.seed) if args.num_seeds == 1 else f"{args.seed}-{args.seed + args.num_seeds - 1}"
+        run_name = f"{args.env_id}__{args.exp_name}__{seed_name}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+    state_path = os.path.join(run_dir, STATE_FILE)
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
-                   name=run_name, config=dataclasses.asdict(args))
-
-    # seeding
+    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     random.seed(args.seed)
     np.random.seed(args.seed)
-    key = jax.random.PRNGKey(args.seed)
-    key, key_agent, key_diag, key_eval = jax.random.split(key, 4)
+    seeds = [args.seed + i for i in range(args.num_seeds)]
+    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(seed), 4) for seed in seeds])  # [num_seeds, 4, 2]
+    key, key_agent, key_diag, key_eval = (keys[:, i] for i in range(4))
 
     goal_slice = (data.goal_start, data.goal_end)
     action_size = data.action.shape[-1]
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
-                         args.layer_norm, args.activation, args.residual, args.remat)
+                         args.layer_norm, args.activation, args.residual, args.remat,
+                         args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    agent = agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
-    ts = TrainState(agent=agent, buffer=offline_buffer(data), key=key, gradient_steps=jnp.zeros((), jnp.int32))
+    dataset_id = dataset_identity(args, data)
+    buffer = offline_buffer(data)
+
+    def fresh_agent(key_agent: jax.Array) -> Agent:  # one seed
+        return agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
+
+    start_epoch = 1
+    if args.resume:  # load and check the checkpoint before compiling or writing anything
+        if not os.path.isfile(state_path):
+            print(f"error: --resume {run_dir}: no {STATE_FILE} in it (stopped before its first checkpoint; "
+                  f"start the run again)", file=sys.stderr)
+            sys.exit(2)
+        template = TrainState(agent=jax.eval_shape(jax.vmap(fresh_agent), key_agent),
+                              buffer=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), buffer),
+                              key=jax.ShapeDtypeStruct(key.shape, key.dtype),
+                              gradient_steps=jax.ShapeDtypeStruct((args.num_seeds,), jnp.int32))
+        try:
+            ckpt_epoch, key_eval, ts = load_state(state_path, args, dataset_id, template)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if ckpt_epoch > num_epochs:
+            print(f"error: --num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
+                  f"its checkpoint's epoch {ckpt_epoch} ({state_path})", file=sys.stderr)
+            sys.exit(2)
+        ts = jax.tree.map(jnp.asarray, ts.replace(buffer=None)).replace(buffer=buffer)
+        key_eval = jnp.asarray(key_eval)
+        start_epoch = ckpt_epoch + 1
+
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    prepare_run_dir(run_dir, dataclasses.asdict(dataclasses.replace(args, resume=None)),
+                    ckpt_epoch if args.resume else None)
+    if args.track:
+        wandb = init_wandb(run_dir, run_name, dataclasses.asdict(args), args.wandb_project_name, args.wandb_entity,
+                           args.wandb_mode)
+
+    if not args.resume:  # every leaf but the dataset's has a leading seed axis
+        ts = TrainState(agent=jax.vmap(fresh_agent)(key_agent), buffer=buffer, key=key,
+                        gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
-    num_params = sum(x.size for x in jax.tree.leaves((agent.actor_params, agent.critic_params)))
-    num_epochs = args.num_gradient_steps // args.eval_every
+    buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
+    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     steps, columns = data.state.shape[:2]
     print(f"run {run_dir} | {data.kind} dataset {args.dataset}: {steps:,} steps x {columns} columns, "
           f"{data.num_transitions:,} relabellable transitions, window {data.window}"
           + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
           + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
           f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
-          f"gradient steps | backend {jax.default_backend()}", flush=True)
+          f"gradient steps | backend {jax.default_backend()}"
+          + (f" | seeds {', '.join(map(str, seeds))} in one process" if args.num_seeds > 1 else ""), flush=True)
+    if args.resume:
+        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.gradient_steps[0]):,} gradient "
+              f"steps)", flush=True)
     if note:
         print(note, flush=True)
 
-    epoch_fn = make_train_fns(args, nets, opts, action_size, goal_slice)
-    key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
-    probe = jax.jit(lambda buf: jax.tree.map(lambda x: x[0], shuffle_into_batches(
-        key_probe_shuffle, buffer_sample(buf, key_probe_sample, args.window_length, args.gamma, *goal_slice), 1,
-        args.batch_size)))
-    diag_batch = probe(ts.buffer)  # a fixed batch of relabelled transitions for the diagnostics
-    diagnostics = make_diagnostics(nets, args.logsumexp_penalty)
+    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
+    # buffer is not mapped (in_axes None): one copy serves every seed
+    axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
+    epoch_fn = jax.jit(seed_map(make_train_fns(args, nets, opts, action_size, goal_slice), args.num_seeds,
+                                in_axes=(axes,), out_axes=(axes, 0)), donate_argnums=0)
+
+    def probe(buf: Buffer, key_diag: jax.Array) -> dict:  # one seed's fixed batch for the diagnostics
+        key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
+        return jax.tree.map(lambda x: x[0], shuffle_into_batches(
+            key_probe_shuffle, buffer_sample(buf, key_probe_sample, args.window_length, args.gamma, *goal_slice), 1,
+            args.batch_size))
+
+    # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
+    diag_batch = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))(ts.buffer, key_diag)
+    diagnostics = jax.jit(seed_map(make_diagnostics(nets, args.logsumexp_penalty), args.num_seeds))
     t0 = time.perf_counter()
     epoch_c = epoch_fn.lower(ts).compile()
     t1 = time.perf_counter()
     diag_c = diagnostics.lower(ts.agent, diag_batch).compile()
     if eval_env is not None:
-        eval_c = make_evaluate(args, eval_env, nets).lower(ts.agent.actor_params, key_eval).compile()
+        evaluate = jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
+        eval_c = evaluate.lower(ts.agent.actor_params, key_eval).compile()
     elif envs is not None:
-        eval_c = make_ogbench_evaluate(args, envs, nets)
+        ogbench_evaluate = make_ogbench_evaluate(args, envs, nets)
+
+        def eval_c(actor_params, keys: jax.Array) -> dict:  # gym envs: one seed after the other
+            outs = [ogbench_evaluate(jax.tree.map(lambda x: x[i], actor_params), keys[i])
+                    for i in range(args.num_seeds)]
+            return {k: np.array([out[k] for out in outs]) for k in outs[0]}
     else:
         eval_c = None
     compile_s = time.perf_counter() - t0
     print(f"compiled in {compile_s:.1f}s (epoch {t1 - t0:.1f}s, diagnostics and evaluation "
           f"{compile_s - (t1 - t0):.1f}s)", flush=True)
 
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-
-    def log(record: dict) -> None:
+    def log(epoch: int, per_seed: dict, shared: dict) -> list[dict]:
+        """One metrics.jsonl line per seed: per_seed values have a leading seed axis."""
+        records = [{"epoch": epoch, "seed": seed, "gradient_steps": int(ts.gradient_steps[i]),
+                    **{k: float(v[i]) for k, v in per_seed.items()}, **shared} for i, seed in enumerate(seeds)]
         with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if args.track:
-            wandb.log(record, step=record["gradient_steps"])
+            f.writelines(json.dumps(record) + "\n" for record in records)
+        if args.track:  # one wandb run: per-seed values under seed{s}/, their mean under the plain names
+            logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
+            if args.num_seeds > 1:
+                logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
+            wandb.log(logged, step=records[0]["gradient_steps"])
+        return records
 
-    def measure(ts: TrainState, key: jax.Array) -> dict:
-        out = {k: float(v) for k, v in jax.device_get(diag_c(ts.agent, diag_batch)).items()}
+    def across_seeds(values: np.ndarray, fmt: str) -> str:
+        """The mean, and with several seeds every seed's value."""
+        text = format(float(np.mean(values)), fmt)
+        return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
+
+    def split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+        pairs = jax.vmap(jax.random.split)(keys)  # [num_seeds, 2, 2]
+        return pairs[:, 0], pairs[:, 1]
+
+    def measure(ts: TrainState, keys: jax.Array) -> dict:
+        """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""
+        out = dict(jax.device_get(diag_c(ts.agent, diag_batch)))
         if eval_c is not None:
-            out.update({k: float(v) for k, v in jax.device_get(eval_c(ts.agent.actor_params, key)).items()})
+            out.update(jax.device_get(eval_c(ts.agent.actor_params, keys)))
         return out
 
-    def describe(record: dict) -> str:
+    def describe(m: dict) -> str:
         text = ""
-        if "eval/time_at_goal" in record:
-            text += (f" | time at goal {record['eval/time_at_goal']:.1f}/{args.episode_length} | "
-                     f"success {record['eval/success_any']:.2f}")
-        return text + (f" | probe critic acc {record['offline/critic_accuracy']:.2f} | probe bc mse "
-                       f"{record['offline/bc_mse']:.3f} | q policy - q data "
-                       f"{record['offline/q_policy'] - record['offline/q_data']:.3f}")
+        if "eval/time_at_goal" in m:
+            text += (f" | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
+                     f"success {across_seeds(m['eval/success_any'], '.2f')}")
+        q_gap = np.asarray(m["offline/q_policy"], np.float64) - np.asarray(m["offline/q_data"], np.float64)
+        return text + (f" | probe critic acc {across_seeds(m['offline/critic_accuracy'], '.2f')} | probe bc mse "
+                       f"{across_seeds(m['offline/bc_mse'], '.3f')} | q policy - q data {across_seeds(q_gap, '.3f')}")
 
-    # epoch 0: the untrained policy, the baseline that learning must rise above
-    key_eval, key_e = jax.random.split(key_eval)
-    record = {"epoch": 0, "gradient_steps": 0, **measure(ts, key_e), "time/compile_s": compile_s}
-    log(record)
-    print(f"epoch 0 (untrained){describe(record)}", flush=True)
+    if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
+        key_eval, key_e = split_keys(key_eval)
+        measured = measure(ts, key_e)
+        log(0, measured, {"time/compile_s": compile_s})
+        print(f"epoch 0 (untrained){describe(measured)}", flush=True)
+    last_good = state_path if args.resume else None
     epoch_times = []
-    for epoch in range(1, num_epochs + 1):
+    for epoch in range(start_epoch, num_epochs + 1):
         t_epoch = time.perf_counter()
+        if os.environ.get(TEST_NAN_ENV) == str(epoch):
+            ts = ts.replace(agent=ts.agent.replace(log_alpha=jnp.full_like(ts.agent.log_alpha, jnp.nan)))
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = jax.random.split(key_eval)
+        key_eval, key_e = split_keys(key_eval)
         measured = measure(ts, key_e)
         epoch_s = time.perf_counter() - t_epoch
         epoch_times.append(epoch_s)
-        record = {"epoch": epoch, "gradient_steps": int(ts.gradient_steps), **measured,
-                  **{k: float(v) for k, v in train_metrics.items()},
-                  "charts/gradient_steps_per_s": args.eval_every / train_s,
-                  "time/epoch_s": epoch_s, "time/compile_s": compile_s}
-        log(record)
+        steps_per_s = args.num_seeds * args.eval_every / train_s  # gradient steps of all seeds
+        m = measured | train_metrics
+        records = log(epoch, m, {"charts/gradient_steps_per_s": steps_per_s, "time/epoch_s": epoch_s,
+                                 "time/compile_s": compile_s})
         eta = (num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
-        print(f"epoch {epoch}/{num_epochs} | gradient steps {record['gradient_steps']:,} | "
-              f"{record['charts/gradient_steps_per_s']:,.0f} steps/s{describe(record)} | "
-              f"critic {record['losses/critic']:.3f} acc {record['critic/categorical_accuracy']:.2f} | "
-              f"actor {record['losses/actor']:.3f} bc {record['actor/bc_mse']:.3f} | "
-              f"alpha {record['actor/alpha']:.3g} | "
-              f"entropy {record['actor/entropy']:.2f} | ETA {format_duration(eta)}", flush=True)
-        for name in ("losses/critic", "losses/actor"):
-            if not math.isfinite(record[name]):
-                print(f"error: non-finite {name} at epoch {epoch}", file=sys.stderr)
+        print(f"epoch {epoch}/{num_epochs} | gradient steps {records[0]['gradient_steps']:,} | "
+              f"{steps_per_s:,.0f} steps/s{describe(m)} | "
+              f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
+              f"actor {np.mean(m['losses/actor']):.3f} bc {np.mean(m['actor/bc_mse']):.3f} | "
+              f"alpha {np.mean(m['actor/alpha']):.3g} | "
+              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {format_duration(eta)}", flush=True)
+        bad = [f"{name} ({record[name]})" + (f" of seed {record['seed']}" if args.num_seeds > 1 else "")
+               for record in records for name in ("losses/critic", "losses/actor", "losses/alpha")
+               if not math.isfinite(record[name])]
+        bad += ["parameters" + (f" of seed {record['seed']}" if args.num_seeds > 1 else "")
+                for record in records if record["train/params_finite"] < 1.0]
+        if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
+            print(f"error: non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
+                  f"{last_good or 'none (none written yet)'}", file=sys.stderr)
+            sys.exit(1)
+        if epoch % args.checkpoint_every == 0 or epoch == num_epochs:
+            t_save = time.perf_counter()
+            try:
+                size = save_state(state_path, args, dataset_id, epoch, key_eval, ts)
+            except CheckpointWriteError as e:
+                print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
                 sys.exit(1)
+            last_good = state_path
+            print(f"checkpoint: epoch {epoch} -> {state_path} ({size / 1e6:,.1f} MB, "
+                  f"{time.perf_counter() - t_save:.1f}s)", flush=True)
 
-    checkpoint = {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
-                  "log_alpha": ts.agent.log_alpha}
-    with open(os.path.join(run_dir, "checkpoint.msgpack"), "wb") as f:
-        f.write(flax.serialization.to_bytes(jax.device_get(checkpoint)))
+    for i, seed in enumerate(seeds):  # the final networks, one file per seed
+        checkpoint = jax.tree.map(lambda x: x[i], {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
+                                                   "log_alpha": ts.agent.log_alpha})
+        name = "checkpoint.msgpack" if args.num_seeds == 1 else f"checkpoint_seed{seed}.msgpack"
+        try:
+            atomic_write(os.path.join(run_dir, name), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
+        except CheckpointWriteError as e:
+            print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
+            sys.exit(1)
     print(f"done: {run_dir}", flush=True)
     if args.track:
         wandb.finish()
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(tyro.cli(Args), sys.argv[1:])

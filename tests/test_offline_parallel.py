@@ -1,0 +1,233 @@
+"""--num-seeds for crl_depth_offline.py: the agent, key and counters get a leading seed axis and the
+epoch, diagnostics and evaluation are vmapped over it, with the dataset shared by all seeds (one
+copy, not mapped). Each seed of a multi-seed run must be the run that --seed alone gives, up to
+floating-point rounding: the batched (vmapped) matmuls add in another order, so losses agree to
+~0.1% after one epoch, not bit for bit; before any training step (epoch 0) they agree exactly. A
+multi-seed run resumed from its checkpoint ends bit-identical to an uninterrupted one. The dataset
+is tests/test_offline_long_runs.py's tiny OGBench-format file with the ogbench package hidden (no
+env evaluation); the subprocesses share a persistent JAX compilation cache."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import flax
+import numpy as np
+import pytest
+import tyro
+
+import crl_depth_offline as O
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
+# 2 epochs of one relabelling round (2 SGD steps of 16) each, a checkpoint every epoch
+TINY = ["--obs-dim", "5", "--goal-start", "0", "--goal-end", "3", "--num-gradient-steps", "4", "--eval-every", "2",
+        "--num-sgd-steps", "2", "--batch-size", "16", "--width", "16", "--depth", "4", "--checkpoint-every", "1"]
+# continuous training metrics compared across runs
+COMPARED = ("losses/critic", "losses/actor", "losses/alpha", "critic/logsumexp", "actor/entropy", "actor/alpha",
+            "actor/bc_mse", "offline/critic_loss", "offline/bc_mse", "offline/q_policy", "offline/q_data")
+TIMING = ("charts/gradient_steps_per_s",)  # plus every time/* key
+
+
+def _dataset(path, seed=0, lengths=(12,) * 20):
+    """An OGBench-format dataset (observations, actions, terminals): 20 episodes of 12 steps."""
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    terminals = np.concatenate([np.eye(k)[-1] for k in lengths]).astype(np.float32)
+    np.savez(path, observations=rng.normal(size=(n, 5)).astype(np.float32),
+             actions=rng.uniform(-1, 1, size=(n, 3)).astype(np.float32), terminals=terminals)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(JAX cache dir, dir shadowing ogbench, the dataset)."""
+    tmp = tmp_path_factory.mktemp("offline_parallel")
+    (tmp / "no_ogbench").mkdir()
+    (tmp / "no_ogbench" / "ogbench.py").write_text("raise ImportError('ogbench is hidden in these tests')\n")
+    return tmp / "jax_cache", tmp / "no_ogbench", _dataset(tmp / "antmaze-tiny-navigate-v0.npz")
+
+
+def _subprocess(setup, cwd, *flags):
+    cache, no_ogbench, _ = setup
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=str(no_ogbench))  # hides the optional ogbench package: no env evaluation
+    proc = subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=900, cwd=cwd,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _run(setup, tmp_path_factory, name, *flags):
+    tmp = tmp_path_factory.mktemp(name)
+    stdout = _subprocess(setup, tmp, "--dataset", str(setup[2]), *TINY, *flags, "--runs-dir", str(tmp / "runs"))
+    (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
+    return run_dir, _records(run_dir), stdout
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def _untimed(records):
+    return [{k: v for k, v in r.items() if not k.startswith("time/") and k not in TIMING} for r in records]
+
+
+@pytest.fixture(scope="module")
+def single(setup, tmp_path_factory):
+    """--seed 1 and --seed 2, each alone."""
+    return {seed: _run(setup, tmp_path_factory, f"seed{seed}", "--seed", str(seed)) for seed in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def two_seeds(setup, tmp_path_factory):
+    """--num-seeds 2 (seeds 1 and 2 in one process)."""
+    return _run(setup, tmp_path_factory, "seeds12", "--num-seeds", "2")
+
+
+def _params(path):
+    return flax.serialization.msgpack_restore(open(path, "rb").read())
+
+
+def _flat(params):
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    return np.concatenate([np.ravel(flat[name]) for name in sorted(flat)])
+
+
+def _assert_same_run(records, reference, params, reference_params, other_seed_params):
+    """Same run up to rounding: exact before training; losses within 0.2% after one epoch and 2% after
+    two; final parameters within 1% of the reference and 50 times closer to it than to the run of
+    another seed."""
+    assert [r["epoch"] for r in records] == [r["epoch"] for r in reference] == [0, 1, 2]
+    assert _untimed(records[:1]) == _untimed(reference[:1])  # untrained: exact
+    for got, want, rtol in zip(records[1:], reference[1:], (2e-3, 2e-2)):
+        assert got["gradient_steps"] == want["gradient_steps"] and got["seed"] == want["seed"]
+        for name in COMPARED:
+            np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=1e-5, err_msg=name)
+    p, ref, other = _flat(params), _flat(reference_params), _flat(other_seed_params)
+    assert p.shape == ref.shape
+    distance, seeds_apart = np.linalg.norm(p - ref), np.linalg.norm(other - ref)
+    assert distance < 1e-2 * np.linalg.norm(ref) and distance < seeds_apart / 50, (distance, seeds_apart)
+
+
+def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
+    run_dir, records, stdout = two_seeds
+    assert "seeds 1, 2 in one process" in stdout and "(seeds: " in stdout
+    assert os.path.basename(run_dir).startswith("antmaze-tiny-navigate-v0__crl_depth_offline__1-2__")
+    assert [(r["epoch"], r["seed"]) for r in records] == [(e, s) for e in range(3) for s in (1, 2)]
+    for seed in (1, 2):
+        ref_dir, ref_records, _ = single[seed]
+        other_dir = single[3 - seed][0]
+        _assert_same_run([r for r in records if r["seed"] == seed], ref_records,
+                         _params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
+                         _params(os.path.join(ref_dir, "checkpoint.msgpack")),
+                         _params(os.path.join(other_dir, "checkpoint.msgpack")))
+    # the two seeds are different runs
+    assert records[-1]["losses/critic"] != records[-2]["losses/critic"]
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint.msgpack"))
+    # a single run keeps its names: seed in the run name, checkpoint.msgpack, a seed field per record
+    assert os.path.basename(single[1][0]).startswith("antmaze-tiny-navigate-v0__crl_depth_offline__1__")
+    assert [r["seed"] for r in single[2][1]] == [2, 2, 2]
+
+
+def test_state_has_a_seed_axis_and_no_dataset(two_seeds, single):
+    for run_dir, num_seeds in ((two_seeds[0], 2), (single[1][0], 1)):
+        blob = open(os.path.join(run_dir, "state.msgpack"), "rb").read()
+        restored = flax.serialization.msgpack_restore(blob[48:])
+        assert restored["header"]["num_seeds"] == num_seeds and restored["header"]["version"] == O.STATE_VERSION == 2
+        ts = restored["state"]["ts"]
+        assert set(ts) == {"agent", "key", "gradient_steps"}  # not the dataset
+        assert ts["gradient_steps"].tolist() == [4] * num_seeds and ts["key"].shape == (num_seeds, 2)
+        leaves = flax.traverse_util.flatten_dict(ts["agent"], sep="/")
+        assert all(np.shape(x)[0] == num_seeds for x in leaves.values() if x is not None)
+        assert restored["state"]["key_eval"].shape == (num_seeds, 2)
+
+
+def test_two_seed_run_resumed_equals_an_uninterrupted_one(two_seeds, setup, tmp_path):
+    """Stopped after epoch 1 (--num-gradient-steps 2), then resumed to epoch 2: bit-identical."""
+    stdout = _subprocess(setup, tmp_path, "--dataset", str(setup[2]), *TINY, "--num-seeds", "2",
+                         "--num-gradient-steps", "2", "--runs-dir", str(tmp_path / "runs"))
+    assert "epoch 1/1" in stdout
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    stdout = _subprocess(setup, tmp_path, "--resume", run_dir, "--num-gradient-steps", "4")
+    assert "at epoch 1 (2 gradient steps)" in stdout and "epoch 2/2" in stdout
+    straight = two_seeds[0]
+    for name in ("state.msgpack", "checkpoint_seed1.msgpack", "checkpoint_seed2.msgpack"):
+        assert open(os.path.join(run_dir, name), "rb").read() == open(os.path.join(straight, name), "rb").read(), name
+    assert _untimed(_records(run_dir)) == _untimed(_records(straight))
+
+
+def test_resume_refuses_another_num_seeds(two_seeds, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ogbench", None)  # as in the subprocesses: no OGBench env
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_seeds[0], run_dir)
+    argv = ["--resume", str(run_dir), "--num-seeds", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        O.main(tyro.cli(O.Args, args=argv), argv)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--num-seeds 1 conflicts with the run's 2" in errors[0], errors
+
+
+def test_num_seeds_must_be_positive():
+    assert O.validate_args(O.Args(dataset="d.npz", num_seeds=0)) == "--num-seeds must be positive (got 0)"
+    assert O.validate_args(O.Args(dataset="d.npz", num_seeds=3)) is None
+
+
+class _Space:
+    def __init__(self, n):
+        self.shape = (n,)
+
+
+class _FakeOGBenchEnv:
+    """Stands in for an OGBench env (the package is optional): observations of 5 features, actions of
+    3, goal [task_id, 0, 0, 0, 0], success at step 2 * task_id; records its reset seeds and actions."""
+
+    def __init__(self):
+        self.unwrapped = type("U", (), {"task_infos": [{}] * 5})()
+        self.observation_space, self.action_space = _Space(5), _Space(3)
+        self.spec = type("S", (), {"max_episode_steps": 6})()
+        self.seeds, self.actions = [], []
+
+    def reset(self, seed=None, options=None):
+        self.task, self.t = options["task_id"], 0
+        self.seeds.append(seed)
+        return np.zeros(5), {"goal": np.array([self.task, 0.0, 0.0, 0.0, 0.0])}
+
+    def step(self, action):
+        self.t += 1
+        self.actions.append(np.array(action))
+        success = self.t == 2 * self.task
+        return np.array([self.t, 0.0, 0.0, 0.0, 0.0]), 0.0, success, False, {"success": float(success)}
+
+
+def test_ogbench_evaluation_runs_each_seed_in_turn(setup, tmp_path, monkeypatch):
+    """With OGBench envs (gym: not vmapped) every seed is evaluated in turn with its own actor and
+    evaluation key: seed 2 of a 2-seed run sees exactly what a --seed 2 run sees before training."""
+    made = []
+
+    def fake_envs(data, num_envs):
+        made.append([_FakeOGBenchEnv() for _ in range(num_envs)])
+        return made[-1], None
+
+    monkeypatch.setattr(O, "make_ogbench_envs", fake_envs)
+    flags = ["--dataset", str(setup[2]), *TINY, "--num-gradient-steps", "2", "--num-eval-envs", "2"]
+    for name, extra in (("both", ["--num-seeds", "2"]), ("seed2", ["--seed", "2"])):
+        argv = [*flags, *extra, "--runs-dir", str(tmp_path / name)]
+        O.main(tyro.cli(O.Args, args=argv), argv)
+    (run_dir,) = glob.glob(str(tmp_path / "both" / "*"))
+    records = _records(run_dir)
+    assert [(r["epoch"], r["seed"]) for r in records] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    # tasks 1 and 2: at the goal (and terminated) after 2 and 4 steps
+    assert all(r["eval/episode_length"] == 3 and r["eval/success_any"] == 1 for r in records)
+    both, alone = made
+    # per evaluation: seed 1's episodes, then seed 2's
+    for steps, env_both, env_alone in zip((2, 4), both, alone):
+        assert len(env_both.seeds) == 2 * len(env_alone.seeds) == 4
+        assert env_both.seeds[1] == env_alone.seeds[0] != env_both.seeds[0]  # seed 2's key at epoch 0
+        # seed 2's untrained actor, exactly
+        np.testing.assert_array_equal(env_both.actions[steps : 2 * steps], env_alone.actions[:steps])
+        assert not np.array_equal(env_both.actions[:steps], env_alone.actions[:steps])
