@@ -1258,6 +1258,41 @@ def init_wandb(run_dir: str, run_name: str, config: dict, project: str, entity: 
     return wandb
 
 
+def read_run_args(cli: Args, given: Optional[set[str]], resumable: tuple[str, ...],
+                  required: str) -> tuple[Args, Optional[dict], Optional[str]]:
+    """For --resume: the run's settings (cli.resume/args.json) with the flags a resumed run may change
+    taken from the command line. Returns (args, the saved dict, None) or (cli, None, an error line).
+    `given`: the fields set on the command line (None: those that differ from their default); a given
+    flag that differs from the run's is refused unless it is in `resumable`. `required`: a field every
+    args.json of this script has."""
+    path = os.path.join(cli.resume, "args.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        return cli, None, f"--resume {cli.resume}: cannot read args.json ({e})"
+    names = [field.name for field in dataclasses.fields(Args)]
+    if not isinstance(saved, dict) or not set(saved) <= set(names) or not saved.get(required):
+        return cli, None, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file"
+    saved = {name: tuple(value) if isinstance(value, list) else value for name, value in saved.items()}
+    defaults, merged = Args(), dict(saved)
+    if given is None:
+        given = {name for name in names if getattr(cli, name) != getattr(defaults, name)}
+    for name in names:
+        if name not in given:
+            continue
+        value, old = getattr(cli, name), saved.get(name)
+        if name not in resumable and value != old:
+            flags = ", ".join("--" + n.replace("_", "-") for n in resumable if n != "resume")
+            return cli, None, (f"--{name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a "
+                               f"resumed run keeps its settings (only {flags} may change)")
+        merged[name] = value
+    try:
+        return Args(**{**merged, "resume": cli.resume}), saved, None
+    except TypeError as e:
+        return cli, None, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file ({e})"
+
+
 def given_fields(argv: list[str]) -> set[str]:
     """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
     names = {field.name for field in dataclasses.fields(Args)}
@@ -1666,37 +1701,10 @@ def load_state(path: str, args: Args, dataset: dict, template: TrainState) -> tu
 
 
 def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
-    """The args of the run in cli.resume (its args.json) with the flags a resumed run may change taken
-    from the command line, or an error line. `given`: the fields set on the command line (default:
-    those that differ from their default). A given flag that differs from the run's is refused unless
-    it is in RESUMABLE_FIELDS; every other field keeps the run's value."""
-    path = os.path.join(cli.resume, "args.json")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        return cli, f"--resume {cli.resume}: cannot read args.json ({e})"
-    names = [field.name for field in dataclasses.fields(Args)]
-    if not isinstance(saved, dict) or not set(saved) <= set(names) or not saved.get("dataset"):
-        return cli, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file"
-    defaults, merged = Args(), dict(saved)
-    if given is None:
-        given = {name for name in names if getattr(cli, name) != getattr(defaults, name)}
-    for name in names:
-        if name not in given:
-            continue
-        value, old = getattr(cli, name), saved.get(name)
-        if name not in RESUMABLE_FIELDS and value != old:
-            return cli, (f"--{name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a resumed run "
-                         f"keeps its settings (only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_FIELDS)} "
-                         f"may change)")
-        merged[name] = value
-    merged["resume"] = cli.resume
-    try:
-        args = Args(**merged)
-    except TypeError as e:
-        return cli, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file ({e})"
-    return args, validate_args(args)
+    """The args of the run in cli.resume with the flags given on the command line (read_run_args), or
+    an error line: they must be valid."""
+    args, _, error = read_run_args(cli, given, RESUMABLE_FIELDS, "dataset")
+    return args, error or validate_args(args)
 
 
 # ==================================================================================================

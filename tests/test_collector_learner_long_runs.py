@@ -5,14 +5,9 @@ checkpoint intact; bad flags, corrupt or mismatched checkpoints and unwritable d
 refused with one line, exit status 2, nothing on disk changed. The subprocesses share a persistent
 JAX compilation cache, so only the first one pays the full compile."""
 
-import hashlib
-import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import flax
 import numpy as np
@@ -20,6 +15,11 @@ import pytest
 import tyro
 
 import crl_collector_learner as C
+
+pytest.register_assert_rewrite("tests.run_dir_helpers")
+from tests.run_dir_helpers import (checksummed, edit_args, error_lines, metrics, npz_bytes, read_state,  # noqa: E402
+                                   replace_state, resume_dir, right_magic_wrong_payload, snapshot, start_and_kill,
+                                   subprocess_env, truncate)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/test_collector_learner.py's tiny settings, every agent at the smallest depth: 80 prefill env
@@ -32,34 +32,16 @@ TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--n
 TIMING = ("charts/sps",)  # plus every time/* key
 
 
-def _env(cache, **extra):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    env.update(extra)
-    return env
-
-
 def _cmd(*flags):
     return [sys.executable, os.path.join(ROOT, "crl_collector_learner.py"), *flags]
 
 
 def _metrics(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and k not in TIMING}
-            for line in lines]
+    return metrics(run_dir, TIMING)
 
 
 def _state(path):
-    blob = path.read_bytes()
-    assert blob[:16] == C.STATE_MAGIC and hashlib.sha256(blob[48:]).digest() == blob[16:48]
-    return flax.serialization.msgpack_restore(blob[48:])
-
-
-def _snapshot(run_dir):
-    return {p.name: p.read_bytes() for p in run_dir.iterdir()}
-
-
-def _errors(stderr):
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
+    return read_state(path, C.STATE_MAGIC)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +54,7 @@ def straight_run(tmp_path_factory, cache):
     """Run A: 4 epochs without interruption, a checkpoint every epoch."""
     tmp = tmp_path_factory.mktemp("straight")
     proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(tmp / "runs")), capture_output=True, text=True,
-                          timeout=900, cwd=tmp, env=_env(cache))
+                          timeout=900, cwd=tmp, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list((tmp / "runs").iterdir())
     return run_dir
@@ -97,19 +79,8 @@ def test_state_holds_all_three_agents_buffer_and_keys(straight_run):
 def _start_and_kill_at(tmp, cache, hook_epoch, *extra):
     """Starts the 4-epoch run, waits until it hangs after writing epoch hook_epoch's state.msgpack.tmp
     (before the rename), SIGKILLs it; returns the run directory."""
-    log = open(tmp / "killed.log", "w")
-    proc = subprocess.Popen(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), stdout=log, stderr=subprocess.STDOUT,
-                            cwd=tmp, env=_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
-    deadline = time.time() + 900
-    while "test hook: stalled" not in (tmp / "killed.log").read_text():
-        assert proc.poll() is None and time.time() < deadline, (tmp / "killed.log").read_text()
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    assert proc.returncode == -signal.SIGKILL
-    (run_dir,) = list((tmp / "runs").iterdir())
-    return run_dir
+    return start_and_kill(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), tmp,
+                          subprocess_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, cache):
@@ -119,7 +90,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, ca
     assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2]
     assert not (run_dir / "checkpoint.msgpack").exists()
     proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path, env=_env(cache))
+                          cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming from" in proc.stdout and "at epoch 1" in proc.stdout and "epoch 4/4" in proc.stdout
     assert "epoch 0 (untrained)" not in proc.stdout and "prefilling" not in proc.stdout
@@ -135,10 +106,11 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, ca
 def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(straight_run, tmp_path, cache):
     runs = tmp_path / "runs"
     proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"), capture_output=True,
-                          text=True, timeout=900, cwd=tmp_path, env=_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
+                          text=True, timeout=900, cwd=tmp_path,
+                          env=subprocess_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
-    errors = _errors(proc.stderr)
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: non-finite deep_learner/losses/"), errors
     assert "deep_learner parameters" in errors[0]
     assert "collector/" not in errors[0] and "collector parameters" not in errors[0]  # the collector is fine
@@ -149,7 +121,7 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(s
     assert "epoch 4/4" not in proc.stdout
     # resume from the good epoch 2 (no NaN hook now): the buffer was not saved, so it is refilled
     proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path, env=_env(cache))
+                          cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "holds no replay buffer" in proc.stdout and "refilling" in proc.stdout
     records = _metrics(run_dir)
@@ -159,42 +131,12 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(s
     assert records[-1]["env_steps"] == 400 + 80  # the refill's random steps count
 
 
-def _resume_dir(straight_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(straight_run, run_dir)
-    return run_dir
-
-
-def _edit_args(run_dir, **changes):
-    path = run_dir / "args.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
-
-
-def _truncate(run_dir):
-    blob = (run_dir / "state.msgpack").read_bytes()
-    (run_dir / "state.msgpack").write_bytes(blob[: len(blob) // 2])
-
-
-def _replace_state(run_dir, data):
-    (run_dir / "state.msgpack").write_bytes(data)
-
-
-def _npz_bytes(tmp_path):
-    np.savez(tmp_path / "x.npz", a=np.zeros(3))
-    return (tmp_path / "x.npz").read_bytes()
-
-
-def _right_magic_wrong_payload():
-    payload = flax.serialization.msgpack_serialize({"nothing": np.zeros(2)})
-    return C.STATE_MAGIC + hashlib.sha256(payload).digest() + payload
-
-
 def _foreign_format(run_dir):
     """A valid state file of crl_depth.py's format (same magic and checksum, another header)."""
     saved = _state(run_dir / "state.msgpack")
     saved["header"]["format"] = "crl_depth_state"
     payload = flax.serialization.msgpack_serialize(saved)
-    _replace_state(run_dir, C.STATE_MAGIC + hashlib.sha256(payload).digest() + payload)
+    replace_state(run_dir, checksummed(C.STATE_MAGIC, payload))
 
 
 def _drop_learner(run_dir):
@@ -202,7 +144,7 @@ def _drop_learner(run_dir):
     saved = _state(run_dir / "state.msgpack")
     del saved["state"]["ts"]["learners"]["shallow_learner"]
     payload = flax.serialization.msgpack_serialize(saved)
-    _replace_state(run_dir, C.STATE_MAGIC + hashlib.sha256(payload).digest() + payload)
+    replace_state(run_dir, checksummed(C.STATE_MAGIC, payload))
 
 
 THIS_RUN = "env reacher collector depth 4 deep learner depth 4 shallow learner depth 4 width 16"
@@ -220,48 +162,49 @@ BAD = [
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
     (["--shallow-learner-depth", "6"], None, "--shallow-learner-depth must be a positive multiple of 4 (got 6)"),
     ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
-    ([], lambda d, t: _truncate(d), "is truncated or corrupt (checksum mismatch"),
-    ([], lambda d, t: _replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
-    ([], lambda d, t: _replace_state(d, _npz_bytes(t)),
+    ([], lambda d, t: truncate(d), "is truncated or corrupt (checksum mismatch"),
+    ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
+    ([], lambda d, t: replace_state(d, npz_bytes(t)),
      "is not a crl_collector_learner.py state checkpoint (wrong magic bytes)"),
-    ([], lambda d, t: _replace_state(d, _right_magic_wrong_payload()), "is not a readable state checkpoint"),
+    ([], lambda d, t: replace_state(d, right_magic_wrong_payload(C.STATE_MAGIC)),
+     "is not a readable state checkpoint"),
     ([], lambda d, t: _foreign_format(d), "is a 'crl_depth_state' checkpoint, not a 'crl_collector_learner_state' one"),
     ([], lambda d, t: _drop_learner(d), "does not fit this run: learners/shallow_learner/"),
-    ([], lambda d, t: _edit_args(d, deep_learner_depth=8),
+    ([], lambda d, t: edit_args(d, deep_learner_depth=8),
      f"is for {THIS_RUN}, this run is env reacher collector depth 4 deep learner depth 8 shallow learner depth 4 "
      f"width 16 (differs in: deep_learner_depth)"),
-    ([], lambda d, t: _edit_args(d, env_id="ant"), f"is for {THIS_RUN}, this run is env ant"),
+    ([], lambda d, t: edit_args(d, env_id="ant"), f"is for {THIS_RUN}, this run is env ant"),
     ([], lambda d, t: (d / "args.json").write_text("{not json"), "cannot read args.json"),
-    ([], lambda d, t: _edit_args(d, depth=8), "args.json is not a crl_collector_learner.py args file"),
+    ([], lambda d, t: edit_args(d, depth=8), "args.json is not a crl_collector_learner.py args file"),
 ]
 
 
 @pytest.mark.parametrize("flags,spoil,message", BAD, ids=[str(i) for i in range(len(BAD))])
 def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message, straight_run, tmp_path, capsys):
-    run_dir = _resume_dir(straight_run, tmp_path)
+    run_dir = resume_dir(straight_run, tmp_path)
     if spoil is not None:
         spoil(run_dir, tmp_path)
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
     with pytest.raises(SystemExit) as exit_info:
         C.main(tyro.cli(C.Args, args=argv), argv)
     assert exit_info.value.code == 2
-    errors = _errors(capsys.readouterr().err)
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and message in errors[0], errors
-    assert _snapshot(run_dir) == before  # a refused run overwrites nothing
+    assert snapshot(run_dir) == before  # a refused run overwrites nothing
 
 
 def test_truncated_checkpoint_is_rejected_on_the_command_line(straight_run, tmp_path, cache):
-    run_dir = _resume_dir(straight_run, tmp_path)
-    _truncate(run_dir)
-    before = _snapshot(run_dir)
+    run_dir = resume_dir(straight_run, tmp_path)
+    truncate(run_dir)
+    before = snapshot(run_dir)
     proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env=_env(cache))
+                          cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert _errors(proc.stderr) == [f"error: {run_dir / 'state.msgpack'} is truncated or corrupt (checksum mismatch, "
-                                    f"{len(before['state.msgpack']):,} bytes)"]
+    assert error_lines(proc.stderr) == [f"error: {run_dir / 'state.msgpack'} is truncated or corrupt "
+                                        f"(checksum mismatch, {len(before['state.msgpack']):,} bytes)"]
     assert not [line for line in proc.stdout.splitlines() if line.startswith(("run ", "compiled"))]  # no work
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
 
 
 def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
@@ -281,8 +224,8 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
 def test_unwritable_run_directory_is_refused(tmp_path, cache):
     (tmp_path / "file").write_text("not a directory")
     proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(tmp_path / "file" / "runs")), capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path, env=_env(cache))
+                          text=True, timeout=300, cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    errors = _errors(proc.stderr)
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: cannot write the run directory"), errors
     assert sorted(os.listdir(tmp_path)) == ["file"]

@@ -4,20 +4,19 @@ flags, corrupt or mismatched checkpoints and unwritable directories are refused 
 exit status 2, nothing on disk changed. The subprocesses share a persistent JAX compilation cache,
 so only the first one pays the full compile."""
 
-import hashlib
-import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
-import flax
 import numpy as np
 import pytest
 
 import crl_depth as C
+
+pytest.register_assert_rewrite("tests.run_dir_helpers")
+from tests.run_dir_helpers import (edit_args, error_lines, metrics, npz_bytes, replace_state, resume_dir,  # noqa: E402
+                                   right_magic_wrong_payload, snapshot, start_and_kill, state_epoch, subprocess_env,
+                                   truncate)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
@@ -27,30 +26,16 @@ TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--n
 TIMING = ("charts/sps",)  # plus every time/* key
 
 
-def _env(cache, **extra):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    env.update(extra)
-    return env
-
-
 def _cmd(*flags):
     return [sys.executable, os.path.join(ROOT, "crl_depth.py"), *flags]
 
 
 def _metrics(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and k not in TIMING}
-            for line in lines]
+    return metrics(run_dir, TIMING)
 
 
 def _state_epoch(path):
-    blob = path.read_bytes()
-    assert blob[:16] == C.STATE_MAGIC and hashlib.sha256(blob[48:]).digest() == blob[16:48]
-    return int(flax.serialization.msgpack_restore(blob[48:])["epoch"])
-
-
-def _snapshot(run_dir):
-    return {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    return state_epoch(path, C.STATE_MAGIC)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +48,7 @@ def straight_run(tmp_path_factory, cache):
     """Run A: 4 epochs without interruption, a checkpoint every epoch."""
     tmp = tmp_path_factory.mktemp("straight")
     proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(tmp / "runs")), capture_output=True, text=True,
-                          timeout=900, cwd=tmp, env=_env(cache))
+                          timeout=900, cwd=tmp, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list((tmp / "runs").iterdir())
     return run_dir
@@ -72,19 +57,8 @@ def straight_run(tmp_path_factory, cache):
 def _start_and_kill_at(tmp, cache, hook_epoch, *extra):
     """Starts the 4-epoch run, waits until it hangs after writing epoch hook_epoch's state.msgpack.tmp
     (before the rename), SIGKILLs it; returns the run directory."""
-    log = open(tmp / "killed.log", "w")
-    proc = subprocess.Popen(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), stdout=log, stderr=subprocess.STDOUT,
-                            cwd=tmp, env=_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
-    deadline = time.time() + 900
-    while "test hook: stalled" not in (tmp / "killed.log").read_text():
-        assert proc.poll() is None and time.time() < deadline, (tmp / "killed.log").read_text()
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    assert proc.returncode == -signal.SIGKILL
-    (run_dir,) = list((tmp / "runs").iterdir())
-    return run_dir
+    return start_and_kill(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), tmp,
+                          subprocess_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, cache):
@@ -94,7 +68,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, ca
     assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2]
     assert not (run_dir / "checkpoint.msgpack").exists()
     proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path, env=_env(cache))
+                          cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming from" in proc.stdout and "at epoch 1" in proc.stdout and "epoch 4/4" in proc.stdout
     assert not (run_dir / "state.msgpack.tmp").exists()
@@ -108,17 +82,18 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, ca
 def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(straight_run, tmp_path, cache):
     runs = tmp_path / "runs"
     proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"), capture_output=True,
-                          text=True, timeout=900, cwd=tmp_path, env=_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
+                          text=True, timeout=900, cwd=tmp_path,
+                          env=subprocess_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: non-finite losses/")
     assert "at epoch 3; last good checkpoint: " + str(run_dir / "state.msgpack") in errors[0]
     assert _state_epoch(run_dir / "state.msgpack") == 2 and not (run_dir / "state.msgpack.tmp").exists()
     assert "epoch 4/4" not in proc.stdout
     # resume from the good epoch 2 (no NaN hook now): the buffer was not saved, so it is refilled
     proc = subprocess.run(_cmd("--resume", str(run_dir)), capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path, env=_env(cache))
+                          cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "holds no replay buffer" in proc.stdout and "refilling" in proc.stdout
     records = _metrics(run_dir)
@@ -126,36 +101,6 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(s
     assert records[:3] == _metrics(straight_run)[:3]  # up to the checkpoint: the same run
     assert all(np.isfinite(v) for r in records for v in r.values())
     assert records[-1]["env_steps"] == 2000 + 80  # the refill's random steps count
-
-
-def _resume_dir(straight_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(straight_run, run_dir)
-    return run_dir
-
-
-def _edit_args(run_dir, **changes):
-    path = run_dir / "args.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
-
-
-def _truncate(run_dir):
-    blob = (run_dir / "state.msgpack").read_bytes()
-    (run_dir / "state.msgpack").write_bytes(blob[: len(blob) // 2])
-
-
-def _replace_state(run_dir, data):
-    (run_dir / "state.msgpack").write_bytes(data)
-
-
-def _npz_bytes(tmp_path):
-    np.savez(tmp_path / "x.npz", a=np.zeros(3))
-    return (tmp_path / "x.npz").read_bytes()
-
-
-def _right_magic_wrong_payload():
-    payload = flax.serialization.msgpack_serialize({"nothing": np.zeros(2)})
-    return C.STATE_MAGIC + hashlib.sha256(payload).digest() + payload
 
 
 # (flags, how to spoil the copied run directory, words of the one error line); exit status 2 for all
@@ -169,38 +114,38 @@ BAD = [
     (["--critic-lr", "0.1"], None, "--critic-lr 0.1 conflicts with the run's 0.0003"),
     (["--num-seeds", "2"], None, "--num-seeds 2 conflicts with the run's 1"),
     (["--compute-dtype", "bfloat16"], None, "--compute-dtype bfloat16 conflicts with the run's float32"),
-    ([], lambda d, t: _edit_args(d, num_seeds=2), "(differs in: num_seeds)"),
+    ([], lambda d, t: edit_args(d, num_seeds=2), "(differs in: num_seeds)"),
     (["--num-epochs", "8"], None, "change the run's epoch (12 training steps); change both together"),
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
     ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
-    ([], lambda d, t: _truncate(d), "is truncated or corrupt (checksum mismatch"),
-    ([], lambda d, t: _replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
-    ([], lambda d, t: _replace_state(d, _npz_bytes(t)), "is not a crl_depth.py state checkpoint (wrong magic bytes)"),
-    ([], lambda d, t: _replace_state(d, _right_magic_wrong_payload()), "is not a readable state checkpoint"),
-    ([], lambda d, t: _edit_args(d, depth=4), "is for env reacher actor depth 8 critic depth 8 width 16, this run is "
+    ([], lambda d, t: truncate(d), "is truncated or corrupt (checksum mismatch"),
+    ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
+    ([], lambda d, t: replace_state(d, npz_bytes(t)), "is not a crl_depth.py state checkpoint (wrong magic bytes)"),
+    ([], lambda d, t: replace_state(d, right_magic_wrong_payload(C.STATE_MAGIC)), "is not a readable state checkpoint"),
+    ([], lambda d, t: edit_args(d, depth=4), "is for env reacher actor depth 8 critic depth 8 width 16, this run is "
                                               "env reacher actor depth 4 critic depth 4 width 16"),
-    ([], lambda d, t: _edit_args(d, env_id="ant"), "is for env reacher actor depth 8 critic depth 8 width 16, this "
+    ([], lambda d, t: edit_args(d, env_id="ant"), "is for env reacher actor depth 8 critic depth 8 width 16, this "
                                                    "run is env ant"),
     ([], lambda d, t: (d / "args.json").write_text("{not json"), "cannot read args.json"),
-    ([], lambda d, t: _edit_args(d, no_such_flag=1), "args.json is not a crl_depth.py args file"),
+    ([], lambda d, t: edit_args(d, no_such_flag=1), "args.json is not a crl_depth.py args file"),
 ]
 
 
 @pytest.mark.parametrize("flags,spoil,message", BAD, ids=[str(i) for i in range(len(BAD))])
 def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message, straight_run, tmp_path, capsys):
-    run_dir = _resume_dir(straight_run, tmp_path)
+    run_dir = resume_dir(straight_run, tmp_path)
     if spoil is not None:
         spoil(run_dir, tmp_path)
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
     import tyro
 
     with pytest.raises(SystemExit) as exit_info:
         C.main(tyro.cli(C.Args, args=argv), argv)
     assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and message in errors[0], errors
-    assert _snapshot(run_dir) == before  # a refused run overwrites nothing
+    assert snapshot(run_dir) == before  # a refused run overwrites nothing
 
 
 def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):

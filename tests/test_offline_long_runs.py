@@ -5,14 +5,10 @@ directories are refused with one line, exit status 2, nothing on disk changed. T
 OGBench-format file and the ogbench package is hidden, so no env is built or compiled; the
 subprocesses share a persistent JAX compilation cache, so only the first one pays the full compile."""
 
-import hashlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import flax
 import numpy as np
@@ -20,6 +16,11 @@ import pytest
 import tyro
 
 import crl_depth_offline as O
+
+pytest.register_assert_rewrite("tests.run_dir_helpers")
+from tests.run_dir_helpers import (checksummed, edit_args, error_lines, make_dataset, metrics,  # noqa: E402
+                                   no_ogbench_dir, npz_bytes, replace_state, resume_dir, right_magic_wrong_payload,
+                                   snapshot, start_and_kill, state_epoch, subprocess_env, truncate)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
@@ -29,21 +30,9 @@ TINY = ["--obs-dim", "5", "--goal-start", "0", "--goal-end", "3", "--num-gradien
 TIMING = ("charts/gradient_steps_per_s",)  # plus every time/* key
 
 
-def _dataset(path, seed=0, lengths=(12,) * 20):
-    """An OGBench-format dataset (observations, actions, terminals): 20 episodes of 12 steps."""
-    rng = np.random.default_rng(seed)
-    n = sum(lengths)
-    terminals = np.concatenate([np.eye(k)[-1] for k in lengths]).astype(np.float32)
-    np.savez(path, observations=rng.normal(size=(n, 5)).astype(np.float32),
-             actions=rng.uniform(-1, 1, size=(n, 3)).astype(np.float32), terminals=terminals)
-    return path
-
-
 def _env(cache, no_ogbench, **extra):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=str(no_ogbench))  # hides the optional ogbench package: no env evaluation
-    env.update(extra)
-    return env
+    # PYTHONPATH hides the optional ogbench package: no env evaluation
+    return subprocess_env(cache, PYTHONPATH=str(no_ogbench), **extra)
 
 
 def _cmd(*flags):
@@ -51,29 +40,19 @@ def _cmd(*flags):
 
 
 def _metrics(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith("time/") and k not in TIMING}
-            for line in lines]
+    return metrics(run_dir, TIMING)
 
 
 def _state_epoch(path):
-    blob = path.read_bytes()
-    assert blob[:16] == O.STATE_MAGIC and hashlib.sha256(blob[48:]).digest() == blob[16:48]
-    return int(flax.serialization.msgpack_restore(blob[48:])["epoch"])
-
-
-def _snapshot(run_dir):
-    return {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    return state_epoch(path, O.STATE_MAGIC)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """(JAX cache dir, dir shadowing ogbench, the dataset, another dataset of the same shape)."""
     tmp = tmp_path_factory.mktemp("offline_setup")
-    (tmp / "no_ogbench").mkdir()
-    (tmp / "no_ogbench" / "ogbench.py").write_text("raise ImportError('ogbench is hidden in these tests')\n")
-    return (tmp / "jax_cache", tmp / "no_ogbench", _dataset(tmp / "antmaze-tiny-navigate-v0.npz"),
-            _dataset(tmp / "other.npz", seed=1))
+    return (tmp / "jax_cache", no_ogbench_dir(tmp / "no_ogbench"), make_dataset(tmp / "antmaze-tiny-navigate-v0.npz"),
+            make_dataset(tmp / "other.npz", seed=1))
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +69,8 @@ def straight_run(tmp_path_factory, setup):
 
 def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, setup, tmp_path):
     cache, no_ogbench, dataset, _ = setup
-    log = open(tmp_path / "killed.log", "w")
-    proc = subprocess.Popen(_cmd("--dataset", str(dataset), *TINY, "--runs-dir", str(tmp_path / "runs")), stdout=log,
-                            stderr=subprocess.STDOUT, cwd=tmp_path,
-                            env=_env(cache, no_ogbench, CRL_DEPTH_TEST_STALL_AT_EPOCH="2"))
-    deadline = time.time() + 900
-    while "test hook: stalled" not in (tmp_path / "killed.log").read_text():
-        assert proc.poll() is None and time.time() < deadline, (tmp_path / "killed.log").read_text()
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    assert proc.returncode == -signal.SIGKILL
-    (run_dir,) = list((tmp_path / "runs").iterdir())
+    run_dir = start_and_kill(_cmd("--dataset", str(dataset), *TINY, "--runs-dir", str(tmp_path / "runs")), tmp_path,
+                             _env(cache, no_ogbench, CRL_DEPTH_TEST_STALL_AT_EPOCH="2"))
     # killed mid-checkpoint: epoch 2 is logged and its .tmp written, the complete checkpoint is epoch 1's
     assert (run_dir / "state.msgpack.tmp").exists() and _state_epoch(run_dir / "state.msgpack") == 1
     assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2]
@@ -130,7 +98,7 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_continues(straig
                           env=_env(cache, no_ogbench, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: non-finite losses/"), proc.stderr
     assert errors[0].endswith("at epoch 3; last good checkpoint: " + str(run_dir / "state.msgpack"))
     assert "parameters" in errors[0]
@@ -150,22 +118,6 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_continues(straig
 
 
 # --- refused inputs (in process: nothing is compiled before the refusal) ---------------------------
-def _resume_dir(straight_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(straight_run, run_dir)
-    return run_dir
-
-
-def _edit_args(run_dir, **changes):
-    path = run_dir / "args.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
-
-
-def _truncate(run_dir):
-    blob = (run_dir / "state.msgpack").read_bytes()
-    (run_dir / "state.msgpack").write_bytes(blob[: len(blob) // 2])
-
-
 def _state_file(header_changes=None, header=None, state=None, source=None):
     """A well-formed state file (right magic, right checksum) with an edited or replaced payload."""
     restored = flax.serialization.msgpack_restore(source.read_bytes()[48:]) if source else {"epoch": 1, "state": {}}
@@ -173,21 +125,7 @@ def _state_file(header_changes=None, header=None, state=None, source=None):
     if state is not None:
         restored["state"] = state
     payload = flax.serialization.msgpack_serialize(restored)
-    return O.STATE_MAGIC + hashlib.sha256(payload).digest() + payload
-
-
-def _replace_state(run_dir, data):
-    (run_dir / "state.msgpack").write_bytes(data)
-
-
-def _npz_bytes(tmp_path):
-    np.savez(tmp_path / "x.npz", a=np.zeros(3))
-    return (tmp_path / "x.npz").read_bytes()
-
-
-def _right_magic_wrong_payload():
-    payload = flax.serialization.msgpack_serialize({"nothing": np.zeros(2)})
-    return O.STATE_MAGIC + hashlib.sha256(payload).digest() + payload
+    return checksummed(O.STATE_MAGIC, payload)
 
 
 # (flags, how to spoil the copied run directory (run_dir, tmp_path, other dataset), words of the one
@@ -204,23 +142,24 @@ BAD = [
     (["--num-gradient-steps", "4"], None, "--num-gradient-steps 4 ends the run at epoch 2, before its checkpoint's "
                                           "epoch 4"),
     ([], lambda d, t, o: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
-    ([], lambda d, t, o: _truncate(d), "is truncated or corrupt (checksum mismatch"),
-    ([], lambda d, t, o: _replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
-    ([], lambda d, t, o: _replace_state(d, _npz_bytes(t)),
+    ([], lambda d, t, o: truncate(d), "is truncated or corrupt (checksum mismatch"),
+    ([], lambda d, t, o: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
+    ([], lambda d, t, o: replace_state(d, npz_bytes(t)),
      "is not a crl_depth_offline.py state checkpoint (wrong magic bytes)"),
-    ([], lambda d, t, o: _replace_state(d, _right_magic_wrong_payload()), "is not a readable state checkpoint"),
-    ([], lambda d, t, o: _replace_state(d, _state_file(header={"format": "crl_depth_state", "version": 1})),
+    ([], lambda d, t, o: replace_state(d, right_magic_wrong_payload(O.STATE_MAGIC)),
+     "is not a readable state checkpoint"),
+    ([], lambda d, t, o: replace_state(d, _state_file(header={"format": "crl_depth_state", "version": 1})),
      "is a 'crl_depth_state' checkpoint, not a 'crl_depth_offline_state' one"),  # crl_depth.py's
-    ([], lambda d, t, o: _replace_state(d, _state_file(source=d / "state.msgpack", state={"ts": {}, "key_eval": 0})),
+    ([], lambda d, t, o: replace_state(d, _state_file(source=d / "state.msgpack", state={"ts": {}, "key_eval": 0})),
      "does not fit this run: agent/"),
-    ([], lambda d, t, o: _edit_args(d, depth=8), "actor depth 4 critic depth 4 width 16, this run is dataset"),
-    ([], lambda d, t, o: _edit_args(d, dataset=str(o)), "(differs in: dataset, dataset_sha256)"),
-    ([], lambda d, t, o: _replace_state(d, _state_file(source=d / "state.msgpack",
+    ([], lambda d, t, o: edit_args(d, depth=8), "actor depth 4 critic depth 4 width 16, this run is dataset"),
+    ([], lambda d, t, o: edit_args(d, dataset=str(o)), "(differs in: dataset, dataset_sha256)"),
+    ([], lambda d, t, o: replace_state(d, _state_file(source=d / "state.msgpack",
                                                        header_changes={"dataset_sha256": "0" * 64})),
      "(differs in: dataset_sha256)"),  # the file at the run's dataset path is not the one it trained on
-    ([], lambda d, t, o: _edit_args(d, dataset=str(t / "gone.npz")), "no such file"),
+    ([], lambda d, t, o: edit_args(d, dataset=str(t / "gone.npz")), "no such file"),
     ([], lambda d, t, o: (d / "args.json").write_text("{not json"), "cannot read args.json"),
-    ([], lambda d, t, o: _edit_args(d, no_such_flag=1), "args.json is not a crl_depth_offline.py args file"),
+    ([], lambda d, t, o: edit_args(d, no_such_flag=1), "args.json is not a crl_depth_offline.py args file"),
 ]
 
 
@@ -229,19 +168,19 @@ def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message
                                                            capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ogbench", None)  # as in the subprocesses: no OGBench env
     other = setup[3]
-    run_dir = _resume_dir(straight_run, tmp_path)
+    run_dir = resume_dir(straight_run, tmp_path)
     if spoil is not None:
         spoil(run_dir, tmp_path, other)
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
     flags = [str(other) if f == "OTHER" else f for f in flags]
     message = message.replace("OTHER", str(other))
     argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
     with pytest.raises(SystemExit) as exit_info:
         O.main(tyro.cli(O.Args, args=argv), argv)
     assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and message in errors[0], errors
-    assert _snapshot(run_dir) == before  # a refused run overwrites nothing
+    assert snapshot(run_dir) == before  # a refused run overwrites nothing
 
 
 def test_truncated_checkpoint_is_rejected(straight_run, tmp_path):

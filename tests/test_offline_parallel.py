@@ -4,11 +4,10 @@ copy, not mapped). Each seed of a multi-seed run must be the run that --seed alo
 floating-point rounding: the batched (vmapped) matmuls add in another order, so losses agree to
 ~0.1% after one epoch, not bit for bit; before any training step (epoch 0) they agree exactly. A
 multi-seed run resumed from its checkpoint ends bit-identical to an uninterrupted one. The dataset
-is tests/test_offline_long_runs.py's tiny OGBench-format file with the ogbench package hidden (no
+is tests/run_dir_helpers.py's tiny OGBench-format file with the ogbench package hidden (no
 env evaluation); the subprocesses share a persistent JAX compilation cache."""
 
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -21,6 +20,10 @@ import tyro
 
 import crl_depth_offline as O
 
+pytest.register_assert_rewrite("tests.run_dir_helpers")
+from tests.run_dir_helpers import (assert_same_run, error_lines, load_params, make_dataset,  # noqa: E402
+                                   no_ogbench_dir, read_records, subprocess_env, untimed)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
 # 2 epochs of one relabelling round (2 SGD steps of 16) each, a checkpoint every epoch
@@ -32,29 +35,16 @@ COMPARED = ("losses/critic", "losses/actor", "losses/alpha", "critic/logsumexp",
 TIMING = ("charts/gradient_steps_per_s",)  # plus every time/* key
 
 
-def _dataset(path, seed=0, lengths=(12,) * 20):
-    """An OGBench-format dataset (observations, actions, terminals): 20 episodes of 12 steps."""
-    rng = np.random.default_rng(seed)
-    n = sum(lengths)
-    terminals = np.concatenate([np.eye(k)[-1] for k in lengths]).astype(np.float32)
-    np.savez(path, observations=rng.normal(size=(n, 5)).astype(np.float32),
-             actions=rng.uniform(-1, 1, size=(n, 3)).astype(np.float32), terminals=terminals)
-    return path
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """(JAX cache dir, dir shadowing ogbench, the dataset)."""
     tmp = tmp_path_factory.mktemp("offline_parallel")
-    (tmp / "no_ogbench").mkdir()
-    (tmp / "no_ogbench" / "ogbench.py").write_text("raise ImportError('ogbench is hidden in these tests')\n")
-    return tmp / "jax_cache", tmp / "no_ogbench", _dataset(tmp / "antmaze-tiny-navigate-v0.npz")
+    return tmp / "jax_cache", no_ogbench_dir(tmp / "no_ogbench"), make_dataset(tmp / "antmaze-tiny-navigate-v0.npz")
 
 
 def _subprocess(setup, cwd, *flags):
     cache, no_ogbench, _ = setup
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=str(no_ogbench))  # hides the optional ogbench package: no env evaluation
+    env = subprocess_env(cache, PYTHONPATH=str(no_ogbench))  # hides the optional ogbench package: no env evaluation
     proc = subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=900, cwd=cwd,
                           env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -65,15 +55,11 @@ def _run(setup, tmp_path_factory, name, *flags):
     tmp = tmp_path_factory.mktemp(name)
     stdout = _subprocess(setup, tmp, "--dataset", str(setup[2]), *TINY, *flags, "--runs-dir", str(tmp / "runs"))
     (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
-    return run_dir, _records(run_dir), stdout
-
-
-def _records(run_dir):
-    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    return run_dir, read_records(run_dir), stdout
 
 
 def _untimed(records):
-    return [{k: v for k, v in r.items() if not k.startswith("time/") and k not in TIMING} for r in records]
+    return untimed(records, TIMING)
 
 
 @pytest.fixture(scope="module")
@@ -88,29 +74,12 @@ def two_seeds(setup, tmp_path_factory):
     return _run(setup, tmp_path_factory, "seeds12", "--num-seeds", "2")
 
 
-def _params(path):
-    return flax.serialization.msgpack_restore(open(path, "rb").read())
-
-
-def _flat(params):
-    flat = flax.traverse_util.flatten_dict(params, sep="/")
-    return np.concatenate([np.ravel(flat[name]) for name in sorted(flat)])
-
-
 def _assert_same_run(records, reference, params, reference_params, other_seed_params):
-    """Same run up to rounding: exact before training; losses within 0.2% after one epoch and 2% after
-    two; final parameters within 1% of the reference and 50 times closer to it than to the run of
-    another seed."""
-    assert [r["epoch"] for r in records] == [r["epoch"] for r in reference] == [0, 1, 2]
-    assert _untimed(records[:1]) == _untimed(reference[:1])  # untrained: exact
-    for got, want, rtol in zip(records[1:], reference[1:], (2e-3, 2e-2)):
-        assert got["gradient_steps"] == want["gradient_steps"] and got["seed"] == want["seed"]
-        for name in COMPARED:
-            np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=1e-5, err_msg=name)
-    p, ref, other = _flat(params), _flat(reference_params), _flat(other_seed_params)
-    assert p.shape == ref.shape
-    distance, seeds_apart = np.linalg.norm(p - ref), np.linalg.norm(other - ref)
-    assert distance < 1e-2 * np.linalg.norm(ref) and distance < seeds_apart / 50, (distance, seeds_apart)
+    """Same run up to rounding: exact before training, the timings aside; same gradient steps and
+    seed, losses within 0.2% after one epoch and 2% after two; final parameters within 1% of the
+    reference and 50 times closer to it than to the run of another seed."""
+    assert_same_run(records, reference, params, reference_params, other_seed_params, COMPARED,
+                    ("gradient_steps", "seed"), lambda got, want: (_untimed([got]), _untimed([want])))
 
 
 def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
@@ -122,9 +91,9 @@ def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
         ref_dir, ref_records, _ = single[seed]
         other_dir = single[3 - seed][0]
         _assert_same_run([r for r in records if r["seed"] == seed], ref_records,
-                         _params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
-                         _params(os.path.join(ref_dir, "checkpoint.msgpack")),
-                         _params(os.path.join(other_dir, "checkpoint.msgpack")))
+                         load_params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
+                         load_params(os.path.join(ref_dir, "checkpoint.msgpack")),
+                         load_params(os.path.join(other_dir, "checkpoint.msgpack")))
     # the two seeds are different runs
     assert records[-1]["losses/critic"] != records[-2]["losses/critic"]
     assert not os.path.exists(os.path.join(run_dir, "checkpoint.msgpack"))
@@ -157,7 +126,7 @@ def test_two_seed_run_resumed_equals_an_uninterrupted_one(two_seeds, setup, tmp_
     straight = two_seeds[0]
     for name in ("state.msgpack", "checkpoint_seed1.msgpack", "checkpoint_seed2.msgpack"):
         assert open(os.path.join(run_dir, name), "rb").read() == open(os.path.join(straight, name), "rb").read(), name
-    assert _untimed(_records(run_dir)) == _untimed(_records(straight))
+    assert _untimed(read_records(run_dir)) == _untimed(read_records(straight))
 
 
 def test_resume_refuses_another_num_seeds(two_seeds, tmp_path, capsys, monkeypatch):
@@ -168,7 +137,7 @@ def test_resume_refuses_another_num_seeds(two_seeds, tmp_path, capsys, monkeypat
     with pytest.raises(SystemExit) as exit_info:
         O.main(tyro.cli(O.Args, args=argv), argv)
     assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "--num-seeds 1 conflicts with the run's 2" in errors[0], errors
 
 
@@ -219,7 +188,7 @@ def test_ogbench_evaluation_runs_each_seed_in_turn(setup, tmp_path, monkeypatch)
         argv = [*flags, *extra, "--runs-dir", str(tmp_path / name)]
         O.main(tyro.cli(O.Args, args=argv), argv)
     (run_dir,) = glob.glob(str(tmp_path / "both" / "*"))
-    records = _records(run_dir)
+    records = read_records(run_dir)
     assert [(r["epoch"], r["seed"]) for r in records] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     # tasks 1 and 2: at the goal (and terminated) after 2 and 4 steps
     assert all(r["eval/episode_length"] == 3 and r["eval/success_any"] == 1 for r in records)

@@ -7,12 +7,10 @@ epochs, not bit for bit, and the gap grows with training. Before any training st
 agree exactly."""
 
 import glob
-import json
 import os
 import subprocess
 import sys
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +18,9 @@ import optax
 import pytest
 
 import crl_depth as C
+
+pytest.register_assert_rewrite("tests.run_dir_helpers")
+from tests.run_dir_helpers import assert_same_run, load_params, read_records, subprocess_env  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
@@ -38,15 +39,14 @@ def cache(tmp_path_factory):
 
 def _run(tmp_path_factory, cache, name, *flags, devices=1):
     tmp = tmp_path_factory.mktemp(name)
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env = subprocess_env(cache)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "crl_depth.py"), *TINY, *flags, "--runs-dir",
                            str(tmp / "runs")], capture_output=True, text=True, timeout=900, cwd=tmp, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
-    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    return run_dir, records, proc.stdout
+    return run_dir, read_records(run_dir), proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -55,29 +55,13 @@ def single(tmp_path_factory, cache):
     return {seed: _run(tmp_path_factory, cache, f"seed{seed}", "--seed", str(seed)) for seed in (1, 2)}
 
 
-def _params(path):
-    return flax.serialization.msgpack_restore(open(path, "rb").read())
-
-
-def _flat(params):
-    flat = flax.traverse_util.flatten_dict(params, sep="/")
-    return np.concatenate([np.ravel(flat[name]) for name in sorted(flat)])
-
-
 def _assert_same_run(records, reference, params, reference_params, other_seed_params):
-    """Same run up to rounding: exact before training; losses within 0.2% after one epoch and 2% after
-    two (rounding differences grow as training feeds back through the envs); final parameters within
-    1% of the reference and 50 times closer to it than to the run of another seed."""
-    assert [r["epoch"] for r in records] == [r["epoch"] for r in reference] == [0, 1, 2]
-    assert records[0] == {**reference[0], "time/compile_s": records[0]["time/compile_s"]}  # untrained: exact
-    for got, want, rtol in zip(records[1:], reference[1:], (2e-3, 2e-2)):
-        assert got["env_steps"] == want["env_steps"]
-        for name in COMPARED:
-            np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=1e-5, err_msg=name)
-    p, ref, other = _flat(params), _flat(reference_params), _flat(other_seed_params)
-    assert p.shape == ref.shape
-    distance, seeds_apart = np.linalg.norm(p - ref), np.linalg.norm(other - ref)
-    assert distance < 1e-2 * np.linalg.norm(ref) and distance < seeds_apart / 50, (distance, seeds_apart)
+    """Same run up to rounding: exact before training, the compile time aside; losses within 0.2%
+    after one epoch and 2% after two (rounding differences grow as training feeds back through the
+    envs); final parameters within 1% of the reference and 50 times closer to it than to the run of
+    another seed."""
+    assert_same_run(records, reference, params, reference_params, other_seed_params, COMPARED, ("env_steps",),
+                    lambda got, want: (got, {**want, "time/compile_s": got["time/compile_s"]}))
 
 
 def test_two_seeds_in_one_process_equal_two_single_runs(single, tmp_path_factory, cache):
@@ -89,9 +73,9 @@ def test_two_seeds_in_one_process_equal_two_single_runs(single, tmp_path_factory
         ref_dir, ref_records, _ = single[seed]
         other_dir = single[3 - seed][0]
         _assert_same_run([r for r in records if r["seed"] == seed], ref_records,
-                         _params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
-                         _params(os.path.join(ref_dir, "checkpoint.msgpack")),
-                         _params(os.path.join(other_dir, "checkpoint.msgpack")))
+                         load_params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
+                         load_params(os.path.join(ref_dir, "checkpoint.msgpack")),
+                         load_params(os.path.join(other_dir, "checkpoint.msgpack")))
     # the two seeds are different runs
     assert records[-1]["losses/critic"] != records[-2]["losses/critic"]
     assert not os.path.exists(os.path.join(run_dir, "checkpoint.msgpack"))
@@ -101,9 +85,9 @@ def test_two_devices_equal_one_device(single, tmp_path_factory, cache):
     run_dir, records, stdout = _run(tmp_path_factory, cache, "devices2", devices=2)
     assert "| 2 devices, envs and batches split" in stdout
     ref_dir, ref_records, _ = single[1]
-    _assert_same_run(records, ref_records, _params(os.path.join(run_dir, "checkpoint.msgpack")),
-                     _params(os.path.join(ref_dir, "checkpoint.msgpack")),
-                     _params(os.path.join(single[2][0], "checkpoint.msgpack")))
+    _assert_same_run(records, ref_records, load_params(os.path.join(run_dir, "checkpoint.msgpack")),
+                     load_params(os.path.join(ref_dir, "checkpoint.msgpack")),
+                     load_params(os.path.join(single[2][0], "checkpoint.msgpack")))
 
 
 def test_state_shardings_split_envs_and_replicate_networks():

@@ -1,0 +1,175 @@
+"""Helpers shared by the long-run and parallel tests of crl_depth.py, crl_depth_offline.py and
+crl_collector_learner.py (tests/test_long_runs.py, tests/test_offline_long_runs.py,
+tests/test_collector_learner_long_runs.py, tests/test_parallel.py, tests/test_offline_parallel.py):
+the environment of subprocesses sharing a persistent JAX compilation cache, reading a run
+directory (metrics.jsonl, state.msgpack, checkpoints), spoiling a copy of one for the refused-resume
+tests, comparing a run with a reference run, and the tiny OGBench-format dataset.
+
+Not a test module: the test files import it as tests.run_dir_helpers (tests/conftest.py puts the
+repository root on sys.path) after pytest.register_assert_rewrite("tests.run_dir_helpers"), so
+the asserts in here report like the tests' own."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import flax
+import numpy as np
+
+
+# --- subprocesses ----------------------------------------------------------------------------------
+def subprocess_env(cache, **extra):
+    """os.environ plus a persistent JAX compilation cache in cache (every compile kept), plus extra."""
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.update(extra)
+    return env
+
+
+def start_and_kill(cmd, tmp, env):
+    """Starts cmd (a run writing under tmp / "runs") with env, waits until its test hook
+    (CRL_DEPTH_TEST_STALL_AT_EPOCH) says it stalled, SIGKILLs it; returns the run directory."""
+    log = open(tmp / "killed.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=env)
+    deadline = time.time() + 900
+    while "test hook: stalled" not in (tmp / "killed.log").read_text():
+        assert proc.poll() is None and time.time() < deadline, (tmp / "killed.log").read_text()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert proc.returncode == -signal.SIGKILL
+    (run_dir,) = list((tmp / "runs").iterdir())
+    return run_dir
+
+
+def error_lines(stderr):
+    """The lines of stderr that start with "error:"."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- reading a run directory -----------------------------------------------------------------------
+def read_records(run_dir):
+    """The records of run_dir's metrics.jsonl."""
+    return [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def untimed(records, timing):
+    """records without the keys that depend on wall-clock time: every time/* key and those in timing."""
+    return [{k: v for k, v in r.items() if not k.startswith("time/") and k not in timing} for r in records]
+
+
+def metrics(run_dir, timing):
+    """run_dir's metrics.jsonl records without the time/* keys and those in timing."""
+    return untimed(read_records(run_dir), timing)
+
+
+def checksummed(magic, payload):
+    """A state file's bytes: the 16 magic bytes, the SHA-256 of payload, payload."""
+    return magic + hashlib.sha256(payload).digest() + payload
+
+
+def read_state(path, magic):
+    """The restored contents of the state file at path, after checking its magic bytes and checksum."""
+    blob = path.read_bytes()
+    assert blob[:16] == magic and hashlib.sha256(blob[48:]).digest() == blob[16:48]
+    return flax.serialization.msgpack_restore(blob[48:])
+
+
+def state_epoch(path, magic):
+    """The epoch of the (checked) state file at path."""
+    return int(read_state(path, magic)["epoch"])
+
+
+def snapshot(run_dir):
+    """Every file of run_dir, name to bytes."""
+    return {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+
+def load_params(path):
+    """The parameters in the checkpoint file at path."""
+    return flax.serialization.msgpack_restore(open(path, "rb").read())
+
+
+def flat_params(params):
+    """Every leaf of params, raveled and concatenated in the sorted order of their names."""
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    return np.concatenate([np.ravel(flat[name]) for name in sorted(flat)])
+
+
+# --- spoiling a copy of a run directory ------------------------------------------------------------
+def resume_dir(straight_run, tmp_path):
+    """A copy of the run directory straight_run, as tmp_path / "run"."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run, run_dir)
+    return run_dir
+
+
+def edit_args(run_dir, **changes):
+    """Rewrites run_dir's args.json with changes."""
+    path = run_dir / "args.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def truncate(run_dir):
+    """Cuts run_dir's state.msgpack to half its length."""
+    blob = (run_dir / "state.msgpack").read_bytes()
+    (run_dir / "state.msgpack").write_bytes(blob[: len(blob) // 2])
+
+
+def replace_state(run_dir, data):
+    """Replaces run_dir's state.msgpack by data."""
+    (run_dir / "state.msgpack").write_bytes(data)
+
+
+def npz_bytes(tmp_path):
+    """The bytes of a small .npz file (written as tmp_path / "x.npz")."""
+    np.savez(tmp_path / "x.npz", a=np.zeros(3))
+    return (tmp_path / "x.npz").read_bytes()
+
+
+def right_magic_wrong_payload(magic):
+    """A state file with the right magic bytes and checksum whose payload is no state."""
+    payload = flax.serialization.msgpack_serialize({"nothing": np.zeros(2)})
+    return checksummed(magic, payload)
+
+
+# --- comparing runs --------------------------------------------------------------------------------
+def assert_same_run(records, reference, params, reference_params, other_seed_params, compared, counts, untrained):
+    """Same run up to rounding: exact before training (the two sides untrained(record, reference
+    record) gives for epoch 0 are equal); the counts keys equal and the compared metrics within 0.2%
+    after one epoch and 2% after two (rounding differences grow with training); final parameters
+    within 1% of the reference and 50 times closer to it than to the run of another seed."""
+    assert [r["epoch"] for r in records] == [r["epoch"] for r in reference] == [0, 1, 2]
+    got, want = untrained(records[0], reference[0])
+    assert got == want  # untrained: exact
+    for got, want, rtol in zip(records[1:], reference[1:], (2e-3, 2e-2)):
+        assert [got[k] for k in counts] == [want[k] for k in counts]
+        for name in compared:
+            np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=1e-5, err_msg=name)
+    p, ref, other = flat_params(params), flat_params(reference_params), flat_params(other_seed_params)
+    assert p.shape == ref.shape
+    distance, seeds_apart = np.linalg.norm(p - ref), np.linalg.norm(other - ref)
+    assert distance < 1e-2 * np.linalg.norm(ref) and distance < seeds_apart / 50, (distance, seeds_apart)
+
+
+# --- crl_depth_offline.py --------------------------------------------------------------------------
+def make_dataset(path, seed=0, lengths=(12,) * 20):
+    """An OGBench-format dataset (observations, actions, terminals): 20 episodes of 12 steps."""
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    terminals = np.concatenate([np.eye(k)[-1] for k in lengths]).astype(np.float32)
+    np.savez(path, observations=rng.normal(size=(n, 5)).astype(np.float32),
+             actions=rng.uniform(-1, 1, size=(n, 3)).astype(np.float32), terminals=terminals)
+    return path
+
+
+def no_ogbench_dir(path):
+    """Makes path a directory whose ogbench.py raises ImportError: on a subprocess's PYTHONPATH it
+    hides the optional ogbench package (no env evaluation). Returns path."""
+    path.mkdir()
+    (path / "ogbench.py").write_text("raise ImportError('ogbench is hidden in these tests')\n")
+    return path
