@@ -1198,6 +1198,35 @@ def check_state_leaves(path: str, template: dict, state: dict) -> None:
                                   f"{describe(w)} expected")
 
 
+def save_state(path: str, header: dict, epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> int:
+    """Writes a run's training state ts (a flax struct with a `buffer` field, left out unless
+    with_buffer) and its evaluation keys atomically; returns the file size in bytes."""
+    state = flax.serialization.to_state_dict(jax.device_get(ts if with_buffer else ts.replace(buffer=None)))
+    if not with_buffer:
+        state.pop("buffer")
+    return write_state_file(path, {**header, "has_buffer": with_buffer}, epoch,
+                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
+
+
+def load_state(path: str, want: dict, describe: Callable[[dict], str],
+               template: Any) -> tuple[int, np.ndarray, Any, bool]:
+    """Reads a file written by save_state for a run whose header is `want`; template is the state of a
+    fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval keys, state with numpy leaves,
+    has_buffer; without a buffer the template's stands in). Anything else - a truncated or corrupt
+    file, another file type, another env or network - raises CheckpointError."""
+    header, epoch, saved = read_state_file(path, want, describe)
+    try:
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
+    has_buffer = bool(header.get("has_buffer"))
+    template_state = flax.serialization.to_state_dict(template)
+    if not has_buffer:
+        state = {**state, "buffer": template_state["buffer"]}
+    check_state_leaves(path, template_state, state)
+    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
+
+
 def keep_metrics_through(metrics_path: str, epoch: int) -> None:
     """Rewrites metrics.jsonl with the records of epochs <= epoch only (a resumed run logs the later
     epochs again); a line cut off by a kill is dropped."""
@@ -1460,37 +1489,10 @@ def state_header(args: Args) -> dict:
             "max_replay_size": args.max_replay_size}
 
 
-def save_state(path: str, args: Args, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
-    """Writes the full training state atomically; returns its size in bytes."""
-    state = flax.serialization.to_state_dict(jax.device_get(ts if args.checkpoint_buffer else ts.replace(buffer=None)))
-    if not args.checkpoint_buffer:
-        state.pop("buffer")
-    return write_state_file(path, {**state_header(args), "has_buffer": args.checkpoint_buffer}, epoch,
-                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
-
-
 def describe_run(header: dict) -> str:
     return (f"env {header.get('env_id')} collector depth {header.get('collector_depth')} deep learner depth "
             f"{header.get('deep_learner_depth')} shallow learner depth {header.get('shallow_learner_depth')} "
             f"width {header.get('width')}")
-
-
-def load_state(path: str, args: Args, template: TrainState) -> tuple[int, np.ndarray, TrainState, bool]:
-    """Reads a state checkpoint written by save_state for a run of these args; template is the
-    TrainState of a fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval key, state
-    with numpy leaves, has_buffer; without a buffer the template's stands in). Anything else - a
-    truncated or corrupt file, another file type, another env or network - raises CheckpointError."""
-    header, epoch, saved = read_state_file(path, state_header(args), describe_run)
-    try:
-        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
-    has_buffer = bool(header.get("has_buffer"))
-    template_state = flax.serialization.to_state_dict(template)
-    if not has_buffer:
-        state = {**state, "buffer": template_state["buffer"]}
-    check_state_leaves(path, template_state, state)
-    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
 
 
 def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
@@ -1652,7 +1654,8 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                   f"start the run again)", file=sys.stderr)
             sys.exit(2)
         try:
-            ckpt_epoch, key_eval, ts, has_buffer = load_state(state_path, args, jax.eval_shape(fresh_state))
+            ckpt_epoch, key_eval, ts, has_buffer = load_state(state_path, state_header(args), describe_run,
+                                                                jax.eval_shape(fresh_state))
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -1761,7 +1764,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         if epoch % args.checkpoint_every == 0 or epoch == args.num_epochs:
             t_save = time.perf_counter()
             try:
-                size = save_state(state_path, args, epoch, key_eval, ts)
+                size = save_state(state_path, state_header(args), epoch, key_eval, ts, args.checkpoint_buffer)
             except CheckpointWriteError as e:
                 print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
                 sys.exit(1)

@@ -5,9 +5,10 @@ Capabilities" (Wang et al., NeurIPS 2025; arXiv 2503.14858): self-supervised goa
 with no rewards and no demonstrations. A critic of two encoders, phi(s, a) and psi(g), is trained
 with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the critic's score. Section 4
 (main table, depth sweep) and the ablations of section 5 run from this file. Read it top to bottom:
-Args, environments, network, replay buffer, losses, training loop, evaluation, main. The blocks
-marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and crl_collector_learner.py
-(tests/test_shared_blocks.py checks it; tools/sync_shared_blocks.py copies a fix across).
+Args, environments, network, replay buffer, losses, seeds, checkpoints, training loop, evaluation,
+main. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and
+crl_collector_learner.py (seeds: into crl_depth_offline.py only; tests/test_shared_blocks.py checks
+it; tools/sync_shared_blocks.py copies a fix across).
 """
 
 import dataclasses
@@ -1112,6 +1113,68 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
+# SHARED BLOCK: seeds (keep identical in crl_depth.py and crl_depth_offline.py)
+# ==================================================================================================
+# --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
+# leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
+# single run with --seed seed+i; metrics.jsonl gets one line per seed and epoch.
+def seed_keys(seeds: list[int], num_keys: int) -> jax.Array:
+    """[num_seeds, num_keys, 2]: the keys a single run with each seed splits from PRNGKey(seed)."""
+    return jnp.stack([jax.random.split(jax.random.PRNGKey(seed), num_keys) for seed in seeds])
+
+
+def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
+    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
+    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
+    the outputs: XLA compiles a vmap over one seed into another program (slower on CPU, different in
+    the last bits), and a run of one seed stays bit-identical to a run without a seed axis."""
+    if num_seeds > 1:
+        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+    def along(axes: Any, tree: Any, fn: Callable) -> Any:
+        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
+                            is_leaf=lambda axis: axis is None)
+
+    def one_seed(*args):
+        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
+
+    return one_seed
+
+
+def split_seed_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """jax.random.split of every seed's key: (new keys, subkeys), each [num_seeds, 2]."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def log_seeds(metrics_path: str, wandb: Any, epoch: int, seeds: list[int], counter: tuple[str, Any],
+              per_seed: dict, shared: dict) -> list[dict]:
+    """Appends one metrics.jsonl line per seed (per_seed values have a leading seed axis; counter is
+    (name, per-seed values), e.g. env steps) and, given the wandb module, logs one wandb step: each
+    seed's values under seed{s}/ (with several seeds) and their mean under the plain names."""
+    name, counts = counter
+    records = [{"epoch": epoch, "seed": seed, name: int(counts[i]), **{k: float(v[i]) for k, v in per_seed.items()},
+                **shared} for i, seed in enumerate(seeds)]
+    with open(metrics_path, "a") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    if wandb is not None:
+        logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
+        if len(seeds) > 1:
+            logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
+        wandb.log(logged, step=records[0][name])
+    return records
+
+
+def across_seeds(values: np.ndarray, fmt: str) -> str:
+    """The mean, and with several seeds every seed's value."""
+    text = format(float(np.mean(values)), fmt)
+    return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
+
+
+# END SHARED BLOCK: seeds
+
+
+# ==================================================================================================
 # SHARED BLOCK: checkpoints (keep identical in all three scripts)
 # ==================================================================================================
 # runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
@@ -1211,6 +1274,35 @@ def check_state_leaves(path: str, template: dict, state: dict) -> None:
         if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
             raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
                                   f"{describe(w)} expected")
+
+
+def save_state(path: str, header: dict, epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> int:
+    """Writes a run's training state ts (a flax struct with a `buffer` field, left out unless
+    with_buffer) and its evaluation keys atomically; returns the file size in bytes."""
+    state = flax.serialization.to_state_dict(jax.device_get(ts if with_buffer else ts.replace(buffer=None)))
+    if not with_buffer:
+        state.pop("buffer")
+    return write_state_file(path, {**header, "has_buffer": with_buffer}, epoch,
+                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
+
+
+def load_state(path: str, want: dict, describe: Callable[[dict], str],
+               template: Any) -> tuple[int, np.ndarray, Any, bool]:
+    """Reads a file written by save_state for a run whose header is `want`; template is the state of a
+    fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval keys, state with numpy leaves,
+    has_buffer; without a buffer the template's stands in). Anything else - a truncated or corrupt
+    file, another file type, another env or network - raises CheckpointError."""
+    header, epoch, saved = read_state_file(path, want, describe)
+    try:
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
+    has_buffer = bool(header.get("has_buffer"))
+    template_state = flax.serialization.to_state_dict(template)
+    if not has_buffer:
+        state = {**state, "buffer": template_state["buffer"]}
+    check_state_leaves(path, template_state, state)
+    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
 
 
 def keep_metrics_through(metrics_path: str, epoch: int) -> None:
@@ -1496,36 +1588,9 @@ def state_header(args: Args) -> dict:
             "num_seeds": args.num_seeds}
 
 
-def save_state(path: str, args: Args, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
-    """Writes the full training state atomically; returns its size in bytes."""
-    state = flax.serialization.to_state_dict(jax.device_get(ts if args.checkpoint_buffer else ts.replace(buffer=None)))
-    if not args.checkpoint_buffer:
-        state.pop("buffer")
-    return write_state_file(path, {**state_header(args), "has_buffer": args.checkpoint_buffer}, epoch,
-                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
-
-
 def describe_run(header: dict) -> str:
     return (f"env {header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
             f"{header.get('critic_depth')} width {header.get('width')}")
-
-
-def load_state(path: str, args: Args, template: TrainState) -> tuple[int, np.ndarray, TrainState, bool]:
-    """Reads a state checkpoint written by save_state for a run of these args; template is the
-    TrainState of a fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval key, state
-    with numpy leaves, has_buffer; without a buffer the template's stands in). Anything else - a
-    truncated or corrupt file, another file type, another env or network - raises CheckpointError."""
-    header, epoch, saved = read_state_file(path, state_header(args), describe_run)
-    try:
-        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
-    has_buffer = bool(header.get("has_buffer"))
-    template_state = flax.serialization.to_state_dict(template)
-    if not has_buffer:
-        state = {**state, "buffer": template_state["buffer"]}
-    check_state_leaves(path, template_state, state)
-    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
 
 
 def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
@@ -1792,16 +1857,8 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     seeds = [args.seed + i for i in range(args.num_seeds)]
-    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(seed), 5) for seed in seeds])  # [num_seeds, 5, 2]
+    keys = seed_keys(seeds, 5)
     key, key_agent, key_env, key_eval, key_render = (keys[:, i] for i in range(5))
-
-    def over_seeds(fn: Callable) -> Callable:
-        """fn of one seed -> fn of arguments and results with a leading seed axis: jax.vmap; with one
-        seed, fn itself between dropping and restoring the axis (the plain program: XLA compiles a vmap
-        over one seed into another program, slower on CPU and different in the last bits)."""
-        if args.num_seeds > 1:
-            return jax.vmap(fn)
-        return lambda *xs: jax.tree.map(lambda y: y[None], fn(*jax.tree.map(lambda x: x[0], xs)))
 
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them
     devices = jax.local_devices()[: args.num_devices or None]
@@ -1833,7 +1890,8 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             sys.exit(2)
         try:
             ckpt_epoch, key_eval, ts, has_buffer = load_state(
-                state_path, args, jax.eval_shape(over_seeds(fresh_state), key_agent, key_env, key))
+                state_path, state_header(args), describe_run,
+                jax.eval_shape(seed_map(fresh_state, args.num_seeds), key_agent, key_env, key))
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -1843,7 +1901,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         key_eval = jnp.asarray(key_eval)
         start_epoch, refill = ckpt_epoch + 1, not has_buffer
     else:
-        ts = jax.jit(over_seeds(fresh_state))(key_agent, key_env, key)
+        ts = jax.jit(seed_map(fresh_state, args.num_seeds))(key_agent, key_env, key)
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
 
@@ -1865,22 +1923,22 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps[0]):,} env steps)",
               flush=True)
 
-    # every function runs on all seeds at once (over_seeds: vmap over the leading seed axis); with several
+    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); with several
     # devices, jit places each leaf as state_shardings says and XLA inserts the communication
-    prefill_fn, epoch_fn = make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end),
-                                          NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None)
-    evaluate = over_seeds(make_evaluate(args, eval_env, nets))
+    prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
+        args, env, nets, opts, (spec.goal_start, spec.goal_end),
+        NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
+    evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
     if mesh:
         shardings, replicated = state_shardings(ts, mesh), NamedSharding(mesh, PartitionSpec())
         ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-        prefill_fn = jax.jit(over_seeds(prefill_fn), in_shardings=(shardings,), out_shardings=shardings,
-                             donate_argnums=0)
-        epoch_fn = jax.jit(over_seeds(epoch_fn), in_shardings=(shardings,), out_shardings=(shardings, replicated),
+        prefill_fn = jax.jit(prefill_fn, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
+        epoch_fn = jax.jit(epoch_fn, in_shardings=(shardings,), out_shardings=(shardings, replicated),
                            donate_argnums=0)
         evaluate = jax.jit(evaluate, out_shardings=replicated)
     else:
-        prefill_fn = jax.jit(over_seeds(prefill_fn), donate_argnums=0)
-        epoch_fn = jax.jit(over_seeds(epoch_fn), donate_argnums=0)
+        prefill_fn = jax.jit(prefill_fn, donate_argnums=0)
+        epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
         evaluate = jax.jit(evaluate)
     t0 = time.perf_counter()
     prefill_c = prefill_fn.lower(ts).compile() if refill else None
@@ -1900,29 +1958,11 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         ts = prefill_c(ts)
 
     def log(epoch: int, per_seed: dict, shared: dict) -> list[dict]:
-        """One metrics.jsonl line per seed: per_seed values have a leading seed axis."""
-        records = [{"epoch": epoch, "seed": seed, "env_steps": int(ts.env_steps[i]),
-                    **{k: float(v[i]) for k, v in per_seed.items()}, **shared} for i, seed in enumerate(seeds)]
-        with open(metrics_path, "a") as f:
-            f.writelines(json.dumps(record) + "\n" for record in records)
-        if args.track:  # one wandb run: per-seed values under seed{s}/, their mean under the plain names
-            logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
-            if args.num_seeds > 1:
-                logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
-            wandb.log(logged, step=records[0]["env_steps"])
-        return records
-
-    def across_seeds(values: np.ndarray, fmt: str) -> str:
-        """The mean, and with several seeds every seed's value."""
-        text = format(float(np.mean(values)), fmt)
-        return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
-
-    def split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-        pairs = jax.vmap(jax.random.split)(keys)  # [num_seeds, 2, 2]
-        return pairs[:, 0], pairs[:, 1]
+        return log_seeds(metrics_path, wandb if args.track else None, epoch, seeds, ("env_steps", ts.env_steps),
+                         per_seed, shared)
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        key_eval, key_e = split_keys(key_eval)
+        key_eval, key_e = split_seed_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
         log(0, eval_metrics, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained) | time at goal {across_seeds(eval_metrics['eval/time_at_goal'], '.1f')}/"
@@ -1937,7 +1977,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = split_keys(key_eval)
+        key_eval, key_e = split_seed_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(ts.agent.actor_params, key_e))
         epoch_s = time.perf_counter() - t_epoch
         epoch_times.append(epoch_s)
@@ -1964,7 +2004,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         if epoch % args.checkpoint_every == 0 or epoch == args.num_epochs:
             t_save = time.perf_counter()
             try:
-                size = save_state(state_path, args, epoch, key_eval, ts)
+                size = save_state(state_path, state_header(args), epoch, key_eval, ts, args.checkpoint_buffer)
             except CheckpointWriteError as e:
                 print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
                 sys.exit(1)

@@ -1109,6 +1109,68 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
+# SHARED BLOCK: seeds (keep identical in crl_depth.py and crl_depth_offline.py)
+# ==================================================================================================
+# --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
+# leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
+# single run with --seed seed+i; metrics.jsonl gets one line per seed and epoch.
+def seed_keys(seeds: list[int], num_keys: int) -> jax.Array:
+    """[num_seeds, num_keys, 2]: the keys a single run with each seed splits from PRNGKey(seed)."""
+    return jnp.stack([jax.random.split(jax.random.PRNGKey(seed), num_keys) for seed in seeds])
+
+
+def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
+    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
+    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
+    the outputs: XLA compiles a vmap over one seed into another program (slower on CPU, different in
+    the last bits), and a run of one seed stays bit-identical to a run without a seed axis."""
+    if num_seeds > 1:
+        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+    def along(axes: Any, tree: Any, fn: Callable) -> Any:
+        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
+                            is_leaf=lambda axis: axis is None)
+
+    def one_seed(*args):
+        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
+
+    return one_seed
+
+
+def split_seed_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """jax.random.split of every seed's key: (new keys, subkeys), each [num_seeds, 2]."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def log_seeds(metrics_path: str, wandb: Any, epoch: int, seeds: list[int], counter: tuple[str, Any],
+              per_seed: dict, shared: dict) -> list[dict]:
+    """Appends one metrics.jsonl line per seed (per_seed values have a leading seed axis; counter is
+    (name, per-seed values), e.g. env steps) and, given the wandb module, logs one wandb step: each
+    seed's values under seed{s}/ (with several seeds) and their mean under the plain names."""
+    name, counts = counter
+    records = [{"epoch": epoch, "seed": seed, name: int(counts[i]), **{k: float(v[i]) for k, v in per_seed.items()},
+                **shared} for i, seed in enumerate(seeds)]
+    with open(metrics_path, "a") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    if wandb is not None:
+        logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
+        if len(seeds) > 1:
+            logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
+        wandb.log(logged, step=records[0][name])
+    return records
+
+
+def across_seeds(values: np.ndarray, fmt: str) -> str:
+    """The mean, and with several seeds every seed's value."""
+    text = format(float(np.mean(values)), fmt)
+    return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
+
+
+# END SHARED BLOCK: seeds
+
+
+# ==================================================================================================
 # SHARED BLOCK: checkpoints (keep identical in all three scripts)
 # ==================================================================================================
 # runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
@@ -1208,6 +1270,35 @@ def check_state_leaves(path: str, template: dict, state: dict) -> None:
         if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
             raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
                                   f"{describe(w)} expected")
+
+
+def save_state(path: str, header: dict, epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> int:
+    """Writes a run's training state ts (a flax struct with a `buffer` field, left out unless
+    with_buffer) and its evaluation keys atomically; returns the file size in bytes."""
+    state = flax.serialization.to_state_dict(jax.device_get(ts if with_buffer else ts.replace(buffer=None)))
+    if not with_buffer:
+        state.pop("buffer")
+    return write_state_file(path, {**header, "has_buffer": with_buffer}, epoch,
+                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
+
+
+def load_state(path: str, want: dict, describe: Callable[[dict], str],
+               template: Any) -> tuple[int, np.ndarray, Any, bool]:
+    """Reads a file written by save_state for a run whose header is `want`; template is the state of a
+    fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval keys, state with numpy leaves,
+    has_buffer; without a buffer the template's stands in). Anything else - a truncated or corrupt
+    file, another file type, another env or network - raises CheckpointError."""
+    header, epoch, saved = read_state_file(path, want, describe)
+    try:
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
+    has_buffer = bool(header.get("has_buffer"))
+    template_state = flax.serialization.to_state_dict(template)
+    if not has_buffer:
+        state = {**state, "buffer": template_state["buffer"]}
+    check_state_leaves(path, template_state, state)
+    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
 
 
 def keep_metrics_through(metrics_path: str, epoch: int) -> None:
@@ -1529,24 +1620,6 @@ class TrainState:
     gradient_steps: jax.Array
 
 
-def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
-    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
-    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
-    the outputs: XLA's batched matmuls round differently from unbatched ones (on CPU too), and a
-    run of one seed stays bit-identical to a run without a seed axis."""
-    if num_seeds > 1:
-        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
-
-    def along(axes: Any, tree: Any, fn: Callable) -> Any:
-        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
-                            is_leaf=lambda axis: axis is None)
-
-    def one_seed(*args):
-        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
-
-    return one_seed
-
-
 def resume_dir_error(run_dir: str) -> Optional[str]:
     """The one check of --resume before its args.json is read (which then gives every other flag)."""
     if not os.path.isfile(os.path.join(run_dir, "args.json")):
@@ -1668,36 +1741,12 @@ def state_header(args: Args, dataset: dict) -> dict:
             "num_seeds": args.num_seeds}
 
 
-def save_state(path: str, args: Args, dataset: dict, epoch: int, key_eval: jax.Array, ts: TrainState) -> int:
-    """Writes the full training state but the dataset atomically; returns its size in bytes."""
-    state = flax.serialization.to_state_dict(jax.device_get(ts.replace(buffer=None)))
-    state.pop("buffer")
-    return write_state_file(path, state_header(args, dataset), epoch,
-                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
-
-
 def describe_run(header: dict) -> str:
     size = header.get("dataset_bytes")
     return (f"dataset {header.get('dataset')} ({f'{size:,}' if isinstance(size, int) else size} bytes, shape "
             f"{header.get('dataset_shape')}, sha256 {str(header.get('dataset_sha256'))[:12]}) env "
             f"{header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
             f"{header.get('critic_depth')} width {header.get('width')}")
-
-
-def load_state(path: str, args: Args, dataset: dict, template: TrainState) -> tuple[int, np.ndarray, TrainState]:
-    """Reads a state checkpoint written by save_state for a run of these args on this dataset;
-    template is the TrainState of a fresh run (arrays or jax.ShapeDtypeStruct), whose buffer stands in
-    for the dataset. Returns (epoch, eval key, state with numpy leaves). Anything else - a truncated or
-    corrupt file, another file type, another dataset, env or network - raises CheckpointError."""
-    _, epoch, saved = read_state_file(path, state_header(args, dataset), describe_run)
-    try:
-        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
-        template_state = flax.serialization.to_state_dict(template)
-        state = {**state, "buffer": template_state["buffer"]}
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
-    check_state_leaves(path, template_state, state)
-    return epoch, key_eval, flax.serialization.from_state_dict(template, state)
 
 
 def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
@@ -1864,7 +1913,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     seeds = [args.seed + i for i in range(args.num_seeds)]
-    keys = jnp.stack([jax.random.split(jax.random.PRNGKey(seed), 4) for seed in seeds])  # [num_seeds, 4, 2]
+    keys = seed_keys(seeds, 4)
     key, key_agent, key_diag, key_eval = (keys[:, i] for i in range(4))
 
     goal_slice = (data.goal_start, data.goal_end)
@@ -1890,7 +1939,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                               key=jax.ShapeDtypeStruct(key.shape, key.dtype),
                               gradient_steps=jax.ShapeDtypeStruct((args.num_seeds,), jnp.int32))
         try:
-            ckpt_epoch, key_eval, ts = load_state(state_path, args, dataset_id, template)
+            ckpt_epoch, key_eval, ts, _ = load_state(state_path, state_header(args, dataset_id), describe_run, template)
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -1965,26 +2014,8 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
           f"{compile_s - (t1 - t0):.1f}s)", flush=True)
 
     def log(epoch: int, per_seed: dict, shared: dict) -> list[dict]:
-        """One metrics.jsonl line per seed: per_seed values have a leading seed axis."""
-        records = [{"epoch": epoch, "seed": seed, "gradient_steps": int(ts.gradient_steps[i]),
-                    **{k: float(v[i]) for k, v in per_seed.items()}, **shared} for i, seed in enumerate(seeds)]
-        with open(metrics_path, "a") as f:
-            f.writelines(json.dumps(record) + "\n" for record in records)
-        if args.track:  # one wandb run: per-seed values under seed{s}/, their mean under the plain names
-            logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
-            if args.num_seeds > 1:
-                logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
-            wandb.log(logged, step=records[0]["gradient_steps"])
-        return records
-
-    def across_seeds(values: np.ndarray, fmt: str) -> str:
-        """The mean, and with several seeds every seed's value."""
-        text = format(float(np.mean(values)), fmt)
-        return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
-
-    def split_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-        pairs = jax.vmap(jax.random.split)(keys)  # [num_seeds, 2, 2]
-        return pairs[:, 0], pairs[:, 1]
+        return log_seeds(metrics_path, wandb if args.track else None, epoch, seeds,
+                         ("gradient_steps", ts.gradient_steps), per_seed, shared)
 
     def measure(ts: TrainState, keys: jax.Array) -> dict:
         """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""
@@ -2003,7 +2034,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                        f"{across_seeds(m['offline/bc_mse'], '.3f')} | q policy - q data {across_seeds(q_gap, '.3f')}")
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        key_eval, key_e = split_keys(key_eval)
+        key_eval, key_e = split_seed_keys(key_eval)
         measured = measure(ts, key_e)
         log(0, measured, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained){describe(measured)}", flush=True)
@@ -2016,7 +2047,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = split_keys(key_eval)
+        key_eval, key_e = split_seed_keys(key_eval)
         measured = measure(ts, key_e)
         epoch_s = time.perf_counter() - t_epoch
         epoch_times.append(epoch_s)
@@ -2043,7 +2074,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         if epoch % args.checkpoint_every == 0 or epoch == num_epochs:
             t_save = time.perf_counter()
             try:
-                size = save_state(state_path, args, dataset_id, epoch, key_eval, ts)
+                size = save_state(state_path, state_header(args, dataset_id), epoch, key_eval, ts, with_buffer=False)
             except CheckpointWriteError as e:
                 print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
                 sys.exit(1)
