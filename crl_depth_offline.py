@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tyro
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from brax import actuator as brax_actuator
 from brax import base as brax_base
 from brax.envs.base import PipelineEnv, State
@@ -148,6 +149,9 @@ class Args:
     """independent runs with seeds seed, seed+1, ... trained in one process: networks, optimisers,
     keys and counters are vmapped over a seed axis, the dataset is shared by all seeds (one copy);
     metrics.jsonl has one line per seed and epoch"""
+    num_devices: int = 0
+    """local devices to split every SGD batch over (data parallel: the dataset and parameters are
+    replicated on each device); 0: all local devices"""
 
 
 # ==================================================================================================
@@ -1663,6 +1667,13 @@ def validate_args(args: Args) -> Optional[str]:
         return "--goal-start and --goal-end go together"
     if args.goal_start is not None and not 0 <= args.goal_start < args.goal_end:
         return f"--goal-start and --goal-end must satisfy 0 <= start < end (got {args.goal_start}, {args.goal_end})"
+    num_local = len(jax.local_devices())
+    if not 0 <= args.num_devices <= num_local:
+        return f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {args.num_devices})"
+    num_devices = args.num_devices or num_local
+    if args.batch_size % num_devices:
+        return (f"--batch-size ({args.batch_size}) must be a multiple of the number of devices "
+                f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
     if args.eval_every % args.num_sgd_steps != 0:
         return f"--eval-every ({args.eval_every}) must be a multiple of --num-sgd-steps ({args.num_sgd_steps})"
     if args.num_gradient_steps % args.eval_every != 0:
@@ -1672,9 +1683,10 @@ def validate_args(args: Args) -> Optional[str]:
 
 
 def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: int,
-                   goal_slice: tuple[int, int]) -> Callable:
+                   goal_slice: tuple[int, int], batch_sharding: Optional[NamedSharding] = None) -> Callable:
     """Builds the epoch of one seed: eval_every SGD steps, in rounds of num_sgd_steps on one relabelling
-    (main vmaps it over the seed axis, with the dataset buffer shared, and jits it)."""
+    (main vmaps it over the seed axis, with the dataset buffer shared, and jits it).
+    batch_sharding: where each SGD batch lives when the batch is split across devices."""
     target_entropy = -args.target_entropy_scale * action_size
     sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty, args.bc_coef)
     rounds_per_epoch = args.eval_every // args.num_sgd_steps
@@ -1683,6 +1695,8 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
         key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
         data = buffer_sample(ts.buffer, key_sample, args.window_length, args.gamma, *goal_slice)
         batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+        if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
+            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
 
         def sgd_step(agent, xs):
             batch, key = xs
@@ -1716,7 +1730,7 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
 STATE_FORMAT, STATE_VERSION = "crl_depth_offline_state", 2  # 2: a seed axis on every leaf
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
-                    "wandb_mode", "runs_dir", "resume")
+                    "wandb_mode", "runs_dir", "resume", "num_devices")
 
 
 def dataset_identity(args: Args, data: OfflineData) -> dict:
@@ -1916,6 +1930,10 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     keys = seed_keys(seeds, 4)
     key, key_agent, key_diag, key_eval = (keys[:, i] for i in range(4))
 
+    # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
+    devices = jax.local_devices()[: args.num_devices or None]
+    mesh = Mesh(np.array(devices), ("batch",)) if len(devices) > 1 else None
+
     goal_slice = (data.goal_start, data.goal_end)
     action_size = data.action.shape[-1]
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
@@ -1971,7 +1989,9 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
           + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
           f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
           f"gradient steps | backend {jax.default_backend()}"
-          + (f" | seeds {', '.join(map(str, seeds))} in one process" if args.num_seeds > 1 else ""), flush=True)
+          + (f" | seeds {', '.join(map(str, seeds))} in one process" if args.num_seeds > 1 else "")
+          + (f" | {len(devices)} devices, batches split" if mesh else "")
+          + (f" | {args.compute_dtype} matmuls" if args.compute_dtype != "float32" else ""), flush=True)
     if args.resume:
         print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.gradient_steps[0]):,} gradient "
               f"steps)", flush=True)
@@ -1981,8 +2001,15 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
     # buffer is not mapped (in_axes None): one copy serves every seed
     axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
-    epoch_fn = jax.jit(seed_map(make_train_fns(args, nets, opts, action_size, goal_slice), args.num_seeds,
-                                in_axes=(axes,), out_axes=(axes, 0)), donate_argnums=0)
+    epoch_fn = seed_map(make_train_fns(args, nets, opts, action_size, goal_slice,
+                                       NamedSharding(mesh, PartitionSpec(None, "batch")) if mesh else None),
+                        args.num_seeds, in_axes=(axes,), out_axes=(axes, 0))
+    if mesh:  # the whole state replicated on every device; jit splits each batch and inserts the all-reduces
+        replicated = NamedSharding(mesh, PartitionSpec())
+        ts, key_eval = jax.device_put(ts, replicated), jax.device_put(key_eval, replicated)
+        epoch_fn = jax.jit(epoch_fn, in_shardings=(replicated,), out_shardings=replicated, donate_argnums=0)
+    else:
+        epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
 
     def probe(buf: Buffer, key_diag: jax.Array) -> dict:  # one seed's fixed batch for the diagnostics
         key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import flax
+import jax
 import numpy as np
 import pytest
 import tyro
@@ -21,8 +22,8 @@ import tyro
 import crl_depth_offline as O
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
-from tests.run_dir_helpers import (assert_same_run, error_lines, load_params, make_dataset,  # noqa: E402
-                                   no_ogbench_dir, read_records, subprocess_env, untimed)
+from tests.run_dir_helpers import (assert_same_run, error_lines, flat_params, load_params,  # noqa: E402
+                                   make_dataset, no_ogbench_dir, read_records, subprocess_env, untimed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
@@ -42,20 +43,29 @@ def setup(tmp_path_factory):
     return tmp / "jax_cache", no_ogbench_dir(tmp / "no_ogbench"), make_dataset(tmp / "antmaze-tiny-navigate-v0.npz")
 
 
-def _subprocess(setup, cwd, *flags):
+def _subprocess(setup, cwd, *flags, devices=1):
     cache, no_ogbench, _ = setup
     env = subprocess_env(cache, PYTHONPATH=str(no_ogbench))  # hides the optional ogbench package: no env evaluation
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     proc = subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=900, cwd=cwd,
                           env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
-def _run(setup, tmp_path_factory, name, *flags):
+def _run(setup, tmp_path_factory, name, *flags, devices=1):
     tmp = tmp_path_factory.mktemp(name)
-    stdout = _subprocess(setup, tmp, "--dataset", str(setup[2]), *TINY, *flags, "--runs-dir", str(tmp / "runs"))
+    stdout = _subprocess(setup, tmp, "--dataset", str(setup[2]), *TINY, *flags, "--runs-dir", str(tmp / "runs"),
+                         devices=devices)
     (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
     return run_dir, read_records(run_dir), stdout
+
+
+def _run_line(stdout):
+    """The line that describes the run (backend, seeds, devices, matmul dtype)."""
+    (line,) = [line for line in stdout.splitlines() if line.startswith("run ")]
+    return line
 
 
 def _untimed(records):
@@ -102,6 +112,44 @@ def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
     assert [r["seed"] for r in single[2][1]] == [2, 2, 2]
 
 
+def test_two_devices_equal_one_device(single, setup, tmp_path_factory):
+    """--num-devices: each SGD batch split across 2 (forced CPU) devices, the dataset and networks
+    replicated: the run of one device up to rounding."""
+    run_dir, records, stdout = _run(setup, tmp_path_factory, "devices2", devices=2)
+    assert "| 2 devices, batches split" in stdout
+    _assert_same_run(records, single[1][1], load_params(os.path.join(run_dir, "checkpoint.msgpack")),
+                     load_params(os.path.join(single[1][0], "checkpoint.msgpack")),
+                     load_params(os.path.join(single[2][0], "checkpoint.msgpack")))
+    # --num-devices 1 on the same 2-device machine: one device, no split
+    run_dir, records, stdout = _run(setup, tmp_path_factory, "devices1", "--num-devices", "1", devices=2)
+    assert "batches split" not in _run_line(stdout) and _run_line(stdout).endswith("backend cpu")
+    assert _untimed(records) == _untimed(single[1][1])
+    # a batch that does not split evenly: refused before any work
+    env = subprocess_env(setup[0], PYTHONPATH=str(setup[1]), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, SCRIPT, "--dataset", str(setup[2]), *TINY, "--batch-size", "15"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path_factory.mktemp("odd"), env=env)
+    assert proc.returncode == 2 and error_lines(proc.stderr) == [
+        "error: --batch-size (15) must be a multiple of the number of devices (2, all local ones; set --num-devices)"]
+
+
+def test_bfloat16_run_is_the_float32_run_rounded(single, setup, tmp_path_factory):
+    """--compute-dtype bfloat16 end to end: the matmuls really change (epoch-0 diagnostics differ from
+    float32's), the losses stay finite and close, and the final parameters are far closer to the
+    float32 run of the same seed than to another seed's."""
+    run_dir, records, stdout = _run(setup, tmp_path_factory, "bf16", "--compute-dtype", "bfloat16")
+    assert _run_line(stdout).endswith("| bfloat16 matmuls")
+    reference = single[1][1]
+    assert records[0]["offline/critic_loss"] != reference[0]["offline/critic_loss"]
+    for got, want in zip(records, reference):
+        for name in ("offline/critic_loss", "offline/bc_mse") + (("losses/critic", "losses/actor") if got["epoch"] else ()):
+            assert np.isfinite(got[name])
+            np.testing.assert_allclose(got[name], want[name], rtol=5e-2, err_msg=name)
+    p, ref, other = (flat_params(load_params(os.path.join(d, "checkpoint.msgpack")))
+                     for d in (run_dir, single[1][0], single[2][0]))
+    distance, seeds_apart = np.linalg.norm(p - ref), np.linalg.norm(other - ref)
+    assert 0 < distance < 2e-3 * np.linalg.norm(ref) and distance < seeds_apart / 100, (distance, seeds_apart)
+
+
 def test_state_has_a_seed_axis_and_no_dataset(two_seeds, single):
     for run_dir, num_seeds in ((two_seeds[0], 2), (single[1][0], 1)):
         blob = open(os.path.join(run_dir, "state.msgpack"), "rb").read()
@@ -144,6 +192,14 @@ def test_resume_refuses_another_num_seeds(two_seeds, tmp_path, capsys, monkeypat
 def test_num_seeds_must_be_positive():
     assert O.validate_args(O.Args(dataset="d.npz", num_seeds=0)) == "--num-seeds must be positive (got 0)"
     assert O.validate_args(O.Args(dataset="d.npz", num_seeds=3)) is None
+
+
+def test_num_devices_checked():
+    num_local = len(jax.local_devices())
+    assert O.validate_args(O.Args(dataset="d.npz", num_devices=num_local + 1)) == (
+        f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {num_local + 1})")
+    assert O.validate_args(O.Args(dataset="d.npz", num_devices=-1)).startswith("--num-devices must be in")
+    assert O.validate_args(O.Args(dataset="d.npz", num_devices=num_local)) is None
 
 
 class _Space:
