@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tyro
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from brax import actuator as brax_actuator
 from brax import base as brax_base
 from brax.envs.base import PipelineEnv, State
@@ -136,6 +137,15 @@ class Args:
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls of all three agents; parameters, LayerNorm, activations and losses stay float32"""
+
+    # --- hardware ---
+    num_seeds: int = 1
+    """independent runs with seeds seed, seed+1, ... trained in one process: the whole training state
+    (three agents, buffer, envs) is vmapped over a seed axis; metrics.jsonl has one line per seed and
+    epoch, and --plot draws their mean and range"""
+    num_devices: int = 0
+    """local devices to shard the training envs, replay buffer and SGD batch over (data parallel,
+    the three agents replicated); 0: all local devices"""
 
 
 # ==================================================================================================
@@ -1097,6 +1107,68 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
+# SHARED BLOCK: seeds (keep identical in all three scripts)
+# ==================================================================================================
+# --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
+# leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
+# single run with --seed seed+i; metrics.jsonl gets one line per seed and epoch.
+def seed_keys(seeds: list[int], num_keys: int) -> jax.Array:
+    """[num_seeds, num_keys, 2]: the keys a single run with each seed splits from PRNGKey(seed)."""
+    return jnp.stack([jax.random.split(jax.random.PRNGKey(seed), num_keys) for seed in seeds])
+
+
+def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
+    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
+    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
+    the outputs: XLA compiles a vmap over one seed into another program (slower on CPU, different in
+    the last bits), and a run of one seed stays bit-identical to a run without a seed axis."""
+    if num_seeds > 1:
+        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+    def along(axes: Any, tree: Any, fn: Callable) -> Any:
+        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
+                            is_leaf=lambda axis: axis is None)
+
+    def one_seed(*args):
+        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
+
+    return one_seed
+
+
+def split_seed_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """jax.random.split of every seed's key: (new keys, subkeys), each [num_seeds, 2]."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def log_seeds(metrics_path: str, wandb: Any, epoch: int, seeds: list[int], counter: tuple[str, Any],
+              per_seed: dict, shared: dict) -> list[dict]:
+    """Appends one metrics.jsonl line per seed (per_seed values have a leading seed axis; counter is
+    (name, per-seed values), e.g. env steps) and, given the wandb module, logs one wandb step: each
+    seed's values under seed{s}/ (with several seeds) and their mean under the plain names."""
+    name, counts = counter
+    records = [{"epoch": epoch, "seed": seed, name: int(counts[i]), **{k: float(v[i]) for k, v in per_seed.items()},
+                **shared} for i, seed in enumerate(seeds)]
+    with open(metrics_path, "a") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    if wandb is not None:
+        logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
+        if len(seeds) > 1:
+            logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
+        wandb.log(logged, step=records[0][name])
+    return records
+
+
+def across_seeds(values: np.ndarray, fmt: str) -> str:
+    """The mean, and with several seeds every seed's value."""
+    text = format(float(np.mean(values)), fmt)
+    return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
+
+
+# END SHARED BLOCK: seeds
+
+
+# ==================================================================================================
 # SHARED BLOCK: checkpoints (keep identical in all three scripts)
 # ==================================================================================================
 # runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
@@ -1321,6 +1393,15 @@ def given_fields(argv: list[str]) -> set[str]:
     return given & names
 
 
+def resume_dir_error(run_dir: str) -> Optional[str]:
+    """The one check of --resume before its args.json is read: every other flag is checked once
+    merged with the run's settings (resume_args), so a resumed run may pass e.g. a --total-env-steps
+    that only fits the run's own --num-envs."""
+    if not os.path.isfile(os.path.join(run_dir, "args.json")):
+        return f"--resume {run_dir}: not a run directory (no args.json in it)"
+    return None
+
+
 # END SHARED BLOCK: checkpoints
 
 
@@ -1344,15 +1425,15 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    if args.resume is not None and not os.path.isfile(os.path.join(args.resume, "args.json")):
-        return f"--resume {args.resume}: not a run directory (no args.json in it)"
+    if args.resume is not None and resume_dir_error(args.resume):
+        return resume_dir_error(args.resume)
     for name in ("collector_depth", "deep_learner_depth", "shallow_learner_depth"):
         value = getattr(args, name)
         if value <= 0 or value % 4 != 0:
             return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
     for name in ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
                  "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size", "min_replay_size",
-                 "width", "repr_dim", "checkpoint_every"):
+                 "width", "repr_dim", "checkpoint_every", "num_seeds"):
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
     for name in ("actor_lr", "critic_lr", "alpha_lr"):
@@ -1360,6 +1441,16 @@ def validate_args(args: Args) -> Optional[str]:
             return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
     if not 0.0 < args.gamma < 1.0:
         return f"--gamma must be in (0, 1) (got {args.gamma})"
+    if args.num_seeds > 1 and args.render:
+        return f"--render works on one run: not with --num-seeds {args.num_seeds}"
+    num_local = len(jax.local_devices())
+    if not 0 <= args.num_devices <= num_local:
+        return f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {args.num_devices})"
+    num_devices = args.num_devices or num_local
+    for name in ("num_envs", "batch_size"):
+        if getattr(args, name) % num_devices:
+            return (f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a multiple of the number of devices "
+                    f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
     if args.logsumexp_penalty < 0:
         return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
     if args.episode_length < 2:
@@ -1394,11 +1485,14 @@ def schedule(args: Args) -> tuple[int, int, int]:
 
 
 def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int],
-                   learner_nets: dict[str, Networks]):
-    """Builds the jitted prefill and epoch functions. The epoch trains the collector (ts.agent, whose
-    actor alone collects) and every learner of ts.learners (networks in learner_nets, same names) on
-    the same batches with the same SGD keys. The collector's random keys are those of a run without
-    learners: learner_nets={} trains the collector exactly as crl_depth.py would (tested)."""
+                   learner_nets: dict[str, Networks],
+                   batch_sharding: Optional[NamedSharding] = None) -> tuple[Callable, Callable]:
+    """The prefill and epoch functions of ONE seed (main vmaps them over the seed axis and jits them).
+    The epoch trains the collector (ts.agent, whose actor alone collects) and every learner of
+    ts.learners (networks in learner_nets, same names) on the same batches with the same SGD keys.
+    The collector's random keys are those of a run without learners: learner_nets={} trains the
+    collector exactly as crl_depth.py would (tested). batch_sharding: where each SGD batch lives
+    when the batch is split across devices."""
     obs_dim = env.env.obs_dim
     target_entropy = -args.target_entropy_scale * env.action_size
     updates = {name: make_sgd_update(n, opts, target_entropy, args.logsumexp_penalty)
@@ -1439,6 +1533,8 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
         data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
         batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+        if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
+            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
 
         def sgd_step(agents, xs):
             batch, key = xs  # the same batch and key for every agent
@@ -1464,7 +1560,19 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
                 [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(agent)])).astype(jnp.float32)
         return ts, metrics
 
-    return jax.jit(prefill, donate_argnums=0), jax.jit(train_epoch, donate_argnums=0)
+    return prefill, train_epoch
+
+
+def state_shardings(ts: TrainState, mesh: Mesh) -> TrainState:
+    """Where each leaf of the (seed-batched) training state lives on the device mesh: env-state and
+    replay-buffer leaves split along their env axis (axis 1 and 2, after the seed axis), everything
+    else (the three agents, keys, counters) replicated."""
+    def split(env_axis: int) -> Callable:
+        return lambda x: NamedSharding(mesh, PartitionSpec(*[None] * env_axis, "envs") if x.ndim > env_axis
+                                       else PartitionSpec())
+
+    replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), ts)
+    return replicated.replace(env_state=jax.tree.map(split(1), ts.env_state), buffer=jax.tree.map(split(2), ts.buffer))
 
 
 # --- Checkpoints and resume -----------------------------------------------------------------------
@@ -1472,11 +1580,11 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
 # learners' params and optimiser states and log(alpha), the env state with its RNG keys, the shared
 # replay buffer unless --no-checkpoint-buffer, the training key (the one stream every agent's SGD
 # keys come from), env steps; plus the epoch and the evaluation key. The learners' init keys are
-# not needed again: their parameters are in the file.
-STATE_FORMAT, STATE_VERSION = "crl_collector_learner_state", 1
+# not needed again: their parameters are in the file. Every leaf has a leading seed axis.
+STATE_FORMAT, STATE_VERSION = "crl_collector_learner_state", 2  # 2: a seed axis on every leaf
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
-                    "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume")
+                    "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume", "num_devices")
 
 
 def state_header(args: Args) -> dict:
@@ -1486,7 +1594,7 @@ def state_header(args: Args) -> dict:
             "shallow_learner_depth": args.shallow_learner_depth, "width": args.width, "repr_dim": args.repr_dim,
             "layer_norm": args.layer_norm, "activation": args.activation, "residual": args.residual,
             "num_envs": args.num_envs, "episode_length": args.episode_length,
-            "max_replay_size": args.max_replay_size}
+            "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
 def describe_run(header: dict) -> str:
@@ -1515,7 +1623,7 @@ def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Opti
 # Evaluation
 # ==================================================================================================
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: dict[str, Networks]) -> Callable:
-    """One episode of episode_length steps on every eval env, fresh starts and goals, for each
+    """The evaluation of one seed (main vmaps it over the seed axis and jits it): one episode of episode_length steps on every eval env, fresh starts and goals, for each
     agent's deterministic actor tanh(mean). One reset serves all agents: its envs are repeated once
     per agent and stepped as one batch, so every agent meets the same starts and goals (and the
     compiled graph holds one env step). Per-step metrics count while the episode is alive (up to
@@ -1545,7 +1653,7 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: dict[str, Networks]) -
                             f"{name}/eval/episode_length": jnp.mean(steps_alive[i])})
         return metrics
 
-    return jax.jit(evaluate)
+    return evaluate
 
 
 def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: jax.Array, steps: int):
@@ -1568,7 +1676,8 @@ def render_rollout(path: str, env: GoalEnv, nets: Networks, actor_params, key: j
 def plot_runs(run_dirs: list[str], path: str) -> None:
     """The paper's figure: one panel per run (e.g. a deep-collector and a shallow-collector run side
     by side), each with the time at goal of collector, deep learner and shallow learner against env
-    steps, read from the runs' metrics.jsonl and args.json."""
+    steps, read from the runs' metrics.jsonl and args.json. A run of several seeds (--num-seeds)
+    shows their mean, shaded from the lowest to the highest seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1580,11 +1689,18 @@ def plot_runs(run_dirs: list[str], path: str) -> None:
             run_args = json.load(f)
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
-        steps = [r["env_steps"] for r in records]
+        epochs = sorted({r["epoch"] for r in records})
+        per_epoch = [[r for r in records if r["epoch"] == epoch] for epoch in epochs]  # one record per seed
+        steps = [rs[0]["env_steps"] for rs in per_epoch]
+        num_seeds = len(per_epoch[0])
         for name, color in zip(AGENTS, ("tab:gray", "tab:blue", "tab:orange")):
             label = f"{name.replace('_', ' ')} (depth {run_args[name + '_depth']})"
-            ax.plot(steps, [r[f"{name}/eval/time_at_goal"] for r in records], color=color, label=label)
-        ax.set_title(f"{run_args['env_id']}, collector depth {run_args['collector_depth']}")
+            values = np.array([[r[f"{name}/eval/time_at_goal"] for r in rs] for rs in per_epoch])  # [epoch, seed]
+            ax.plot(steps, values.mean(axis=1), color=color, label=label)
+            if num_seeds > 1:
+                ax.fill_between(steps, values.min(axis=1), values.max(axis=1), color=color, alpha=0.2, linewidth=0)
+        ax.set_title(f"{run_args['env_id']}, collector depth {run_args['collector_depth']}"
+                     + (f", mean of {num_seeds} seeds" if num_seeds > 1 else ""))
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"time at goal (/{run_args['episode_length']})")
         ax.grid(alpha=0.3)
@@ -1604,7 +1720,8 @@ def format_duration(seconds: float) -> str:
 
 def main(args: Args, argv: Optional[list[str]] = None) -> None:
     """argv: the command line's flags (for --resume: which flags were given)."""
-    error = validate_args(args)
+    # a resumed run's flags are checked once merged with the run's args.json, by resume_args
+    error = validate_args(args) if args.resume is None else resume_dir_error(args.resume)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -1618,17 +1735,21 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         run_dir = args.resume.rstrip("/")
         run_name = os.path.basename(run_dir)
     else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        seed_name = str(args.seed) if args.num_seeds == 1 else f"{args.seed}-{args.seed + args.num_seeds - 1}"
+        run_name = f"{args.env_id}__{args.exp_name}__{seed_name}__{int(time.time())}"
         run_dir = os.path.join(args.runs_dir, run_name)
     state_path = os.path.join(run_dir, STATE_FILE)
 
-    # seeding
+    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     random.seed(args.seed)
     np.random.seed(args.seed)
-    key = jax.random.PRNGKey(args.seed)
-    key, key_agent, key_env, key_eval, key_render = jax.random.split(key, 5)
-    # the learners draw from their own stream, so every key of the collector is a no-learner run's
-    key_learners = dict(zip(AGENTS[1:], jax.random.split(jax.random.fold_in(key_agent, 1))))
+    seeds = [args.seed + i for i in range(args.num_seeds)]
+    keys = seed_keys(seeds, 5)
+    key, key_agent, key_env, key_eval, key_render = (keys[:, i] for i in range(5))
+
+    # devices: with more than one, training envs, replay buffer and SGD batches are split across them
+    devices = jax.local_devices()[: args.num_devices or None]
+    mesh = Mesh(np.array(devices), ("envs",)) if len(devices) > 1 else None
 
     spec = ENVS[args.env_id]
     env = VecGoalEnv(make_env(args.env_id), args.num_envs, args.episode_length)
@@ -1639,13 +1760,19 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             for name, depth in depths.items()}
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
 
-    def fresh_state() -> TrainState:
+    def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
+        # the learners draw from their own stream, so every key of the collector is a no-learner run's
+        key_learners = dict(zip(AGENTS[1:], jax.random.split(jax.random.fold_in(key_agent, 1))))
         agent = agent_init(key_agent, nets[AGENTS[0]], opts, spec.obs_dim, goal_dim, env.action_size)
         learners = {name: agent_init(key_learners[name], nets[name], opts, spec.obs_dim, goal_dim, env.action_size)
                     for name in AGENTS[1:]}
-        return TrainState(agent=agent, learners=learners, env_state=jax.jit(env.reset)(key_env),
+        return TrainState(agent=agent, learners=learners, env_state=env.reset(key_env),
                           buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                           key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    def empty_buffers() -> Buffer:
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (args.num_seeds,) + x.shape),
+                            buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size))
 
     start_epoch, refill = 1, True
     if args.resume:  # load and check the checkpoint before compiling or writing anything
@@ -1654,20 +1781,21 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
                   f"start the run again)", file=sys.stderr)
             sys.exit(2)
         try:
-            ckpt_epoch, key_eval, ts, has_buffer = load_state(state_path, state_header(args), describe_run,
-                                                                jax.eval_shape(fresh_state))
+            ckpt_epoch, key_eval, ts, has_buffer = load_state(
+                state_path, state_header(args), describe_run,
+                jax.eval_shape(seed_map(fresh_state, args.num_seeds), key_agent, key_env, key))
         except CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         if not has_buffer:
-            ts = ts.replace(buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size))
+            ts = ts.replace(buffer=empty_buffers())
         ts = jax.tree.map(jnp.asarray, ts)
         key_eval = jnp.asarray(key_eval)
         start_epoch, refill = ckpt_epoch + 1, not has_buffer
     else:
-        ts = fresh_state()
+        ts = jax.jit(seed_map(fresh_state, args.num_seeds))(key_agent, key_env, key)
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
-    num_params = {name: sum(x.size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
+    num_params = {name: sum(x[0].size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
                   for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()}
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
@@ -1681,13 +1809,31 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     agents_desc = ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} ({num_params[name]:,} params)"
                             for name in AGENTS)
     print(f"run {run_dir} | env {args.env_id} | {agents_desc} | width {args.width} | {steps_per_epoch} "
-          f"training steps/epoch of {per_train_step:,} env steps | backend {jax.default_backend()}", flush=True)
+          f"training steps/epoch of {per_train_step:,} env steps | backend {jax.default_backend()}"
+          + (f" | seeds {', '.join(map(str, seeds))} in one process" if args.num_seeds > 1 else "")
+          + (f" | {len(devices)} devices, envs and batches split" if mesh else "")
+          + (f" | {args.compute_dtype} matmuls" if args.compute_dtype != "float32" else ""), flush=True)
     if args.resume:
-        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps):,} env steps)", flush=True)
+        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.env_steps[0]):,} env steps)",
+              flush=True)
 
-    prefill_fn, epoch_fn = make_train_fns(args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end),
-                                          {name: nets[name] for name in AGENTS[1:]})
-    evaluate = make_evaluate(args, eval_env, nets)
+    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); with several
+    # devices, jit places each leaf as state_shardings says and XLA inserts the communication
+    prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
+        args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end), {name: nets[name] for name in AGENTS[1:]},
+        NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
+    evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
+    if mesh:
+        shardings, replicated = state_shardings(ts, mesh), NamedSharding(mesh, PartitionSpec())
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+        prefill_fn = jax.jit(prefill_fn, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
+        epoch_fn = jax.jit(epoch_fn, in_shardings=(shardings,), out_shardings=(shardings, replicated),
+                           donate_argnums=0)
+        evaluate = jax.jit(evaluate, out_shardings=replicated)
+    else:
+        prefill_fn = jax.jit(prefill_fn, donate_argnums=0)
+        epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
+        evaluate = jax.jit(evaluate)
 
     def actor_params(ts: TrainState) -> dict:
         return {AGENTS[0]: ts.agent.actor_params, **{name: a.actor_params for name, a in ts.learners.items()}}
@@ -1709,54 +1855,49 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             print(f"prefilling {prefill_steps:,} env steps with random actions", flush=True)
         ts = prefill_c(ts)
 
-    def log(record: dict) -> None:
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if args.track:
-            wandb.log(record, step=record["env_steps"])
+    def log(epoch: int, per_seed: dict, shared: dict) -> list[dict]:
+        return log_seeds(metrics_path, wandb if args.track else None, epoch, seeds, ("env_steps", ts.env_steps),
+                         per_seed, shared)
 
-    def per_agent(record: dict, metric: str, fmt: str) -> str:
-        return "/".join(format(record[f"{name}/{metric}"], fmt) for name in AGENTS)
+    def per_agent(m: dict, metric: str, fmt: str) -> str:  # collector/deep/shallow, each the mean over seeds
+        return "/".join(format(float(np.mean(m[f"{name}/{metric}"])), fmt) for name in AGENTS)
 
+    agents_label = "(collector/deep/shallow" + (f", mean of {args.num_seeds} seeds)" if args.num_seeds > 1 else ")")
     if not args.resume:  # epoch 0: the untrained policies, the baseline that learning must rise above
-        key_eval, key_e = jax.random.split(key_eval)
+        key_eval, key_e = split_seed_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
-        record = {"epoch": 0, "env_steps": int(ts.env_steps), **{k: float(v) for k, v in eval_metrics.items()},
-                  "time/compile_s": compile_s}
-        log(record)
-        print(f"epoch 0 (untrained) | time at goal (collector/deep/shallow) "
-              f"{per_agent(record, 'eval/time_at_goal', '.1f')} of {args.episode_length} | "
-              f"dist {per_agent(record, 'eval/dist', '.2f')}", flush=True)
+        log(0, eval_metrics, {"time/compile_s": compile_s})
+        print(f"epoch 0 (untrained) | time at goal {agents_label} {per_agent(eval_metrics, 'eval/time_at_goal', '.1f')} "
+              f"of {args.episode_length} | dist {per_agent(eval_metrics, 'eval/dist', '.2f')}", flush=True)
     last_good = state_path if args.resume else None
     epoch_times = []
     for epoch in range(start_epoch, args.num_epochs + 1):
         t_epoch = time.perf_counter()
         if os.environ.get(TEST_NAN_ENV) == str(epoch):  # the deep learner's log(alpha), a learner that never acts
-            nan_learner = ts.learners[AGENTS[1]].replace(log_alpha=jnp.full((), jnp.nan))
-            ts = ts.replace(learners={**ts.learners, AGENTS[1]: nan_learner})
+            deep = ts.learners[AGENTS[1]]
+            ts = ts.replace(learners={**ts.learners, AGENTS[1]: deep.replace(log_alpha=deep.log_alpha + jnp.nan)})
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = jax.random.split(key_eval)
+        key_eval, key_e = split_seed_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
         epoch_s = time.perf_counter() - t_epoch
         epoch_times.append(epoch_s)
-        record = {"epoch": epoch, "env_steps": int(ts.env_steps),
-                  **{k: float(v) for k, v in eval_metrics.items()},
-                  **{k: float(v) for k, v in train_metrics.items()},
-                  "charts/sps": steps_per_epoch * per_train_step / train_s,
-                  "time/epoch_s": epoch_s, "time/compile_s": compile_s}
-        log(record)
+        sps = args.num_seeds * steps_per_epoch * per_train_step / train_s  # env steps of all seeds
+        m = eval_metrics | train_metrics
+        records = log(epoch, m, {"charts/sps": sps, "time/epoch_s": epoch_s, "time/compile_s": compile_s})
         eta = (args.num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
-        print(f"epoch {epoch}/{args.num_epochs} | env steps {record['env_steps']:,} | SPS {record['charts/sps']:,.0f} | "
-              f"time at goal (collector/deep/shallow) {per_agent(record, 'eval/time_at_goal', '.1f')} of "
-              f"{args.episode_length} | dist {per_agent(record, 'eval/dist', '.2f')} | "
-              f"critic {per_agent(record, 'losses/critic', '.3f')} "
-              f"acc {per_agent(record, 'critic/categorical_accuracy', '.2f')} | "
-              f"actor {per_agent(record, 'losses/actor', '.3f')} | ETA {format_duration(eta)}", flush=True)
-        bad = [f"{name}/{loss} ({record[f'{name}/{loss}']})" for name in AGENTS
+        print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
+              f"time at goal {agents_label} {per_agent(m, 'eval/time_at_goal', '.1f')} of "
+              f"{args.episode_length} | dist {per_agent(m, 'eval/dist', '.2f')} | "
+              f"critic {per_agent(m, 'losses/critic', '.3f')} "
+              f"acc {per_agent(m, 'critic/categorical_accuracy', '.2f')} | "
+              f"actor {per_agent(m, 'losses/actor', '.3f')} | ETA {format_duration(eta)}", flush=True)
+        of_seed = (lambda record: f" of seed {record['seed']}") if args.num_seeds > 1 else (lambda record: "")
+        bad = [f"{name}/{loss} ({record[f'{name}/{loss}']}){of_seed(record)}" for record in records for name in AGENTS
                for loss in ("losses/critic", "losses/actor", "losses/alpha") if not math.isfinite(record[f"{name}/{loss}"])]
-        bad += [f"{name} parameters" for name in AGENTS if record[f"{name}/train/params_finite"] < 1.0]
+        bad += [f"{name} parameters{of_seed(record)}" for record in records for name in AGENTS
+                if record[f"{name}/train/params_finite"] < 1.0]
         if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
             print(f"error: non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
                   f"{last_good or 'none (none written yet)'}", file=sys.stderr)
@@ -1772,20 +1913,22 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             print(f"checkpoint: epoch {epoch} -> {state_path} ({size / 1e6:,.1f} MB, "
                   f"{time.perf_counter() - t_save:.1f}s)", flush=True)
 
-    checkpoint = {name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
-                  for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()}
-    atomic_write(os.path.join(run_dir, "checkpoint.msgpack"), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
-    if args.render:
+    for i, seed in enumerate(seeds):  # the final networks of the three agents, one file per seed
+        checkpoint = jax.tree.map(lambda x: x[i], {name: {"actor": a.actor_params, "critic": a.critic_params,
+                                                          "log_alpha": a.log_alpha}
+                                                   for name, a in {AGENTS[0]: ts.agent, **ts.learners}.items()})
+        name = "checkpoint.msgpack" if args.num_seeds == 1 else f"checkpoint_seed{seed}.msgpack"
+        atomic_write(os.path.join(run_dir, name), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
+    if args.render:  # a single run (validate_args refuses --render with --num-seeds > 1)
         render_env = make_env(args.env_id, eval=True)
-        for name, params in actor_params(ts).items():
+        for name, params in actor_params(jax.tree.map(lambda x: x[0], ts)).items():
             render_rollout(os.path.join(run_dir, f"rollout_{name}.html"), render_env, nets[name], params,
-                           key_render, args.episode_length)
+                           key_render[0], args.episode_length)
     if args.plot:
         plot_runs([run_dir], os.path.join(run_dir, "time_at_goal.png"))
     print(f"done: {run_dir}", flush=True)
     if args.track:
         wandb.finish()
-
 
 if __name__ == "__main__":
     main(tyro.cli(Args), sys.argv[1:])

@@ -1113,7 +1113,7 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
-# SHARED BLOCK: seeds (keep identical in crl_depth.py and crl_depth_offline.py)
+# SHARED BLOCK: seeds (keep identical in all three scripts)
 # ==================================================================================================
 # --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
 # leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
@@ -1399,6 +1399,15 @@ def given_fields(argv: list[str]) -> set[str]:
     return given & names
 
 
+def resume_dir_error(run_dir: str) -> Optional[str]:
+    """The one check of --resume before its args.json is read: every other flag is checked once
+    merged with the run's settings (resume_args), so a resumed run may pass e.g. a --total-env-steps
+    that only fits the run's own --num-envs."""
+    if not os.path.isfile(os.path.join(run_dir, "args.json")):
+        return f"--resume {run_dir}: not a run directory (no args.json in it)"
+    return None
+
+
 # END SHARED BLOCK: checkpoints
 
 
@@ -1418,8 +1427,8 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    if args.resume is not None and not os.path.isfile(os.path.join(args.resume, "args.json")):
-        return f"--resume {args.resume}: not a run directory (no args.json in it)"
+    if args.resume is not None and resume_dir_error(args.resume):
+        return resume_dir_error(args.resume)
     plot_error = validate_plot_args(args)
     if plot_error:
         return plot_error
@@ -1556,14 +1565,12 @@ def state_shardings(ts: TrainState, mesh: Mesh) -> TrainState:
     """Where each leaf of the (seed-batched) training state lives on the device mesh: env-state and
     replay-buffer leaves split along their env axis (axis 1 and 2, after the seed axis), everything
     else (networks, optimisers, keys, counters) replicated."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-
     def split(env_axis: int) -> Callable:
-        return lambda x: (NamedSharding(mesh, PartitionSpec(*[None] * env_axis, "envs")) if x.ndim > env_axis
-                          else replicated)
+        return lambda x: NamedSharding(mesh, PartitionSpec(*[None] * env_axis, "envs") if x.ndim > env_axis
+                                       else PartitionSpec())
 
-    return TrainState(agent=jax.tree.map(lambda _: replicated, ts.agent), env_state=jax.tree.map(split(1), ts.env_state),
-                      buffer=jax.tree.map(split(2), ts.buffer), key=replicated, env_steps=replicated)
+    replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), ts)
+    return replicated.replace(env_state=jax.tree.map(split(1), ts.env_state), buffer=jax.tree.map(split(2), ts.buffer))
 
 
 # --- Checkpoints and resume -----------------------------------------------------------------------
@@ -1826,7 +1833,8 @@ def format_duration(seconds: float) -> str:
 
 def main(args: Args, argv: Optional[list[str]] = None) -> None:
     """argv: the command line's flags (for --resume: which flags were given)."""
-    error = validate_args(args)
+    # a resumed run's flags are checked once merged with the run's args.json, by resume_args
+    error = validate_args(args) if args.resume is None else resume_dir_error(args.resume)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

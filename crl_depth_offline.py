@@ -1113,7 +1113,7 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
-# SHARED BLOCK: seeds (keep identical in crl_depth.py and crl_depth_offline.py)
+# SHARED BLOCK: seeds (keep identical in all three scripts)
 # ==================================================================================================
 # --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
 # leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
@@ -1399,6 +1399,15 @@ def given_fields(argv: list[str]) -> set[str]:
     return given & names
 
 
+def resume_dir_error(run_dir: str) -> Optional[str]:
+    """The one check of --resume before its args.json is read: every other flag is checked once
+    merged with the run's settings (resume_args), so a resumed run may pass e.g. a --total-env-steps
+    that only fits the run's own --num-envs."""
+    if not os.path.isfile(os.path.join(run_dir, "args.json")):
+        return f"--resume {run_dir}: not a run directory (no args.json in it)"
+    return None
+
+
 # END SHARED BLOCK: checkpoints
 
 
@@ -1622,13 +1631,6 @@ class TrainState:
     buffer: Buffer
     key: jax.Array
     gradient_steps: jax.Array
-
-
-def resume_dir_error(run_dir: str) -> Optional[str]:
-    """The one check of --resume before its args.json is read (which then gives every other flag)."""
-    if not os.path.isfile(os.path.join(run_dir, "args.json")):
-        return f"--resume {run_dir}: not a run directory (no args.json in it)"
-    return None
 
 
 def validate_args(args: Args) -> Optional[str]:

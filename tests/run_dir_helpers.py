@@ -156,6 +156,22 @@ def assert_same_run(records, reference, params, reference_params, other_seed_par
     assert distance < 1e-2 * np.linalg.norm(ref) and distance < seeds_apart / 50, (distance, seeds_apart)
 
 
+def assert_seeds_are_single_runs(run_dir, records, single, same_run):
+    """A --num-seeds 2 run (seeds 1 and 2) in run_dir, with its records, against single = {seed: (run
+    dir, records, stdout)} of each seed run alone: one record per epoch and seed; each seed's records
+    and checkpoint_seed{seed}.msgpack pass same_run(records, reference, params, reference_params,
+    other_seed_params) against its own single run, with the other seed's as the far point; and no
+    checkpoint.msgpack."""
+    assert [(r["epoch"], r["seed"]) for r in records] == [(e, s) for e in range(3) for s in (1, 2)]
+    for seed in (1, 2):
+        ref_dir, ref_records, _ = single[seed]
+        same_run([r for r in records if r["seed"] == seed], ref_records,
+                 load_params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
+                 load_params(os.path.join(ref_dir, "checkpoint.msgpack")),
+                 load_params(os.path.join(single[3 - seed][0], "checkpoint.msgpack")))
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint.msgpack"))
+
+
 # --- crl_depth_offline.py --------------------------------------------------------------------------
 def make_dataset(path, seed=0, lengths=(12,) * 20):
     """An OGBench-format dataset (observations, actions, terminals): 20 episodes of 12 steps."""

@@ -74,9 +74,9 @@ def runs(compile_cache):
                       buffer=C.buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                       key=key, env_steps=jnp.zeros((), jnp.int32))
     goal_slice = (spec.goal_start, spec.goal_end)
-    prefill, epoch_with = C.make_train_fns(args, env, nets["collector"], opts, goal_slice,
-                                           {name: nets[name] for name in learners})
-    _, epoch_alone = C.make_train_fns(args, env, nets["collector"], opts, goal_slice, {})
+    prefill, epoch_with = map(jax.jit, C.make_train_fns(args, env, nets["collector"], opts, goal_slice,
+                                                       {name: nets[name] for name in learners}))
+    epoch_alone = jax.jit(C.make_train_fns(args, env, nets["collector"], opts, goal_slice, {})[1])
     ts = prefill(_copy(ts))  # random actions; the learners are only carried along
     alone, metrics_alone = jax.device_get(epoch_alone(_copy(ts.replace(learners={}))))
     with_learners, metrics_with = jax.device_get(epoch_with(_copy(ts)))
@@ -120,7 +120,7 @@ def test_agents_get_the_same_batches(runs):
 def test_evaluation_same_envs_and_goals_for_every_agent(runs):
     args, nets, ts = runs["args"], runs["nets"], runs["with_learners"]
     eval_env = C.VecGoalEnv(C.make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
-    evaluate = C.make_evaluate(args, eval_env, nets)
+    evaluate = jax.jit(C.make_evaluate(args, eval_env, nets))
     params = {"collector": ts.agent.actor_params, **{n: a.actor_params for n, a in ts.learners.items()}}
     metrics = jax.device_get(evaluate(params, jax.random.PRNGKey(3)))
     assert set(metrics) == {f"{n}/eval/{m}" for n in C.AGENTS

@@ -69,8 +69,10 @@ def test_state_holds_all_three_agents_buffer_and_keys(straight_run):
     assert set(ts["learners"]) == {"deep_learner", "shallow_learner"}
     for agent in (ts["agent"], *ts["learners"].values()):
         assert set(agent) == {"actor_params", "critic_params", "log_alpha", "actor_opt", "critic_opt", "alpha_opt"}
-    assert ts["buffer"]["state"].shape[:2] == (60, 4) and int(ts["env_steps"]) == 400
-    assert ts["key"].shape == (2,) and saved["state"]["key_eval"].shape == (2,)
+    # a leading seed axis (of 1) on every leaf
+    assert header["num_seeds"] == 1 and header["version"] == C.STATE_VERSION == 2
+    assert ts["buffer"]["state"].shape[:3] == (1, 60, 4) and ts["env_steps"].tolist() == [400]
+    assert ts["key"].shape == (1, 2) and saved["state"]["key_eval"].shape == (1, 2)
     assert [r["epoch"] for r in _metrics(straight_run)] == [0, 1, 2, 3, 4]
     record = _metrics(straight_run)[-1]
     assert all(record[f"{name}/train/params_finite"] == 1.0 for name in C.AGENTS)
@@ -160,7 +162,8 @@ BAD = [
     (["--critic-lr", "0.1"], None, "--critic-lr 0.1 conflicts with the run's 0.0003"),
     (["--num-epochs", "8"], None, "change the run's epoch (2 training steps); change both together"),
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
-    (["--shallow-learner-depth", "6"], None, "--shallow-learner-depth must be a positive multiple of 4 (got 6)"),
+    # checked against the run's settings first: a flag a resumed run cannot change is named as such
+    (["--shallow-learner-depth", "6"], None, "--shallow-learner-depth 6 conflicts with the run's 4"),
     ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
     ([], lambda d, t: truncate(d), "is truncated or corrupt (checksum mismatch"),
     ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),

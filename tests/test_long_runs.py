@@ -160,6 +160,17 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
     assert error is None and not args.checkpoint_buffer and args.env_id == "reacher"
 
 
+def test_extending_a_run_from_the_command_line(straight_run, tmp_path, cache):
+    """The README's way to extend a run: the new --total-env-steps is checked against the run's own
+    settings (4 envs), not against the defaults (it is far too small for 512 envs)."""
+    run_dir = resume_dir(straight_run, tmp_path)
+    proc = subprocess.run(_cmd("--resume", str(run_dir), "--num-epochs", "5", "--total-env-steps", str(2000 + 480)),
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path, env=subprocess_env(cache))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resuming from" in proc.stdout and "epoch 5/5" in proc.stdout
+    assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2, 3, 4, 5] and _state_epoch(run_dir / "state.msgpack") == 5
+
+
 def test_unwritable_run_directory_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
     import tyro

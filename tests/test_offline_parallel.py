@@ -22,8 +22,9 @@ import tyro
 import crl_depth_offline as O
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
-from tests.run_dir_helpers import (assert_same_run, error_lines, flat_params, load_params,  # noqa: E402
-                                   make_dataset, no_ogbench_dir, read_records, subprocess_env, untimed)
+from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, error_lines,  # noqa: E402
+                                   flat_params, load_params, make_dataset, no_ogbench_dir, read_records,
+                                   subprocess_env, untimed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
@@ -96,17 +97,9 @@ def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
     run_dir, records, stdout = two_seeds
     assert "seeds 1, 2 in one process" in stdout and "(seeds: " in stdout
     assert os.path.basename(run_dir).startswith("antmaze-tiny-navigate-v0__crl_depth_offline__1-2__")
-    assert [(r["epoch"], r["seed"]) for r in records] == [(e, s) for e in range(3) for s in (1, 2)]
-    for seed in (1, 2):
-        ref_dir, ref_records, _ = single[seed]
-        other_dir = single[3 - seed][0]
-        _assert_same_run([r for r in records if r["seed"] == seed], ref_records,
-                         load_params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
-                         load_params(os.path.join(ref_dir, "checkpoint.msgpack")),
-                         load_params(os.path.join(other_dir, "checkpoint.msgpack")))
+    assert_seeds_are_single_runs(run_dir, records, single, _assert_same_run)
     # the two seeds are different runs
     assert records[-1]["losses/critic"] != records[-2]["losses/critic"]
-    assert not os.path.exists(os.path.join(run_dir, "checkpoint.msgpack"))
     # a single run keeps its names: seed in the run name, checkpoint.msgpack, a seed field per record
     assert os.path.basename(single[1][0]).startswith("antmaze-tiny-navigate-v0__crl_depth_offline__1__")
     assert [r["seed"] for r in single[2][1]] == [2, 2, 2]

@@ -20,7 +20,8 @@ import pytest
 import crl_depth as C
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
-from tests.run_dir_helpers import assert_same_run, load_params, read_records, subprocess_env  # noqa: E402
+from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, load_params,  # noqa: E402
+                                   read_records, subprocess_env)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
@@ -68,17 +69,9 @@ def test_two_seeds_in_one_process_equal_two_single_runs(single, tmp_path_factory
     run_dir, records, stdout = _run(tmp_path_factory, cache, "seeds12", "--num-seeds", "2")
     assert "seeds 1, 2 in one process" in stdout and "seeds:" in stdout
     assert os.path.basename(run_dir).startswith("reacher__crl_depth__1-2__")
-    assert [(r["epoch"], r["seed"]) for r in records] == [(e, s) for e in range(3) for s in (1, 2)]
-    for seed in (1, 2):
-        ref_dir, ref_records, _ = single[seed]
-        other_dir = single[3 - seed][0]
-        _assert_same_run([r for r in records if r["seed"] == seed], ref_records,
-                         load_params(os.path.join(run_dir, f"checkpoint_seed{seed}.msgpack")),
-                         load_params(os.path.join(ref_dir, "checkpoint.msgpack")),
-                         load_params(os.path.join(other_dir, "checkpoint.msgpack")))
+    assert_seeds_are_single_runs(run_dir, records, single, _assert_same_run)
     # the two seeds are different runs
     assert records[-1]["losses/critic"] != records[-2]["losses/critic"]
-    assert not os.path.exists(os.path.join(run_dir, "checkpoint.msgpack"))
 
 
 def test_two_devices_equal_one_device(single, tmp_path_factory, cache):

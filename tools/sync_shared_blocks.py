@@ -1,6 +1,6 @@
-"""Copies the SHARED BLOCKs of crl_depth.py (environments, network, replay buffer, losses,
-checkpoints, and seeds, which only crl_depth_offline.py shares) into crl_depth_offline.py and
-crl_collector_learner.py, so a fix made in crl_depth.py reaches every copy.
+"""Copies the SHARED BLOCKs of crl_depth.py (environments, network, replay buffer, losses, seeds,
+checkpoints) into crl_depth_offline.py and crl_collector_learner.py, so a fix made in crl_depth.py
+reaches every copy.
 
     python tools/sync_shared_blocks.py          # rewrite the copies
     python tools/sync_shared_blocks.py --check  # exit 1 and name the blocks that differ
@@ -11,8 +11,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ["environments", "network", "replay buffer", "losses", "checkpoints", "seeds"]
-ONLY_IN = {"seeds": ["crl_depth_offline.py"]}  # a block not in every copy: the copies that have it
+BLOCKS = ["environments", "network", "replay buffer", "losses", "seeds", "checkpoints"]
 COPIES = ["crl_depth_offline.py", "crl_collector_learner.py"]
 
 
@@ -29,7 +28,7 @@ def main() -> int:
         if not os.path.exists(path):
             continue
         text = open(path).read()
-        for name in [name for name in BLOCKS if script in ONLY_IN.get(name, COPIES)]:
+        for name in BLOCKS:
             (ref_block,) = re.findall(block_pattern(name), reference, flags=re.S | re.M)
             found = re.findall(block_pattern(name), text, flags=re.S | re.M)
             if len(found) != 1:
