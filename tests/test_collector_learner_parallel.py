@@ -18,7 +18,7 @@ import crl_collector_learner as C
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, error_lines,  # noqa: E402
-                                   load_params, read_records, subprocess_env)
+                                   flat_params, load_params, read_records, subprocess_env)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_collector_learner.py")
@@ -159,3 +159,18 @@ def test_two_seed_run_resumed_equals_an_uninterrupted_one(two_seeds, tmp_path, c
         assert open(os.path.join(run_dir, name), "rb").read() == open(os.path.join(straight, name), "rb").read(), name
     untimed = lambda records: [{k: v for k, v in r.items() if not k.startswith(("time/", "charts/"))} for r in records]
     assert untimed(read_records(run_dir)) == untimed(read_records(straight))
+
+
+def test_bfloat16_run_is_the_float32_run_rounded(single, tmp_path_factory, cache):
+    """--compute-dtype bfloat16 end to end for all three agents: the losses stay finite, and each
+    agent's final parameters are far closer to the float32 run of the same seed than to another
+    seed's (the matmuls really changed: not bit-identical to float32)."""
+    run_dir, records, stdout = _run(tmp_path_factory, cache, "bf16", "--compute-dtype", "bfloat16")
+    assert _run_line(stdout).endswith("| bfloat16 matmuls")
+    assert all(np.isfinite(r[name]) for r in records[1:] for name in COMPARED)
+    params, ref, other = (load_params(os.path.join(d, "checkpoint.msgpack"))
+                          for d in (run_dir, single[1][0], single[2][0]))
+    for agent in C.AGENTS:
+        p, r, o = (flat_params(x[agent]) for x in (params, ref, other))
+        distance, seeds_apart = np.linalg.norm(p - r), np.linalg.norm(o - r)
+        assert 0 < distance < 2e-3 * np.linalg.norm(r) and distance < seeds_apart / 100, (agent, distance, seeds_apart)
