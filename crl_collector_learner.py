@@ -1584,7 +1584,8 @@ def state_shardings(ts: TrainState, mesh: Mesh) -> TrainState:
 STATE_FORMAT, STATE_VERSION = "crl_collector_learner_state", 2  # 2: a seed axis on every leaf
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
-                    "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume", "num_devices")
+                    "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume",
+                    "num_devices")
 
 
 def state_header(args: Args) -> dict:
@@ -1623,11 +1624,12 @@ def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Opti
 # Evaluation
 # ==================================================================================================
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: dict[str, Networks]) -> Callable:
-    """The evaluation of one seed (main vmaps it over the seed axis and jits it): one episode of episode_length steps on every eval env, fresh starts and goals, for each
-    agent's deterministic actor tanh(mean). One reset serves all agents: its envs are repeated once
-    per agent and stepped as one batch, so every agent meets the same starts and goals (and the
-    compiled graph holds one env step). Per-step metrics count while the episode is alive (up to
-    and including the step that terminates it)."""
+    """The evaluation of one seed (main vmaps it over the seed axis and jits it): one episode of
+    episode_length steps on every eval env, fresh starts and goals, for each agent's deterministic
+    actor tanh(mean). One reset serves all agents: its envs are repeated once per agent and stepped
+    as one batch, so every agent meets the same starts and goals (and the compiled graph holds one
+    env step). Per-step metrics count while the episode is alive (up to and including the step
+    that terminates it)."""
     names, n = list(nets), eval_env.num_envs
 
     def evaluate(actor_params: dict, key: jax.Array) -> dict:
@@ -1867,8 +1869,9 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
         key_eval, key_e = split_seed_keys(key_eval)
         eval_metrics = jax.device_get(eval_c(actor_params(ts), key_e))
         log(0, eval_metrics, {"time/compile_s": compile_s})
-        print(f"epoch 0 (untrained) | time at goal {agents_label} {per_agent(eval_metrics, 'eval/time_at_goal', '.1f')} "
-              f"of {args.episode_length} | dist {per_agent(eval_metrics, 'eval/dist', '.2f')}", flush=True)
+        print(f"epoch 0 (untrained) | time at goal {agents_label} "
+              f"{per_agent(eval_metrics, 'eval/time_at_goal', '.1f')} of {args.episode_length} | "
+              f"dist {per_agent(eval_metrics, 'eval/dist', '.2f')}", flush=True)
     last_good = state_path if args.resume else None
     epoch_times = []
     for epoch in range(start_epoch, args.num_epochs + 1):
@@ -1894,8 +1897,9 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
               f"acc {per_agent(m, 'critic/categorical_accuracy', '.2f')} | "
               f"actor {per_agent(m, 'losses/actor', '.3f')} | ETA {format_duration(eta)}", flush=True)
         of_seed = (lambda record: f" of seed {record['seed']}") if args.num_seeds > 1 else (lambda record: "")
-        bad = [f"{name}/{loss} ({record[f'{name}/{loss}']}){of_seed(record)}" for record in records for name in AGENTS
-               for loss in ("losses/critic", "losses/actor", "losses/alpha") if not math.isfinite(record[f"{name}/{loss}"])]
+        bad = [f"{name}/{loss} ({record[f'{name}/{loss}']}){of_seed(record)}"
+               for record in records for name in AGENTS for loss in ("losses/critic", "losses/actor", "losses/alpha")
+               if not math.isfinite(record[f"{name}/{loss}"])]
         bad += [f"{name} parameters{of_seed(record)}" for record in records for name in AGENTS
                 if record[f"{name}/train/params_finite"] < 1.0]
         if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
