@@ -1,7 +1,7 @@
 """Helpers shared by the long-run and parallel tests of crl_depth.py, crl_depth_offline.py and
 crl_collector_learner.py (tests/test_long_runs.py, tests/test_offline_long_runs.py,
-tests/test_collector_learner_long_runs.py, tests/test_parallel.py, tests/test_offline_parallel.py):
-the environment of subprocesses sharing a persistent JAX compilation cache, reading a run
+tests/test_collector_learner_long_runs.py and the three test*_parallel.py): running a script in a
+subprocess with a persistent JAX compilation cache (and forced CPU devices), reading a run
 directory (metrics.jsonl, state.msgpack, checkpoints), spoiling a copy of one for the refused-resume
 tests, comparing a run with a reference run, and the tiny OGBench-format dataset.
 
@@ -27,6 +27,26 @@ def subprocess_env(cache, **extra):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env.update(extra)
     return env
+
+
+def run_script(cmd, tmp, cache, devices=1, **extra_env):
+    """Runs cmd (a script and its flags; the run goes under tmp / "runs") in tmp with the compilation
+    cache in cache, extra_env, and as many forced CPU devices as devices (XLA_FLAGS); asserts it
+    succeeded. Returns (the run directory, its metrics.jsonl records, stdout)."""
+    env = subprocess_env(cache, **extra_env)
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (name,) = os.listdir(tmp / "runs")
+    run_dir = str(tmp / "runs" / name)
+    return run_dir, read_records(run_dir), proc.stdout
+
+
+def run_line(stdout):
+    """The line of a script's output that describes the run (backend, seeds, devices, matmul dtype)."""
+    (line,) = [line for line in stdout.splitlines() if line.startswith("run ")]
+    return line
 
 
 def start_and_kill(cmd, tmp, env):

@@ -18,7 +18,7 @@ import crl_collector_learner as C
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, error_lines,  # noqa: E402
-                                   flat_params, load_params, read_records, subprocess_env)
+                                   flat_params, load_params, read_records, run_line, run_script, subprocess_env)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_collector_learner.py")
@@ -39,19 +39,7 @@ def cache(tmp_path_factory):
 
 def _run(tmp_path_factory, cache, name, *flags, devices=1):
     tmp = tmp_path_factory.mktemp(name)
-    env = subprocess_env(cache)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run([sys.executable, SCRIPT, *TINY, *flags, "--runs-dir", str(tmp / "runs")],
-                          capture_output=True, text=True, timeout=900, cwd=tmp, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
-    return run_dir, read_records(run_dir), proc.stdout
-
-
-def _run_line(stdout):
-    (line,) = [line for line in stdout.splitlines() if line.startswith("run ")]
-    return line
+    return run_script([sys.executable, SCRIPT, *TINY, *flags, "--runs-dir", str(tmp / "runs")], tmp, cache, devices)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +62,7 @@ def _assert_same_run(records, reference, params, reference_params, other_seed_pa
 
 def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
     run_dir, records, stdout = two_seeds
-    assert _run_line(stdout).endswith("| seeds 1, 2 in one process")
+    assert run_line(stdout).endswith("| seeds 1, 2 in one process")
     assert "time at goal (collector/deep/shallow, mean of 2 seeds)" in stdout
     assert os.path.basename(run_dir).startswith("reacher__crl_collector_learner__1-2__")
     assert_seeds_are_single_runs(run_dir, records, single, _assert_same_run)
@@ -101,7 +89,7 @@ def test_two_seed_state_has_a_seed_axis_and_the_plot_their_mean(two_seeds):
 
 def test_two_devices_equal_one_device(single, tmp_path_factory, cache):
     run_dir, records, stdout = _run(tmp_path_factory, cache, "devices2", devices=2)
-    assert _run_line(stdout).endswith("| 2 devices, envs and batches split")
+    assert run_line(stdout).endswith("| 2 devices, envs and batches split")
     _assert_same_run(records, single[1][1], load_params(os.path.join(run_dir, "checkpoint.msgpack")),
                      load_params(os.path.join(single[1][0], "checkpoint.msgpack")),
                      load_params(os.path.join(single[2][0], "checkpoint.msgpack")))
@@ -166,7 +154,7 @@ def test_bfloat16_run_is_the_float32_run_rounded(single, tmp_path_factory, cache
     agent's final parameters are far closer to the float32 run of the same seed than to another
     seed's (the matmuls really changed: not bit-identical to float32)."""
     run_dir, records, stdout = _run(tmp_path_factory, cache, "bf16", "--compute-dtype", "bfloat16")
-    assert _run_line(stdout).endswith("| bfloat16 matmuls")
+    assert run_line(stdout).endswith("| bfloat16 matmuls")
     assert all(np.isfinite(r[name]) for r in records[1:] for name in COMPARED)
     params, ref, other = (load_params(os.path.join(d, "checkpoint.msgpack"))
                           for d in (run_dir, single[1][0], single[2][0]))

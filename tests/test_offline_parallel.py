@@ -24,7 +24,7 @@ import crl_depth_offline as O
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, error_lines,  # noqa: E402
                                    flat_params, load_params, make_dataset, no_ogbench_dir, read_records,
-                                   subprocess_env, untimed)
+                                   run_line, run_script, subprocess_env, untimed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
@@ -44,11 +44,9 @@ def setup(tmp_path_factory):
     return tmp / "jax_cache", no_ogbench_dir(tmp / "no_ogbench"), make_dataset(tmp / "antmaze-tiny-navigate-v0.npz")
 
 
-def _subprocess(setup, cwd, *flags, devices=1):
+def _subprocess(setup, cwd, *flags):
     cache, no_ogbench, _ = setup
     env = subprocess_env(cache, PYTHONPATH=str(no_ogbench))  # hides the optional ogbench package: no env evaluation
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     proc = subprocess.run([sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=900, cwd=cwd,
                           env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -56,17 +54,10 @@ def _subprocess(setup, cwd, *flags, devices=1):
 
 
 def _run(setup, tmp_path_factory, name, *flags, devices=1):
+    cache, no_ogbench, dataset = setup
     tmp = tmp_path_factory.mktemp(name)
-    stdout = _subprocess(setup, tmp, "--dataset", str(setup[2]), *TINY, *flags, "--runs-dir", str(tmp / "runs"),
-                         devices=devices)
-    (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
-    return run_dir, read_records(run_dir), stdout
-
-
-def _run_line(stdout):
-    """The line that describes the run (backend, seeds, devices, matmul dtype)."""
-    (line,) = [line for line in stdout.splitlines() if line.startswith("run ")]
-    return line
+    return run_script([sys.executable, SCRIPT, "--dataset", str(dataset), *TINY, *flags, "--runs-dir",
+                       str(tmp / "runs")], tmp, cache, devices, PYTHONPATH=str(no_ogbench))
 
 
 def _untimed(records):
@@ -115,7 +106,7 @@ def test_two_devices_equal_one_device(single, setup, tmp_path_factory):
                      load_params(os.path.join(single[2][0], "checkpoint.msgpack")))
     # --num-devices 1 on the same 2-device machine: one device, no split
     run_dir, records, stdout = _run(setup, tmp_path_factory, "devices1", "--num-devices", "1", devices=2)
-    assert "batches split" not in _run_line(stdout) and _run_line(stdout).endswith("backend cpu")
+    assert "batches split" not in run_line(stdout) and run_line(stdout).endswith("backend cpu")
     assert _untimed(records) == _untimed(single[1][1])
     # a batch that does not split evenly: refused before any work
     env = subprocess_env(setup[0], PYTHONPATH=str(setup[1]), XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -130,7 +121,7 @@ def test_bfloat16_run_is_the_float32_run_rounded(single, setup, tmp_path_factory
     float32's), the losses stay finite and close, and the final parameters are far closer to the
     float32 run of the same seed than to another seed's."""
     run_dir, records, stdout = _run(setup, tmp_path_factory, "bf16", "--compute-dtype", "bfloat16")
-    assert _run_line(stdout).endswith("| bfloat16 matmuls")
+    assert run_line(stdout).endswith("| bfloat16 matmuls")
     reference = single[1][1]
     assert records[0]["offline/critic_loss"] != reference[0]["offline/critic_loss"]
     for got, want in zip(records, reference):

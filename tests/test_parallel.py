@@ -6,9 +6,7 @@ batched (vmapped) or split matmuls add in another order, so parameters agree to 
 epochs, not bit for bit, and the gap grows with training. Before any training step (epoch 0) they
 agree exactly."""
 
-import glob
 import os
-import subprocess
 import sys
 
 import jax
@@ -20,8 +18,7 @@ import pytest
 import crl_depth as C
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
-from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, load_params,  # noqa: E402
-                                   read_records, subprocess_env)
+from tests.run_dir_helpers import assert_same_run, assert_seeds_are_single_runs, load_params, run_script  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
@@ -40,14 +37,8 @@ def cache(tmp_path_factory):
 
 def _run(tmp_path_factory, cache, name, *flags, devices=1):
     tmp = tmp_path_factory.mktemp(name)
-    env = subprocess_env(cache)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "crl_depth.py"), *TINY, *flags, "--runs-dir",
-                           str(tmp / "runs")], capture_output=True, text=True, timeout=900, cwd=tmp, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = glob.glob(str(tmp / "runs" / "*"))
-    return run_dir, read_records(run_dir), proc.stdout
+    return run_script([sys.executable, os.path.join(ROOT, "crl_depth.py"), *TINY, *flags, "--runs-dir",
+                       str(tmp / "runs")], tmp, cache, devices)
 
 
 @pytest.fixture(scope="module")
