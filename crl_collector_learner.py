@@ -1425,8 +1425,6 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    if args.resume is not None and resume_dir_error(args.resume):
-        return resume_dir_error(args.resume)
     for name in ("collector_depth", "deep_learner_depth", "shallow_learner_depth"):
         value = getattr(args, name)
         if value <= 0 or value % 4 != 0:
@@ -1933,6 +1931,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     print(f"done: {run_dir}", flush=True)
     if args.track:
         wandb.finish()
+
 
 if __name__ == "__main__":
     main(tyro.cli(Args), sys.argv[1:])

@@ -1427,8 +1427,6 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     if args.env_id not in ENVS:
         return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    if args.resume is not None and resume_dir_error(args.resume):
-        return resume_dir_error(args.resume)
     plot_error = validate_plot_args(args)
     if plot_error:
         return plot_error

@@ -1636,8 +1636,6 @@ class TrainState:
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None (the dataset is checked later,
     by load_dataset, still before anything is compiled or written)."""
-    if args.resume is not None and resume_dir_error(args.resume):
-        return resume_dir_error(args.resume)
     if not args.dataset and args.resume is None:  # a resumed run's dataset comes from its args.json
         return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
                 "OGBench-format .npz")
