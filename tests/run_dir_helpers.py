@@ -20,6 +20,8 @@ import time
 import flax
 import numpy as np
 
+import crl_runs
+
 
 # --- subprocesses ----------------------------------------------------------------------------------
 def subprocess_env(cache, **extra):
@@ -50,8 +52,8 @@ def run_line(stdout):
 
 
 def start_and_kill(cmd, tmp, env):
-    """Starts cmd (a run writing under tmp / "runs") with env, waits until its test hook
-    (CRL_DEPTH_TEST_STALL_AT_EPOCH) says it stalled, SIGKILLs it; returns the run directory."""
+    """Starts cmd (a run writing under tmp / "runs", under tests/faults.py --stall-at-epoch) with env,
+    waits until it says it stalled, SIGKILLs it; returns the run directory."""
     log = open(tmp / "killed.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=env)
     deadline = time.time() + 900
@@ -110,8 +112,8 @@ def snapshot(run_dir):
 
 
 def load_params(path):
-    """The parameters in the checkpoint file at path."""
-    return flax.serialization.msgpack_restore(open(path, "rb").read())
+    """The parameters in the checkpoint file at path (checkpoint.msgpack, checkpoint_seed{s}.msgpack)."""
+    return crl_runs.read_networks(str(path))[1]
 
 
 def flat_params(params):

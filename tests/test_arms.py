@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import crl_depth as C
+import crl_envs as E
 
 PANDA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "panda")
 # env id: scene, cube region centre, goal region centre, sampling half-range s
@@ -29,7 +30,7 @@ CUBE, MARKER, JOINTS, FINGERS = slice(0, 3), slice(7, 10), slice(14, 21), slice(
 
 @pytest.fixture(scope="module")
 def envs():
-    return {env_id: C.make_env(env_id) for env_id in ARMS}
+    return {env_id: E.make_env(env_id) for env_id in ARMS}
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +74,9 @@ def test_registry_entries_and_physics_settings(envs):
         assert (int(env.sys.opt.iterations), int(env.sys.opt.ls_iterations)) == (6, 12)
         assert (env.sys.q_size(), env.sys.act_size(), env.action_size) == (23, 9, 5)
         assert env.success_radius == 0.1
-        venv = C.VecGoalEnv(env, num_envs=2, episode_length=4)
+        venv = E.VecGoalEnv(env, num_envs=2, episode_length=4)
         assert (venv.action_size, venv.obs_size) == (5, 20)
-    assert C.VecGoalEnv(C.make_env("ant"), 2, 4).action_size == 8  # other envs: one action per actuator
+    assert E.VecGoalEnv(E.make_env("ant"), 2, 4).action_size == 8  # other envs: one action per actuator
 
 
 @pytest.mark.parametrize("env_id", list(ARMS))
@@ -84,7 +85,7 @@ def test_generated_scene_matches_the_shipped_xml(env_id):
     path = os.path.join(PANDA_DIR, f"panda_{ARMS[env_id][0]}.xml")
     if not os.path.exists(path):
         pytest.skip(f"{path} is absent (../shared is not checked out next to this repository)")
-    ours = mujoco.MjModel.from_xml_string(C.panda_xml(ARMS[env_id][0]))
+    ours = mujoco.MjModel.from_xml_string(E.panda_xml(ARMS[env_id][0]))
     ref = mujoco.MjModel.from_xml_path(path)
     for size in ("nq", "nv", "nu", "nbody", "njnt", "ngeom", "npair", "neq"):
         assert getattr(ours, size) == getattr(ref, size), size

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import crl_depth as C
+import crl_envs as E
 
 EXPECTED = {  # env id: (state dim, goal slice, goal dim, action dim)
     "reacher": (10, (4, 7), 3, 2),
@@ -16,7 +17,7 @@ EXPECTED = {  # env id: (state dim, goal slice, goal dim, action dim)
 
 @pytest.fixture(scope="module", params=list(EXPECTED))
 def env_case(request):
-    env = C.make_env(request.param)
+    env = E.make_env(request.param)
     return request.param, env, jax.jit(env.reset), jax.jit(env.step)
 
 
@@ -103,7 +104,7 @@ def test_success_and_termination(env_case):
 
 
 def test_auto_reset_gives_fresh_start_and_goal_and_counts_episodes():
-    venv = C.VecGoalEnv(C.make_env("ant"), num_envs=3, episode_length=5)
+    venv = E.VecGoalEnv(E.make_env("ant"), num_envs=3, episode_length=5)
     state = jax.jit(venv.reset)(jax.random.PRNGKey(0))
     step = jax.jit(venv.step)
     goals = [np.asarray(state.info["goal"])]
@@ -122,7 +123,7 @@ def test_auto_reset_gives_fresh_start_and_goal_and_counts_episodes():
 
 
 def test_reacher_long_random_rollout_stays_finite():
-    venv = C.VecGoalEnv(C.make_env("reacher"), num_envs=8, episode_length=1000)
+    venv = E.VecGoalEnv(E.make_env("reacher"), num_envs=8, episode_length=1000)
 
     @jax.jit
     def rollout(key):
@@ -136,4 +137,4 @@ def test_reacher_long_random_rollout_stays_finite():
 
 def test_unknown_env_id_lists_valid_ones():
     with pytest.raises(ValueError, match="valid ids: reacher, ant, humanoid"):
-        C.make_env("cheetah")
+        E.make_env("cheetah")

@@ -4,6 +4,7 @@ flags, corrupt or mismatched checkpoints and unwritable directories are refused 
 exit status 2, nothing on disk changed. The subprocesses share a persistent JAX compilation cache,
 so only the first one pays the full compile."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import crl_depth as C
+import crl_runs as R
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (edit_args, error_lines, metrics, npz_bytes, replace_state, resume_dir,  # noqa: E402
@@ -30,12 +32,18 @@ def _cmd(*flags):
     return [sys.executable, os.path.join(ROOT, "crl_depth.py"), *flags]
 
 
+def _faulty(*flags):
+    """crl_depth.py with a fault injected from outside (tests/faults.py): flags are the fault's, then the run's."""
+    fault, value, *rest = flags
+    return [sys.executable, os.path.join(ROOT, "tests", "faults.py"), fault, value, "crl_depth.py", *rest]
+
+
 def _metrics(run_dir):
     return metrics(run_dir, TIMING)
 
 
 def _state_epoch(path):
-    return state_epoch(path, C.STATE_MAGIC)
+    return state_epoch(path, R.STATE_MAGIC)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +65,8 @@ def straight_run(tmp_path_factory, cache):
 def _start_and_kill_at(tmp, cache, hook_epoch, *extra):
     """Starts the 4-epoch run, waits until it hangs after writing epoch hook_epoch's state.msgpack.tmp
     (before the rename), SIGKILLs it; returns the run directory."""
-    return start_and_kill(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), tmp,
-                          subprocess_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
+    return start_and_kill(_faulty("--stall-at-epoch", str(hook_epoch), *TINY, "--runs-dir", str(tmp / "runs"), *extra),
+                          tmp, subprocess_env(cache))
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, cache):
@@ -81,9 +89,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, ca
 
 def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(straight_run, tmp_path, cache):
     runs = tmp_path / "runs"
-    proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"), capture_output=True,
-                          text=True, timeout=900, cwd=tmp_path,
-                          env=subprocess_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
+    proc = subprocess.run(_faulty("--nan-at-epoch", "3", *TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"),
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     errors = error_lines(proc.stderr)
@@ -119,9 +126,10 @@ BAD = [
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
     ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
     ([], lambda d, t: truncate(d), "is truncated or corrupt (checksum mismatch"),
-    ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
-    ([], lambda d, t: replace_state(d, npz_bytes(t)), "is not a crl_depth.py state checkpoint (wrong magic bytes)"),
-    ([], lambda d, t: replace_state(d, right_magic_wrong_payload(C.STATE_MAGIC)), "is not a readable state checkpoint"),
+    ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()),
+     "is a 'crl_depth_networks' checkpoint, not a 'crl_depth_state' one"),
+    ([], lambda d, t: replace_state(d, npz_bytes(t)), "is not a crl_depth state checkpoint (wrong magic bytes)"),
+    ([], lambda d, t: replace_state(d, right_magic_wrong_payload(R.STATE_MAGIC)), "is not a readable state checkpoint"),
     ([], lambda d, t: edit_args(d, depth=4), "is for env reacher actor depth 8 critic depth 8 width 16, this run is "
                                               "env reacher actor depth 4 critic depth 4 width 16"),
     ([], lambda d, t: edit_args(d, env_id="ant"), "is for env reacher actor depth 8 critic depth 8 width 16, this "
@@ -138,10 +146,8 @@ def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message
         spoil(run_dir, tmp_path)
     before = snapshot(run_dir)
     argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
-    import tyro
-
     with pytest.raises(SystemExit) as exit_info:
-        C.main(tyro.cli(C.Args, args=argv), argv)
+        C.main(C.cli(argv))
     assert exit_info.value.code == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and message in errors[0], errors
@@ -149,15 +155,12 @@ def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message
 
 
 def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
-    cli = C.Args(resume=str(straight_run), num_epochs=8, total_env_steps=2000 + 4 * 480, track=True)
-    args, error = C.resume_args(cli)
-    assert error is None and args.num_epochs == 8 and args.depth == 8 and args.width == 16 and args.track
+    args = C.cli(["--resume", str(straight_run), "--num-epochs", "8", "--total-env-steps", str(2000 + 4 * 480),
+                  "--track"])
+    assert args.num_epochs == 8 and args.depth == 8 and args.width == 16 and args.track
     assert C.schedule(args)[2] == 12
-    flags = ["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "3920", "--no-checkpoint-buffer"]
-    assert C.given_fields(flags) == {"resume", "num_epochs", "total_env_steps", "checkpoint_buffer"}
-    args, error = C.resume_args(C.Args(resume=str(straight_run), num_epochs=8, total_env_steps=3920,
-                                       checkpoint_buffer=False), C.given_fields(flags))
-    assert error is None and not args.checkpoint_buffer and args.env_id == "reacher"
+    args = C.cli(["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "3920", "--no-checkpoint-buffer"])
+    assert args.num_epochs == 8 and not args.checkpoint_buffer and args.env_id == "reacher" and args.depth == 8
 
 
 def test_extending_a_run_from_the_command_line(straight_run, tmp_path, cache):
@@ -173,10 +176,8 @@ def test_extending_a_run_from_the_command_line(straight_run, tmp_path, cache):
 
 def test_unwritable_run_directory_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("not a directory")
-    import tyro
-
     with pytest.raises(SystemExit) as exit_info:
-        C.main(tyro.cli(C.Args, args=[*TINY, "--runs-dir", str(tmp_path / "file" / "runs")]))
+        C.main(C.cli([*TINY, "--runs-dir", str(tmp_path / "file" / "runs")]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error: cannot write the run directory" in err and len(err.strip().splitlines()) == 1
@@ -184,19 +185,19 @@ def test_unwritable_run_directory_is_refused(tmp_path, capsys):
 
 def test_failed_checkpoint_write_leaves_previous_file_and_no_tmp(tmp_path, monkeypatch):
     path = str(tmp_path / "state.msgpack")
-    C.atomic_write(path, [b"old complete file"])
+    R.atomic_write(path, [b"old complete file"])
     real_fsync = os.fsync
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(C.CheckpointWriteError, match="No space left on device"):
-        C.atomic_write(path, [b"new file that does not fit"])
+    with pytest.raises(R.CheckpointWriteError, match="No space left on device"):
+        R.atomic_write(path, [b"new file that does not fit"])
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert open(path, "rb").read() == b"old complete file" and os.listdir(tmp_path) == ["state.msgpack"]
-    with pytest.raises(C.CheckpointWriteError, match="cannot write"):
-        C.atomic_write(str(tmp_path / "missing" / "state.msgpack"), [b"x"])
+    with pytest.raises(R.CheckpointWriteError, match="cannot write"):
+        R.atomic_write(str(tmp_path / "missing" / "state.msgpack"), [b"x"])
 
 
 def test_wandb_run_id_is_kept_and_reused_by_resume(tmp_path, monkeypatch):
@@ -204,10 +205,12 @@ def test_wandb_run_id_is_kept_and_reused_by_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    args = C.Args(track=True, wandb_project_name="crl-depth-test", wandb_mode="offline", runs_dir=str(tmp_path))
     ids = []
-    for _ in range(2):  # the run, then its resume
-        wandb = C.init_wandb(str(run_dir), "run", {"depth": 4}, "crl-depth-test", None, "offline")
-        ids.append(wandb.run.id)
-        wandb.finish()
+    for resume in (None, str(run_dir)):  # the run, then its resume
+        run = R.Run(dataclasses.replace(args, resume=resume), {}, str, "env_steps")
+        run.dir, run.resume_epoch = str(run_dir), None if resume is None else 0
+        run.open()
+        ids.append(run.wandb.run.id)
+        run.wandb.finish()
     assert ids[0] == ids[1] == (run_dir / "wandb_id.txt").read_text()

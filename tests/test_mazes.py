@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,21 +17,24 @@ import optax
 import pytest
 
 import crl_depth as C
+import crl_envs as E
+import crl_plots as P
+import crl_runs as R
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ../shared/spec/envs.md, verbatim: env id -> (picture constant, training layout, evaluation layout)
 SPEC = {
-    "ant_u4_maze": (C.ANT_U4_MAZE, "#####/#GGG#/#R#G#/###G#/#G#G#/#GGG#/#####",
+    "ant_u4_maze": (E.ANT_U4_MAZE, "#####/#GGG#/#R#G#/###G#/#G#G#/#GGG#/#####",
                     "#####/#...#/#R#.#/###.#/#G#.#/#GGG#/#####"),
-    "ant_u5_maze": (C.ANT_U5_MAZE, "########/#GGGGGG#/#R####G#/######G#/#G####G#/#GGGGGG#/########",
+    "ant_u5_maze": (E.ANT_U5_MAZE, "########/#GGGGGG#/#R####G#/######G#/#G####G#/#GGGGGG#/########",
                     "########/#......#/#R####.#/######.#/#G####G#/#GGGGGG#/########"),
-    "ant_big_maze": (C.ANT_BIG_MAZE, "########/#RG##GG#/#GG#GGG#/##GGG###/#GG#GGG#/#G#GG#G#/#GGG#GG#/########",
+    "ant_big_maze": (E.ANT_BIG_MAZE, "########/#RG##GG#/#GG#GGG#/##GGG###/#GG#GGG#/#G#GG#G#/#GGG#GG#/########",
                      "########/#R.##GG#/#..#..G#/##...###/#..#...#/#.#G.#G#/#.GG#GG#/########"),
-    "ant_hardest_maze": (C.ANT_HARDEST_MAZE, "############/#RGGG#GGGGG#/#G##G#G#G#G#/#GGGGGG#GGG#/#G####G###G#/"
+    "ant_hardest_maze": (E.ANT_HARDEST_MAZE, "############/#RGGG#GGGGG#/#G##G#G#G#G#/#GGGGGG#GGG#/#G####G###G#/"
                          "#GG#G#GGGGG#/##G#G#G#G###/#GG#GGG#GGG#/############", None),
-    "humanoid_u_maze": (C.HUMANOID_U_MAZE, "#####/#RGG#/###G#/#GGG#/#####", "#####/#R..#/###.#/#GGG#/#####"),
-    "humanoid_big_maze": (C.HUMANOID_BIG_MAZE,
+    "humanoid_u_maze": (E.HUMANOID_U_MAZE, "#####/#RGG#/###G#/#GGG#/#####", "#####/#R..#/###.#/#GGG#/#####"),
+    "humanoid_big_maze": (E.HUMANOID_BIG_MAZE,
                           "########/#RG##GG#/#GG#GGG#/##GGG###/#GG#GGG#/#G#GG#G#/#GGG#GG#/########",
                           "########/#R.##GG#/#..#.GG#/##...###/#..#...#/#.#G.#G#/#.GG#GG#/########"),
 }
@@ -42,7 +44,7 @@ SPEC = {
 @pytest.mark.parametrize("env_id", list(SPEC))
 def test_pictures_are_the_spec_layouts(env_id):
     picture, train, evaluation = SPEC[env_id]
-    mazes = C.parse_mazes(picture, 4.0)
+    mazes = E.parse_mazes(picture, 4.0)
     assert ["/".join(m.rows) for m in mazes] == [train] + ([evaluation] if evaluation else [])
     if evaluation:  # same walls and start, only the goal cells differ
         assert mazes[0].cells("#") == mazes[1].cells("#") and mazes[0].start == mazes[1].start
@@ -50,7 +52,7 @@ def test_pictures_are_the_spec_layouts(env_id):
 
 
 def test_u4_layout_cells_and_world_coordinates():
-    train, evaluation = C.parse_mazes(C.ANT_U4_MAZE, 4.0)
+    train, evaluation = E.parse_mazes(E.ANT_U4_MAZE, 4.0)
     assert len(train.rows) == 7 and {len(r) for r in train.rows} == {5}
     assert len(train.cells("#")) == 35 - 11 and len(train.cells("G")) == 10 and train.start == (2, 1)
     assert evaluation.cells("G") == [(4, 1), (5, 1), (5, 2), (5, 3)] and len(evaluation.cells(".")) == 6
@@ -62,7 +64,7 @@ def test_u4_layout_cells_and_world_coordinates():
     # cell (i, j) -> world (i s, j s): rows along x, columns along y
     np.testing.assert_allclose(train.xy([train.start]), [[8.0, 4.0]])
     np.testing.assert_allclose(train.xy([(4, 1), (5, 3)]), [[16.0, 4.0], [20.0, 12.0]])
-    (u,) = C.parse_mazes(SPEC["humanoid_u_maze"][0], 2.0)[:1]
+    (u,) = E.parse_mazes(SPEC["humanoid_u_maze"][0], 2.0)[:1]
     np.testing.assert_allclose(u.xy([u.start]), [[2.0, 2.0]])
 
 
@@ -77,20 +79,20 @@ def test_u4_layout_cells_and_world_coordinates():
 ])
 def test_bad_pictures_are_refused(picture, message):
     with pytest.raises(ValueError, match=message):
-        C.parse_mazes(picture, 4.0)
+        E.parse_mazes(picture, 4.0)
 
 
 def test_default_heatmap_goal_is_farthest_along_the_maze():
-    _, u4_eval = C.parse_mazes(C.ANT_U4_MAZE, 4.0)
-    assert C.farthest_goal_cell(u4_eval) == (4, 1)  # next to the start through the wall: 10 cells round
-    _, hu_eval = C.parse_mazes(C.HUMANOID_U_MAZE, 2.0)
-    assert C.farthest_goal_cell(hu_eval) == (3, 1)
+    _, u4_eval = E.parse_mazes(E.ANT_U4_MAZE, 4.0)
+    assert E.farthest_goal_cell(u4_eval) == (4, 1)  # next to the start through the wall: 10 cells round
+    _, hu_eval = E.parse_mazes(E.HUMANOID_U_MAZE, 2.0)
+    assert E.farthest_goal_cell(hu_eval) == (3, 1)
 
 
 # ----------------------------------------------------------------------------- compiled systems
 @pytest.mark.parametrize("env_id", list(SPEC))
 def test_every_maze_builds_with_its_walls(env_id):
-    env, eval_env = C.make_env(env_id), C.make_env(env_id, eval=True)
+    env, eval_env = E.make_env(env_id), E.make_env(env_id, eval=True)
     _, train, evaluation = SPEC[env_id]
     assert "/".join(env.maze.rows) == train
     assert "/".join(eval_env.maze.rows) == (evaluation or train)  # evaluation runs on the eval layout
@@ -117,7 +119,7 @@ def test_every_maze_builds_with_its_walls(env_id):
 
 
 def test_plain_ant_and_humanoid_are_unchanged_by_the_maze_hooks():
-    ant, humanoid = C.Ant(), C.Humanoid()
+    ant, humanoid = E.Ant(), E.Humanoid()
     assert int(ant.sys.mj_model.geom("torso_geom").conaffinity[0]) == 0
     np.testing.assert_allclose(ant.sys.mj_model.geom("floor").size[:2], [40, 40])
     assert not any(ant.sys.mj_model.geom(g).name.startswith("wall_") for g in range(ant.sys.mj_model.ngeom))
@@ -127,7 +129,7 @@ def test_plain_ant_and_humanoid_are_unchanged_by_the_maze_hooks():
 @pytest.fixture(scope="module")
 def u4():
     """ant_u4_maze, training and evaluation env, compiled once for the tests below."""
-    env, eval_env = C.make_env("ant_u4_maze"), C.make_env("ant_u4_maze", eval=True)
+    env, eval_env = E.make_env("ant_u4_maze"), E.make_env("ant_u4_maze", eval=True)
     keys = jax.random.split(jax.random.PRNGKey(0), 400)
     states = jax.jit(jax.vmap(env.reset))(keys)
     eval_states = jax.jit(jax.vmap(eval_env.reset))(keys)
@@ -191,7 +193,7 @@ def test_walls_stop_the_ant(u4):
 
 
 def test_humanoid_u_maze_steps():
-    env = C.make_env("humanoid_u_maze")
+    env = E.make_env("humanoid_u_maze")
     state = jax.jit(env.reset)(jax.random.PRNGKey(0))
     np.testing.assert_allclose(np.asarray(state.pipeline_state.x.pos[0]), [2.0, 2.0, 1.4], atol=1e-5)
     goal = np.asarray(state.info["goal"])
@@ -210,7 +212,7 @@ def _write_checkpoint(run_dir, depth, width, with_args=True, seed=0):
     agent = C.agent_init(jax.random.PRNGKey(seed), nets, opts, env_spec.obs_dim, 2, 8)
     run_dir.mkdir(parents=True)
     path = run_dir / "checkpoint.msgpack"
-    path.write_bytes(flax.serialization.to_bytes(
+    R.write_state_file(str(path), {"format": R.NETWORKS_FORMAT}, 1, R.tree_to_dict(
         {"actor": agent.actor_params, "critic": agent.critic_params, "log_alpha": agent.log_alpha}))
     if with_args:
         args = C.Args(env_id="ant_u4_maze", depth=depth, width=width)
@@ -231,12 +233,12 @@ def _cli(*flags, cwd):
 
 
 def test_heatmap_values_cover_free_cells_only():
-    env = C.make_env("ant_u4_maze", eval=True)
+    env = E.make_env("ant_u4_maze", eval=True)
     nets = C.make_networks(4, 4, 16, 8, 8)
     key = jax.random.PRNGKey(0)
     actor = nets.actor.init(key, jnp.zeros((1, 31)))
     critic = {"phi": nets.phi.init(key, jnp.zeros((1, 37))), "psi": nets.psi.init(key, jnp.zeros((1, 2)))}
-    values = C.critic_heatmap(env, nets, actor, critic, (4, 1), points_per_cell=3)
+    values = P.critic_heatmap(env, C.critic_score(nets, actor, critic), (4, 1), points_per_cell=3)
     assert values.shape == (7 * 3, 5 * 3)
     wall = np.kron(np.array([[c == "#" for c in row] for row in env.maze.rows]), np.ones((3, 3))) > 0
     assert np.all(np.isnan(values[wall])) and np.all(np.isfinite(values[~wall])) and np.all(values[~wall] <= 0)
@@ -249,7 +251,7 @@ def test_plot_critic_from_two_checkpoints_side_by_side(tmp_path):
     out = tmp_path / "cmp.png"
     proc = _cli("--plot-critic", "--load", f"{shallow},{deep}", "--plot-out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    w, h = C.HEATMAP_PANEL_PX
+    w, h = P.HEATMAP_PANEL_PX
     assert _png_size(out) == (2 * w, h)
     assert f"critic heatmap: {out}" in proc.stdout
     assert not (tmp_path / "runs").exists()  # no training, no run directory
@@ -292,19 +294,21 @@ def test_tiny_ant_u4_maze_run_trains_evaluates_and_plots(tmp_path):
     assert [r["epoch"] for r in lines] == [0, 1]
     assert all(np.isfinite(v) for r in lines for v in r.values())
     assert 0 <= lines[-1]["eval/time_at_goal"] <= 10 and lines[-1]["eval/dist"] > 0
-    w, h = C.HEATMAP_PANEL_PX
+    w, h = P.HEATMAP_PANEL_PX
     assert _png_size(run_dir / "critic_heatmap.png") == (w, h)
 
 
 def test_load_checkpoint_refuses_garbage_and_other_envs(tmp_path):
     path = tmp_path / "checkpoint.msgpack"
     path.write_bytes(b"not a checkpoint\x00\x01")
-    with pytest.raises(C.CheckpointError, match="not a flax msgpack checkpoint"):
-        C.load_checkpoint(str(path), C.Args(env_id="ant_u4_maze"), 8)
-    with pytest.raises(C.CheckpointError, match="no such file"):
-        C.load_checkpoint(str(tmp_path / "missing.msgpack"), C.Args(env_id="ant_u4_maze"), 8)
+    build = C.critic_of(C.Args(env_id="ant_u4_maze"), 8)
+    with pytest.raises(R.CheckpointError, match="wrong magic bytes"):
+        P.load_checkpoint(str(path), C.Args(env_id="ant_u4_maze"), build)
+    with pytest.raises(R.CheckpointError, match="no such file"):
+        P.load_checkpoint(str(tmp_path / "missing.msgpack"), C.Args(env_id="ant_u4_maze"), build)
     ok = _write_checkpoint(tmp_path / "run", depth=4, width=16)
-    with pytest.raises(C.CheckpointError, match="trained on 'ant_u4_maze', not on --env-id 'ant_big_maze'"):
-        C.load_checkpoint(ok, C.Args(env_id="ant_big_maze"), 8)
-    title, nets, actor, critic = C.load_checkpoint(ok, C.Args(env_id="ant_u4_maze"), 8)  # shape from args.json
-    assert title.startswith("critic depth 4, width 16") and set(critic) == {"phi", "psi"}
+    with pytest.raises(R.CheckpointError, match="trained on 'ant_u4_maze', not on --env-id 'ant_big_maze'"):
+        P.load_checkpoint(ok, C.Args(env_id="ant_big_maze"), C.critic_of(C.Args(env_id="ant_big_maze"), 8))
+    title, score = P.load_checkpoint(ok, C.Args(env_id="ant_u4_maze"), build)  # shape from args.json
+    values = np.asarray(score(jnp.zeros((3, E.ENVS["ant_u4_maze"].obs_dim)), jnp.ones((3, 2))))
+    assert title.startswith("critic depth 4, width 16") and values.shape == (3,) and np.all(values <= 0)

@@ -1,6 +1,5 @@
-"""Copies the SHARED BLOCKs of crl_depth.py (environments, network, replay buffer, losses, seeds,
-checkpoints) into crl_depth_offline.py and crl_collector_learner.py, so a fix made in crl_depth.py
-reaches every copy.
+"""Copies the SHARED BLOCKs of crl_depth.py (network, replay buffer, losses: the algorithm) into
+crl_depth_offline.py and crl_collector_learner.py, so a fix made in crl_depth.py reaches every copy.
 
     python tools/sync_shared_blocks.py          # rewrite the copies
     python tools/sync_shared_blocks.py --check  # exit 1 and name the blocks that differ
@@ -11,7 +10,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BLOCKS = ["environments", "network", "replay buffer", "losses", "seeds", "checkpoints"]
+BLOCKS = ["network", "replay buffer", "losses"]
 COPIES = ["crl_depth_offline.py", "crl_collector_learner.py"]
 
 

@@ -1,0 +1,183 @@
+"""Figures of the CRL scripts: the maze critic heatmap (--plot-critic) and the collector-learner's
+time-at-goal curves (--plot). matplotlib is imported only when a figure is drawn."""
+
+import json
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crl_envs import ENVS, GoalEnv, Maze, farthest_goal_cell, make_env
+from crl_runs import CheckpointError, fail, read_networks, tree_from_dict
+
+HEATMAP_PANEL_PX, HEATMAP_DPI = (400, 440), 100  # one panel's size in the PNG (width, height)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def critic_heatmap(env: GoalEnv, score: Callable[[jax.Array, jax.Array], jax.Array], goal_cell: tuple[int, int],
+                   points_per_cell: int = 5) -> np.ndarray:
+    """The critic's score(states [n, obs_dim], goals [n, goal_dim]) -> [n] over the maze: each state is
+    the robot standing still in its initial pose with its torso at one of points_per_cell^2 points of
+    every free cell, the goal at goal_cell's centre. Returns an array [rows * k, cols * k]
+    (k = points_per_cell) in the picture's orientation, NaN on walls."""
+    maze, k = env.maze, points_per_cell
+    height, width = len(maze.rows), len(maze.rows[0])
+    offsets = ((np.arange(k) + 0.5) / k - 0.5) * maze.scale  # sub-cell points, along x and along y
+    x = np.repeat(np.arange(height) * maze.scale, k) + np.tile(offsets, height)
+    y = np.repeat(np.arange(width) * maze.scale, k) + np.tile(offsets, width)
+    xy = np.stack(np.meshgrid(x, y, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
+    goal_xy = jnp.asarray(maze.xy([goal_cell])[0])
+    goal = env.goal_at(goal_xy)
+
+    @jax.jit
+    def scores(xy):
+        def state_at(p):
+            q = env.sys.init_q.at[:2].set(p).at[-2:].set(goal_xy)
+            ps = env.pipeline_init(q, jnp.zeros(env.sys.qd_size()))
+            return env._state(ps, jnp.zeros(env.sys.act_size()))
+
+        states = jax.vmap(state_at)(xy)
+        return score(states, jnp.broadcast_to(goal, (states.shape[0], goal.shape[0])))
+
+    values = np.asarray(scores(xy)).reshape(height * k, width * k)
+    wall = np.array([[c == "#" for c in row] for row in maze.rows])
+    return np.where(np.kron(wall, np.ones((k, k))) > 0, np.nan, values)
+
+
+def plot_critic_heatmap(path: str, env_id: str, env: GoalEnv, panels: list[tuple[str, Callable]],
+                        goal_cell: tuple[int, int]) -> None:
+    """Writes a PNG, one panel per (title, score) side by side (score as in critic_heatmap), each
+    HEATMAP_PANEL_PX: the critic's score over the free cells, walls grey, start (white circle) and
+    goal (red star) marked. Each panel has its own colour scale."""
+    plt = _pyplot()
+    maze = env.maze
+    s, height, width = maze.scale, len(maze.rows), len(maze.rows[0])
+    extent = (-0.5 * s, (width - 0.5) * s, (height - 0.5) * s, -0.5 * s)  # y right, x down: the picture
+    (w, h), n = HEATMAP_PANEL_PX, len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(w * n / HEATMAP_DPI, h / HEATMAP_DPI), dpi=HEATMAP_DPI,
+                             squeeze=False, layout="constrained")
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("0.35")  # walls
+    for ax, (title, score) in zip(axes[0], panels):
+        values = critic_heatmap(env, score, goal_cell)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, extent=extent, interpolation="nearest")
+        (sx, sy), (gx, gy) = maze.xy([maze.start])[0], maze.xy([goal_cell])[0]
+        ax.plot(sy, sx, "o", color="white", markeredgecolor="black", markersize=9, label="start")
+        ax.plot(gy, gx, "*", color="red", markeredgecolor="black", markersize=16, label="goal")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("y (m)")
+        ax.set_ylabel("x (m)")
+        fig.colorbar(image, ax=ax, shrink=0.8, label="f(s, pi(s, g), g)")
+    fig.suptitle(f"{env_id}: critic score for reaching goal cell {tuple(goal_cell)}", fontsize=10)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=HEATMAP_DPI)
+    plt.close(fig)
+
+
+def plot_runs(run_dirs: list[str], path: str, agents: tuple[str, ...]) -> None:
+    """The collector-learner figure: one panel per run (e.g. a deep-collector and a shallow-collector
+    run side by side), each with the time at goal of every agent against env steps, read from the
+    runs' metrics.jsonl and args.json. A run of several seeds (--num-seeds) shows their mean, shaded
+    from the lowest to the highest seed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(4.8 * len(run_dirs), 3.8), squeeze=False)
+    for ax, run_dir in zip(axes[0], run_dirs):
+        with open(os.path.join(run_dir, "args.json")) as f:
+            run_args = json.load(f)
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        epochs = sorted({r["epoch"] for r in records})
+        per_epoch = [[r for r in records if r["epoch"] == epoch] for epoch in epochs]  # one record per seed
+        steps = [rs[0]["env_steps"] for rs in per_epoch]
+        num_seeds = len(per_epoch[0])
+        for name, color in zip(agents, ("tab:gray", "tab:blue", "tab:orange")):
+            label = f"{name.replace('_', ' ')} (depth {run_args[name + '_depth']})"
+            values = np.array([[r[f"{name}/eval/time_at_goal"] for r in rs] for rs in per_epoch])  # [epoch, seed]
+            ax.plot(steps, values.mean(axis=1), color=color, label=label)
+            if num_seeds > 1:
+                ax.fill_between(steps, values.min(axis=1), values.max(axis=1), color=color, alpha=0.2, linewidth=0)
+        ax.set_title(f"{run_args['env_id']}, collector depth {run_args['collector_depth']}"
+                     + (f", mean of {num_seeds} seeds" if num_seeds > 1 else ""))
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"time at goal (/{run_args['episode_length']})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- --plot-critic: flags and saved checkpoints -----------------------------------------------------
+NETWORK_FIELDS = ("depth", "actor_depth", "critic_depth", "width", "repr_dim", "layer_norm", "activation",
+                  "residual")
+
+
+def plot_args_error(args) -> Optional[str]:
+    """What is wrong with the --plot-critic / --load / --plot-goal flags, or None."""
+    if args.load and not args.plot_critic:
+        return "--load is only read by --plot-critic (to continue a training run use --resume RUN_DIR)"
+    if not args.plot_critic:
+        return None
+    env = make_env(args.env_id, eval=True)
+    if not isinstance(getattr(env, "maze", None), Maze):
+        mazes = [env_id for env_id in ENVS if env_id.endswith("_maze")]
+        return f"--plot-critic needs a maze env ({', '.join(mazes)}), not {args.env_id!r}"
+    if args.plot_goal is not None and tuple(args.plot_goal) not in env.maze.cells("RG."):
+        return (f"--plot-goal {args.plot_goal[0]} {args.plot_goal[1]} is not a free cell of {args.env_id}'s "
+                f"evaluation layout (rows: {'/'.join(env.maze.rows)})")
+    return None
+
+
+def load_checkpoint(path: str, args, build: Callable[[dict], tuple[Any, Callable]]) -> tuple[str, Callable]:
+    """A checkpoint.msgpack into (panel title, critic score). The network's shape comes from the
+    args.json beside the checkpoint (the run that wrote it), else from the command line's --depth,
+    --width, ... flags; build(cfg) gives (the networks' parameter shapes, a function from parameters
+    to the score). A checkpoint that does not fit raises CheckpointError naming the first parameter
+    that differs."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--load {path}: no such file")
+    run_args_path = os.path.join(os.path.dirname(path), "args.json")
+    source, cfg = "the command line", {name: getattr(args, name) for name in NETWORK_FIELDS}
+    if os.path.isfile(run_args_path):
+        with open(run_args_path) as f:
+            run_args = json.load(f)
+        if run_args.get("env_id", args.env_id) != args.env_id:
+            raise CheckpointError(f"--load {path}: trained on {run_args['env_id']!r}, not on --env-id {args.env_id!r}")
+        source, cfg = run_args_path, {name: run_args.get(name, value) for name, value in cfg.items()}
+    cfg["actor_depth"], cfg["critic_depth"] = cfg["actor_depth"] or cfg["depth"], cfg["critic_depth"] or cfg["depth"]
+    template, score_of = build(cfg)
+    try:
+        params = tree_from_dict(path, template, read_networks(path)[1])
+    except CheckpointError as e:
+        if "does not fit this run: " not in str(e):
+            raise
+        raise CheckpointError(
+            f"--load {path} does not fit a network of actor depth {cfg['actor_depth']}, critic depth "
+            f"{cfg['critic_depth']}, width {cfg['width']}, repr dim {cfg['repr_dim']}, layer norm {cfg['layer_norm']} "
+            f"(from {source}): {str(e).split('does not fit this run: ')[1]}; give the run's "
+            f"--depth/--actor-depth/--critic-depth/--width/--repr-dim/--no-layer-norm") from None
+    run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return f"critic depth {cfg['critic_depth']}, width {cfg['width']}\n{run[:48]}", score_of(params)
+
+
+def plot_checkpoints(args, build: Callable[[dict], tuple[Any, Callable]]) -> None:
+    """--plot-critic --load PATH [PATH ...]: the heatmap of saved critics side by side, no training."""
+    paths = [p for entry in args.load for p in entry.split(",") if p]
+    env = make_env(args.env_id, eval=True)
+    try:
+        panels = [load_checkpoint(p, args, build) for p in paths]
+    except CheckpointError as e:
+        fail(str(e))
+    out = args.plot_out or os.path.join(os.path.dirname(paths[0]), "critic_heatmap.png")
+    plot_critic_heatmap(out, args.env_id, env, panels, args.plot_goal or farthest_goal_cell(env.maze))
+    print(f"critic heatmap: {out}", flush=True)

@@ -1,0 +1,477 @@
+"""Run plumbing of the three CRL scripts: the command line and --resume, the run directory, metrics
+and wandb, checkpoint files, several seeds in one process. Nothing in here is the algorithm.
+
+runs/{run_name}/ holds args.json (the run's settings), metrics.jsonl (one line per seed and epoch),
+state.msgpack (the whole training state, for --resume), checkpoint.msgpack (the final networks;
+checkpoint_seed{s}.msgpack with --num-seeds) and, with --track, wandb_id.txt. state.msgpack and the
+checkpoints share one file format, written and read by write_state_file / read_state_file: 16 magic
+bytes, the sha256 of the payload, the payload (flax msgpack: numbers, strings and arrays only - no
+pickle, so loading runs no code from the file). A training state is stored as the leaves of its
+pytree under their path names (agent/actor_params/..., env_state/...), so any pytree a backend
+builds (brax, mjx) can be saved, and a load checks every leaf's name, shape and dtype against the
+state a fresh run would build. Every file is written to a .tmp, fsynced and renamed over the old
+one: a kill at any moment leaves either the previous complete file or the new one.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, NoReturn, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+STATE_FILE = "state.msgpack"
+STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
+NETWORKS_FORMAT = "crl_depth_networks"  # header format of checkpoint.msgpack
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """One error line on stderr, then exit (2: bad input, refused before any work; 1: a run that failed)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+# --- the command line and --resume ----------------------------------------------------------------
+def parse_args(args_cls: type, argv: Optional[list[str]], validate: Callable[[Any], Optional[str]],
+               resumable: tuple[str, ...], resume_error: Callable[[Any, Any], Optional[str]]) -> Any:
+    """The command line's args, checked by validate (one line and exit 2 on an error). With
+    --resume RUN_DIR the command line is parsed again by tyro with the run's saved args.json as the
+    defaults, so a flag that is not given keeps the run's value; a given flag that changes a setting
+    outside `resumable` is refused, and so is what resume_error(new args, saved args) objects to."""
+    args = tyro.cli(args_cls, args=argv)
+    if args.resume is None:
+        error = validate(args)
+        return args if error is None else fail(error)
+    path = os.path.join(args.resume, "args.json")
+    if not os.path.isfile(path):
+        fail(f"--resume {args.resume}: not a run directory (no args.json in it)")
+    script = os.path.basename(sys.modules[args_cls.__module__].__file__ or "this script")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        saved = {name: tuple(value) if isinstance(value, list) else value for name, value in saved.items()}
+        saved_args = args_cls(**{**saved, "resume": args.resume})
+    except (OSError, ValueError) as e:
+        fail(f"--resume {args.resume}: cannot read args.json ({e})")
+    except TypeError as e:
+        fail(f"--resume {args.resume}: args.json is not a {script} args file ({e})")
+    merged = tyro.cli(args_cls, args=argv, default=saved_args)
+    for field in dataclasses.fields(args_cls):
+        value, old = getattr(merged, field.name), getattr(saved_args, field.name)
+        if field.name not in resumable and value != old:
+            flags = ", ".join("--" + n.replace("_", "-") for n in resumable if n != "resume")
+            fail(f"--{field.name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a "
+                 f"resumed run keeps its settings (only {flags} may change)")
+    error = validate(merged) or resume_error(merged, saved_args)
+    return merged if error is None else fail(error)
+
+
+# --- several seeds in one process -----------------------------------------------------------------
+# --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
+# leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
+# single run with --seed seed+i; metrics.jsonl gets one line per seed and epoch.
+def seed_keys(seeds: list[int], num_keys: int) -> jax.Array:
+    """[num_seeds, num_keys, 2]: the keys a single run with each seed splits from PRNGKey(seed)."""
+    return jnp.stack([jax.random.split(jax.random.PRNGKey(seed), num_keys) for seed in seeds])
+
+
+def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
+    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
+    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
+    the outputs: XLA compiles a vmap over one seed into another program (slower on CPU, different in
+    the last bits), and a run of one seed stays bit-identical to a run without a seed axis."""
+    if num_seeds > 1:
+        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+
+    def along(axes: Any, tree: Any, fn: Callable) -> Any:
+        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
+                            is_leaf=lambda axis: axis is None)
+
+    def one_seed(*args):
+        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
+
+    return one_seed
+
+
+def split_seed_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """jax.random.split of every seed's key: (new keys, subkeys), each [num_seeds, 2]."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def across_seeds(values: np.ndarray, fmt: str) -> str:
+    """The mean, and with several seeds every seed's value."""
+    text = format(float(np.mean(values)), fmt)
+    return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
+
+
+def device_mesh(num_devices: int, axis: str) -> tuple[list, Optional[jax.sharding.Mesh]]:
+    """The first num_devices local devices (0: all) and, with more than one, a 1-d mesh over them."""
+    devices = jax.local_devices()[: num_devices or None]
+    return devices, (jax.sharding.Mesh(np.array(devices), (axis,)) if len(devices) > 1 else None)
+
+
+def state_shardings(ts: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Where each leaf of a (seed-batched) online training state lives on the device mesh: env-state
+    and replay-buffer leaves split along their env axis (axis 1 and 2, after the seed axis), everything
+    else (networks, optimisers, keys, counters) replicated."""
+    NamedSharding, PartitionSpec = jax.sharding.NamedSharding, jax.sharding.PartitionSpec
+
+    def split(env_axis: int) -> Callable:
+        return lambda x: NamedSharding(mesh, PartitionSpec(*[None] * env_axis, "envs") if x.ndim > env_axis
+                                       else PartitionSpec())
+
+    replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), ts)
+    return replicated.replace(env_state=jax.tree.map(split(1), ts.env_state), buffer=jax.tree.map(split(2), ts.buffer))
+
+
+def compile_all(parts: dict[str, Callable[[], Any]]) -> tuple[dict, float]:
+    """Runs each part (a function that lowers and compiles, or returns None) in order, prints how long
+    each took, and returns ({name: what it returned}, total seconds)."""
+    out, times, t0 = {}, {}, time.perf_counter()
+    for name, part in parts.items():
+        t = time.perf_counter()
+        out[name] = part()
+        times[name] = time.perf_counter() - t
+    total = time.perf_counter() - t0
+    print(f"compiled in {total:.1f}s ({', '.join(f'{name} {s:.1f}s' for name, s in times.items())})", flush=True)
+    return out, total
+
+
+# --- checkpoint files -----------------------------------------------------------------------------
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the run it is loaded into."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
+
+
+def atomic_write(path: str, chunks: list[bytes]) -> None:
+    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
+    previous complete file or the new complete one. On failure the .tmp is removed."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_state_file(path: str, header: dict, epoch: int, state: dict) -> int:
+    """Writes {header, epoch, state} (state: nested dicts of numpy arrays) atomically; returns the
+    file size in bytes."""
+    payload = flax.serialization.msgpack_serialize({"header": header, "epoch": epoch, "state": state})
+    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload])
+    return len(payload) + 48
+
+
+def read_state_file(path: str, want: dict, describe: Callable[[dict], str]) -> tuple[dict, int, dict]:
+    """Reads a file written by write_state_file; returns (header, epoch, state dict). A truncated or
+    corrupt file, another file type, or a header that differs from `want` in any key (another env,
+    depth, width...; describe(header) names the run) raises CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
+        raise CheckpointError(f"{path} is not a crl_depth state checkpoint (wrong magic bytes)")
+    digest, payload = blob[16:48], blob[48:]
+    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
+    try:
+        restored = flax.serialization.msgpack_restore(payload)
+        header, epoch, state = restored["header"], int(restored["epoch"]), restored["state"]
+    except Exception as e:  # msgpack / structure errors: the file is not what it claims
+        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(header, dict) or header.get("format") != want["format"]:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise CheckpointError(f"{path} is a {found!r} checkpoint, not a {want['format']!r} one")
+    diffs = [k for k in want if header.get(k) != want[k]]
+    if diffs:
+        raise CheckpointError(f"{path} is for {describe(header)}, this run is {describe(want)} "
+                              f"(differs in: {', '.join(diffs)})")
+    return header, epoch, state
+
+
+def _path_name(path: tuple) -> str:
+    return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def tree_to_dict(tree: Any) -> dict:
+    """The leaves of any pytree as numpy arrays in nested dicts keyed by their path names."""
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    return flax.traverse_util.unflatten_dict({_path_name(p): np.asarray(x) for p, x in flat}, sep="/")
+
+
+def tree_from_dict(path: str, template: Any, saved: Any) -> Any:
+    """The inverse of tree_to_dict: the template's pytree (arrays or jax.ShapeDtypeStruct) filled with
+    the saved leaves. Raises CheckpointError unless saved has exactly the template's leaves, shapes
+    and dtypes."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    got = flax.traverse_util.flatten_dict(saved, sep="/") if isinstance(saved, dict) else {}
+    want = {_path_name(p): x for p, x in flat}
+    describe = lambda x: "missing" if x is None else f"{np.asarray(x).dtype}{list(np.shape(x))}"
+    for name in sorted(set(want) | set(got)):
+        w, g = want.get(name), got.get(name)
+        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or np.asarray(g).dtype != w.dtype:
+            expected = "absent" if w is None else f"{np.dtype(w.dtype)}{list(w.shape)}"
+            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
+                                  f"{expected} expected")
+    return jax.tree_util.tree_unflatten(treedef, [got[_path_name(p)] for p, _ in flat])
+
+
+def save_state(path: str, header: dict, epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> int:
+    """Writes a run's training state ts (a flax struct with a `buffer` field, left out unless
+    with_buffer) and its evaluation keys atomically; returns the file size in bytes."""
+    state = {"ts": tree_to_dict(ts if with_buffer else ts.replace(buffer=None)),
+             "key_eval": np.asarray(jax.device_get(key_eval))}
+    return write_state_file(path, {**header, "has_buffer": with_buffer}, epoch, state)
+
+
+def load_state(path: str, want: dict, describe: Callable[[dict], str],
+               template: Any) -> tuple[int, np.ndarray, Any, bool]:
+    """Reads a file written by save_state for a run whose header is `want`; template is the state of a
+    fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval keys, state with numpy leaves,
+    has_buffer; without a buffer the template's stands in). Anything else - a truncated or corrupt
+    file, another file type, another env or network - raises CheckpointError."""
+    header, epoch, saved = read_state_file(path, want, describe)
+    try:
+        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
+    has_buffer = bool(header.get("has_buffer"))
+    if has_buffer:
+        return epoch, key_eval, tree_from_dict(path, template, state), True
+    ts = tree_from_dict(path, template.replace(buffer=None), state)
+    return epoch, key_eval, ts.replace(buffer=template.buffer), False
+
+
+def read_networks(path: str) -> tuple[dict, dict]:
+    """(header, networks) of a checkpoint.msgpack written by Run.save_networks."""
+    header, _, state = read_state_file(path, {"format": NETWORKS_FORMAT}, lambda h: "")
+    return header, state
+
+
+def describe(header: dict, keys: tuple[str, ...]) -> str:
+    """A run in an error message, from its checkpoint header: "env reacher actor depth 4 ..."."""
+    return " ".join(f"{'env' if k == 'env_id' else k.replace('_', ' ')} {header.get(k)}" for k in keys)
+
+
+# --- the run directory ----------------------------------------------------------------------------
+class Run:
+    """One run: its directory runs/{run_name}/ (or the --resume directory), the seeds it trains, and
+    every file written in it. header: what state.msgpack must match to be resumed by this run;
+    describe(header) names a run in error messages; counter: the progress count logged with every
+    metrics line (env_steps, gradient_steps)."""
+
+    def __init__(self, args: Any, header: dict, describe: Callable[[dict], str], counter: str):
+        self.args, self.header, self.describe, self.counter = args, header, describe, counter
+        self.seeds = [args.seed + i for i in range(args.num_seeds)]
+        if args.resume:
+            self.dir = args.resume.rstrip("/")
+        else:
+            seed_name = str(args.seed) if args.num_seeds == 1 else f"{args.seed}-{self.seeds[-1]}"
+            self.dir = os.path.join(args.runs_dir, f"{args.env_id}__{args.exp_name}__{seed_name}__{int(time.time())}")
+        self.name = os.path.basename(self.dir)
+        self.state_path = os.path.join(self.dir, STATE_FILE)
+        self.metrics_path = os.path.join(self.dir, "metrics.jsonl")
+        self.last_good, self.wandb, self.epoch_times, self.resume_epoch = None, None, [], None
+
+    def load(self, template: Any) -> tuple[int, np.ndarray, Any, bool]:
+        """--resume: the checkpoint (load_state), checked before anything is compiled or written;
+        one line and exit 2 if there is none or it does not fit."""
+        if not os.path.isfile(self.state_path):
+            fail(f"--resume {self.dir}: no {STATE_FILE} in it (stopped before its first checkpoint; "
+                 f"start the run again)")
+        try:
+            loaded = load_state(self.state_path, self.header, self.describe, template)
+        except CheckpointError as e:
+            fail(str(e))
+        self.last_good, self.resume_epoch = self.state_path, loaded[0]
+        return loaded
+
+    def open(self) -> None:
+        """A fresh run creates the directory, which must not exist yet; a resumed run keeps the
+        metrics.jsonl lines up to the checkpoint's epoch (the later epochs run again) and removes the
+        state .tmp a kill cut off. Both then write args.json and, with --track, start or continue the
+        wandb run. An unwritable directory: one line, exit 2."""
+        args = self.args
+        try:
+            if self.resume_epoch is None:
+                os.makedirs(self.dir, exist_ok=False)
+            else:
+                self._keep_metrics_through(self.resume_epoch)
+                if os.path.exists(self.state_path + ".tmp"):
+                    os.remove(self.state_path + ".tmp")
+            config = dataclasses.asdict(dataclasses.replace(args, resume=None))
+            atomic_write(os.path.join(self.dir, "args.json"), [json.dumps(config, indent=2).encode()])
+        except OSError as e:
+            fail(f"cannot write the run directory {self.dir}: {e.strerror or e}")
+        if args.track:  # wandb is imported here only, so that it is needed only with --track
+            import wandb
+
+            id_path = os.path.join(self.dir, "wandb_id.txt")
+            if os.path.isfile(id_path):
+                with open(id_path) as f:
+                    wandb_id = f.read().strip()
+            else:
+                wandb_id = os.urandom(4).hex()
+                atomic_write(id_path, [wandb_id.encode()])
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, mode=args.wandb_mode,
+                       name=self.name, config=dataclasses.asdict(args), id=wandb_id, resume="allow")
+            self.wandb = wandb
+
+    def announce(self, what: str, num_devices: int, split: str, counts: Any) -> None:
+        """The run's first line: its directory, what it trains, the backend, seeds, devices (with
+        `split` split across them) and matmul dtype; a resumed run says from where."""
+        print(f"run {self.dir} | {what} | backend {jax.default_backend()}"
+              + (f" | seeds {', '.join(map(str, self.seeds))} in one process" if len(self.seeds) > 1 else "")
+              + (f" | {num_devices} devices, {split} split" if num_devices > 1 else "")
+              + (f" | {self.args.compute_dtype} matmuls" if self.args.compute_dtype != "float32" else ""), flush=True)
+        if self.resume_epoch is not None:
+            print(f"resuming from {self.state_path} at epoch {self.resume_epoch} ({int(counts[0]):,} "
+                  f"{self.counter.replace('_', ' ')})", flush=True)
+
+    def _keep_metrics_through(self, epoch: int) -> None:
+        """Rewrites metrics.jsonl with the records of epochs <= epoch only; a line cut off by a kill is
+        dropped."""
+        kept = []
+        if os.path.isfile(self.metrics_path):
+            with open(self.metrics_path) as f:
+                for line in f:
+                    try:
+                        if json.loads(line)["epoch"] <= epoch:
+                            kept.append(line if line.endswith("\n") else line + "\n")
+                    except (ValueError, KeyError, TypeError):
+                        pass
+        atomic_write(self.metrics_path, ["".join(kept).encode()])
+
+    def log(self, epoch: int, counts: Any, per_seed: dict, shared: dict) -> list[dict]:
+        """Appends one metrics.jsonl line per seed (per_seed values and counts have a leading seed
+        axis) and, with --track, logs one wandb step: each seed's values under seed{s}/ (with several
+        seeds) and their mean under the plain names."""
+        records = [{"epoch": epoch, "seed": seed, self.counter: int(counts[i]),
+                    **{k: float(v[i]) for k, v in per_seed.items()}, **shared} for i, seed in enumerate(self.seeds)]
+        with open(self.metrics_path, "a") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
+        if self.wandb is not None:
+            logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
+            if len(self.seeds) > 1:
+                logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items()
+                           for i, seed in enumerate(self.seeds)}
+            self.wandb.log(logged, step=records[0][self.counter])
+        return records
+
+    def eta(self, epoch_s: float, epochs_left: int) -> str:
+        """The time left at the mean epoch time so far."""
+        self.epoch_times.append(epoch_s)
+        return format_duration(epochs_left * sum(self.epoch_times) / len(self.epoch_times))
+
+    def check_finite(self, epoch: int, records: list[dict], prefixes: tuple[str, ...] = ("",)) -> None:
+        """The divergence guard: one line and exit 1 if a loss or the parameters of an agent (metric
+        names prefixed by one of prefixes) are not finite, before the bad state can overwrite the
+        last good checkpoint."""
+        of_seed = (lambda r: f" of seed {r['seed']}") if len(self.seeds) > 1 else (lambda r: "")
+        bad = [f"{p}{loss} ({r[p + loss]}){of_seed(r)}" for r in records for p in prefixes
+               for loss in ("losses/critic", "losses/actor", "losses/alpha") if not np.isfinite(r[p + loss])]
+        bad += [f"{p.replace('/', ' ')}parameters{of_seed(r)}" for r in records for p in prefixes
+                if r[f"{p}train/params_finite"] < 1.0]
+        if bad:
+            fail(f"non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
+                 f"{self.last_good or 'none (none written yet)'}", 1)
+
+    def checkpoint(self, epoch: int, last_epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> None:
+        """Writes state.msgpack every --checkpoint-every epochs and after the last one."""
+        if epoch % self.args.checkpoint_every and epoch != last_epoch:
+            return
+        t_save = time.perf_counter()
+        try:
+            size = save_state(self.state_path, self.header, epoch, key_eval, ts, with_buffer)
+        except CheckpointWriteError as e:
+            fail(f"{e}; last good checkpoint: {self.last_good or 'none'}", 1)
+        self.last_good = self.state_path
+        print(f"checkpoint: epoch {epoch} -> {self.state_path} ({size / 1e6:,.1f} MB, "
+              f"{time.perf_counter() - t_save:.1f}s)", flush=True)
+
+    def save_networks(self, networks: Any, header: dict, epoch: int) -> None:
+        """The final networks (leaves with a leading seed axis), one checkpoint file per seed; header
+        describes them (depths, width...)."""
+        for i, seed in enumerate(self.seeds):
+            name = "checkpoint.msgpack" if len(self.seeds) == 1 else f"checkpoint_seed{seed}.msgpack"
+            try:
+                write_state_file(os.path.join(self.dir, name), {"format": NETWORKS_FORMAT, **header},
+                                 epoch, tree_to_dict(jax.tree.map(lambda x: x[i], networks)))
+            except CheckpointWriteError as e:
+                fail(f"{e}; last good checkpoint: {self.last_good or 'none'}", 1)
+
+    def finish(self) -> None:
+        print(f"done: {self.dir}", flush=True)
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# --- flags every script checks the same way -------------------------------------------------------
+def check_common_args(args: Any, positive: tuple[str, ...], split: tuple[str, ...]) -> Optional[str]:
+    """One line on what is wrong with the flags the three scripts share (depths, sizes, learning
+    rates, gamma, seeds, devices), or None. positive: the script's own fields that must be > 0;
+    split: fields that must be a multiple of the number of devices."""
+    for name in ("depth", "actor_depth", "critic_depth"):
+        value = getattr(args, name, None)
+        if value is not None and (value <= 0 or value % 4 != 0):
+            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
+    for name in (*positive, "batch_size", "width", "repr_dim", "checkpoint_every", "num_seeds"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    for name in ("actor_lr", "critic_lr", "alpha_lr"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
+    if not 0.0 < args.gamma < 1.0:
+        return f"--gamma must be in (0, 1) (got {args.gamma})"
+    num_local = len(jax.local_devices())
+    if not 0 <= args.num_devices <= num_local:
+        return f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {args.num_devices})"
+    num_devices = args.num_devices or num_local
+    for name in split:
+        if getattr(args, name) % num_devices:
+            return (f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a multiple of the number of devices "
+                    f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
+    if args.logsumexp_penalty < 0:
+        return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
+    return None
+
+
+def save_buffer_npz(path: str, buf: Any, env_id: str, spec: Any, episode_length: int) -> None:
+    """--save-buffer: the replay buffer, oldest step first, as the dataset of crl_depth_offline.py
+    (its keys: docs/offline.md)."""
+    buf = jax.device_get(buf)
+    rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]
+    np.savez(path, format="crl_depth_buffer", version=1, env_id=env_id, state=buf.state[rows],
+             action=buf.action[rows], episode_id=buf.episode_id[rows], obs_dim=spec.obs_dim,
+             goal_start=spec.goal_start, goal_end=spec.goal_end, episode_length=episode_length)
