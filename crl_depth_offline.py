@@ -8,23 +8,22 @@ The dataset is either a replay buffer written by `crl_depth.py --save-buffer` (e
 matching brax env exactly as crl_depth.py evaluates) or an OGBench-format .npz (evaluated in
 OGBench's env when the optional `ogbench` package is installed). Hindsight relabelling is
 crl_depth.py's: a strictly future state of the same episode, P(k) ~ gamma^k. The actor loss is CRL's
-critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives pure CRL). Read it
-top to bottom: Args, environments, network, replay buffer, losses, dataset, training loop,
-evaluation, main. The SHARED BLOCKs are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
-`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes. docs/offline.md
-documents both dataset formats.
+critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives pure CRL).
+
+Read it top to bottom: Args, network, replay buffer, losses, dataset, training loop, evaluation,
+main. The brax envs come from crl_envs.py, the reading of the two dataset formats from
+crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
+checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK are verbatim copies of
+crl_depth.py's (tests/test_shared_blocks.py); `diff crl_depth.py crl_depth_offline.py` shows what the
+offline variant changes.
 """
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import random
-import sys
 import time
-import xml.etree.ElementTree as ET
-import zipfile
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -33,13 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from brax import actuator as brax_actuator
-from brax import base as brax_base
-from brax.envs.base import PipelineEnv, State
-from brax.io import mjcf
-from etils import epath
+from jax.sharding import NamedSharding, PartitionSpec
+
+from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
+from crl_envs import VecGoalEnv, make_env
+from crl_runs import (Run, across_seeds, check_common_args, compile_all, device_mesh, fail, parse_args, seed_keys,
+                      seed_map, split_seed_keys)
 
 
 # ==================================================================================================
@@ -152,655 +150,6 @@ class Args:
     num_devices: int = 0
     """local devices to split every SGD batch over (data parallel: the dataset and parameters are
     replicated on each device); 0: all local devices"""
-
-
-# ==================================================================================================
-# SHARED BLOCK: environments (keep identical in all three scripts)
-# ==================================================================================================
-# Goal-conditioned brax envs built from brax's bundled XML, edited at construction. Every env's
-# observation is state (obs_dim) ++ goal; a relabelled goal is future_state[goal_start:goal_end],
-# and distance to the goal is ||state[goal_start:goal_end] - goal|| for every env.
-BRAX_ASSETS = epath.resource_path("brax") / "envs/assets"
-
-
-def _target_body(size: float, z: float, joint_range: float, mass: float) -> ET.Element:
-    """A non-colliding sphere on x/y slide joints that shows the goal in renders (appended LAST)."""
-    body = ET.Element("body", name="target", pos=f"0 0 {z}")
-    for name, axis in (("target_x", "1 0 0"), ("target_y", "0 1 0")):
-        ET.SubElement(body, "joint", name=name, type="slide", axis=axis, limited="true",
-                      range=f"{-joint_range} {joint_range}", armature="0", damping="0", stiffness="0")
-    ET.SubElement(body, "geom", name="target_geom", type="sphere", size=str(size), contype="0",
-                  conaffinity="0", mass=str(mass), rgba="1 0.2 0.2 0.6")
-    return body
-
-
-class GoalEnv(PipelineEnv):
-    """Common reset/step of the goal-conditioned envs. Subclasses define the XML edits,
-    `_start_and_goal`, `_state` and `_terminated` (and `_ctrl` and `action_size` where the policy's
-    action is not one [-1, 1] value per actuator); the per-step metrics are `dist` and `success`."""
-
-    obs_dim: int
-    goal_start: int
-    goal_end: int
-    success_radius: float
-
-    def _start_and_goal(self, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        raise NotImplementedError  # returns q, qd, goal
-
-    def _state(self, ps: brax_base.State, action: jax.Array) -> jax.Array:
-        raise NotImplementedError
-
-    def _terminated(self, ps: brax_base.State) -> jax.Array:
-        return jnp.zeros(())
-
-    def _edit_xml(self, root: ET.Element) -> None:
-        """Hook for variants (the mazes): last edit of the robot's XML before it is loaded."""
-
-    def _goal_metrics(self, state_vec: jax.Array, goal: jax.Array) -> dict:
-        dist = jnp.linalg.norm(state_vec[self.goal_start : self.goal_end] - goal)
-        return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
-
-    def reset(self, rng: jax.Array) -> State:
-        q, qd, goal = self._start_and_goal(rng)
-        ps = self.pipeline_init(q, qd)
-        state_vec = self._state(ps, jnp.zeros(self.sys.act_size()))
-        metrics = self._goal_metrics(state_vec, goal)
-        obs = jnp.concatenate([state_vec, goal])
-        zero = jnp.zeros(())
-        return State(ps, obs, metrics["success"], zero, metrics, {"goal": goal})
-
-    def _ctrl(self, action: jax.Array) -> jax.Array:
-        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
-        return lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
-
-    def step(self, state: State, action: jax.Array) -> State:
-        ctrl = self._ctrl(action)
-        ps = self.pipeline_step(state.pipeline_state, ctrl)
-        goal = state.info["goal"]
-        state_vec = self._state(ps, ctrl)
-        metrics = self._goal_metrics(state_vec, goal)
-        obs = jnp.concatenate([state_vec, goal])
-        done = self._terminated(ps).astype(jnp.float32)
-        return state.replace(pipeline_state=ps, obs=obs, reward=metrics["success"], done=done,
-                             metrics=metrics)
-
-
-class Reacher(GoalEnv):
-    """2-link planar arm; the fingertip must reach a target within radius 0.2 of the base.
-    Backend: brax's default `generalized` at 0.01 x 4 = 0.04 s (the paper's step). On `spring`
-    at that step the arm's state goes NaN within a random rollout (as the original code's reacher
-    did); tests/test_envs.py checks that a long random rollout stays finite."""
-
-    obs_dim, goal_start, goal_end, success_radius = 10, 4, 7, 0.05
-
-    def __init__(self, backend: str = "generalized"):
-        xml = (BRAX_ASSETS / "reacher.xml").read_text()  # already carries its `target` body last
-        sys_ = mjcf.loads(xml).tree_replace({"opt.timestep": 0.01})
-        super().__init__(sys=sys_, backend=backend, n_frames=4)
-
-    def _start_and_goal(self, rng):
-        rng_q, rng_qd, rng_r, rng_a = jax.random.split(rng, 4)
-        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
-        qd = jax.random.uniform(rng_qd, (self.sys.qd_size(),), minval=-0.005, maxval=0.005)
-        radius = 0.2 * jax.random.uniform(rng_r)
-        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
-        target_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        q, qd = q.at[2:].set(target_xy), qd.at[2:].set(0.0)
-        return q, qd, jnp.concatenate([target_xy, jnp.array([0.01])])  # target body sits at z 0.01
-
-    def _state(self, ps, action):
-        theta = ps.q[:2]
-        tip_offset = brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0]))
-        tip_pos = ps.x.take(1).do(tip_offset).pos
-        tip_vel = tip_offset.do(ps.xd.take(1)).vel
-        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), tip_pos, tip_vel])
-
-
-class Ant(GoalEnv):
-    """Quadruped; the torso must reach a goal on a circle of radius 10 (spring, 0.05 s a step)."""
-
-    obs_dim, goal_start, goal_end, success_radius = 29, 0, 2, 0.5
-
-    def __init__(self, backend: str = "spring"):
-        root = ET.fromstring((BRAX_ASSETS / "ant.xml").read_text())
-        init_qpos = root.find("custom/numeric[@name='init_qpos']")
-        init_qpos.set("data", init_qpos.get("data") + " 0 0")  # the target's slide joints
-        root.find("worldbody").append(_target_body(size=0.25, z=0.5, joint_range=100.0, mass=1.0))
-        self._edit_xml(root)
-        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
-        sys_ = sys_.tree_replace({"opt.timestep": 0.005})
-        super().__init__(sys=sys_, backend=backend, n_frames=10)
-
-    def _start_and_goal(self, rng):
-        rng_q, rng_qd, rng_a = jax.random.split(rng, 3)
-        q = self.sys.init_q + jax.random.uniform(rng_q, (self.sys.q_size(),), minval=-0.1, maxval=0.1)
-        qd = 0.1 * jax.random.normal(rng_qd, (self.sys.qd_size(),))
-        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
-        goal = 10.0 * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        return q.at[-2:].set(goal), qd.at[-2:].set(0.0), goal
-
-    def _state(self, ps, action):
-        return jnp.concatenate([ps.q[:-2], ps.qd[:-2]])  # without the target's slide joints
-
-    def _terminated(self, ps):
-        z = ps.x.pos[0, 2]
-        return (z < 0.2) | (z > 1.0)
-
-
-class Humanoid(GoalEnv):
-    """Humanoid; the torso must reach (gx, gy, 1.25), goal 1-5 m away (spring, 0.03 s a step).
-
-    Fidelity quirks of the paper's env, kept: the state includes the target's slide joints, and the
-    1 kg target link enters the centre-of-mass terms. Env step 0.003 x 10 = 0.03 s (the original
-    meant 0.0015 x 10, but its timestep change had no effect on the brax it ran on)."""
-
-    obs_dim, goal_start, goal_end, success_radius = 268, 0, 3, 0.5
-    timestep = 0.003  # physics step; 10 per env step
-
-    def __init__(self, backend: str = "spring"):
-        root = ET.fromstring((BRAX_ASSETS / "humanoid.xml").read_text())
-        root.find("default/geom").set("contype", "1")  # body geoms hit floor (and walls), not each other
-        root.find("worldbody/geom[@name='floor']").set("size", "40 40 0.125")
-        for i, motor in enumerate(root.find("actuator").findall("motor")):
-            motor.set("gear", "350" if i < 11 else "100")  # 11 torso/leg, 6 arm actuators
-        root.find("worldbody").append(_target_body(size=0.5, z=1.25, joint_range=100.0, mass=1.0))
-        self._edit_xml(root)
-        sys_ = mjcf.loads(ET.tostring(root, encoding="unicode"))
-        sys_ = sys_.tree_replace({"opt.timestep": self.timestep})
-        super().__init__(sys=sys_, backend=backend, n_frames=10)
-
-    def _start_and_goal(self, rng):
-        rng_r, rng_a = jax.random.split(rng)
-        radius = jax.random.uniform(rng_r, minval=1.0, maxval=5.0)
-        angle = 2 * jnp.pi * jax.random.uniform(rng_a)
-        goal_xy = radius * jnp.array([jnp.cos(angle), jnp.sin(angle)])
-        q = self.sys.init_q.at[-2:].set(goal_xy)
-        return q, jnp.zeros(self.sys.qd_size()), jnp.concatenate([goal_xy, jnp.array([1.25])])
-
-    def _state(self, ps, action):
-        inertia = self.sys.link.inertia
-        if self.backend in ("spring", "positional"):  # as brax's humanoid: scaled, diagonal inertia
-            inertia = inertia.replace(
-                i=jax.vmap(jnp.diag)(jax.vmap(jnp.diagonal)(inertia.i) ** (1 - self.sys.spring_inertia_scale)),
-                mass=inertia.mass ** (1 - self.sys.spring_mass_scale))
-        mass_sum = jnp.sum(inertia.mass)
-        x_i = ps.x.vmap().do(inertia.transform)
-        com = jnp.sum(jax.vmap(jnp.multiply)(inertia.mass, x_i.pos), axis=0) / mass_sum
-        cinr = x_i.replace(pos=x_i.pos - com).vmap().do(inertia)
-        com_inertia = jnp.hstack([cinr.i.reshape((cinr.i.shape[0], -1)), inertia.mass[:, None]])
-        xd_i = brax_base.Transform.create(pos=x_i.pos - ps.x.pos).vmap().do(ps.xd)
-        com_velocity = jnp.hstack([inertia.mass[:, None] * xd_i.vel / mass_sum, xd_i.ang])
-        qfrc_actuator = brax_actuator.to_tau(self.sys, action, ps.q, ps.qd)
-        return jnp.concatenate([ps.q, ps.qd, com_inertia.ravel(), com_velocity.ravel(), qfrc_actuator])
-
-    def _terminated(self, ps):
-        z = ps.x.pos[0, 2]
-        return (z < 1.0) | (z > 2.0)
-
-
-# --- Mazes ----------------------------------------------------------------------------------------
-# Each maze is one picture: its training layout on the left, its evaluation layout on the right (a
-# maze with one layout evaluates on its training grid). Rows top to bottom; '#' wall, 'R' start,
-# 'G' goal cell, '.' free. Cell (i, j), row i and column j, is centred at world (x, y) = (i s, j s),
-# so the picture's rows run along +x and its columns along +y; s is the robot's cell size.
-ANT_U4_MAZE = """
-#####   #####
-#GGG#   #...#
-#R#G#   #R#.#
-###G#   ###.#
-#G#G#   #G#.#
-#GGG#   #GGG#
-#####   #####
-"""
-ANT_U5_MAZE = """
-########   ########
-#GGGGGG#   #......#
-#R####G#   #R####.#
-######G#   ######.#
-#G####G#   #G####G#
-#GGGGGG#   #GGGGGG#
-########   ########
-"""
-ANT_BIG_MAZE = """
-########   ########
-#RG##GG#   #R.##GG#
-#GG#GGG#   #..#..G#
-##GGG###   ##...###
-#GG#GGG#   #..#...#
-#G#GG#G#   #.#G.#G#
-#GGG#GG#   #.GG#GG#
-########   ########
-"""
-ANT_HARDEST_MAZE = """
-############
-#RGGG#GGGGG#
-#G##G#G#G#G#
-#GGGGGG#GGG#
-#G####G###G#
-#GG#G#GGGGG#
-##G#G#G#G###
-#GG#GGG#GGG#
-############
-"""
-HUMANOID_U_MAZE = """
-#####   #####
-#RGG#   #R..#
-###G#   ###.#
-#GGG#   #GGG#
-#####   #####
-"""
-HUMANOID_BIG_MAZE = """
-########   ########
-#RG##GG#   #R.##GG#
-#GG#GGG#   #..#.GG#
-##GGG###   ##...###
-#GG#GGG#   #..#...#
-#G#GG#G#   #.#G.#G#
-#GGG#GG#   #.GG#GG#
-########   ########
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class Maze:
-    """One layout: rows of '#', 'R', 'G', '.' on square cells of `scale` metres."""
-
-    rows: tuple[str, ...]
-    scale: float
-
-    def cells(self, kinds: str) -> list[tuple[int, int]]:
-        """(row, column) of every cell whose character is in `kinds`, in reading order."""
-        return [(i, j) for i, row in enumerate(self.rows) for j, c in enumerate(row) if c in kinds]
-
-    def xy(self, cells: list[tuple[int, int]]) -> np.ndarray:
-        """World (x, y) of cell centres, [n, 2]."""
-        return self.scale * np.asarray(cells, dtype=np.float32).reshape(-1, 2)
-
-    @property
-    def start(self) -> tuple[int, int]:
-        return self.cells("R")[0]
-
-    def sample_goal_xy(self, rng: jax.Array) -> jax.Array:
-        """Centre of a uniformly chosen G cell."""
-        goals = jnp.asarray(self.xy(self.cells("G")))
-        return goals[jax.random.randint(rng, (), 0, goals.shape[0])]
-
-
-def parse_mazes(picture: str, scale: float) -> list[Maze]:
-    """The layouts of a picture, left to right. Each must be a rectangle closed by walls, with one R
-    and at least one G."""
-    lines = [line.split() for line in picture.strip().splitlines()]
-    if len({len(parts) for parts in lines}) != 1:
-        raise ValueError("maze picture: every line needs the same number of layouts")
-    mazes = [Maze(tuple(rows), scale) for rows in zip(*lines)]
-    for maze in mazes:
-        rows = maze.rows
-        if len({len(row) for row in rows}) != 1 or set("".join(rows)) - set("#RG."):
-            raise ValueError(f"maze {rows}: rows must be equally long, of '#', 'R', 'G', '.'")
-        border = rows[0] + rows[-1] + "".join(row[0] + row[-1] for row in rows)
-        if set(border) != {"#"} or len(maze.cells("R")) != 1 or not maze.cells("G"):
-            raise ValueError(f"maze {rows}: needs walls all around, exactly one R and a G")
-    return mazes
-
-
-def _add_maze(root: ET.Element, maze: Maze) -> None:
-    """Floor 100 x 100 and one box per wall cell, (0.5 s, 0.5 s, 0.25 s) half-size on the floor,
-    colliding (contype = conaffinity = 1); inserted before the target body, which stays last."""
-    worldbody = root.find("worldbody")
-    worldbody.find("geom[@name='floor']").set("size", "100 100 0.125")
-    at = list(worldbody).index(worldbody.find("body[@name='target']"))
-    s = maze.scale
-    for n, ((i, j), (x, y)) in enumerate(zip(maze.cells("#"), maze.xy(maze.cells("#")))):
-        worldbody.insert(at + n, ET.Element(
-            "geom", name=f"wall_{i}_{j}", type="box", pos=f"{x} {y} {0.25 * s}",
-            size=f"{0.5 * s} {0.5 * s} {0.25 * s}", contype="1", conaffinity="1", rgba="0.7 0.5 0.3 1"))
-
-
-class AntMaze(Ant):
-    """Ant in a maze of 4 m cells: starts at the R cell (plus the ant's U(+-0.1) noise), goal the
-    centre of a uniformly chosen G cell. Torso, the four hip capsules and the four feet collide with
-    the walls; the other leg segments pass through them (as in the paper's env)."""
-
-    scale = 4.0
-
-    def __init__(self, maze: Maze, backend: str = "spring"):
-        self.maze = maze
-        super().__init__(backend)
-
-    def _edit_xml(self, root):
-        for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom", "left_foot_geom",
-                     "right_foot_geom", "third_foot_geom", "fourth_foot_geom"):
-            root.find(f".//geom[@name='{name}']").set("conaffinity", "1")
-        _add_maze(root, self.maze)
-
-    def goal_at(self, xy: jax.Array) -> jax.Array:
-        return xy
-
-    def _start_and_goal(self, rng):
-        rng_ant, rng_goal = jax.random.split(rng)
-        q, qd, _ = super()._start_and_goal(rng_ant)
-        goal_xy = self.maze.sample_goal_xy(rng_goal)
-        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
-        return q, qd, self.goal_at(goal_xy)
-
-
-class HumanoidMaze(Humanoid):
-    """Humanoid in a maze of 2 m cells (walls 1 m high), 0.0015 x 10 = 0.015 s a step: starts still
-    at the R cell, goal (gx, gy, 1.25) at the centre of a uniformly chosen G cell."""
-
-    scale = 2.0
-    timestep = 0.0015
-
-    def __init__(self, maze: Maze, backend: str = "spring"):
-        self.maze = maze
-        super().__init__(backend)
-
-    def _edit_xml(self, root):
-        _add_maze(root, self.maze)
-
-    def goal_at(self, xy: jax.Array) -> jax.Array:
-        return jnp.concatenate([xy, jnp.array([1.25])])
-
-    def _start_and_goal(self, rng):
-        rng_humanoid, rng_goal = jax.random.split(rng)
-        q, qd, _ = super()._start_and_goal(rng_humanoid)
-        goal_xy = self.maze.sample_goal_xy(rng_goal)
-        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
-        return q, qd, self.goal_at(goal_xy)
-
-
-# Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.
-# The scenes of the goal-conditioned benchmark the paper uses (JaxGCRL, Apache-2.0) around the Franka
-# Emika Panda of MuJoCo Menagerie (Apache-2.0), without the visual-only meshes: every colliding geom
-# is a primitive and every link has an explicit inertial, so the dynamics are the originals'. The
-# three scenes share everything but the two regions (push: flat floors; binpick: walled bins), the
-# cube's and goal marker's initial positions, and binpick's impratio and wall contacts.
-_PANDA_XML = """<mujoco model="panda">
-  <compiler angle="radian" autolimits="true"/>
-  <option integrator="implicitfast"{impratio}/>
-  <default>
-    <default class="panda">
-      <joint armature="0.1" damping="5" axis="0 0 1" range="-2.8973 2.8973"/>
-      <general dyntype="none" biastype="affine" ctrlrange="-2.8973 2.8973" forcerange="-87 87"/>
-      <default class="finger">
-        <joint axis="0 1 0" type="slide" range="0 0.08"/>
-      </default>
-      <default class="visual">
-        <geom contype="0" conaffinity="0" group="2"/>
-      </default>
-      <default class="collision">
-        <geom group="3"/>
-        <default class="finger_collision">
-          <geom type="box" size="0.015 0.005 0.04" pos="0 0.0055 0.035" friction="10 0.005 0.0001"/>
-        </default>
-      </default>
-    </default>
-  </default>
-  <worldbody>
-    <light name="top" pos="0 0 2" mode="trackcom"/>
-    <body name="link0" childclass="panda">
-      <body name="link1" pos="0 0 0.333">
-        <inertial mass="4.970684" pos="0.003875 0.002081 -0.04762" fullinertia="0.70337 0.70661 0.0091170 -0.00013900 0.0067720 0.019169"/>
-        <joint name="joint1"/>
-        <body name="link2" quat="1 -1 0 0">
-          <inertial mass="0.646926" pos="-0.003141 -0.02872 0.003495" fullinertia="0.0079620 2.8110e-2 2.5995e-2 -3.925e-3 1.0254e-2 7.04e-4"/>
-          <joint name="joint2" range="-1.7628 1.7628"/>
-          <body name="link3" pos="0 -0.316 0" quat="1 1 0 0">
-            <joint name="joint3"/>
-            <inertial mass="3.228604" pos="2.7518e-2 3.9252e-2 -6.6502e-2" fullinertia="3.7242e-2 3.6155e-2 1.083e-2 -4.761e-3 -1.1396e-2 -1.2805e-2"/>
-            <body name="link4" pos="0.0825 0 0" quat="1 1 0 0">
-              <inertial mass="3.587895" pos="-5.317e-2 1.04419e-1 2.7454e-2" fullinertia="2.5853e-2 1.9552e-2 2.8323e-2 7.796e-3 -1.332e-3 8.641e-3"/>
-              <joint name="joint4" range="-3.0718 -0.0698"/>
-              <body name="link5" pos="-0.0825 0.384 0" quat="1 -1 0 0">
-                <inertial mass="1.225946" pos="-1.1953e-2 4.1065e-2 -3.8437e-2" fullinertia="3.5549e-2 2.9474e-2 8.627e-3 -2.117e-3 -4.037e-3 2.29e-4"/>
-                <joint name="joint5"/>
-                <body name="link6" quat="1 1 0 0">
-                  <inertial mass="1.666555" pos="6.0149e-2 -1.4117e-2 -1.0517e-2" fullinertia="1.964e-3 4.354e-3 5.433e-3 1.09e-4 -1.158e-3 3.41e-4"/>
-                  <joint name="joint6" range="-0.0175 3.7525"/>
-                  <body name="link7" pos="0.088 0 0" quat="1 1 0 0">
-                    <inertial mass="7.35522e-01" pos="1.0517e-2 -4.252e-3 6.1597e-2" fullinertia="1.2516e-2 1.0027e-2 4.815e-3 -4.28e-4 -1.196e-3 -7.41e-4"/>
-                    <joint name="joint7"/>
-                    <body name="hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834">
-                      <geom name="hand_geom" rgba="1 1 1 1" type="capsule" size="0.04 0.06" pos="0 0 0.035" quat="1 1 0 0" contype="0" conaffinity="0"/>
-                      <body name="left_finger" pos="0 0 0.0584">
-                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
-                        <joint name="finger_joint1" class="finger"/>
-                        <geom name="left_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
-                      </body>
-                      <body name="right_finger" pos="0 0 0.0584" quat="0 0 0 1">
-                        <inertial mass="0.015" pos="0 0 0" diaginertia="2.375e-6 2.375e-6 7.5e-7"/>
-                        <joint name="finger_joint2" class="finger"/>
-                        <geom name="right_finger_geom" rgba="0.25 0.25 0.25 1" class="finger_collision" contype="0" conaffinity="0"/>
-                      </body>
-                    </body>
-                  </body>
-                </body>
-              </body>
-            </body>
-          </body>
-        </body>
-      </body>
-    </body>
-{regions}
-    <body name="cube" pos="{cube} 0.07">
-      <freejoint/>
-      <geom name="cube_geom" size="0.03 0.03 0.03" type="box" rgba="0 0.4 0 1" contype="0" conaffinity="0"/>
-    </body>
-    <body name="goal_marker" pos="{marker} 0.07" gravcomp="1">
-      <freejoint/>
-      <geom name="goal_marker_geom" size="0.03 0.03 0.03" type="box" rgba="0.3 1 0.3 1" contype="0" conaffinity="0"/>
-    </body>
-    <body name="tablelink" pos="0 .2 0">
-      <geom name="table_geom" group="4" pos="0.0 0.0 0.0" size="2.8 2.4 0.1" type="plane" mass="10" friction="0.2 0.005 0.0001" contype="0" conaffinity="0"/>
-    </body>
-  </worldbody>
-  <equality>
-    <joint joint1="finger_joint1" joint2="finger_joint2" solimp="0.95 0.99 0.001" solref="0.005 1"/>
-  </equality>
-  <contact>
-{pairs}
-  </contact>
-  <actuator>
-    <general class="panda" name="actuator1" joint="joint1" gainprm="4500" biasprm="0 -4500 -450"/>
-    <general class="panda" name="actuator2" joint="joint2" gainprm="4500" biasprm="0 -4500 -450" ctrlrange="-1.7628 1.7628"/>
-    <general class="panda" name="actuator3" joint="joint3" gainprm="2000" biasprm="0 -3500 -350"/>
-    <general class="panda" name="actuator4" joint="joint4" gainprm="2000" biasprm="0 -3500 -350" ctrlrange="-3.0718 -0.0698"/>
-    <general class="panda" name="actuator5" joint="joint5" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
-    <general class="panda" name="actuator6" joint="joint6" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12" ctrlrange="-0.0175 3.7525"/>
-    <general class="panda" name="actuator7" joint="joint7" gainprm="1000" biasprm="0 -2000 -200" forcerange="-12 12"/>
-    <general class="panda" name="actuator8" joint="finger_joint1" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
-    <general class="panda" name="actuator9" joint="finger_joint2" forcerange="-500 500" ctrlrange="0 255" gainprm="0.15686 0 0" biasprm="0 -500 -50"/>
-  </actuator>
-</mujoco>
-"""
-
-# task: cube region centre (blue, A), goal region centre (red, B), sampling half-range s (cube and
-# goal xy = centre + s U(-1, 1)), goal marker's initial xy, walled bins or not
-_PANDA_TASKS = {
-    "push_easy": dict(cube=(-0.1, 0.6), goal=(0.1, 0.6), spread=0.1, marker=(-0.3, 0.6), bins=False),
-    "push_hard": dict(cube=(-0.25, 0.65), goal=(0.25, 0.65), spread=0.25, marker=(-0.25, 0.65), bins=False),
-    "binpick_hard": dict(cube=(-0.3, 0.6), goal=(0.3, 0.6), spread=0.15, marker=(-0.3, 0.6), bins=True),
-}
-
-
-def panda_xml(task: str) -> str:
-    """The MJCF text of one arm scene (tests compare it with ../shared/data/panda/panda_{task}.xml)."""
-    t = _PANDA_TASKS[task]
-    xy = lambda p: f"{p[0]:g} {p[1]:g}"
-    regions, pairs = [], [f'    <pair geom1="cube_geom" geom2="{g}"/>'
-                          for g in ("table_geom", "hand_geom", "left_finger_geom", "right_finger_geom")]
-    walls = []
-    for name, centre, rgba in (("binA", t["cube"], "0 0.2 0.8 1"), ("binB", t["goal"], "0.8 0 0 1")):
-        if t["bins"]:  # four walls 0.066 high around a 0.38 x 0.38 inside, no floor
-            sides = [("0 -0.19", "0.195 0.005"), ("0 0.19", "0.195 0.005"),
-                     ("0.19 0", "0.005 0.185"), ("-0.19 0", "0.005 0.185")]
-            geoms = [(f"{name}{i + 1}", f"{pos} 0.033", f"{size} 0.033")
-                     for i, (pos, size) in enumerate(sides)]
-            walls += [g[0] for g in geoms]
-        else:  # a flat coloured floor the size of the sampling region
-            geoms = [(f"{name}_floor", "0 0 0.0005", f"{t['spread']:g} {t['spread']:g} 0.0005")]
-        regions.append(f'    <body name="{name}" pos="{xy(centre)} 0">')
-        regions += [f'      <geom name="{g}" pos="{p}" size="{s}" type="box" rgba="{rgba}" contype="0" '
-                    f'conaffinity="0"/>' for g, p, s in geoms]
-        regions.append("    </body>")
-    pairs += [f'    <pair geom1="cube_geom" geom2="{w}"/>' for w in walls]
-    pairs += [f'    <pair geom1="table_geom" geom2="{g}"/>'
-              for g in ("hand_geom", "left_finger_geom", "right_finger_geom")]
-    pairs += [f'    <pair geom1="{g}" geom2="{w}"/>'
-              for g in ("left_finger_geom", "right_finger_geom", "hand_geom") for w in walls]
-    pairs.append('    <pair geom1="left_finger_geom" geom2="right_finger_geom"/>')
-    return _PANDA_XML.format(impratio=' impratio="10"' if t["bins"] else "", regions="\n".join(regions),
-                             cube=xy(t["cube"]), marker=xy(t["marker"]), pairs="\n".join(pairs))
-
-
-class Arm(GoalEnv):
-    """Franka Panda arm moving a cube to a goal (mjx backend, 0.002 x 25 = 0.05 s a step).
-
-    Action (5): absolute targets for joints 1, 2, 4, 6 mapped from [-1, 1] onto _ARM_LO.._ARM_HI
-    (joints 3 and 5 held at 0, joint 7 at 1.4487), and a binary gripper: action[4] > 0 closes (ctrl 0),
-    else opens (ctrl 255). As in the benchmark's scenes, actuators 3-7 have position bias != gain
-    (joint 6 settles at ctrl / 2), and most targets exceed the force limits (87 / 12 N m) at first.
-    State (17): cube xyz, the 7 arm joints, end-effector (link 7 frame) position and velocity, finger
-    gap; the last three come from brax's x, xd, which are one 0.002 s substep behind q (as in the
-    original). Goal = cube xyz. Success: cube within 0.1 of the goal; success_easy (0.3) and
-    success_hard (0.03) are extra per-step metrics. No termination. brax fuses the jointless bodies
-    (link0, hand, bins, table) into their parents, which puts the free bodies first in qpos: cube
-    0:7, goal marker 7:14, arm joints 14:21, fingers 21:23; the marker (no collision, gravity
-    compensated) is placed at the goal to show it in renders."""
-
-    obs_dim, goal_start, goal_end, success_radius = 17, 0, 3, 0.1
-    _ARM_Q = (1.571, 0.742, 0.0, -1.571, 0.0, 3.054, 1.449, 0.04, 0.04)  # start: 7 joints, 2 fingers
-    _ARM_LO = (0.3491, 0.0, -3.0718, 2.3562)  # joints 1, 2, 4, 6 at action -1
-    _ARM_HI = (2.7925, 1.48353, -0.0698, 3.7525)  # ... and at action +1
-
-    def __init__(self, task: str, backend: str = "mjx"):
-        t = _PANDA_TASKS[task]
-        self.cube_centre, self.goal_centre = jnp.array(t["cube"]), jnp.array(t["goal"])
-        self.spread = t["spread"]
-        sys_ = mjcf.loads(panda_xml(task))
-        sys_ = sys_.tree_replace({"opt.timestep": 0.002, "opt.iterations": 6, "opt.ls_iterations": 12})
-        super().__init__(sys=sys_, backend=backend, n_frames=25)
-        links = list(self.sys.link_names)
-        assert links[:3] == ["cube", "goal_marker", "link1"]  # the qpos layout above
-        assert list(self.sys.jnt_qposadr) == [0, 7, *range(14, 23)]
-        self._eef = links.index("link7")
-        self._fingers = (links.index("left_finger"), links.index("right_finger"))
-
-    @property
-    def action_size(self) -> int:
-        return 5
-
-    def _ctrl(self, action):
-        lo, hi = jnp.array(self._ARM_LO), jnp.array(self._ARM_HI)
-        j1, j2, j4, j6 = lo + (action[:4] + 1.0) * 0.5 * (hi - lo)
-        grip = jnp.where(action[4] > 0, 0.0, 255.0)
-        return jnp.stack([j1, j2, jnp.zeros(()), j4, jnp.zeros(()), j6, jnp.full((), 1.4487), grip, grip])
-
-    def _start_and_goal(self, rng):
-        rng_cube, rng_goal = jax.random.split(rng)
-        noise = lambda key: self.spread * jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
-        cube_xy, goal_xy = self.cube_centre + noise(rng_cube), self.goal_centre + noise(rng_goal)
-        goal = jnp.concatenate([goal_xy, jnp.array([0.03])])
-        q = (self.sys.init_q.at[0:3].set(jnp.concatenate([cube_xy, jnp.array([0.07])]))
-             .at[7:10].set(goal).at[14:23].set(jnp.array(self._ARM_Q)))
-        return q, jnp.zeros(self.sys.qd_size()), goal
-
-    def _state(self, ps, action):
-        gap = jnp.linalg.norm(ps.x.pos[self._fingers[0]] - ps.x.pos[self._fingers[1]])
-        eef_pos, eef_vel = ps.x.pos[self._eef], ps.xd.vel[self._eef]
-        return jnp.concatenate([ps.q[0:3], ps.q[14:21], eef_pos, eef_vel, gap[None]])
-
-    def _goal_metrics(self, state_vec, goal):
-        metrics = super()._goal_metrics(state_vec, goal)
-        metrics["success_easy"] = (metrics["dist"] < 0.3).astype(jnp.float32)
-        metrics["success_hard"] = (metrics["dist"] < 0.03).astype(jnp.float32)
-        return metrics
-
-
-@dataclasses.dataclass(frozen=True)
-class EnvSpec:
-    make: Callable[[], GoalEnv]  # training env
-    obs_dim: int  # state dimension; the goal follows it in the observation
-    goal_start: int  # goal slice of the state: state[goal_start:goal_end]
-    goal_end: int
-    make_eval: Optional[Callable[[], GoalEnv]] = None  # evaluation env if it differs (maze layouts)
-
-
-def _spec(cls, **kw) -> EnvSpec:
-    return EnvSpec(make=lambda: cls(**kw), obs_dim=cls.obs_dim, goal_start=cls.goal_start,
-                   goal_end=cls.goal_end)
-
-
-def _maze_spec(cls, picture: str) -> EnvSpec:
-    train, *evaluation = parse_mazes(picture, cls.scale)
-    return dataclasses.replace(_spec(cls, maze=train),
-                               make_eval=(lambda: cls(evaluation[0])) if evaluation else None)
-
-
-# The registry: adding an env is one entry here plus its class above.
-ENVS: dict[str, EnvSpec] = {
-    "reacher": _spec(Reacher),
-    "ant": _spec(Ant),
-    "humanoid": _spec(Humanoid),
-    "ant_u4_maze": _maze_spec(AntMaze, ANT_U4_MAZE),
-    "ant_u5_maze": _maze_spec(AntMaze, ANT_U5_MAZE),
-    "ant_big_maze": _maze_spec(AntMaze, ANT_BIG_MAZE),
-    "ant_hardest_maze": _maze_spec(AntMaze, ANT_HARDEST_MAZE),
-    "humanoid_u_maze": _maze_spec(HumanoidMaze, HUMANOID_U_MAZE),
-    "humanoid_big_maze": _maze_spec(HumanoidMaze, HUMANOID_BIG_MAZE),
-    "arm_push_easy": _spec(Arm, task="push_easy"),
-    "arm_push_hard": _spec(Arm, task="push_hard"),
-    "arm_binpick_hard": _spec(Arm, task="binpick_hard"),
-}
-
-
-def make_env(env_id: str, eval: bool = False) -> GoalEnv:
-    if env_id not in ENVS:
-        raise ValueError(f"unknown env id {env_id!r}; valid ids: {', '.join(ENVS)}")
-    spec = ENVS[env_id]
-    return (spec.make_eval or spec.make)() if eval else spec.make()
-
-
-class VecGoalEnv:
-    """num_envs copies of a GoalEnv with an episode limit and auto reset. Every episode gets a
-    fresh start and goal (the original code restored the first reset's state instead, so each
-    env kept one start and goal for the whole run). info['episode_id'] counts episodes per env
-    so that the replay buffer never relabels across an episode boundary."""
-
-    def __init__(self, env: GoalEnv, num_envs: int, episode_length: int):
-        self.env, self.num_envs, self.episode_length = env, num_envs, episode_length
-        self.action_size = env.action_size  # sys.act_size() unless the env maps actions itself
-        self.obs_size = env.obs_dim + (env.goal_end - env.goal_start)
-
-    def reset(self, key: jax.Array) -> State:
-        key, key_reset = jax.random.split(key)
-        state = jax.vmap(self.env.reset)(jax.random.split(key_reset, self.num_envs))
-        n = self.num_envs
-        state.info.update(steps=jnp.zeros(n, jnp.int32), episode_id=jnp.zeros(n, jnp.int32),
-                          truncated=jnp.zeros(n), key=jax.random.split(key, n))
-        return state
-
-    def step(self, state: State, action: jax.Array) -> State:
-        info = state.info
-        nxt = jax.vmap(self.env.step)(state, action)
-        steps = info["steps"] + 1
-        truncated = (steps >= self.episode_length).astype(jnp.float32)
-        done = jnp.maximum(nxt.done, truncated)  # this step ended the episode
-        keys = jax.vmap(jax.random.split)(info["key"])
-        fresh = jax.vmap(self.env.reset)(keys[:, 1])
-
-        def pick(a, b):  # fresh reset where done, else the stepped state
-            return jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)) > 0, a, b)
-
-        ps = jax.tree.map(pick, fresh.pipeline_state, nxt.pipeline_state)
-        new_info = dict(nxt.info, goal=pick(fresh.info["goal"], nxt.info["goal"]),
-                        steps=jnp.where(done > 0, 0, steps), truncated=truncated,
-                        episode_id=info["episode_id"] + done.astype(jnp.int32), key=keys[:, 0])
-        # metrics, reward and done describe the step just taken; obs is the next episode's if done
-        return nxt.replace(pipeline_state=ps, obs=pick(fresh.obs, nxt.obs), done=done, info=new_info)
-
-
-# END SHARED BLOCK: environments
 
 
 # ==================================================================================================
@@ -1113,513 +462,46 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
 
 
 # ==================================================================================================
-# SHARED BLOCK: seeds (keep identical in all three scripts)
-# ==================================================================================================
-# --num-seeds N trains seeds seed .. seed+N-1 in one process: every leaf of the training state has a
-# leading seed axis and every jitted function is mapped over it. Seed i draws exactly the keys of a
-# single run with --seed seed+i; metrics.jsonl gets one line per seed and epoch.
-def seed_keys(seeds: list[int], num_keys: int) -> jax.Array:
-    """[num_seeds, num_keys, 2]: the keys a single run with each seed splits from PRNGKey(seed)."""
-    return jnp.stack([jax.random.split(jax.random.PRNGKey(seed), num_keys) for seed in seeds])
-
-
-def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
-    """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
-    With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
-    the outputs: XLA compiles a vmap over one seed into another program (slower on CPU, different in
-    the last bits), and a run of one seed stays bit-identical to a run without a seed axis."""
-    if num_seeds > 1:
-        return jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
-
-    def along(axes: Any, tree: Any, fn: Callable) -> Any:
-        return jax.tree.map(lambda axis, x: x if axis is None else jax.tree.map(fn, x), axes, tree,
-                            is_leaf=lambda axis: axis is None)
-
-    def one_seed(*args):
-        return along(out_axes, f(*along(in_axes, args, lambda x: x[0])), lambda x: x[None])
-
-    return one_seed
-
-
-def split_seed_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """jax.random.split of every seed's key: (new keys, subkeys), each [num_seeds, 2]."""
-    pairs = jax.vmap(jax.random.split)(keys)
-    return pairs[:, 0], pairs[:, 1]
-
-
-def log_seeds(metrics_path: str, wandb: Any, epoch: int, seeds: list[int], counter: tuple[str, Any],
-              per_seed: dict, shared: dict) -> list[dict]:
-    """Appends one metrics.jsonl line per seed (per_seed values have a leading seed axis; counter is
-    (name, per-seed values), e.g. env steps) and, given the wandb module, logs one wandb step: each
-    seed's values under seed{s}/ (with several seeds) and their mean under the plain names."""
-    name, counts = counter
-    records = [{"epoch": epoch, "seed": seed, name: int(counts[i]), **{k: float(v[i]) for k, v in per_seed.items()},
-                **shared} for i, seed in enumerate(seeds)]
-    with open(metrics_path, "a") as f:
-        f.writelines(json.dumps(record) + "\n" for record in records)
-    if wandb is not None:
-        logged = {k: float(np.mean(v)) for k, v in per_seed.items()} | shared
-        if len(seeds) > 1:
-            logged |= {f"seed{seed}/{k}": float(v[i]) for k, v in per_seed.items() for i, seed in enumerate(seeds)}
-        wandb.log(logged, step=records[0][name])
-    return records
-
-
-def across_seeds(values: np.ndarray, fmt: str) -> str:
-    """The mean, and with several seeds every seed's value."""
-    text = format(float(np.mean(values)), fmt)
-    return text if len(values) == 1 else f"{text} (seeds: {' '.join(format(float(v), fmt) for v in values)})"
-
-
-# END SHARED BLOCK: seeds
-
-
-# ==================================================================================================
-# SHARED BLOCK: checkpoints (keep identical in all three scripts)
-# ==================================================================================================
-# runs/{run_name}/state.msgpack holds a run's whole training state. Layout: STATE_MAGIC, the sha256
-# of the payload, the payload (flax msgpack: numbers, strings and arrays only - no pickle, so loading
-# runs no code from the file). Written to state.msgpack.tmp, fsynced, then renamed over the previous
-# one: a kill at any moment leaves either the previous complete file or the new one.
-STATE_FILE = "state.msgpack"
-STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
-SCRIPT = os.path.basename(__file__)
-TEST_STALL_ENV = "CRL_DEPTH_TEST_STALL_AT_EPOCH"  # tests: hang after writing this epoch's .tmp, before the rename
-TEST_NAN_ENV = "CRL_DEPTH_TEST_NAN_AT_EPOCH"  # tests: log(alpha) = NaN before this epoch (the divergence guard)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the run it is loaded into."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint or run file could not be written (disk full, unwritable directory)."""
-
-
-def atomic_write(path: str, chunks: list[bytes], stall: bool = False) -> None:
-    """Writes path.tmp, flushes and fsyncs it, then renames it over path: path is always either the
-    previous complete file or the new complete one. On failure the .tmp is removed."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if stall:
-            print(f"test hook: stalled before renaming {tmp}", flush=True)
-            time.sleep(3600)
-        os.replace(tmp, path)
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def write_state_file(path: str, header: dict, epoch: int, state: dict) -> int:
-    """Writes {header, epoch, state} (state: a flax state dict of numpy arrays) atomically; returns the
-    file size in bytes."""
-    payload = flax.serialization.msgpack_serialize({"header": header, "epoch": epoch, "state": state})
-    atomic_write(path, [STATE_MAGIC, hashlib.sha256(payload).digest(), payload],
-                 stall=os.environ.get(TEST_STALL_ENV) == str(epoch))
-    return len(payload) + 48
-
-
-def read_state_file(path: str, want: dict, describe: Callable[[dict], str]) -> tuple[dict, int, dict]:
-    """Reads a file written by write_state_file; returns (header, epoch, state dict). A truncated or
-    corrupt file, another file type, or a header that differs from `want` in any key (another env,
-    depth, width...; describe(header) names the run) raises CheckpointError."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    if blob[: len(STATE_MAGIC)] != STATE_MAGIC:
-        raise CheckpointError(f"{path} is not a {SCRIPT} state checkpoint (wrong magic bytes)")
-    digest, payload = blob[16:48], blob[48:]
-    if len(digest) != 32 or hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch, {len(blob):,} bytes)")
-    try:
-        restored = flax.serialization.msgpack_restore(payload)
-        header, epoch, state = restored["header"], int(restored["epoch"]), restored["state"]
-    except Exception as e:  # msgpack / structure errors: the file is not what it claims
-        raise CheckpointError(f"{path} is not a readable state checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(header, dict) or header.get("format") != want["format"]:
-        found = header.get("format") if isinstance(header, dict) else header
-        raise CheckpointError(f"{path} is a {found!r} checkpoint, not a {want['format']!r} one")
-    diffs = [k for k in want if header.get(k) != want[k]]
-    if diffs:
-        raise CheckpointError(f"{path} is for {describe(header)}, this run is {describe(want)} "
-                              f"(differs in: {', '.join(diffs)})")
-    return header, epoch, state
-
-
-def check_state_leaves(path: str, template: dict, state: dict) -> None:
-    """Raises CheckpointError unless the state dict has exactly the template's leaves, shapes and dtypes."""
-    flat = lambda d: flax.traverse_util.flatten_dict(d, sep="/") if isinstance(d, dict) else {}
-    dtype = lambda x: x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-    describe = lambda x: "missing" if x is None else f"{dtype(x)}{list(np.shape(x))}"
-    want_leaves, got_leaves = flat(template), flat(state)
-    for name in sorted(set(want_leaves) | set(got_leaves)):
-        w, g = want_leaves.get(name), got_leaves.get(name)
-        if w is None and g is None and name in want_leaves and name in got_leaves:
-            continue  # an empty field (brax's contact)
-        if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or dtype(g) != dtype(w):
-            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
-                                  f"{describe(w)} expected")
-
-
-def save_state(path: str, header: dict, epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> int:
-    """Writes a run's training state ts (a flax struct with a `buffer` field, left out unless
-    with_buffer) and its evaluation keys atomically; returns the file size in bytes."""
-    state = flax.serialization.to_state_dict(jax.device_get(ts if with_buffer else ts.replace(buffer=None)))
-    if not with_buffer:
-        state.pop("buffer")
-    return write_state_file(path, {**header, "has_buffer": with_buffer}, epoch,
-                            {"ts": state, "key_eval": np.asarray(jax.device_get(key_eval))})
-
-
-def load_state(path: str, want: dict, describe: Callable[[dict], str],
-               template: Any) -> tuple[int, np.ndarray, Any, bool]:
-    """Reads a file written by save_state for a run whose header is `want`; template is the state of a
-    fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval keys, state with numpy leaves,
-    has_buffer; without a buffer the template's stands in). Anything else - a truncated or corrupt
-    file, another file type, another env or network - raises CheckpointError."""
-    header, epoch, saved = read_state_file(path, want, describe)
-    try:
-        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
-    has_buffer = bool(header.get("has_buffer"))
-    template_state = flax.serialization.to_state_dict(template)
-    if not has_buffer:
-        state = {**state, "buffer": template_state["buffer"]}
-    check_state_leaves(path, template_state, state)
-    return epoch, key_eval, flax.serialization.from_state_dict(template, state), has_buffer
-
-
-def keep_metrics_through(metrics_path: str, epoch: int) -> None:
-    """Rewrites metrics.jsonl with the records of epochs <= epoch only (a resumed run logs the later
-    epochs again); a line cut off by a kill is dropped."""
-    kept = []
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            for line in f:
-                try:
-                    if json.loads(line)["epoch"] <= epoch:
-                        kept.append(line if line.endswith("\n") else line + "\n")
-                except (ValueError, KeyError, TypeError):
-                    pass
-    atomic_write(metrics_path, ["".join(kept).encode()])
-
-
-def prepare_run_dir(run_dir: str, config: dict, resume_epoch: Optional[int]) -> None:
-    """A fresh run (resume_epoch None) creates run_dir, which must not exist yet; a resumed run keeps
-    the metrics.jsonl lines up to resume_epoch (the later epochs run again) and removes the state .tmp
-    a kill cut off. Both then write args.json (config). An unwritable directory: one line, exit 2."""
-    try:
-        if resume_epoch is None:
-            os.makedirs(run_dir, exist_ok=False)
-        else:
-            keep_metrics_through(os.path.join(run_dir, "metrics.jsonl"), resume_epoch)
-            if os.path.exists(os.path.join(run_dir, STATE_FILE + ".tmp")):
-                os.remove(os.path.join(run_dir, STATE_FILE + ".tmp"))
-        atomic_write(os.path.join(run_dir, "args.json"), [json.dumps(config, indent=2).encode()])
-    except OSError as e:
-        print(f"error: cannot write the run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def init_wandb(run_dir: str, run_name: str, config: dict, project: str, entity: Optional[str], mode: str):
-    """Starts the wandb run of run_dir, or continues it: its id is kept in run_dir/wandb_id.txt.
-    wandb is imported here only, so that it is needed only with --track. Returns the wandb module."""
-    import wandb
-
-    id_path = os.path.join(run_dir, "wandb_id.txt")
-    if os.path.isfile(id_path):
-        with open(id_path) as f:
-            wandb_id = f.read().strip()
-    else:
-        wandb_id = os.urandom(4).hex()
-        atomic_write(id_path, [wandb_id.encode()])
-    wandb.init(project=project, entity=entity, mode=mode, name=run_name, config=config, id=wandb_id, resume="allow")
-    return wandb
-
-
-def read_run_args(cli: Args, given: Optional[set[str]], resumable: tuple[str, ...],
-                  required: str) -> tuple[Args, Optional[dict], Optional[str]]:
-    """For --resume: the run's settings (cli.resume/args.json) with the flags a resumed run may change
-    taken from the command line. Returns (args, the saved dict, None) or (cli, None, an error line).
-    `given`: the fields set on the command line (None: those that differ from their default); a given
-    flag that differs from the run's is refused unless it is in `resumable`. `required`: a field every
-    args.json of this script has."""
-    path = os.path.join(cli.resume, "args.json")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        return cli, None, f"--resume {cli.resume}: cannot read args.json ({e})"
-    names = [field.name for field in dataclasses.fields(Args)]
-    if not isinstance(saved, dict) or not set(saved) <= set(names) or not saved.get(required):
-        return cli, None, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file"
-    saved = {name: tuple(value) if isinstance(value, list) else value for name, value in saved.items()}
-    defaults, merged = Args(), dict(saved)
-    if given is None:
-        given = {name for name in names if getattr(cli, name) != getattr(defaults, name)}
-    for name in names:
-        if name not in given:
-            continue
-        value, old = getattr(cli, name), saved.get(name)
-        if name not in resumable and value != old:
-            flags = ", ".join("--" + n.replace("_", "-") for n in resumable if n != "resume")
-            return cli, None, (f"--{name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a "
-                               f"resumed run keeps its settings (only {flags} may change)")
-        merged[name] = value
-    try:
-        return Args(**{**merged, "resume": cli.resume}), saved, None
-    except TypeError as e:
-        return cli, None, f"--resume {cli.resume}: args.json is not a {SCRIPT} args file ({e})"
-
-
-def given_fields(argv: list[str]) -> set[str]:
-    """Names of the Args fields set on a command line (--depth 8, --depth=8, --no-layer-norm)."""
-    names = {field.name for field in dataclasses.fields(Args)}
-    given = set()
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:].split("=")[0].replace("-", "_")
-            given.add(name if name in names else name.removeprefix("no_"))
-    return given & names
-
-
-def resume_dir_error(run_dir: str) -> Optional[str]:
-    """The one check of --resume before its args.json is read: every other flag is checked once
-    merged with the run's settings (resume_args), so a resumed run may pass e.g. a --total-env-steps
-    that only fits the run's own --num-envs."""
-    if not os.path.isfile(os.path.join(run_dir, "args.json")):
-        return f"--resume {run_dir}: not a run directory (no args.json in it)"
-    return None
-
-
-# END SHARED BLOCK: checkpoints
-
-
-# ==================================================================================================
 # Dataset
 # ==================================================================================================
-# Both formats end up in the replay buffer's layout: states [T, C, obs_dim], actions [T, C, A] and
-# an episode id per step, non-decreasing down each column, so that crl_depth.py's buffer_sample
-# relabels exactly as online (never across an episode boundary). A crl_depth.py buffer keeps its env
-# columns. An OGBench dataset is one sequence of steps: episode ids come from terminals/timeouts,
-# and the sequence is cut into num_columns contiguous columns.
-CRL_KEYS = ("format", "version", "env_id", "state", "action", "episode_id", "obs_dim", "goal_start",
-            "goal_end", "episode_length")
-OGBENCH_KEYS = ("observations", "actions", "terminals")
-
-
-class DatasetError(Exception):
-    """Bad dataset input; its message is the one line printed after `error: `."""
-
-
-class OfflineData(NamedTuple):
-    kind: str  # "crl" or "ogbench"
-    env_id: str  # brax env id (crl) or OGBench dataset name
-    state: np.ndarray  # [T, C, obs_dim] float32
-    action: np.ndarray  # [T, C, action_size] float32, in [-1, 1]
-    episode_id: np.ndarray  # [T, C] int32, non-decreasing down each column
-    obs_dim: int
-    goal_start: int
-    goal_end: int
-    window: int  # steps per sampled window
-    episode_length: Optional[int]  # the buffer's run's episode length (crl); None for OGBench
-    num_dropped: int  # OGBench steps left out by the cut into equal columns
-    num_transitions: int  # steps with a later step of the same episode in their column
-
-
-def _keys(files: dict) -> str:
-    return ", ".join(sorted(files)) or "none"
-
-
-def read_npz(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise DatasetError(f"--dataset {path}: no such file")
-    try:
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise DatasetError(f"--dataset {path}: a single .npy array, not an .npz archive")
-        with f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        first_line = (str(e).splitlines() or [type(e).__name__])[0]
-        raise DatasetError(f"--dataset {path}: not a readable .npz without pickled objects ({first_line})") from e
-
-
-def episode_ids_from_ends(ends: np.ndarray) -> np.ndarray:
-    """Episode id of every step, given `ends` (True on the last step of each episode)."""
-    return np.concatenate([[0], np.cumsum(ends[:-1].astype(np.int64))]).astype(np.int32)
-
-
-def _check_slice(args: Args, obs_dim: int, goal_start: int, goal_end: int) -> None:
-    if not 0 <= goal_start < goal_end <= obs_dim:
-        raise DatasetError(f"the goal slice [{goal_start}:{goal_end}] must lie inside the state's {obs_dim} features")
-
-
-def _load_crl(args: Args, path: str, files: dict) -> tuple:
-    missing = [k for k in CRL_KEYS if k not in files]
-    if missing:
-        raise DatasetError(f"--dataset {path}: missing key(s) {', '.join(missing)} of a crl_depth.py buffer "
-                           f"(found: {_keys(files)})")
-    env_id = str(files["env_id"])
-    if env_id not in ENVS:
-        raise DatasetError(f"--dataset {path}: env {env_id!r} is not one of this script's envs ({', '.join(ENVS)})")
-    if args.env_id is not None and args.env_id != env_id:
-        raise DatasetError(f"--env-id {args.env_id} does not match the buffer's env {env_id}")
-    state, action, episode_id = files["state"], files["action"], files["episode_id"]
-    if args.num_columns is not None and (state.ndim != 3 or args.num_columns != state.shape[1]):
-        # (a resumed run's args.json records the buffer's own column count, which is accepted)
-        raise DatasetError("--num-columns applies to OGBench datasets only; a crl_depth.py buffer keeps its env "
-                           "columns")
-    if state.ndim != 3 or action.ndim != 3 or episode_id.ndim != 2:
-        raise DatasetError(f"shape mismatch: state {state.shape}, action {action.shape}, episode_id "
-                           f"{episode_id.shape} are not [T, C, obs_dim], [T, C, A], [T, C]")
-    if not (state.shape[:2] == action.shape[:2] == episode_id.shape):
-        raise DatasetError(f"shape mismatch: state {state.shape}, action {action.shape} and episode_id "
-                           f"{episode_id.shape} differ in [T, C]")
-    spec = ENVS[env_id]
-    stored = tuple(int(files[k]) for k in ("obs_dim", "goal_start", "goal_end"))
-    if (state.shape[2], *stored) != (spec.obs_dim, spec.obs_dim, spec.goal_start, spec.goal_end):
-        raise DatasetError(f"shape mismatch between dataset and env: the buffer has {state.shape[2]} state features, "
-                           f"obs_dim {stored[0]} and goal slice [{stored[1]}:{stored[2]}], env {env_id} has "
-                           f"obs_dim {spec.obs_dim} and goal slice [{spec.goal_start}:{spec.goal_end}]")
-    for name, value in (("obs_dim", spec.obs_dim), ("goal_start", spec.goal_start), ("goal_end", spec.goal_end)):
-        given = getattr(args, name)
-        if given is not None and given != value:
-            raise DatasetError(f"--{name.replace('_', '-')} {given} does not match env {env_id}'s {value}")
-    if not np.issubdtype(episode_id.dtype, np.integer):
-        raise DatasetError(f"episode_id must be integers (got {episode_id.dtype})")
-    episode_length = int(files["episode_length"])
-    return (env_id, state, action, episode_id.astype(np.int32), spec.obs_dim, spec.goal_start, spec.goal_end,
-            args.window_length or episode_length, episode_length, 0)
-
-
-def _load_ogbench(args: Args, path: str, files: dict) -> tuple:
-    missing = [k for k in OGBENCH_KEYS if k not in files]
-    if missing:
-        raise DatasetError(f"--dataset {path}: missing key(s) {', '.join(missing)} of an OGBench dataset "
-                           f"(found: {_keys(files)})")
-    obs, action, terminals = files["observations"], files["actions"], files["terminals"]
-    timeouts, next_obs = files.get("timeouts"), files.get("next_observations")
-    if obs.ndim != 2 or action.ndim != 2:
-        raise DatasetError(f"shape mismatch: observations {obs.shape} and actions {action.shape} must be [N, D] "
-                           "and [N, A]")
-    n = obs.shape[0]
-    for name, x in (("actions", action), ("terminals", terminals), ("timeouts", timeouts)):
-        if x is not None and (x.shape[0] != n or x.ndim != (2 if name == "actions" else 1)):
-            raise DatasetError(f"shape mismatch: {name} {x.shape} does not match observations {obs.shape}")
-    if next_obs is not None and next_obs.shape != obs.shape:
-        raise DatasetError(f"shape mismatch: next_observations {next_obs.shape} differ from observations {obs.shape}")
-    if args.obs_dim is None or args.goal_start is None or args.goal_end is None:
-        raise DatasetError(f"an OGBench dataset needs --obs-dim, --goal-start and --goal-end (its observations "
-                           f"have {obs.shape[1]} features)")
-    if args.obs_dim != obs.shape[1]:
-        raise DatasetError(f"shape mismatch: --obs-dim {args.obs_dim} but the dataset's observations have "
-                           f"{obs.shape[1]} features")
-    _check_slice(args, args.obs_dim, args.goal_start, args.goal_end)
-    if n == 0:
-        raise DatasetError(f"--dataset {path}: no steps")
-    # episode ends: terminals or timeouts; with next_observations also a break in the chain s' != next s
-    ends = terminals > 0
-    if timeouts is not None:
-        ends = ends | (timeouts > 0)
-    if next_obs is not None:
-        ends[:-1] |= np.any(next_obs[:-1] != obs[1:], axis=1)
-    ends[-1] = True
-    episode_id = episode_ids_from_ends(ends)
-    obs, action = obs.astype(np.float32), action.astype(np.float32)
-    if next_obs is not None:  # each episode's final next observation is a goal for its earlier steps
-        at = np.flatnonzero(ends) + 1
-        obs = np.insert(obs, at, next_obs[at - 1].astype(np.float32), axis=0)
-        action = np.insert(action, at, 0.0, axis=0)  # never trained on: the last step has no future
-        episode_id = np.insert(episode_id, at, episode_id[at - 1])
-    steps = obs.shape[0]
-    window = args.window_length or max(2, int(np.bincount(episode_id).max()))
-    window = min(window, steps) if args.window_length is None else window
-    num_columns = args.num_columns or max(1, min(256, steps // window))
-    column_length = steps // num_columns
-    if column_length < window:
-        raise DatasetError(f"{steps} steps in {num_columns} column(s) give columns of {column_length} steps, "
-                           f"shorter than a window of {window} (lower --num-columns or --window-length)")
-    cut = num_columns * column_length
-    layout = lambda x: np.swapaxes(x[:cut].reshape((num_columns, column_length) + x.shape[1:]), 0, 1)
-    env_id = args.env_id or os.path.basename(path).removesuffix(".npz").removesuffix("-val")
-    return (env_id, layout(obs), layout(action), layout(episode_id), args.obs_dim, args.goal_start, args.goal_end,
-            window, None, steps - cut)
-
-
-def load_dataset(args: Args) -> OfflineData:
-    """Reads --dataset into the buffer layout; raises DatasetError (one line) on bad input."""
-    path = args.dataset
-    files = read_npz(path)
-    kind = args.dataset_format
-    if kind == "auto":
-        if "format" in files and str(files["format"]) == "crl_depth_buffer":
-            kind = "crl"
-        elif "observations" in files:
-            kind = "ogbench"
-        else:
-            raise DatasetError(f"--dataset {path}: neither a crl_depth.py buffer (format, env_id, state, action, "
-                               f"episode_id, ...) nor an OGBench dataset (observations, actions, terminals); found "
-                               f"keys: {_keys(files)}")
-    loaded = (_load_crl if kind == "crl" else _load_ogbench)(args, path, files)
-    env_id, state, action, episode_id, obs_dim, goal_start, goal_end, window, episode_length, dropped = loaded
-    if action.shape[-1] == 0 or state.shape[0] == 0:
-        raise DatasetError(f"--dataset {path}: empty states or actions ({state.shape}, {action.shape})")
-    if not (np.all(np.isfinite(state)) and np.all(np.isfinite(action))):
-        raise DatasetError(f"--dataset {path}: non-finite values in the states or actions")
-    if np.max(np.abs(action)) > 1.0 + 1e-6:
-        raise DatasetError(f"--dataset {path}: actions outside [-1, 1] (max |a| = {np.max(np.abs(action)):.3g}), "
-                           "which the tanh actor cannot produce")
-    if np.any(np.diff(episode_id, axis=0) < 0):
-        raise DatasetError(f"--dataset {path}: episode ids decrease down a column")
-    if window < 2 or window > state.shape[0]:
-        raise DatasetError(f"the window of {window} steps must be at least 2 and at most the {state.shape[0]} "
-                           "steps of a column")
-    num_transitions = int(np.sum(episode_id[1:] == episode_id[:-1]))
-    if num_transitions < args.batch_size:
-        raise DatasetError(f"too few transitions: the dataset has {num_transitions} steps with a later step of the "
-                           f"same episode (a relabelled goal), fewer than one batch (--batch-size {args.batch_size})")
-    per_round = state.shape[1] * (window - 1)
-    if args.num_sgd_steps * args.batch_size > per_round:
-        raise DatasetError(f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger "
-                           f"than what a relabelling round yields: columns x (window - 1) = {per_round} transitions")
-    return OfflineData(kind, env_id, state.astype(np.float32), action.astype(np.float32),
-                       episode_id.astype(np.int32), obs_dim, goal_start, goal_end, window, episode_length, dropped,
-                       num_transitions)
-
-
-def check_env_shapes(data: OfflineData, obs_size: int, action_size: int) -> None:
-    """Raises DatasetError if the evaluation env's observation (state ++ goal for brax, the raw
-    observation for OGBench) or action size differs from the dataset's."""
-    expected = data.obs_dim + (data.goal_end - data.goal_start) if data.kind == "crl" else data.obs_dim
-    if (obs_size, action_size) != (expected, data.action.shape[-1]):
-        raise DatasetError(f"shape mismatch between dataset and env {data.env_id}: the env has observations of "
-                           f"{obs_size} and actions of {action_size}, the dataset {expected} and "
-                           f"{data.action.shape[-1]}")
-
-
+# crl_datasets.load_dataset reads --dataset, either format, into the replay buffer's layout: states
+# [T, C, obs_dim], actions [T, C, A] and an episode id per step, non-decreasing down each column.
+# Here it becomes a full Buffer that buffer_sample relabels exactly as online (never across an
+# episode boundary of the dataset), and the evaluation env is built and checked against it.
 def offline_buffer(data: OfflineData) -> Buffer:
     """The fixed dataset as a full replay buffer, oldest row first."""
     size = data.state.shape[0]
     return Buffer(state=jnp.asarray(data.state), action=jnp.asarray(data.action),
                   episode_id=jnp.asarray(data.episode_id), ptr=jnp.zeros((), jnp.int32),
                   size=jnp.asarray(size, jnp.int32))
+
+
+def open_dataset(args: Args) -> tuple[Args, OfflineData, Optional[VecGoalEnv], Optional[list], Optional[str]]:
+    """Every check of the dataset and the evaluation env, before anything is compiled or written (bad
+    input: one line, exit 2). Returns args with what the dataset and env decided filled in (recorded in
+    args.json), the dataset, the brax evaluation env (crl buffers) or OGBench's envs (None without the
+    ogbench package), and the note to print once."""
+    note, envs, eval_env = None, None, None
+    try:
+        data = load_dataset(args)
+        if data.kind == "crl":
+            episode_length = args.episode_length or data.episode_length
+            eval_env = VecGoalEnv(make_env(data.env_id, eval=True), args.num_eval_envs, episode_length)
+            check_env_shapes(data, eval_env.obs_size, eval_env.action_size)
+        else:
+            envs, note = make_ogbench_envs(data, args.num_eval_envs)
+            episode_length = args.episode_length
+            if envs is not None:
+                check_env_shapes(data, envs[0].observation_space.shape[0], envs[0].action_space.shape[0])
+                episode_length = episode_length or envs[0].spec.max_episode_steps
+                if not episode_length:
+                    raise DatasetError(f"OGBench env {data.env_id} has no episode limit: pass --episode-length")
+    except DatasetError as e:
+        fail(str(e))
+    args = dataclasses.replace(args, dataset_format=data.kind, env_id=data.env_id, obs_dim=data.obs_dim,
+                               goal_start=data.goal_start, goal_end=data.goal_end, window_length=data.window,
+                               num_columns=data.state.shape[1], episode_length=episode_length)
+    return args, data, eval_env, envs, note
 
 
 # ==================================================================================================
@@ -1631,55 +513,6 @@ class TrainState:
     buffer: Buffer
     key: jax.Array
     gradient_steps: jax.Array
-
-
-def validate_args(args: Args) -> Optional[str]:
-    """Returns one line describing what is wrong with args, or None (the dataset is checked later,
-    by load_dataset, still before anything is compiled or written)."""
-    if not args.dataset and args.resume is None:  # a resumed run's dataset comes from its args.json
-        return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
-                "OGBench-format .npz")
-    for name in ("depth", "actor_depth", "critic_depth"):
-        value = getattr(args, name)
-        if value is not None and (value <= 0 or value % 4 != 0):
-            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
-    for name in ("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps", "batch_size", "width",
-                 "repr_dim", "obs_dim", "num_columns", "episode_length", "checkpoint_every", "num_seeds"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            return f"--{name.replace('_', '-')} must be positive (got {value})"
-    for name in ("actor_lr", "critic_lr", "alpha_lr"):
-        if not getattr(args, name) > 0:
-            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
-    if not 0.0 < args.gamma < 1.0:
-        return f"--gamma must be in (0, 1) (got {args.gamma})"
-    if args.logsumexp_penalty < 0:
-        return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
-    if not args.bc_coef >= 0:
-        return f"--bc-coef must be >= 0 (got {args.bc_coef})"
-    if args.batch_size < 2:
-        return f"--batch-size must be at least 2: InfoNCE needs negatives (got {args.batch_size})"
-    if args.window_length is not None and args.window_length < 2:
-        return f"--window-length must be at least 2 (got {args.window_length})"
-    if args.episode_length is not None and args.episode_length < 2:
-        return f"--episode-length must be at least 2 (got {args.episode_length})"
-    if (args.goal_start is None) != (args.goal_end is None):
-        return "--goal-start and --goal-end go together"
-    if args.goal_start is not None and not 0 <= args.goal_start < args.goal_end:
-        return f"--goal-start and --goal-end must satisfy 0 <= start < end (got {args.goal_start}, {args.goal_end})"
-    num_local = len(jax.local_devices())
-    if not 0 <= args.num_devices <= num_local:
-        return f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {args.num_devices})"
-    num_devices = args.num_devices or num_local
-    if args.batch_size % num_devices:
-        return (f"--batch-size ({args.batch_size}) must be a multiple of the number of devices "
-                f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
-    if args.eval_every % args.num_sgd_steps != 0:
-        return f"--eval-every ({args.eval_every}) must be a multiple of --num-sgd-steps ({args.num_sgd_steps})"
-    if args.num_gradient_steps % args.eval_every != 0:
-        return (f"--num-gradient-steps ({args.num_gradient_steps}) must be a multiple of --eval-every "
-                f"({args.eval_every})")
-    return None
 
 
 def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: int,
@@ -1719,55 +552,6 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
         return ts, metrics
 
     return train_epoch
-
-
-# --- Checkpoints and resume -----------------------------------------------------------------------
-# state.msgpack (the checkpoints block above) holds the whole training state: every network's params
-# and optimiser state, log(alpha), the training key, gradient steps, each with a leading seed axis; plus
-# the epoch and the evaluation keys. Not the dataset: a resumed run reads --dataset again, and the
-# header identifies it (path, size, shape, a sha256 of its arrays) so that a run is never continued on
-# other data.
-STATE_FORMAT, STATE_VERSION = "crl_depth_offline_state", 2  # 2: a seed axis on every leaf
-# flags a resumed run may change; every other flag comes from the run's args.json
-RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
-                    "wandb_mode", "runs_dir", "resume", "num_devices")
-
-
-def dataset_identity(args: Args, data: OfflineData) -> dict:
-    """What identifies the dataset a run trains on: its path as given, file size, buffer-layout
-    shape, relabellable transitions and a sha256 of the arrays it was loaded into."""
-    digest = hashlib.sha256()
-    for x in (data.state, data.action, data.episode_id):
-        digest.update(np.ascontiguousarray(x).data)
-    return {"dataset": args.dataset, "dataset_format": data.kind, "dataset_bytes": os.path.getsize(args.dataset),
-            "dataset_shape": "x".join(str(n) for n in data.state.shape), "num_transitions": data.num_transitions,
-            "dataset_sha256": digest.hexdigest()}
-
-
-def state_header(args: Args, dataset: dict) -> dict:
-    """What a state checkpoint must match to be loaded into a run of these args on this dataset
-    (dataset: dataset_identity's dict)."""
-    return {"format": STATE_FORMAT, "version": STATE_VERSION, **dataset, "env_id": args.env_id,
-            "obs_dim": args.obs_dim, "goal_start": args.goal_start, "goal_end": args.goal_end,
-            "window_length": args.window_length, "actor_depth": args.actor_depth or args.depth,
-            "critic_depth": args.critic_depth or args.depth, "width": args.width, "repr_dim": args.repr_dim,
-            "layer_norm": args.layer_norm, "activation": args.activation, "residual": args.residual,
-            "num_seeds": args.num_seeds}
-
-
-def describe_run(header: dict) -> str:
-    size = header.get("dataset_bytes")
-    return (f"dataset {header.get('dataset')} ({f'{size:,}' if isinstance(size, int) else size} bytes, shape "
-            f"{header.get('dataset_shape')}, sha256 {str(header.get('dataset_sha256'))[:12]}) env "
-            f"{header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
-            f"{header.get('critic_depth')} width {header.get('width')}")
-
-
-def resume_args(cli: Args, given: Optional[set[str]] = None) -> tuple[Args, Optional[str]]:
-    """The args of the run in cli.resume with the flags given on the command line (read_run_args), or
-    an error line: they must be valid."""
-    args, _, error = read_run_args(cli, given, RESUMABLE_FIELDS, "dataset")
-    return args, error or validate_args(args)
 
 
 # ==================================================================================================
@@ -1869,147 +653,169 @@ def make_ogbench_envs(data: OfflineData, num_envs: int) -> tuple[Optional[list],
     return envs, None
 
 
+def compile_evaluate(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[list], nets: Networks,
+                     actor_params: Any, keys: jax.Array) -> Optional[Callable]:
+    """The evaluation of every seed, {name: [num_seeds] values}: in the brax env compiled (vmapped over
+    the seeds), in OGBench's gym envs one seed after the other, or None without an env (no ogbench)."""
+    if eval_env is not None:
+        evaluate = jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
+        return evaluate.lower(actor_params, keys).compile()
+    if envs is None:
+        return None
+    ogbench_evaluate = make_ogbench_evaluate(args, envs, nets)
+
+    def evaluate(actor_params, keys: jax.Array) -> dict:
+        outs = [ogbench_evaluate(jax.tree.map(lambda x: x[i], actor_params), keys[i]) for i in range(args.num_seeds)]
+        return {k: np.array([out[k] for out in outs]) for k in outs[0]}
+
+    return evaluate
+
+
 # ==================================================================================================
 # Main
 # ==================================================================================================
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+# flags a resumed run may change; every other flag comes from the run's args.json
+RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
+                    "wandb_mode", "runs_dir", "resume", "num_devices")
+# state.msgpack holds the whole training state: every network's params and optimiser state, log(alpha),
+# the training key, gradient steps, each with a leading seed axis; plus the epoch and the evaluation
+# keys. Not the dataset: a resumed run reads --dataset again, and the header identifies it (path, size,
+# shape, a sha256 of its arrays) so that a run is never continued on other data.
+STATE_FORMAT, STATE_VERSION = "crl_depth_offline_state", 3  # 2: a seed axis on every leaf; 3: leaves by path name
 
 
-def main(args: Args, argv: Optional[list[str]] = None) -> None:
-    """argv: the command line's flags (for --resume: which flags were given)."""
-    # a resumed run's flags are checked once merged with the run's args.json, by resume_args
-    error = validate_args(args) if args.resume is None else resume_dir_error(args.resume)
+def validate_args(args: Args) -> Optional[str]:
+    """Returns one line describing what is wrong with args, or None (the dataset is checked later,
+    by load_dataset, still before anything is compiled or written)."""
+    if not args.dataset and args.resume is None:  # a resumed run's dataset comes from its args.json
+        return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
+                "OGBench-format .npz")
+    error = check_common_args(args, positive=("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps",
+                                              "obs_dim", "num_columns", "episode_length"), split=("batch_size",))
     if error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if args.resume:  # the run's own settings, checked before any work
-        args, error = resume_args(args, None if argv is None else given_fields(argv))
-        if error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
-    note, envs, eval_env = None, None, None
-    try:  # every check of the dataset and the env, before anything is compiled or written
-        data = load_dataset(args)
-        if data.kind == "crl":
-            episode_length = args.episode_length or data.episode_length
-            eval_env = VecGoalEnv(make_env(data.env_id, eval=True), args.num_eval_envs, episode_length)
-            check_env_shapes(data, eval_env.obs_size, eval_env.action_size)
-        else:
-            envs, note = make_ogbench_envs(data, args.num_eval_envs)
-            episode_length = args.episode_length
-            if envs is not None:
-                check_env_shapes(data, envs[0].observation_space.shape[0], envs[0].action_space.shape[0])
-                episode_length = episode_length or envs[0].spec.max_episode_steps
-                if not episode_length:
-                    raise DatasetError(f"OGBench env {data.env_id} has no episode limit: pass --episode-length")
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    # computed at runtime: what the dataset and env decided, recorded in args.json
-    args = dataclasses.replace(args, dataset_format=data.kind, env_id=data.env_id, obs_dim=data.obs_dim,
-                               goal_start=data.goal_start, goal_end=data.goal_end, window_length=data.window,
-                               num_columns=data.state.shape[1], episode_length=episode_length)
-    actor_depth = args.actor_depth or args.depth
-    critic_depth = args.critic_depth or args.depth
-    num_epochs = args.num_gradient_steps // args.eval_every
-    if args.resume:
-        run_dir = args.resume.rstrip("/")
-        run_name = os.path.basename(run_dir)
-    else:
-        seed_name = str(args.seed) if args.num_seeds == 1 else f"{args.seed}-{args.seed + args.num_seeds - 1}"
-        run_name = f"{args.env_id}__{args.exp_name}__{seed_name}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-    state_path = os.path.join(run_dir, STATE_FILE)
+        return error
+    if not args.bc_coef >= 0:
+        return f"--bc-coef must be >= 0 (got {args.bc_coef})"
+    if args.batch_size < 2:
+        return f"--batch-size must be at least 2: InfoNCE needs negatives (got {args.batch_size})"
+    if args.window_length is not None and args.window_length < 2:
+        return f"--window-length must be at least 2 (got {args.window_length})"
+    if args.episode_length is not None and args.episode_length < 2:
+        return f"--episode-length must be at least 2 (got {args.episode_length})"
+    if (args.goal_start is None) != (args.goal_end is None):
+        return "--goal-start and --goal-end go together"
+    if args.goal_start is not None and not 0 <= args.goal_start < args.goal_end:
+        return f"--goal-start and --goal-end must satisfy 0 <= start < end (got {args.goal_start}, {args.goal_end})"
+    if args.eval_every % args.num_sgd_steps != 0:
+        return f"--eval-every ({args.eval_every}) must be a multiple of --num-sgd-steps ({args.num_sgd_steps})"
+    if args.num_gradient_steps % args.eval_every != 0:
+        return (f"--num-gradient-steps ({args.num_gradient_steps}) must be a multiple of --eval-every "
+                f"({args.eval_every})")
+    return None
 
+
+def resume_error(args: Args, saved: Args) -> Optional[str]:
+    """A resumed run reads its dataset again from the path in its args.json. (That the checkpoint's
+    epoch still fits a changed --num-gradient-steps is checked by main, once the checkpoint is read.)"""
+    if not saved.dataset:
+        return f"--resume {args.resume}: args.json is not a {os.path.basename(__file__)} args file (no dataset)"
+    return None
+
+
+def dataset_identity(args: Args, data: OfflineData) -> dict:
+    """What identifies the dataset a run trains on: its path as given, file size, buffer-layout
+    shape, relabellable transitions and a sha256 of the arrays it was loaded into."""
+    digest = hashlib.sha256()
+    for x in (data.state, data.action, data.episode_id):
+        digest.update(np.ascontiguousarray(x).data)
+    return {"dataset": args.dataset, "dataset_format": data.kind, "dataset_bytes": os.path.getsize(args.dataset),
+            "dataset_shape": "x".join(str(n) for n in data.state.shape), "num_transitions": data.num_transitions,
+            "dataset_sha256": digest.hexdigest()}
+
+
+def state_header(args: Args, dataset: dict) -> dict:
+    """What a state checkpoint must match to be loaded into a run of these args on this dataset
+    (dataset: dataset_identity's dict)."""
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, **dataset, "env_id": args.env_id,
+            "obs_dim": args.obs_dim, "goal_start": args.goal_start, "goal_end": args.goal_end,
+            "window_length": args.window_length, "actor_depth": args.actor_depth or args.depth,
+            "critic_depth": args.critic_depth or args.depth, "width": args.width, "repr_dim": args.repr_dim,
+            "layer_norm": args.layer_norm, "activation": args.activation, "residual": args.residual,
+            "num_seeds": args.num_seeds}
+
+
+def describe_run(header: dict) -> str:
+    size = header.get("dataset_bytes")
+    return (f"dataset {header.get('dataset')} ({f'{size:,}' if isinstance(size, int) else size} bytes, shape "
+            f"{header.get('dataset_shape')}, sha256 {str(header.get('dataset_sha256'))[:12]}) env "
+            f"{header.get('env_id')} actor depth {header.get('actor_depth')} critic depth "
+            f"{header.get('critic_depth')} width {header.get('width')}")
+
+
+def main(args: Args) -> None:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+    args, data, eval_env, envs, note = open_dataset(args)  # the dataset and env, checked before any work
+    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
+    num_epochs = args.num_gradient_steps // args.eval_every
+    run = Run(args, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     random.seed(args.seed)
     np.random.seed(args.seed)
-    seeds = [args.seed + i for i in range(args.num_seeds)]
-    keys = seed_keys(seeds, 4)
+    keys = seed_keys(run.seeds, 4)
     key, key_agent, key_diag, key_eval = (keys[:, i] for i in range(4))
-
     # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
-    devices = jax.local_devices()[: args.num_devices or None]
-    mesh = Mesh(np.array(devices), ("batch",)) if len(devices) > 1 else None
+    devices, mesh = device_mesh(args.num_devices, "batch")
 
-    goal_slice = (data.goal_start, data.goal_end)
-    action_size = data.action.shape[-1]
+    goal_slice, action_size = (data.goal_start, data.goal_end), data.action.shape[-1]
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
-                         args.layer_norm, args.activation, args.residual, args.remat,
-                         args.compute_dtype)
+                         args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    dataset_id = dataset_identity(args, data)
     buffer = offline_buffer(data)
 
     def fresh_agent(key_agent: jax.Array) -> Agent:  # one seed
         return agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
 
+    def fresh_state() -> TrainState:  # every leaf but the dataset's has a leading seed axis
+        return TrainState(agent=jax.vmap(fresh_agent)(key_agent), buffer=buffer, key=key,
+                          gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
+
     start_epoch = 1
     if args.resume:  # load and check the checkpoint before compiling or writing anything
-        if not os.path.isfile(state_path):
-            print(f"error: --resume {run_dir}: no {STATE_FILE} in it (stopped before its first checkpoint; "
-                  f"start the run again)", file=sys.stderr)
-            sys.exit(2)
-        template = TrainState(agent=jax.eval_shape(jax.vmap(fresh_agent), key_agent),
-                              buffer=jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), buffer),
-                              key=jax.ShapeDtypeStruct(key.shape, key.dtype),
-                              gradient_steps=jax.ShapeDtypeStruct((args.num_seeds,), jnp.int32))
-        try:
-            ckpt_epoch, key_eval, ts, _ = load_state(state_path, state_header(args, dataset_id), describe_run, template)
-        except CheckpointError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        ckpt_epoch, key_eval, ts, _ = run.load(jax.eval_shape(fresh_state))
         if ckpt_epoch > num_epochs:
-            print(f"error: --num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
-                  f"its checkpoint's epoch {ckpt_epoch} ({state_path})", file=sys.stderr)
-            sys.exit(2)
+            fail(f"--num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
+                 f"its checkpoint's epoch {ckpt_epoch} ({run.state_path})")
         ts = jax.tree.map(jnp.asarray, ts.replace(buffer=None)).replace(buffer=buffer)
-        key_eval = jnp.asarray(key_eval)
-        start_epoch = ckpt_epoch + 1
-
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    prepare_run_dir(run_dir, dataclasses.asdict(dataclasses.replace(args, resume=None)),
-                    ckpt_epoch if args.resume else None)
-    if args.track:
-        wandb = init_wandb(run_dir, run_name, dataclasses.asdict(args), args.wandb_project_name, args.wandb_entity,
-                           args.wandb_mode)
-
-    if not args.resume:  # every leaf but the dataset's has a leading seed axis
-        ts = TrainState(agent=jax.vmap(fresh_agent)(key_agent), buffer=buffer, key=key,
-                        gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
+        key_eval, start_epoch = jnp.asarray(key_eval), ckpt_epoch + 1
+    else:
+        ts = fresh_state()
     ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
     buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+    run.open()
     steps, columns = data.state.shape[:2]
-    print(f"run {run_dir} | {data.kind} dataset {args.dataset}: {steps:,} steps x {columns} columns, "
-          f"{data.num_transitions:,} relabellable transitions, window {data.window}"
-          + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
-          + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
-          f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
-          f"gradient steps | backend {jax.default_backend()}"
-          + (f" | seeds {', '.join(map(str, seeds))} in one process" if args.num_seeds > 1 else "")
-          + (f" | {len(devices)} devices, batches split" if mesh else "")
-          + (f" | {args.compute_dtype} matmuls" if args.compute_dtype != "float32" else ""), flush=True)
-    if args.resume:
-        print(f"resuming from {state_path} at epoch {start_epoch - 1} ({int(ts.gradient_steps[0]):,} gradient "
-              f"steps)", flush=True)
+    run.announce(f"{data.kind} dataset {args.dataset}: {steps:,} steps x {columns} columns, "
+                 f"{data.num_transitions:,} relabellable transitions, window {data.window}"
+                 + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
+                 + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
+                 f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
+                 "gradient steps", len(devices), "batches", ts.gradient_steps)
     if note:
         print(note, flush=True)
 
     # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
-    # buffer is not mapped (in_axes None): one copy serves every seed
+    # buffer is not mapped (in_axes None): one copy serves every seed. With several devices the whole
+    # state is replicated on every device; jit splits each batch and inserts the all-reduces
     axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
     epoch_fn = seed_map(make_train_fns(args, nets, opts, action_size, goal_slice,
                                        NamedSharding(mesh, PartitionSpec(None, "batch")) if mesh else None),
                         args.num_seeds, in_axes=(axes,), out_axes=(axes, 0))
-    if mesh:  # the whole state replicated on every device; jit splits each batch and inserts the all-reduces
+    shardings = {}
+    if mesh:
         replicated = NamedSharding(mesh, PartitionSpec())
         ts, key_eval = jax.device_put(ts, replicated), jax.device_put(key_eval, replicated)
-        epoch_fn = jax.jit(epoch_fn, in_shardings=(replicated,), out_shardings=replicated, donate_argnums=0)
-    else:
-        epoch_fn = jax.jit(epoch_fn, donate_argnums=0)
+        shardings = {"in_shardings": (replicated,), "out_shardings": replicated}
+    epoch_fn = jax.jit(epoch_fn, donate_argnums=0, **shardings)
 
     def probe(buf: Buffer, key_diag: jax.Array) -> dict:  # one seed's fixed batch for the diagnostics
         key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
@@ -2020,29 +826,11 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
     # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
     diag_batch = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))(ts.buffer, key_diag)
     diagnostics = jax.jit(seed_map(make_diagnostics(nets, args.logsumexp_penalty), args.num_seeds))
-    t0 = time.perf_counter()
-    epoch_c = epoch_fn.lower(ts).compile()
-    t1 = time.perf_counter()
-    diag_c = diagnostics.lower(ts.agent, diag_batch).compile()
-    if eval_env is not None:
-        evaluate = jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
-        eval_c = evaluate.lower(ts.agent.actor_params, key_eval).compile()
-    elif envs is not None:
-        ogbench_evaluate = make_ogbench_evaluate(args, envs, nets)
-
-        def eval_c(actor_params, keys: jax.Array) -> dict:  # gym envs: one seed after the other
-            outs = [ogbench_evaluate(jax.tree.map(lambda x: x[i], actor_params), keys[i])
-                    for i in range(args.num_seeds)]
-            return {k: np.array([out[k] for out in outs]) for k in outs[0]}
-    else:
-        eval_c = None
-    compile_s = time.perf_counter() - t0
-    print(f"compiled in {compile_s:.1f}s (epoch {t1 - t0:.1f}s, diagnostics and evaluation "
-          f"{compile_s - (t1 - t0):.1f}s)", flush=True)
-
-    def log(epoch: int, per_seed: dict, shared: dict) -> list[dict]:
-        return log_seeds(metrics_path, wandb if args.track else None, epoch, seeds,
-                         ("gradient_steps", ts.gradient_steps), per_seed, shared)
+    compiled, compile_s = compile_all({
+        "epoch": lambda: epoch_fn.lower(ts).compile(),
+        "diagnostics": lambda: diagnostics.lower(ts.agent, diag_batch).compile(),
+        "evaluation": lambda: compile_evaluate(args, eval_env, envs, nets, ts.agent.actor_params, key_eval)})
+    epoch_c, diag_c, eval_c = compiled["epoch"], compiled["diagnostics"], compiled["evaluation"]
 
     def measure(ts: TrainState, keys: jax.Array) -> dict:
         """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""
@@ -2051,7 +839,7 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
             out.update(jax.device_get(eval_c(ts.agent.actor_params, keys)))
         return out
 
-    def describe(m: dict) -> str:
+    def summary(m: dict) -> str:
         text = ""
         if "eval/time_at_goal" in m:
             text += (f" | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
@@ -2062,66 +850,38 @@ def main(args: Args, argv: Optional[list[str]] = None) -> None:
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
         key_eval, key_e = split_seed_keys(key_eval)
-        measured = measure(ts, key_e)
-        log(0, measured, {"time/compile_s": compile_s})
-        print(f"epoch 0 (untrained){describe(measured)}", flush=True)
-    last_good = state_path if args.resume else None
-    epoch_times = []
+        m = measure(ts, key_e)
+        run.log(0, ts.gradient_steps, m, {"time/compile_s": compile_s})
+        print(f"epoch 0 (untrained){summary(m)}", flush=True)
     for epoch in range(start_epoch, num_epochs + 1):
         t_epoch = time.perf_counter()
-        if os.environ.get(TEST_NAN_ENV) == str(epoch):
-            ts = ts.replace(agent=ts.agent.replace(log_alpha=jnp.full_like(ts.agent.log_alpha, jnp.nan)))
         ts, train_metrics = epoch_c(ts)
         train_metrics = jax.device_get(train_metrics)
         train_s = time.perf_counter() - t_epoch
         key_eval, key_e = split_seed_keys(key_eval)
-        measured = measure(ts, key_e)
+        m = measure(ts, key_e) | train_metrics
         epoch_s = time.perf_counter() - t_epoch
-        epoch_times.append(epoch_s)
         steps_per_s = args.num_seeds * args.eval_every / train_s  # gradient steps of all seeds
-        m = measured | train_metrics
-        records = log(epoch, m, {"charts/gradient_steps_per_s": steps_per_s, "time/epoch_s": epoch_s,
-                                 "time/compile_s": compile_s})
-        eta = (num_epochs - epoch) * sum(epoch_times) / len(epoch_times)
+        records = run.log(epoch, ts.gradient_steps, m, {"charts/gradient_steps_per_s": steps_per_s,
+                                                        "time/epoch_s": epoch_s, "time/compile_s": compile_s})
         print(f"epoch {epoch}/{num_epochs} | gradient steps {records[0]['gradient_steps']:,} | "
-              f"{steps_per_s:,.0f} steps/s{describe(m)} | "
+              f"{steps_per_s:,.0f} steps/s{summary(m)} | "
               f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
               f"actor {np.mean(m['losses/actor']):.3f} bc {np.mean(m['actor/bc_mse']):.3f} | "
               f"alpha {np.mean(m['actor/alpha']):.3g} | "
-              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {format_duration(eta)}", flush=True)
-        bad = [f"{name} ({record[name]})" + (f" of seed {record['seed']}" if args.num_seeds > 1 else "")
-               for record in records for name in ("losses/critic", "losses/actor", "losses/alpha")
-               if not math.isfinite(record[name])]
-        bad += ["parameters" + (f" of seed {record['seed']}" if args.num_seeds > 1 else "")
-                for record in records if record["train/params_finite"] < 1.0]
-        if bad:  # divergence guard: stop before the bad state can overwrite the last good checkpoint
-            print(f"error: non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
-                  f"{last_good or 'none (none written yet)'}", file=sys.stderr)
-            sys.exit(1)
-        if epoch % args.checkpoint_every == 0 or epoch == num_epochs:
-            t_save = time.perf_counter()
-            try:
-                size = save_state(state_path, state_header(args, dataset_id), epoch, key_eval, ts, with_buffer=False)
-            except CheckpointWriteError as e:
-                print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
-                sys.exit(1)
-            last_good = state_path
-            print(f"checkpoint: epoch {epoch} -> {state_path} ({size / 1e6:,.1f} MB, "
-                  f"{time.perf_counter() - t_save:.1f}s)", flush=True)
+              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, num_epochs - epoch)}", flush=True)
+        run.check_finite(epoch, records)
+        run.checkpoint(epoch, num_epochs, key_eval, ts, with_buffer=False)  # never the dataset
 
-    for i, seed in enumerate(seeds):  # the final networks, one file per seed
-        checkpoint = jax.tree.map(lambda x: x[i], {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
-                                                   "log_alpha": ts.agent.log_alpha})
-        name = "checkpoint.msgpack" if args.num_seeds == 1 else f"checkpoint_seed{seed}.msgpack"
-        try:
-            atomic_write(os.path.join(run_dir, name), [flax.serialization.to_bytes(jax.device_get(checkpoint))])
-        except CheckpointWriteError as e:
-            print(f"error: {e}; last good checkpoint: {last_good or 'none'}", file=sys.stderr)
-            sys.exit(1)
-    print(f"done: {run_dir}", flush=True)
-    if args.track:
-        wandb.finish()
+    run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
+                       "log_alpha": ts.agent.log_alpha}, run.header, num_epochs)
+    run.finish()
+
+
+def cli(argv: Optional[list[str]] = None) -> Args:
+    """The command line's Args; with --resume RUN_DIR the run's own, changed by the flags given."""
+    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, resume_error)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args), sys.argv[1:])
+    main(cli())

@@ -426,7 +426,7 @@ class Run:
         for i, seed in enumerate(self.seeds):
             name = "checkpoint.msgpack" if len(self.seeds) == 1 else f"checkpoint_seed{seed}.msgpack"
             try:
-                write_state_file(os.path.join(self.dir, name), {"format": NETWORKS_FORMAT, **header},
+                write_state_file(os.path.join(self.dir, name), {**header, "format": NETWORKS_FORMAT},
                                  epoch, tree_to_dict(jax.tree.map(lambda x: x[i], networks)))
             except CheckpointWriteError as e:
                 fail(f"{e}; last good checkpoint: {self.last_good or 'none'}", 1)

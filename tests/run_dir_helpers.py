@@ -24,11 +24,10 @@ import crl_runs
 
 
 # --- subprocesses ----------------------------------------------------------------------------------
-def subprocess_env(cache, **extra):
-    """os.environ plus a persistent JAX compilation cache in cache (every compile kept), plus extra."""
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    env.update(extra)
-    return env
+def subprocess_env(cache=None, **extra):
+    """os.environ (with the test session's persistent JAX compilation cache, tests/conftest.py) plus
+    extra. cache: unused, kept for the callers that still pass their own (the session cache wins)."""
+    return dict(os.environ, **extra)
 
 
 def run_script(cmd, tmp, cache, devices=1, **extra_env):

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +19,8 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
 import crl_collector_learner as C
+import crl_plots as P
+import crl_runs as R
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_collector_learner.py")
@@ -198,7 +199,7 @@ def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path, com
     for name in ("charts/sps", "time/compile_s", "buffer/valid_fraction"):
         assert name in records[-1]
     assert "epoch 2/2" in proc.stdout and "time at goal (collector/deep/shallow)" in proc.stdout
-    ckpt = flax.serialization.msgpack_restore((run_dir / "checkpoint.msgpack").read_bytes())
+    _, ckpt = R.read_networks(str(run_dir / "checkpoint.msgpack"))
     assert set(ckpt) == set(C.AGENTS)
     blocks = lambda name: ckpt[name]["actor"]["params"]["trunk"]["blocks"]["Dense_0"]["kernel"].shape
     assert blocks("collector") == (1, 16, 16) and blocks("deep_learner") == (2, 16, 16)
@@ -206,6 +207,6 @@ def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path, com
     png = (run_dir / "time_at_goal.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     # several runs: one panel each, side by side (the paper's deep- and shallow-collector figure)
-    C.plot_runs([str(run_dir), str(run_dir)], str(tmp_path / "two.png"))
+    P.plot_runs([str(run_dir), str(run_dir)], str(tmp_path / "two.png"), C.AGENTS)
     width = lambda data: int.from_bytes(data[16:20], "big")
     assert width((tmp_path / "two.png").read_bytes()) > 1.8 * width(png)

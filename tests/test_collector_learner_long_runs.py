@@ -12,9 +12,9 @@ import sys
 import flax
 import numpy as np
 import pytest
-import tyro
 
 import crl_collector_learner as C
+import crl_runs as R
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (checksummed, edit_args, error_lines, metrics, npz_bytes, read_state,  # noqa: E402
@@ -36,12 +36,18 @@ def _cmd(*flags):
     return [sys.executable, os.path.join(ROOT, "crl_collector_learner.py"), *flags]
 
 
+def _faulty(faults, *flags):
+    """crl_collector_learner.py with faults injected from outside: faults are tests/faults.py's flags,
+    flags the run's."""
+    return [sys.executable, os.path.join(ROOT, "tests", "faults.py"), *faults, "crl_collector_learner.py", *flags]
+
+
 def _metrics(run_dir):
     return metrics(run_dir, TIMING)
 
 
 def _state(path):
-    return read_state(path, C.STATE_MAGIC)
+    return read_state(path, R.STATE_MAGIC)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,7 @@ def test_state_holds_all_three_agents_buffer_and_keys(straight_run):
     for agent in (ts["agent"], *ts["learners"].values()):
         assert set(agent) == {"actor_params", "critic_params", "log_alpha", "actor_opt", "critic_opt", "alpha_opt"}
     # a leading seed axis (of 1) on every leaf
-    assert header["num_seeds"] == 1 and header["version"] == C.STATE_VERSION == 2
+    assert header["num_seeds"] == 1 and header["version"] == C.STATE_VERSION == 3
     assert ts["buffer"]["state"].shape[:3] == (1, 60, 4) and ts["env_steps"].tolist() == [400]
     assert ts["key"].shape == (1, 2) and saved["state"]["key_eval"].shape == (1, 2)
     assert [r["epoch"] for r in _metrics(straight_run)] == [0, 1, 2, 3, 4]
@@ -81,8 +87,8 @@ def test_state_holds_all_three_agents_buffer_and_keys(straight_run):
 def _start_and_kill_at(tmp, cache, hook_epoch, *extra):
     """Starts the 4-epoch run, waits until it hangs after writing epoch hook_epoch's state.msgpack.tmp
     (before the rename), SIGKILLs it; returns the run directory."""
-    return start_and_kill(_cmd(*TINY, "--runs-dir", str(tmp / "runs"), *extra), tmp,
-                          subprocess_env(cache, CRL_DEPTH_TEST_STALL_AT_EPOCH=str(hook_epoch)))
+    return start_and_kill(_faulty(["--stall-at-epoch", str(hook_epoch)], *TINY, "--runs-dir", str(tmp / "runs"),
+                                  *extra), tmp, subprocess_env(cache))
 
 
 def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, cache):
@@ -107,9 +113,10 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, tmp_path, ca
 
 def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(straight_run, tmp_path, cache):
     runs = tmp_path / "runs"
-    proc = subprocess.run(_cmd(*TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"), capture_output=True,
-                          text=True, timeout=900, cwd=tmp_path,
-                          env=subprocess_env(cache, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
+    # log(alpha) of the deep learner, a learner that never acts, is NaN before epoch 3
+    nan = ["--nan-at-epoch", "3", "--nan-leaf", "learners/deep_learner/log_alpha"]
+    proc = subprocess.run(_faulty(nan, *TINY, "--runs-dir", str(runs), "--no-checkpoint-buffer"),
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     errors = error_lines(proc.stderr)
@@ -138,7 +145,7 @@ def _foreign_format(run_dir):
     saved = _state(run_dir / "state.msgpack")
     saved["header"]["format"] = "crl_depth_state"
     payload = flax.serialization.msgpack_serialize(saved)
-    replace_state(run_dir, checksummed(C.STATE_MAGIC, payload))
+    replace_state(run_dir, checksummed(R.STATE_MAGIC, payload))
 
 
 def _drop_learner(run_dir):
@@ -146,7 +153,7 @@ def _drop_learner(run_dir):
     saved = _state(run_dir / "state.msgpack")
     del saved["state"]["ts"]["learners"]["shallow_learner"]
     payload = flax.serialization.msgpack_serialize(saved)
-    replace_state(run_dir, checksummed(C.STATE_MAGIC, payload))
+    replace_state(run_dir, checksummed(R.STATE_MAGIC, payload))
 
 
 THIS_RUN = "env reacher collector depth 4 deep learner depth 4 shallow learner depth 4 width 16"
@@ -166,10 +173,10 @@ BAD = [
     (["--shallow-learner-depth", "6"], None, "--shallow-learner-depth 6 conflicts with the run's 4"),
     ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
     ([], lambda d, t: truncate(d), "is truncated or corrupt (checksum mismatch"),
-    ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
-    ([], lambda d, t: replace_state(d, npz_bytes(t)),
-     "is not a crl_collector_learner.py state checkpoint (wrong magic bytes)"),
-    ([], lambda d, t: replace_state(d, right_magic_wrong_payload(C.STATE_MAGIC)),
+    ([], lambda d, t: replace_state(d, (d / "checkpoint.msgpack").read_bytes()),
+     "is a 'crl_depth_networks' checkpoint, not a 'crl_collector_learner_state' one"),
+    ([], lambda d, t: replace_state(d, npz_bytes(t)), "is not a crl_depth state checkpoint (wrong magic bytes)"),
+    ([], lambda d, t: replace_state(d, right_magic_wrong_payload(R.STATE_MAGIC)),
      "is not a readable state checkpoint"),
     ([], lambda d, t: _foreign_format(d), "is a 'crl_depth_state' checkpoint, not a 'crl_collector_learner_state' one"),
     ([], lambda d, t: _drop_learner(d), "does not fit this run: learners/shallow_learner/"),
@@ -190,7 +197,7 @@ def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message
     before = snapshot(run_dir)
     argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
     with pytest.raises(SystemExit) as exit_info:
-        C.main(tyro.cli(C.Args, args=argv), argv)
+        C.main(C.cli(argv))
     assert exit_info.value.code == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and message in errors[0], errors
@@ -211,17 +218,15 @@ def test_truncated_checkpoint_is_rejected_on_the_command_line(straight_run, tmp_
 
 
 def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
-    cli = C.Args(resume=str(straight_run), num_epochs=8, total_env_steps=400 + 4 * 80, track=True)
-    args, error = C.resume_args(cli)
-    assert error is None and args.num_epochs == 8 and args.width == 16 and args.track
+    args = C.cli(["--resume", str(straight_run), "--num-epochs", "8", "--total-env-steps", str(400 + 4 * 80),
+                  "--track"])
+    assert args.num_epochs == 8 and args.width == 16 and args.track
     assert (args.collector_depth, args.deep_learner_depth, args.shallow_learner_depth) == (4, 4, 4)
     assert C.schedule(args)[2] == 2
-    flags = ["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "720", "--no-checkpoint-buffer",
-             "--plot"]
-    assert C.given_fields(flags) == {"resume", "num_epochs", "total_env_steps", "checkpoint_buffer", "plot"}
-    args, error = C.resume_args(C.Args(resume=str(straight_run), num_epochs=8, total_env_steps=720,
-                                       checkpoint_buffer=False, plot=True), C.given_fields(flags))
-    assert error is None and not args.checkpoint_buffer and args.plot and args.env_id == "reacher"
+    args = C.cli(["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "720", "--no-checkpoint-buffer",
+                  "--plot"])
+    assert (args.num_epochs, args.total_env_steps) == (8, 720) and args.resume == str(straight_run)
+    assert not args.checkpoint_buffer and args.plot and args.env_id == "reacher" and args.width == 16
 
 
 def test_unwritable_run_directory_is_refused(tmp_path, cache):

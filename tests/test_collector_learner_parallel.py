@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import crl_collector_learner as C
+import crl_runs as R
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, error_lines,  # noqa: E402
@@ -77,7 +78,7 @@ def test_two_seed_state_has_a_seed_axis_and_the_plot_their_mean(two_seeds):
     run_dir = two_seeds[0]
     blob = open(os.path.join(run_dir, "state.msgpack"), "rb").read()
     restored = flax.serialization.msgpack_restore(blob[48:])
-    assert restored["header"]["num_seeds"] == 2 and restored["header"]["version"] == C.STATE_VERSION == 2
+    assert restored["header"]["num_seeds"] == 2 and restored["header"]["version"] == C.STATE_VERSION == 3
     ts = restored["state"]["ts"]
     assert set(ts["learners"]) == set(C.AGENTS[1:])
     leaves = flax.traverse_util.flatten_dict(ts, sep="/")
@@ -121,7 +122,7 @@ def test_state_shardings_split_envs_and_buffer_replicate_the_three_agents():
     ts = C.TrainState(agent=agents, learners={"deep_learner": agents, "shallow_learner": agents},
                       env_state={"obs": jnp.zeros((3, 4, 8))}, buffer=jax.vmap(lambda _: C.buffer_init(10, 4, 6, 2))(
                           jnp.arange(3)), key=jnp.zeros((3, 2), jnp.uint32), env_steps=jnp.zeros(3, jnp.int32))
-    sh = C.state_shardings(ts, mesh)
+    sh = R.state_shardings(ts, mesh)
     P = jax.sharding.PartitionSpec
     assert sh.buffer.state.spec == P(None, None, "envs") and sh.buffer.ptr.spec == P()
     assert sh.env_state["obs"].spec == P(None, "envs")

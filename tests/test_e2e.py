@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 
-import flax
 import pytest
+
+import crl_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2", "--total-env-steps", "1200",
@@ -46,7 +47,7 @@ def test_tiny_run_writes_outputs(env_id, tmp_path):
         assert name in lines[-1]
     assert lines[-1]["env_steps"] > lines[1]["env_steps"] > lines[0]["env_steps"]
     assert "epoch 2/2" in proc.stdout and "time at goal" in proc.stdout and "ETA" in proc.stdout
-    ckpt = flax.serialization.msgpack_restore((run_dir / "checkpoint.msgpack").read_bytes())
+    ckpt = crl_runs.read_networks(str(run_dir / "checkpoint.msgpack"))[1]
     assert set(ckpt) == {"actor", "critic", "log_alpha"} and set(ckpt["critic"]) == {"phi", "psi"}
     blocks = ckpt["actor"]["params"]["trunk"]["blocks"]["Dense_0"]["kernel"]
     assert blocks.shape == (2, 16, 16)  # depth 8 = 2 blocks

@@ -10,12 +10,15 @@ import os
 import subprocess
 import sys
 
-import flax
 import jax
 import numpy as np
 import pytest
 
+import crl_datasets as D
 import crl_depth_offline as O
+
+pytest.register_assert_rewrite("tests.run_dir_helpers")
+from tests.run_dir_helpers import load_params  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
@@ -73,7 +76,7 @@ def _ogbench_raw(path, lengths=LENGTHS, extra_dim=2):
 # --- loading ---------------------------------------------------------------------------------------
 def test_load_crl_buffer(tmp_path):
     files = _crl_buffer(tmp_path / "buffer.npz")
-    data = O.load_dataset(_args(tmp_path / "buffer.npz"))
+    data = D.load_dataset(_args(tmp_path / "buffer.npz"))
     assert data.kind == "crl" and data.env_id == "reacher"
     assert (data.obs_dim, data.goal_start, data.goal_end) == (10, 4, 7)
     assert data.window == 10 and data.episode_length == 10 and data.num_dropped == 0
@@ -86,7 +89,7 @@ def test_load_crl_buffer(tmp_path):
 
 def test_load_ogbench_raw_layout(tmp_path):
     obs, actions, _ = _ogbench_raw(tmp_path / "antmaze-tiny-navigate-v0.npz")
-    data = O.load_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0, goal_end=3,
+    data = D.load_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0, goal_end=3,
                                 num_columns=3))
     n = len(obs)
     assert data.kind == "ogbench" and data.env_id == "antmaze-tiny-navigate-v0"
@@ -99,7 +102,7 @@ def test_load_ogbench_raw_layout(tmp_path):
     # episode ids from the terminals are the episodes written into the observations
     np.testing.assert_array_equal(data.episode_id, data.state[:, :, 0].astype(np.int32))
     # default columns: min(256, steps // window)
-    assert O.load_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0,
+    assert D.load_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0,
                                 goal_end=3)).state.shape[1] == n // max(LENGTHS)
 
 
@@ -117,7 +120,7 @@ def test_load_ogbench_with_next_observations_and_timeouts(tmp_path):
     actions = np.random.default_rng(0).uniform(-1, 1, size=(len(obs), 2)).astype(np.float32)
     np.savez(tmp_path / "d.npz", observations=obs, next_observations=next_obs, actions=actions,
              terminals=terminals, timeouts=timeouts)
-    data = O.load_dataset(_args(tmp_path / "d.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
+    data = D.load_dataset(_args(tmp_path / "d.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
     expected = np.concatenate(states)  # every episode with its final state
     np.testing.assert_array_equal(data.state[:, 0], expected)
     np.testing.assert_array_equal(data.episode_id[:, 0], expected[:, 0])
@@ -127,13 +130,13 @@ def test_load_ogbench_with_next_observations_and_timeouts(tmp_path):
     # a break in the chain without any terminal or timeout also ends an episode
     np.savez(tmp_path / "e.npz", observations=obs, next_observations=next_obs, actions=actions,
              terminals=np.zeros(len(obs)))
-    data = O.load_dataset(_args(tmp_path / "e.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
+    data = D.load_dataset(_args(tmp_path / "e.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
     np.testing.assert_array_equal(data.episode_id[:, 0], expected[:, 0])
 
 
 def test_relabelling_respects_dataset_episodes(tmp_path):
     _ogbench_raw(tmp_path / "d.npz")
-    data = O.load_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3, num_columns=3,
+    data = D.load_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3, num_columns=3,
                                 window_length=15))
     buf = O.offline_buffer(data)
     window = 15
@@ -198,17 +201,17 @@ def test_load_dataset_rejects_bad_input(tmp_path):
          "larger than what a relabelling round yields: columns x (window - 1) = 27"),
     ]
     for path, override, message in cases:
-        with pytest.raises(O.DatasetError) as info:
-            O.load_dataset(_args(path, **override))
+        with pytest.raises(D.DatasetError) as info:
+            D.load_dataset(_args(path, **override))
         assert message in str(info.value) and "\n" not in str(info.value), (path, str(info.value))
 
 
 def test_env_shape_check(tmp_path):
     _crl_buffer(tmp_path / "b.npz", action_dim=3)
-    data = O.load_dataset(_args(tmp_path / "b.npz"))
-    O.check_env_shapes(data, obs_size=13, action_size=3)
-    with pytest.raises(O.DatasetError, match="shape mismatch between dataset and env reacher"):
-        O.check_env_shapes(data, obs_size=13, action_size=2)
+    data = D.load_dataset(_args(tmp_path / "b.npz"))
+    D.check_env_shapes(data, obs_size=13, action_size=3)
+    with pytest.raises(D.DatasetError, match="shape mismatch between dataset and env reacher"):
+        D.check_env_shapes(data, obs_size=13, action_size=2)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -306,7 +309,7 @@ def test_ogbench_evaluation_loop():
 def test_without_ogbench_a_note_and_no_envs(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ogbench", None)  # import ogbench -> ImportError
     _ogbench_raw(tmp_path / "d.npz")
-    data = O.load_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3))
+    data = D.load_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3))
     envs, note = O.make_ogbench_envs(data, 2)
     assert envs is None and "ogbench package is not installed" in note and "\n" not in note
 
@@ -325,7 +328,7 @@ def saved_buffer(tmp_path_factory):
 def test_save_buffer_writes_documented_npz(saved_buffer):
     with np.load(saved_buffer, allow_pickle=False) as f:
         files = {k: f[k] for k in f.files}
-    assert set(files) == set(O.CRL_KEYS)
+    assert set(files) == set(D.CRL_KEYS)
     assert str(files["format"]) == "crl_depth_buffer" and int(files["version"]) == 1
     assert str(files["env_id"]) == "reacher" and int(files["episode_length"]) == 20
     assert (int(files["obs_dim"]), int(files["goal_start"]), int(files["goal_end"])) == (10, 4, 7)
@@ -360,7 +363,7 @@ def test_offline_end_to_end_on_saved_buffer(saved_buffer, tmp_path):
         assert name in lines[-1], name
     assert 0 < lines[-1]["buffer/valid_fraction"] < 1  # episode ends are in the windows, never trained on
     assert "epoch 2/2" in proc.stdout and "time at goal" in proc.stdout and "not installed" not in proc.stdout
-    ckpt = flax.serialization.msgpack_restore((run_dir / "checkpoint.msgpack").read_bytes())
+    ckpt = load_params(run_dir / "checkpoint.msgpack")
     assert set(ckpt) == {"actor", "critic", "log_alpha"} and set(ckpt["critic"]) == {"phi", "psi"}
     assert ckpt["actor"]["params"]["trunk"]["blocks"]["Dense_0"]["kernel"].shape == (2, 16, 16)  # depth 8
 

@@ -13,9 +13,9 @@ import sys
 import flax
 import numpy as np
 import pytest
-import tyro
 
 import crl_depth_offline as O
+import crl_runs as R
 
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (checksummed, edit_args, error_lines, make_dataset, metrics,  # noqa: E402
@@ -39,12 +39,18 @@ def _cmd(*flags):
     return [sys.executable, SCRIPT, *flags]
 
 
+def _faulty(*flags):
+    """crl_depth_offline.py with a fault injected from outside (tests/faults.py): the fault's flags, then the run's."""
+    fault, value, *rest = flags
+    return [sys.executable, os.path.join(ROOT, "tests", "faults.py"), fault, value, "crl_depth_offline.py", *rest]
+
+
 def _metrics(run_dir):
     return metrics(run_dir, TIMING)
 
 
 def _state_epoch(path):
-    return state_epoch(path, O.STATE_MAGIC)
+    return state_epoch(path, R.STATE_MAGIC)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,8 @@ def straight_run(tmp_path_factory, setup):
 
 def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, setup, tmp_path):
     cache, no_ogbench, dataset, _ = setup
-    run_dir = start_and_kill(_cmd("--dataset", str(dataset), *TINY, "--runs-dir", str(tmp_path / "runs")), tmp_path,
-                             _env(cache, no_ogbench, CRL_DEPTH_TEST_STALL_AT_EPOCH="2"))
+    run_dir = start_and_kill(_faulty("--stall-at-epoch", "2", "--dataset", str(dataset), *TINY, "--runs-dir",
+                                     str(tmp_path / "runs")), tmp_path, _env(cache, no_ogbench))
     # killed mid-checkpoint: epoch 2 is logged and its .tmp written, the complete checkpoint is epoch 1's
     assert (run_dir / "state.msgpack.tmp").exists() and _state_epoch(run_dir / "state.msgpack") == 1
     assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2]
@@ -93,9 +99,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(straight_run, setup, tmp_p
 def test_divergence_guard_keeps_last_good_checkpoint_and_resume_continues(straight_run, setup, tmp_path):
     cache, no_ogbench, dataset, _ = setup
     runs = tmp_path / "runs"
-    proc = subprocess.run(_cmd("--dataset", str(dataset), *TINY, "--runs-dir", str(runs)), capture_output=True,
-                          text=True, timeout=900, cwd=tmp_path,
-                          env=_env(cache, no_ogbench, CRL_DEPTH_TEST_NAN_AT_EPOCH="3"))
+    proc = subprocess.run(_faulty("--nan-at-epoch", "3", "--dataset", str(dataset), *TINY, "--runs-dir", str(runs)),
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path, env=_env(cache, no_ogbench))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     errors = error_lines(proc.stderr)
@@ -125,7 +130,7 @@ def _state_file(header_changes=None, header=None, state=None, source=None):
     if state is not None:
         restored["state"] = state
     payload = flax.serialization.msgpack_serialize(restored)
-    return checksummed(O.STATE_MAGIC, payload)
+    return checksummed(R.STATE_MAGIC, payload)
 
 
 # (flags, how to spoil the copied run directory (run_dir, tmp_path, other dataset), words of the one
@@ -143,10 +148,10 @@ BAD = [
                                           "epoch 4"),
     ([], lambda d, t, o: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
     ([], lambda d, t, o: truncate(d), "is truncated or corrupt (checksum mismatch"),
-    ([], lambda d, t, o: replace_state(d, (d / "checkpoint.msgpack").read_bytes()), "wrong magic bytes"),
-    ([], lambda d, t, o: replace_state(d, npz_bytes(t)),
-     "is not a crl_depth_offline.py state checkpoint (wrong magic bytes)"),
-    ([], lambda d, t, o: replace_state(d, right_magic_wrong_payload(O.STATE_MAGIC)),
+    ([], lambda d, t, o: replace_state(d, (d / "checkpoint.msgpack").read_bytes()),
+     "is a 'crl_depth_networks' checkpoint, not a 'crl_depth_offline_state' one"),
+    ([], lambda d, t, o: replace_state(d, npz_bytes(t)), "is not a crl_depth state checkpoint (wrong magic bytes)"),
+    ([], lambda d, t, o: replace_state(d, right_magic_wrong_payload(R.STATE_MAGIC)),
      "is not a readable state checkpoint"),
     ([], lambda d, t, o: replace_state(d, _state_file(header={"format": "crl_depth_state", "version": 1})),
      "is a 'crl_depth_state' checkpoint, not a 'crl_depth_offline_state' one"),  # crl_depth.py's
@@ -176,7 +181,7 @@ def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message
     message = message.replace("OTHER", str(other))
     argv = flags if "--resume" in flags else ["--resume", str(run_dir), *flags]
     with pytest.raises(SystemExit) as exit_info:
-        O.main(tyro.cli(O.Args, args=argv), argv)
+        O.main(O.cli(argv))
     assert exit_info.value.code == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and message in errors[0], errors
@@ -186,25 +191,22 @@ def test_bad_resume_inputs_are_refused_and_nothing_changes(flags, spoil, message
 def test_truncated_checkpoint_is_rejected(straight_run, tmp_path):
     good = (straight_run / "state.msgpack").read_bytes()
     header = flax.serialization.msgpack_restore(good[48:])["header"]
-    assert O.read_state_file(str(straight_run / "state.msgpack"), header, O.describe_run)[1] == 4
+    assert R.read_state_file(str(straight_run / "state.msgpack"), header, O.describe_run)[1] == 4
     for size in (0, 10, 16, 47, 48, 100, len(good) // 2, len(good) - 1):
         path = tmp_path / f"cut{size}.msgpack"
         path.write_bytes(good[:size])
-        with pytest.raises(O.CheckpointError, match="wrong magic bytes|truncated or corrupt") as info:
-            O.read_state_file(str(path), header, O.describe_run)
+        with pytest.raises(R.CheckpointError, match="wrong magic bytes|truncated or corrupt") as info:
+            R.read_state_file(str(path), header, O.describe_run)
         assert "\n" not in str(info.value)
 
 
 def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
-    flags = ["--resume", str(straight_run), "--num-gradient-steps=16", "--checkpoint-every", "3", "--track"]
-    assert O.given_fields(flags) == {"resume", "num_gradient_steps", "checkpoint_every", "track"}
-    args, error = O.resume_args(O.Args(resume=str(straight_run), num_gradient_steps=16, checkpoint_every=3,
-                                       track=True), O.given_fields(flags))
-    assert error is None and args.num_gradient_steps == 16 and args.checkpoint_every == 3 and args.track
+    args = O.cli(["--resume", str(straight_run), "--num-gradient-steps=16", "--checkpoint-every", "3", "--track"])
+    assert args.num_gradient_steps == 16 and args.checkpoint_every == 3 and args.track
     assert args.depth == 4 and args.width == 16 and args.eval_every == 2 and args.dataset_format == "ogbench"
     # a flag given with the run's own value is no conflict
-    args, error = O.resume_args(O.Args(resume=str(straight_run), width=16), {"resume", "width"})
-    assert error is None and args.width == 16
+    args = O.cli(["--resume", str(straight_run), "--width", "16"])
+    assert args.width == 16
 
 
 def test_unwritable_run_directory_is_refused(setup, tmp_path, capsys, monkeypatch):
@@ -212,7 +214,7 @@ def test_unwritable_run_directory_is_refused(setup, tmp_path, capsys, monkeypatc
     (tmp_path / "file").write_text("not a directory")
     argv = ["--dataset", str(setup[2]), *TINY, "--runs-dir", str(tmp_path / "file" / "runs")]
     with pytest.raises(SystemExit) as exit_info:
-        O.main(tyro.cli(O.Args, args=argv), argv)
+        O.main(O.cli(argv))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error: cannot write the run directory" in err and len(err.strip().splitlines()) == 1

@@ -17,7 +17,6 @@ import flax
 import jax
 import numpy as np
 import pytest
-import tyro
 
 import crl_depth_offline as O
 
@@ -139,7 +138,7 @@ def test_state_has_a_seed_axis_and_no_dataset(two_seeds, single):
     for run_dir, num_seeds in ((two_seeds[0], 2), (single[1][0], 1)):
         blob = open(os.path.join(run_dir, "state.msgpack"), "rb").read()
         restored = flax.serialization.msgpack_restore(blob[48:])
-        assert restored["header"]["num_seeds"] == num_seeds and restored["header"]["version"] == O.STATE_VERSION == 2
+        assert restored["header"]["num_seeds"] == num_seeds and restored["header"]["version"] == O.STATE_VERSION == 3
         ts = restored["state"]["ts"]
         assert set(ts) == {"agent", "key", "gradient_steps"}  # not the dataset
         assert ts["gradient_steps"].tolist() == [4] * num_seeds and ts["key"].shape == (num_seeds, 2)
@@ -168,7 +167,7 @@ def test_resume_refuses_another_num_seeds(two_seeds, tmp_path, capsys, monkeypat
     shutil.copytree(two_seeds[0], run_dir)
     argv = ["--resume", str(run_dir), "--num-seeds", "1"]
     with pytest.raises(SystemExit) as exit_info:
-        O.main(tyro.cli(O.Args, args=argv), argv)
+        O.main(O.cli(argv))
     assert exit_info.value.code == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "--num-seeds 1 conflicts with the run's 2" in errors[0], errors
@@ -227,7 +226,7 @@ def test_ogbench_evaluation_runs_each_seed_in_turn(setup, tmp_path, monkeypatch)
     flags = ["--dataset", str(setup[2]), *TINY, "--num-gradient-steps", "2", "--num-eval-envs", "2"]
     for name, extra in (("both", ["--num-seeds", "2"]), ("seed2", ["--seed", "2"])):
         argv = [*flags, *extra, "--runs-dir", str(tmp_path / name)]
-        O.main(tyro.cli(O.Args, args=argv), argv)
+        O.main(O.cli(argv))
     (run_dir,) = glob.glob(str(tmp_path / "both" / "*"))
     records = read_records(run_dir)
     assert [(r["epoch"], r["seed"]) for r in records] == [(0, 1), (0, 2), (1, 1), (1, 2)]
