@@ -178,8 +178,8 @@ case "$suite" in
       [ "$t" = bfloat16 ] && speed_runs+=("bfloat16 vs float32 (train step, 1 seed; float32 is the depth sweep's rows)"$'\t'"$common --targets train_step --remat off --depths ${depths[*]} --compute-dtypes bfloat16")
     done ;;
   paper)
-    known=$("$PYTHON" -c "import crl_depth; print(' '.join(crl_depth.ENVS))" 2>/dev/null | tail -n 1) ||
-      die "could not import crl_depth.py with $PYTHON"
+    known=$("$PYTHON" -c "import crl_envs; print(' '.join(crl_envs.ENVS))" 2>/dev/null | tail -n 1) ||
+      die "could not import crl_envs.py with $PYTHON"
     for env in "${envs[@]+"${envs[@]}"}"; do
       [[ " $known " == *" $env "* ]] || die "unknown env id '$env'; crl_depth.py has: $known"
     done

@@ -783,10 +783,8 @@ def main(args: Args) -> None:
         run.check_finite(epoch, records, tuple(f"{name}/" for name in AGENTS))
         run.checkpoint(epoch, args.num_epochs, key_eval, ts, args.checkpoint_buffer)
 
-    # the final networks of the three agents, one file per seed; its header describes them
     run.save_networks({name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
-                       for name, a in agents(ts).items()},
-                      {k: v for k, v in run.header.items() if k != "format"}, args.num_epochs)
+                       for name, a in agents(ts).items()}, state_header(args), args.num_epochs)
     if args.render:  # a single run (validate_args refuses --render with --num-seeds > 1)
         render_env = make_env(args.env_id, eval=True)
         for name, params in actor_params(jax.tree.map(lambda x: x[0], ts)).items():

@@ -74,7 +74,7 @@ def parse_paper(text: str) -> dict:
     for env, by_depth in series(r"Depth sweep, actor depth = critic depth = ([\d/]+):\s*\n(.*?)\n").items():
         for depth, value in by_depth.items():
             score.setdefault(env, {}).setdefault(depth, (value, None))  # the main table has priority
-    hours = series(r"## Wall-clock \(one A100[^,]*, hours, depths ([\d/]+)\)\s*\n(.*?)\nLimit test")
+    hours = series(r"## Wall-clock \([^)\n]*?depths ([\d/]+)[^)\n]*\)\s*\n(.*?)\nLimit test")
 
     budget: dict = {}
     m = re.search(r"env steps: (.*?)\. Seeds", text, re.S)

@@ -102,9 +102,10 @@ def measure(spec: dict) -> dict:
     import optax
 
     import crl_depth as C
+    import crl_envs as E
 
-    env_spec = C.ENVS[spec["env_id"]]
-    env = C.make_env(spec["env_id"])
+    env_spec = E.ENVS[spec["env_id"]]
+    env = E.make_env(spec["env_id"])
     obs_dim, goal_dim = env_spec.obs_dim, env_spec.goal_end - env_spec.goal_start
     action_size = env.sys.act_size()
     num_seeds, compute_dtype = spec.get("num_seeds", 1), spec.get("compute_dtype", "float32")
@@ -149,7 +150,7 @@ def measure(spec: dict) -> dict:
         error = C.validate_args(args)
         if error:
             raise ValueError(error)
-        venv = C.VecGoalEnv(env, args.num_envs, args.episode_length)
+        venv = E.VecGoalEnv(env, args.num_envs, args.episode_length)
 
         def one_seed(keys):
             key, key_agent, key_batch, key_env = keys
