@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import crl_collector_learner as C
 import crl_plots as P
@@ -39,20 +38,11 @@ def _copy(tree):
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent compilation cache for this module only (restored afterwards): the end-to-end
-    subprocess, at the same tiny settings, loads the prefill, epoch and evaluation programs that the
-    in-process runs below compiled instead of compiling them again (a speed-up, nothing more)."""
-    path = str(tmp_path_factory.mktemp("jax_cache"))
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    saved = {name: getattr(jax.config, name) for name in names}
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield path
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
+def compile_cache():
+    """The test session's persistent compilation cache (tests/conftest.py): the end-to-end subprocess,
+    at the same tiny settings, loads the prefill, epoch and evaluation programs that the in-process
+    runs below compiled instead of compiling them again (a speed-up, nothing more)."""
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 @pytest.fixture(scope="module")
@@ -178,9 +168,8 @@ def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path, com
     runs_dir = tmp_path / "runs"
     # two epochs of two training steps each: the programs of the in-process runs above
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "total_env_steps": 240, "num_epochs": 2}.items()]
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     proc = subprocess.run([sys.executable, SCRIPT, *flags, "--plot", "--runs-dir", str(runs_dir)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900, env=env)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list(runs_dir.iterdir())
     assert run_dir.name.startswith("reacher__crl_collector_learner__1__")

@@ -13,7 +13,7 @@ import pytest
 import crl_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2", "--total-env-steps", "1200",
+TINY = ["--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2", "--total-env-steps", "1040",
         "--num-epochs", "2", "--unroll-length", "10", "--num-sgd-steps", "2", "--batch-size", "16",
         "--max-replay-size", "60", "--min-replay-size", "20", "--width", "16", "--depth", "8"]
 
