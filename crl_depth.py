@@ -31,30 +31,22 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
-from crl_runs import (Run, across_seeds, check_common_args, compile_all, describe, device_mesh, parse_args, save_buffer_npz,
-                      seed_keys, seed_map, split_seed_keys, state_shardings)
+from crl_runs import (Run, RunArgs, across_seeds, check_common_args, check_online_args, compile_all, describe,
+                      device_mesh, epoch_change_error, parse_args, save_buffer_npz, seed_keys, seed_map,
+                      split_seed_keys, state_shardings)
 
 
 # ==================================================================================================
 # Args
 # ==================================================================================================
 @dataclasses.dataclass
-class Args:
-    # --- experiment ---
+class Args(RunArgs):
+    """Flags of this script; the run flags (--seed, --track and wandb, --runs-dir, --checkpoint-every,
+    --resume, --num-seeds, --num-devices) are crl_runs.RunArgs'. `--help` lists them all."""
+
+    # --- experiment and outputs ---
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of this experiment (part of the run name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy and jax)"""
-    track: bool = False
-    """log to Weights & Biases (wandb is imported only then)"""
-    wandb_project_name: str = "crl-depth"
-    """wandb project"""
-    wandb_entity: Optional[str] = None
-    """wandb entity (team or user); None uses your wandb default"""
-    wandb_mode: Literal["online", "offline"] = "online"
-    """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
-    runs_dir: str = "runs"
-    """directory under which runs/{run_name}/ is created"""
     render: bool = False
     """after training, write an HTML rollout of the deterministic policy (brax html viewer)"""
     plot_critic: bool = False
@@ -72,14 +64,9 @@ class Args:
     save_buffer: bool = False
     """after training, write the replay buffer to runs/{run_name}/buffer.npz, the dataset of
     crl_depth_offline.py (its keys: docs/offline.md)"""
-    checkpoint_every: int = 10
-    """write the full training state to runs/{run_name}/state.msgpack every N epochs (and after the
-    last); --resume continues from it"""
     checkpoint_buffer: bool = True
     """include the replay buffer in state.msgpack (--no-checkpoint-buffer for very large buffers:
-    a resumed run then refills it with random actions)"""
-    resume: Optional[str] = None
-    """continue the run in this run directory from its state.msgpack (its args.json gives the settings)"""
+    a resumed run then refills it with the current actor)"""
 
     # --- environment ---
     env_id: str = "humanoid"
@@ -105,7 +92,7 @@ class Args:
     max_replay_size: int = 10_000
     """replay buffer capacity in steps per env"""
     min_replay_size: int = 1_000
-    """steps per env collected with uniform random actions before training starts"""
+    """steps per env collected before training starts, with the untrained stochastic actor (as the paper)"""
     gamma: float = 0.99
     """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
     actor_lr: float = 3e-4
@@ -141,16 +128,6 @@ class Args:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32 (bfloat16:
     faster on GPUs with bf16 tensor cores; float32 is the paper's)"""
-
-    # --- hardware ---
-    num_seeds: int = 1
-    """independent runs with seeds seed, seed+1, ... trained in one process: the whole training state
-    (networks, optimisers, buffer, envs) is vmapped over a seed axis; metrics.jsonl has one line per
-    seed and epoch"""
-    num_devices: int = 0
-    """local devices to shard the training envs, replay buffer and SGD batch over (data parallel,
-    parameters replicated); 0: all local devices"""
-
 
 
 # ==================================================================================================
@@ -372,12 +349,16 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
 
 
 def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables."""
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables in the
+    paper's form log(1 - tanh(u)^2 + 1e-6), not the exact log(1 - tanh(u)^2): the 1e-6 bounds each
+    dimension's correction at log(1e-6) ~ -13.8 when the action saturates (|u| > ~7), where the exact
+    term grows like -2|u| and pushes alpha's entropy estimate with it. The two agree to ~1e-6 / (1 -
+    a^2) elsewhere; deep actors start near saturation, which is where the paper's form matters."""
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
     log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2), stable
-    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
+    action = jnp.tanh(u)
+    return action, jnp.sum(log_prob_u - jnp.log(1.0 - action**2 + 1e-6), axis=-1)
 
 
 @flax.struct.dataclass
@@ -507,20 +488,25 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         return ts.replace(env_state=env_state, buffer=buffer, key=key,
                           env_steps=ts.env_steps + args.unroll_length * args.num_envs)
 
-    def random_policy(obs, key):
-        return jax.random.uniform(key, (obs.shape[0], env.action_size), minval=-1.0, maxval=1.0)
+    def actor_policy(actor_params) -> Callable:
+        """The stochastic actor, a = tanh(u) with u ~ N(mean(s, g), std(s, g)): what collects."""
 
-    def prefill(ts: TrainState) -> TrainState:
-        num_unrolls = -(-args.min_replay_size // args.unroll_length)
-        return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts, random_policy), ts)
-
-    def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
-        def actor_policy(obs, key):
-            mean, log_std = nets.actor.apply(ts.agent.actor_params, obs)
+        def policy(obs, key):
+            mean, log_std = nets.actor.apply(actor_params, obs)
             return sample_tanh_gaussian(key, mean, log_std)[0]
 
+        return policy
+
+    def prefill(ts: TrainState) -> TrainState:
+        """min_replay_size steps per env with the current actor before training starts: at the start of a
+        run the untrained stochastic actor, as in the paper's code (so the prefill depends on depth:
+        deep actors start near saturation)."""
+        num_unrolls = -(-args.min_replay_size // args.unroll_length)
+        return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts, actor_policy(ts.agent.actor_params)), ts)
+
+    def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
         episodes_before = jnp.sum(ts.env_state.info["episode_id"])
-        ts = collect(ts, actor_policy)
+        ts = collect(ts, actor_policy(ts.agent.actor_params))
         key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
         data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
         batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
@@ -629,33 +615,12 @@ def validate_args(args: Args) -> Optional[str]:
         for name in ("render", "save_buffer", "plot_critic"):
             if getattr(args, name):
                 return f"--{name.replace('_', '-')} works on one run: not with --num-seeds {args.num_seeds}"
-    if args.episode_length < 2:
-        return f"--episode-length must be at least 2 (got {args.episode_length})"
-    if args.min_replay_size > args.max_replay_size:
-        return (f"--min-replay-size ({args.min_replay_size}) must not exceed --max-replay-size "
-                f"({args.max_replay_size})")
-    if args.min_replay_size < args.episode_length:
-        return (f"--min-replay-size ({args.min_replay_size}) must be at least --episode-length "
-                f"({args.episode_length}): sampling takes windows of one episode length per env")
-    if args.unroll_length > args.max_replay_size:
-        return f"--unroll-length ({args.unroll_length}) must not exceed --max-replay-size ({args.max_replay_size})"
-    per_step = args.num_envs * (args.episode_length - 1)  # relabelled transitions per training step
-    if args.num_sgd_steps * args.batch_size > per_step:
-        return (f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger than "
-                f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
-    prefill, per_train_step, steps_per_epoch = schedule(args)
-    if steps_per_epoch < 1:
-        return (f"--total-env-steps {args.total_env_steps} is too small: {args.num_epochs} epochs of one "
-                f"training step each after the prefill need {prefill + args.num_epochs * per_train_step}")
-    return None
+    return check_online_args(args, schedule)
 
 
 def resume_error(args: Args, saved: Args) -> Optional[str]:
     """A resumed run must keep the number of training steps of an epoch."""
-    if schedule(args)[::2] != schedule(saved)[::2]:
-        return (f"--num-epochs {args.num_epochs} --total-env-steps {args.total_env_steps} change the run's epoch "
-                f"({schedule(saved)[2]} training steps); change both together to keep it")
-    return None
+    return epoch_change_error(args, saved, schedule)
 
 
 def state_header(args: Args) -> dict:
@@ -736,8 +701,8 @@ def main(args: Args) -> None:
     epoch_c, eval_c = compiled["epoch"], compiled["evaluation"]
     if refill:
         print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "
-              f"{prefill_steps:,} env steps of random actions" if args.resume else
-              f"prefilling {prefill_steps:,} env steps with random actions", flush=True)
+              f"{prefill_steps:,} env steps of the current actor" if args.resume else
+              f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
         ts = compiled["prefill"](ts)
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above

@@ -36,36 +36,21 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
 from crl_envs import VecGoalEnv, make_env
-from crl_runs import (Run, across_seeds, check_common_args, compile_all, device_mesh, fail, parse_args, seed_keys,
-                      seed_map, split_seed_keys)
+from crl_runs import (Run, RunArgs, across_seeds, check_common_args, compile_all, device_mesh, fail, parse_args,
+                      seed_keys, seed_map, split_seed_keys)
 
 
 # ==================================================================================================
 # Args
 # ==================================================================================================
 @dataclasses.dataclass
-class Args:
-    # --- experiment ---
+class Args(RunArgs):
+    """Flags of this script; the run flags (--seed, --track and wandb, --runs-dir, --checkpoint-every,
+    --resume, --num-seeds, --num-devices) are crl_runs.RunArgs'. `--help` lists them all."""
+
+    # --- experiment and outputs ---
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of this experiment (part of the run name)"""
-    seed: int = 1
-    """seed of the experiment (python, numpy and jax)"""
-    track: bool = False
-    """log to Weights & Biases (wandb is imported only then)"""
-    wandb_project_name: str = "crl-depth"
-    """wandb project"""
-    wandb_entity: Optional[str] = None
-    """wandb entity (team or user); None uses your wandb default"""
-    wandb_mode: Literal["online", "offline"] = "online"
-    """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
-    runs_dir: str = "runs"
-    """directory under which runs/{run_name}/ is created"""
-    checkpoint_every: int = 10
-    """write the full training state (networks, optimisers, log(alpha), RNG keys; not the dataset,
-    which is read again from --dataset) to runs/{run_name}/state.msgpack every N epochs (and after
-    the last); --resume continues from it"""
-    resume: Optional[str] = None
-    """continue the run in this run directory from its state.msgpack (its args.json gives the settings)"""
 
     # --- dataset (replaces crl_depth.py's environment block) ---
     dataset: str = ""
@@ -141,15 +126,6 @@ class Args:
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32"""
-
-    # --- hardware ---
-    num_seeds: int = 1
-    """independent runs with seeds seed, seed+1, ... trained in one process: networks, optimisers,
-    keys and counters are vmapped over a seed axis, the dataset is shared by all seeds (one copy);
-    metrics.jsonl has one line per seed and epoch"""
-    num_devices: int = 0
-    """local devices to split every SGD batch over (data parallel: the dataset and parameters are
-    replicated on each device); 0: all local devices"""
 
 
 # ==================================================================================================
@@ -371,12 +347,16 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
 
 
 def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables."""
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables in the
+    paper's form log(1 - tanh(u)^2 + 1e-6), not the exact log(1 - tanh(u)^2): the 1e-6 bounds each
+    dimension's correction at log(1e-6) ~ -13.8 when the action saturates (|u| > ~7), where the exact
+    term grows like -2|u| and pushes alpha's entropy estimate with it. The two agree to ~1e-6 / (1 -
+    a^2) elsewhere; deep actors start near saturation, which is where the paper's form matters."""
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
     log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    log_det = 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))  # log(1 - tanh(u)^2), stable
-    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
+    action = jnp.tanh(u)
+    return action, jnp.sum(log_prob_u - jnp.log(1.0 - action**2 + 1e-6), axis=-1)
 
 
 @flax.struct.dataclass

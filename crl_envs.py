@@ -100,8 +100,12 @@ class GoalEnv(PipelineEnv):
         return State(ps, obs, metrics["success"], zero, metrics, {"goal": goal})
 
     def _ctrl(self, action: jax.Array) -> jax.Array:
-        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
-        return lo + (action + 1.0) * 0.5 * (hi - lo)  # [-1, 1] -> actuator range
+        """The one place where a policy's action in [-1, 1] becomes motor controls (docs/implementation.md
+        has the table): as in the paper's code, the action goes to the actuators as it is and is clipped
+        to each actuator's control range (brax clips it there too). reacher and ant (ranges [-1, 1]):
+        the identity; humanoid and its mazes ([-0.4, 0.4]): every component beyond +-0.4 saturates. The
+        arms override this with their own mapping (Arm._ctrl)."""
+        return jnp.clip(action, self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1])
 
     def step(self, state: State, action: jax.Array) -> State:
         ctrl = self._ctrl(action)

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, Literal, NoReturn, Optional
 
 import flax
 import jax
@@ -30,6 +30,37 @@ import tyro
 STATE_FILE = "state.msgpack"
 STATE_MAGIC = b"CRL-DEPTH-STATE\n"  # 16 bytes
 NETWORKS_FORMAT = "crl_depth_networks"  # header format of checkpoint.msgpack
+
+
+@dataclasses.dataclass
+class RunArgs:
+    """The flags of a run that no algorithm owns; each script's Args inherits them (tyro lists them in
+    --help like the script's own)."""
+
+    exp_name: str = "crl"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (python, numpy and jax)"""
+    track: bool = False
+    """log to Weights & Biases (wandb is imported only then)"""
+    wandb_project_name: str = "crl-depth"
+    """wandb project"""
+    wandb_entity: Optional[str] = None
+    """wandb entity (team or user); None uses your wandb default"""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """wandb mode; offline writes to ./wandb for a later `wandb sync`"""
+    runs_dir: str = "runs"
+    """directory under which runs/{run_name}/ is created"""
+    checkpoint_every: int = 10
+    """write the full training state to runs/{run_name}/state.msgpack every N epochs (and after the
+    last); --resume continues from it"""
+    resume: Optional[str] = None
+    """continue the run in this run directory from its state.msgpack (its args.json gives the settings)"""
+    num_seeds: int = 1
+    """independent runs with seeds seed, seed+1, ... trained in one process: the training state is
+    vmapped over a seed axis; metrics.jsonl has one line per seed and epoch"""
+    num_devices: int = 0
+    """local devices to split the work over (data parallel, parameters replicated); 0: all local devices"""
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -464,6 +495,40 @@ def check_common_args(args: Any, positive: tuple[str, ...], split: tuple[str, ..
                     f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
     if args.logsumexp_penalty < 0:
         return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
+    return None
+
+
+def check_online_args(args: Any, schedule: Callable[[Any], tuple[int, int, int]]) -> Optional[str]:
+    """One line on what is wrong with the replay and schedule flags of an online script (crl_depth.py,
+    crl_collector_learner.py), or None; schedule(args) -> (prefill env steps, env steps per training
+    step, training steps per epoch)."""
+    if args.episode_length < 2:
+        return f"--episode-length must be at least 2 (got {args.episode_length})"
+    if args.min_replay_size > args.max_replay_size:
+        return (f"--min-replay-size ({args.min_replay_size}) must not exceed --max-replay-size "
+                f"({args.max_replay_size})")
+    if args.min_replay_size < args.episode_length:
+        return (f"--min-replay-size ({args.min_replay_size}) must be at least --episode-length "
+                f"({args.episode_length}): sampling takes windows of one episode length per env")
+    if args.unroll_length > args.max_replay_size:
+        return f"--unroll-length ({args.unroll_length}) must not exceed --max-replay-size ({args.max_replay_size})"
+    per_step = args.num_envs * (args.episode_length - 1)  # relabelled transitions per training step
+    if args.num_sgd_steps * args.batch_size > per_step:
+        return (f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger than "
+                f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
+    prefill, per_train_step, steps_per_epoch = schedule(args)
+    if steps_per_epoch < 1:
+        return (f"--total-env-steps {args.total_env_steps} is too small: {args.num_epochs} epochs of one "
+                f"training step each after the prefill need {prefill + args.num_epochs * per_train_step}")
+    return None
+
+
+
+def epoch_change_error(args: Any, saved: Any, schedule: Callable[[Any], tuple[int, int, int]]) -> Optional[str]:
+    """A resumed online run must keep the number of training steps of an epoch."""
+    if schedule(args)[::2] != schedule(saved)[::2]:
+        return (f"--num-epochs {args.num_epochs} --total-env-steps {args.total_env_steps} change the run's epoch "
+                f"({schedule(saved)[2]} training steps); change both together to keep it")
     return None
 
 

@@ -105,3 +105,33 @@ def test_batches_never_contain_invalid_transitions():
     b = C.shuffle_into_batches(jax.random.PRNGKey(1), data, num_batches=6, batch_size=10)  # 60 > 40 valid
     ids = np.asarray(b["state"][..., 0]).ravel().astype(int)
     assert all(i % 5 != 0 for i in ids) and len(set(ids)) == 40
+
+
+def test_prefill_acts_with_the_untrained_actor():
+    """The prefill's actions are the stochastic actor's at its initial parameters: replaying the keys
+    of the first unroll by hand and calling the actor gives the buffer's actions (as the paper's code)."""
+    import optax
+
+    import crl_envs as E
+
+    args = C.Args(env_id="reacher", num_envs=4, episode_length=20, unroll_length=10, min_replay_size=20,
+                  max_replay_size=60, num_sgd_steps=2, batch_size=16, total_env_steps=1040, num_epochs=2, width=16,
+                  depth=8)
+    env = E.VecGoalEnv(E.make_env("reacher"), args.num_envs, args.episode_length)
+    nets = C.make_networks(8, 8, 16, 64, env.action_size)
+    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    agent = C.agent_init(jax.random.PRNGKey(1), nets, opts, 10, 3, env.action_size)
+    ts = C.TrainState(agent=agent, env_state=jax.jit(env.reset)(jax.random.PRNGKey(2)),
+                      buffer=C.buffer_init(60, 4, 10, env.action_size), key=jax.random.PRNGKey(3),
+                      env_steps=jnp.zeros((), jnp.int32))
+    prefill, _ = C.make_train_fns(args, env, nets, opts, (4, 7))
+    actions = np.asarray(jax.jit(prefill)(ts).buffer.action)
+    _, key = jax.random.split(ts.key)  # collect's unroll key
+    env_state, step = ts.env_state, jax.jit(env.step)
+    for t in range(args.unroll_length):
+        key, key_act = jax.random.split(key)
+        mean, log_std = nets.actor.apply(agent.actor_params, env_state.obs)
+        want = C.sample_tanh_gaussian(key_act, mean, log_std)[0]
+        np.testing.assert_allclose(actions[t], np.asarray(want), rtol=1e-4, atol=1e-5)
+        env_state = step(env_state, want)
+    assert np.all(np.abs(actions[:20]) <= 1) and np.any(actions[:20] != 0)

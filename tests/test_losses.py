@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import crl_depth as C
 
@@ -59,9 +60,14 @@ def test_infonce_penalty_zero_is_plain_cross_entropy():
     np.testing.assert_allclose(float(loss), float(ref), rtol=1e-5)
 
 
-def test_tanh_gaussian_log_prob_matches_reference():
+# scale 12: means far beyond tanh's range, saturated actions; there float32's 1 - tanh(u)^2 is off by
+# up to its spacing near 1 (6e-8) against the 1e-6 floor, up to ~0.06 per dimension in the log, while
+# the exact form log(1 - tanh(u)^2) would differ from the paper's by ~2|u| - 15 (tens) per dimension
+@pytest.mark.parametrize("scale,atol", [(1.0, 1e-4), (12.0, 0.3)])
+def test_tanh_gaussian_log_prob_matches_reference(scale, atol):
+    """The paper's form of the tanh correction, log(1 - tanh(u)^2 + 1e-6), against a float64 loop."""
     key = jax.random.PRNGKey(0)
-    mean, log_std = _rand(4, 7, 3), np.clip(_rand(5, 7, 3), -5, 2)
+    mean, log_std = scale * _rand(4, 7, 3), np.clip(_rand(5, 7, 3), -5, 2)
     action, log_prob = C.sample_tanh_gaussian(key, jnp.asarray(mean), jnp.asarray(log_std))
     eps = np.asarray(jax.random.normal(key, mean.shape), np.float64)
     u = mean.astype(np.float64) + np.exp(log_std.astype(np.float64)) * eps
@@ -70,9 +76,11 @@ def test_tanh_gaussian_log_prob_matches_reference():
         for d in range(3):
             std = math.exp(float(log_std[i, d]))
             normal = -0.5 * ((u[i, d] - mean[i, d]) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
-            ref[i] += normal - math.log(1 - math.tanh(u[i, d]) ** 2)
+            ref[i] += normal - math.log(1 - math.tanh(u[i, d]) ** 2 + 1e-6)
     np.testing.assert_allclose(np.asarray(action), np.tanh(u), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(log_prob), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(log_prob), ref, rtol=1e-4, atol=atol)
+    if scale > 1:  # many dimensions saturated: each of their corrections at its floor, log(1e-6)
+        assert np.mean(np.abs(u) > 9) > 0.3
 
 
 def _tiny_setup(seed=0):
