@@ -68,7 +68,7 @@ def runs(compile_cache):
     prefill, epoch_with = map(jax.jit, C.make_train_fns(args, env, nets["collector"], opts, goal_slice,
                                                        {name: nets[name] for name in learners}))
     epoch_alone = jax.jit(C.make_train_fns(args, env, nets["collector"], opts, goal_slice, {})[1])
-    ts = prefill(_copy(ts))  # random actions; the learners are only carried along
+    ts = prefill(_copy(ts))  # the untrained collector acts; the learners are only carried along
     alone, metrics_alone = jax.device_get(epoch_alone(_copy(ts.replace(learners={}))))
     with_learners, metrics_with = jax.device_get(epoch_with(_copy(ts)))
     return dict(args=args, nets=nets, init_learners=jax.device_get(learners), prefilled=jax.device_get(ts),
