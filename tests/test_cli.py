@@ -70,8 +70,9 @@ def test_cli_exit_status_2_one_line_no_run_dir(flags, message, tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message)
-    # nothing but brax's import notice ("Failed to import warp ...") before the refusal
-    assert [line for line in proc.stdout.splitlines() if not line.startswith("Failed to import")] == []
+    # quiet imports: nothing at all on stdout before the refusal (no "Failed to import warp"), and on
+    # stderr nothing but the error line (no brax maintenance warning)
+    assert proc.stdout == "" and proc.stderr.strip() == lines[0], proc.stdout + proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
