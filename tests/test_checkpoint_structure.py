@@ -99,3 +99,27 @@ def test_a_state_that_does_not_fit_is_refused(tmp_path):
     R.save_state(path, {"format": "test_state"}, 1, jnp.zeros((1, 2), jnp.uint32), state, True)
     with pytest.raises(R.CheckpointError, match="does not fit this run: agent/"):
         R.load_state(path, {"format": "test_state"}, str, _online_state(C, "ant"))
+
+
+def test_two_seeds_of_an_arm_trace_through_a_training_epoch():
+    """--num-seeds with the mjx backend: the epoch of crl_depth.py, vmapped over 2 seeds, traces on an
+    arm's state (jax.eval_shape: the whole prefill and epoch traced, nothing compiled) and keeps the
+    state's structure, so the seed axis works for mjx as for brax."""
+    args = C.Args(env_id="arm_push_easy", num_envs=NUM_ENVS, episode_length=4, num_eval_envs=1, unroll_length=2,
+                  min_replay_size=4, max_replay_size=MAX_SIZE * 2, num_sgd_steps=1, batch_size=2, num_epochs=1,
+                  total_env_steps=12, width=WIDTH, num_seeds=2)
+    env, env_state = _env_state("arm_push_easy")
+    spec = E.ENVS["arm_push_easy"]
+    nets = C.make_networks(4, 4, WIDTH, 8, env.action_size)
+    opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+    one = C.TrainState(agent=_agent(C, "arm_push_easy", env.action_size), env_state=env_state,
+                       buffer=jax.eval_shape(lambda: C.buffer_init(args.max_replay_size, NUM_ENVS, spec.obs_dim,
+                                                                   env.action_size)),
+                       key=jax.ShapeDtypeStruct((2,), jnp.uint32), env_steps=jax.ShapeDtypeStruct((), jnp.int32))
+    two = jax.tree.map(lambda x: jax.ShapeDtypeStruct((2, *x.shape), x.dtype), one)
+    prefill, epoch = (R.seed_map(fn, 2) for fn in C.make_train_fns(args, env, nets, opts, (spec.goal_start,
+                                                                                          spec.goal_end)))
+    after_prefill = jax.eval_shape(prefill, two)
+    after_epoch, metrics = jax.eval_shape(epoch, after_prefill)
+    assert jax.tree.structure(after_epoch) == jax.tree.structure(two)
+    assert all(x.shape[0] == 2 for x in jax.tree.leaves(after_epoch)) and metrics["losses/critic"].shape == (2,)
