@@ -352,8 +352,10 @@ def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) ->
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
     log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    action = jnp.tanh(u)
-    return action, jnp.sum(log_prob_u - jnp.log(1.0 - action**2 + 1e-6), axis=-1)
+    # log(1 - tanh(u)^2 + 1e-6) = logaddexp(log(1 - tanh(u)^2), log(1e-6)), with log(1 - tanh(u)^2)
+    # = 2 (log 2 - u - softplus(-2u)): the paper's value, without float32's cancellation in 1 - a^2
+    log_det = jnp.logaddexp(2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u)), math.log(1e-6))
+    return jnp.tanh(u), jnp.sum(log_prob_u - log_det, axis=-1)
 
 
 @flax.struct.dataclass

@@ -57,8 +57,16 @@ def two_seeds(tmp_path_factory, cache):
 
 def _assert_same_run(records, reference, params, reference_params, other_seed_params):
     """Same run up to rounding (tests/run_dir_helpers.py's assert_same_run), for all three agents."""
+    def untrained(got, want):  # exact but the mean distances, which may differ in float32's last bit: the
+        # 2-seed program evaluates the three agents' batched envs in another XLA program (seen after the
+        # changes of issue 16, in shallow_learner/eval/dist of seed 2: 0.13506305 vs 0.13506304)
+        def rounded(record):
+            return {k: float(f"{v:.6g}") if k.endswith("/eval/dist") else v for k, v in record.items()}
+
+        return rounded(got), rounded({**want, "time/compile_s": got["time/compile_s"]})
+
     assert_same_run(records, reference, params, reference_params, other_seed_params, COMPARED, ("env_steps", "seed"),
-                    lambda got, want: (got, {**want, "time/compile_s": got["time/compile_s"]}))
+                    untrained)
 
 
 def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
