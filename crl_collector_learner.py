@@ -37,8 +37,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_envs import ENVS, State, VecGoalEnv, make_env, render_rollout
 from crl_plots import plot_runs
-from crl_runs import (Run, RunArgs, check_common_args, check_online_args, compile_all, describe, device_mesh,
-                      epoch_change_error, parse_args, seed_keys, seed_map, split_seed_keys, state_shardings)
+from crl_runs import (Run, RunArgs, check_common_args, check_online_args, compile_online, describe, device_mesh,
+                      epoch_change_error, parse_args, seed_keys, seed_map, split_seed_keys)
 
 
 # ==================================================================================================
@@ -699,19 +699,8 @@ def main(args: Args) -> None:
         args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end), {name: nets[name] for name in AGENTS[1:]},
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
-    shardings = replicated = None
-    if mesh:
-        shardings, replicated = state_shardings(ts, mesh), NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
-    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
-                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
-    evaluate = jax.jit(evaluate, out_shardings=replicated)
-    compiled, compile_s = compile_all({
-        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
-        "epoch": lambda: epoch_fn.lower(ts).compile(),
-        "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
+    ts, key_eval, compiled, compile_s = compile_online(prefill_fn, epoch_fn, evaluate, ts, key_eval,
+                                                       actor_params, mesh, refill)
     epoch_c, eval_c = compiled["epoch"], compiled["evaluation"]
     if refill:
         print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "

@@ -31,9 +31,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
-from crl_runs import (Run, RunArgs, across_seeds, check_common_args, check_online_args, compile_all, describe,
+from crl_runs import (Run, RunArgs, across_seeds, check_common_args, check_online_args, compile_online, describe,
                       device_mesh, epoch_change_error, parse_args, save_buffer_npz, seed_keys, seed_map,
-                      split_seed_keys, state_shardings)
+                      split_seed_keys)
 
 
 # ==================================================================================================
@@ -687,19 +687,8 @@ def main(args: Args) -> None:
         args, env, nets, opts, (spec.goal_start, spec.goal_end),
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
-    shardings = replicated = None
-    if mesh:
-        shardings, replicated = state_shardings(ts, mesh), NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
-    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
-                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
-    evaluate = jax.jit(evaluate, out_shardings=replicated)
-    compiled, compile_s = compile_all({
-        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
-        "epoch": lambda: epoch_fn.lower(ts).compile(),
-        "evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile()})
+    ts, key_eval, compiled, compile_s = compile_online(prefill_fn, epoch_fn, evaluate, ts, key_eval,
+                                                       lambda ts: ts.agent.actor_params, mesh, refill)
     epoch_c, eval_c = compiled["epoch"], compiled["evaluation"]
     if refill:
         print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "

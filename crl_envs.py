@@ -350,16 +350,28 @@ def _add_maze(root: ET.Element, maze: Maze) -> None:
             size=f"{0.5 * s} {0.5 * s} {0.25 * s}", contype="1", conaffinity="1", rgba="0.7 0.5 0.3 1"))
 
 
-class AntMaze(Ant):
+class _InMaze:
+    """What a robot in a maze adds to it: the maze, the start at the R cell (plus the robot's own start
+    noise) and the goal at the centre of a uniformly chosen G cell (goal_at(xy): the goal vector)."""
+
+    def __init__(self, maze: Maze, backend: str = "spring"):
+        self.maze = maze
+        super().__init__(backend)
+
+    def _start_and_goal(self, rng):
+        rng_robot, rng_goal = jax.random.split(rng)
+        q, qd, _ = super()._start_and_goal(rng_robot)
+        goal_xy = self.maze.sample_goal_xy(rng_goal)
+        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
+        return q, qd, self.goal_at(goal_xy)
+
+
+class AntMaze(_InMaze, Ant):
     """Ant in a maze of 4 m cells: starts at the R cell (plus the ant's U(+-0.1) noise), goal the
     centre of a uniformly chosen G cell. Torso, the four hip capsules and the four feet collide with
     the walls; the other leg segments pass through them (as in the paper's env)."""
 
     scale = 4.0
-
-    def __init__(self, maze: Maze, backend: str = "spring"):
-        self.maze = maze
-        super().__init__(backend)
 
     def _edit_xml(self, root):
         for name in ("torso_geom", "aux_1_geom", "aux_2_geom", "aux_3_geom", "aux_4_geom", "left_foot_geom",
@@ -370,37 +382,19 @@ class AntMaze(Ant):
     def goal_at(self, xy: jax.Array) -> jax.Array:
         return xy
 
-    def _start_and_goal(self, rng):
-        rng_ant, rng_goal = jax.random.split(rng)
-        q, qd, _ = super()._start_and_goal(rng_ant)
-        goal_xy = self.maze.sample_goal_xy(rng_goal)
-        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
-        return q, qd, self.goal_at(goal_xy)
 
-
-class HumanoidMaze(Humanoid):
+class HumanoidMaze(_InMaze, Humanoid):
     """Humanoid in a maze of 2 m cells (walls 1 m high), 0.0015 x 10 = 0.015 s a step: starts still
     at the R cell, goal (gx, gy, 1.25) at the centre of a uniformly chosen G cell."""
 
     scale = 2.0
     timestep = 0.0015
 
-    def __init__(self, maze: Maze, backend: str = "spring"):
-        self.maze = maze
-        super().__init__(backend)
-
     def _edit_xml(self, root):
         _add_maze(root, self.maze)
 
     def goal_at(self, xy: jax.Array) -> jax.Array:
         return jnp.concatenate([xy, jnp.array([1.25])])
-
-    def _start_and_goal(self, rng):
-        rng_humanoid, rng_goal = jax.random.split(rng)
-        q, qd, _ = super()._start_and_goal(rng_humanoid)
-        goal_xy = self.maze.sample_goal_xy(rng_goal)
-        q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
-        return q, qd, self.goal_at(goal_xy)
 
 
 # Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.

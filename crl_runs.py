@@ -168,6 +168,29 @@ def state_shardings(ts: Any, mesh: jax.sharding.Mesh) -> Any:
     return replicated.replace(env_state=jax.tree.map(split(1), ts.env_state), buffer=jax.tree.map(split(2), ts.buffer))
 
 
+def compile_online(prefill_fn: Callable, epoch_fn: Callable, evaluate: Callable, ts: Any, key_eval: jax.Array,
+                   actor_params: Callable[[Any], Any], mesh: Optional[jax.sharding.Mesh], refill: bool) -> tuple:
+    """The online scripts' jit and compile: with a mesh, the state placed as state_shardings says and
+    the evaluation keys replicated; prefill (only when refill) and epoch donate the state;
+    actor_params(ts): what the evaluation takes. Returns
+    (ts, key_eval, {"prefill", "epoch", "evaluation": compiled}, compile seconds)."""
+    shardings = replicated = None
+    if mesh:
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        shardings = state_shardings(ts, mesh)
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
+                         donate_argnums=0)
+    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
+                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
+    evaluate = jax.jit(evaluate, out_shardings=replicated)
+    compiled, compile_s = compile_all({
+        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
+        "epoch": lambda: epoch_fn.lower(ts).compile(),
+        "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
+    return ts, key_eval, compiled, compile_s
+
+
 def compile_all(parts: dict[str, Callable[[], Any]]) -> tuple[dict, float]:
     """Runs each part (a function that lowers and compiles, or returns None) in order, prints how long
     each took, and returns ({name: what it returned}, total seconds)."""
