@@ -1,4 +1,5 @@
-"""Goal-conditioned environments for contrastive RL: reacher, ant, humanoid, six mazes, three arms.
+"""Goal-conditioned environments for contrastive RL: reacher, ant, humanoid, six mazes, three arms,
+and three point mazes in pure jax.numpy (the ant mazes' layouts at CPU scale).
 
 Every env's observation is state (obs_dim) ++ goal; a relabelled goal is
 future_state[goal_start:goal_end], and the distance to the goal is
@@ -365,6 +366,13 @@ class _InMaze:
         q = q.at[:2].add(self.maze.xy([self.maze.start])[0]).at[-2:].set(goal_xy)
         return q, qd, self.goal_at(goal_xy)
 
+    def still_state(self, xy: jax.Array, goal_xy: jax.Array) -> jax.Array:
+        """The state of the robot standing still in its initial pose with its torso at xy (the goal
+        marker at goal_xy): the critic heatmap's states."""
+        q = self.sys.init_q.at[:2].set(xy).at[-2:].set(goal_xy)
+        ps = self.pipeline_init(q, jnp.zeros(self.sys.qd_size()))
+        return self._state(ps, jnp.zeros(self.sys.act_size()))
+
 
 class AntMaze(_InMaze, Ant):
     """Ant in a maze of 4 m cells: starts at the R cell (plus the ant's U(+-0.1) noise), goal the
@@ -395,6 +403,85 @@ class HumanoidMaze(_InMaze, Humanoid):
 
     def goal_at(self, xy: jax.Array) -> jax.Array:
         return jnp.concatenate([xy, jnp.array([1.25])])
+
+
+class PointMaze:
+    """A point in a maze, pure jax.numpy (no physics engine): the CPU-scale version of the ant mazes,
+    with their layouts, cell size (4 m), start (R cell plus U(+-0.1) noise), goals (centre of a
+    uniformly chosen G cell), evaluation layouts and success radius (0.5 m). State = position (x, y);
+    goal = (gx, gy); obs = state ++ goal. An action in [-1, 1]^2 (clipped) moves the point by
+    max_move * action, at most 0.5 m per axis a step (1/8 of a cell: the farthest U-maze goal is about
+    80 steps away, so --episode-length 200 leaves room; docs/mazes.md).
+
+    Walls are exact against the grid: the straight move from p to p + d crosses at most one cell
+    boundary per axis (|d| < s); the crossings are taken in the order the segment meets them, and a
+    crossing into a wall cell stops that axis just short of the wall while the other axis goes on
+    (sliding along the wall). So a move never passes through a wall, nor cuts a wall's corner: a
+    diagonal move past a corner enters the wall's side cell first and stops there."""
+
+    obs_dim, goal_start, goal_end, success_radius = 2, 0, 2, 0.5
+    scale, max_move, action_size = 4.0, 1.0, 2
+    backend = "jax"
+
+    def __init__(self, maze: Maze):
+        assert maze.scale == self.scale and 0 < self.max_move < 0.5 * self.scale
+        self.maze = maze
+        self._wall = jnp.asarray([[c == "#" for c in row] for row in maze.rows])
+        self._gap = 1e-4 * self.scale  # how far short of a wall a blocked axis stops
+
+    def goal_at(self, xy: jax.Array) -> jax.Array:
+        return xy
+
+    def still_state(self, xy: jax.Array, goal_xy: jax.Array) -> jax.Array:
+        """The state of the point at xy (the goal does not enter a point's state)."""
+        return xy
+
+    def cell(self, xy: jax.Array) -> jax.Array:
+        """(row, column) of the cell holding xy, int32 [..., 2]."""
+        return jnp.floor(xy / self.scale + 0.5).astype(jnp.int32)
+
+    def _metrics(self, xy, goal):
+        dist = jnp.linalg.norm(xy - goal)
+        return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
+
+    def reset(self, rng: jax.Array) -> State:
+        rng_xy, rng_goal = jax.random.split(rng)
+        xy = jnp.asarray(self.maze.xy([self.maze.start])[0]) + jax.random.uniform(rng_xy, (2,), minval=-0.1,
+                                                                                 maxval=0.1)
+        goal = self.maze.sample_goal_xy(rng_goal)
+        metrics = self._metrics(xy, goal)
+        return State(xy, jnp.concatenate([xy, goal]), metrics["success"], jnp.zeros(()), metrics, {"goal": goal})
+
+    def move(self, xy: jax.Array, action: jax.Array) -> jax.Array:
+        """Where the point lands from xy under action (walls exact, as the class docstring says)."""
+        d = self.max_move * jnp.clip(action, -1.0, 1.0)
+        cell, step = self.cell(xy), jnp.where(d >= 0, 1, -1).astype(jnp.int32)
+        boundary = (cell + 0.5 * step) * self.scale  # the cell's edge the move heads for, per axis
+        crosses = (d != 0) & (jnp.abs(d) >= jnp.abs(boundary - xy))  # landing on the edge counts
+        t = jnp.where(crosses, (boundary - xy) / jnp.where(d == 0, 1.0, d), jnp.inf)  # when, in [0, 1]
+        x_first = t[0] <= t[1]
+
+        def wall(i, j):
+            return self._wall[i, j]
+
+        # the crossing met first goes into the neighbour along its axis; the second one goes from the
+        # cell the first one left the point in
+        blocked_first_x = crosses[0] & wall(cell[0] + step[0], cell[1])
+        row_after_x = jnp.where(crosses[0] & ~blocked_first_x, cell[0] + step[0], cell[0])
+        blocked_then_y = crosses[1] & wall(row_after_x, cell[1] + step[1])
+        blocked_first_y = crosses[1] & wall(cell[0], cell[1] + step[1])
+        col_after_y = jnp.where(crosses[1] & ~blocked_first_y, cell[1] + step[1], cell[1])
+        blocked_then_x = crosses[0] & wall(cell[0] + step[0], col_after_y)
+        blocked = jnp.where(x_first, jnp.stack([blocked_first_x, blocked_then_y]),
+                            jnp.stack([blocked_then_x, blocked_first_y]))
+        return jnp.where(blocked, boundary - step * self._gap, xy + d)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        xy = self.move(state.pipeline_state, action)
+        goal = state.info["goal"]
+        metrics = self._metrics(xy, goal)
+        return state.replace(pipeline_state=xy, obs=jnp.concatenate([xy, goal]), reward=metrics["success"],
+                             done=jnp.zeros(()), metrics=metrics)
 
 
 # Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.
@@ -607,7 +694,7 @@ class Arm(GoalEnv):
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
-    make: Callable[[], GoalEnv]  # training env
+    make: Callable[[], "GoalEnv | PointMaze"]  # training env
     obs_dim: int  # state dimension; the goal follows it in the observation
     goal_start: int  # goal slice of the state: state[goal_start:goal_end]
     goal_end: int
@@ -636,6 +723,9 @@ ENVS: dict[str, EnvSpec] = {
     "ant_hardest_maze": _maze_spec(AntMaze, ANT_HARDEST_MAZE),
     "humanoid_u_maze": _maze_spec(HumanoidMaze, HUMANOID_U_MAZE),
     "humanoid_big_maze": _maze_spec(HumanoidMaze, HUMANOID_BIG_MAZE),
+    "point_u_maze": _maze_spec(PointMaze, ANT_U4_MAZE),
+    "point_big_maze": _maze_spec(PointMaze, ANT_BIG_MAZE),
+    "point_hardest_maze": _maze_spec(PointMaze, ANT_HARDEST_MAZE),
     "arm_push_easy": _spec(Arm, task="push_easy"),
     "arm_push_hard": _spec(Arm, task="push_hard"),
     "arm_binpick_hard": _spec(Arm, task="binpick_hard"),
@@ -707,10 +797,8 @@ def farthest_goal_cell(maze: Maze) -> tuple[int, int]:
 
 def render_rollout(path: str, env: GoalEnv, policy: Callable[[jax.Array], jax.Array], key: jax.Array,
                    steps: int) -> None:
-    """Writes an HTML rollout of one episode of policy(obs) -> action (brax's viewer; the red sphere
-    is the goal)."""
-    from brax.io import html
-
+    """Writes an HTML rollout of one episode of policy(obs) -> action: brax's viewer (the red sphere is
+    the goal), or for a point maze a picture of the maze with the point's path (red star: the goal)."""
     reset, step, act = jax.jit(env.reset), jax.jit(env.step), jax.jit(policy)
     state, rollout = reset(key), []
     for _ in range(steps):
@@ -719,4 +807,31 @@ def render_rollout(path: str, env: GoalEnv, policy: Callable[[jax.Array], jax.Ar
         if state.done:
             break
     rollout.append(state.pipeline_state)
+    if isinstance(env, PointMaze):
+        with open(path, "w") as f:
+            f.write(_point_maze_svg(env.maze, np.asarray(rollout), np.asarray(state.info["goal"])))
+        return
+    from brax.io import html
+
     html.save(path, env.sys, rollout)
+
+
+def _point_maze_svg(maze: Maze, path_xy: np.ndarray, goal_xy: np.ndarray) -> str:
+    """An HTML page with an SVG of the maze (rows down, columns right, as the picture), the point's path
+    (blue, white circle at its start) and the goal (red star)."""
+    s, px = maze.scale, 40 / maze.scale  # 40 pixels a cell
+
+    def at(xy):  # world (x, y) -> svg (column, row) pixels
+        return (xy[1] / s + 0.5) * s * px, (xy[0] / s + 0.5) * s * px
+
+    walls = "".join(f'<rect x="{j * s * px}" y="{i * s * px}" width="{s * px}" height="{s * px}" fill="#b28050"/>'
+                    for i, j in maze.cells("#"))
+    points = " ".join("{:.1f},{:.1f}".format(*at(p)) for p in path_xy)
+    (sx, sy), (gx, gy) = at(path_xy[0]), at(goal_xy)
+    height, width = len(maze.rows) * s * px, len(maze.rows[0]) * s * px
+    return (f'<!DOCTYPE html><html><body><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+            f'<rect width="{width}" height="{height}" fill="white"/>{walls}'
+            f'<polyline points="{points}" fill="none" stroke="#1f5fbf" stroke-width="2"/>'
+            f'<circle cx="{sx:.1f}" cy="{sy:.1f}" r="5" fill="white" stroke="black"/>'
+            f'<text x="{gx:.1f}" y="{gy:.1f}" font-size="22" text-anchor="middle" dominant-baseline="central" '
+            f'fill="red">&#9733;</text></svg></body></html>\n')

@@ -41,12 +41,7 @@ def critic_heatmap(env: GoalEnv, score: Callable[[jax.Array, jax.Array], jax.Arr
 
     @jax.jit
     def scores(xy):
-        def state_at(p):
-            q = env.sys.init_q.at[:2].set(p).at[-2:].set(goal_xy)
-            ps = env.pipeline_init(q, jnp.zeros(env.sys.qd_size()))
-            return env._state(ps, jnp.zeros(env.sys.act_size()))
-
-        states = jax.vmap(state_at)(xy)
+        states = jax.vmap(env.still_state, in_axes=(0, None))(xy, goal_xy)
         return score(states, jnp.broadcast_to(goal, (states.shape[0], goal.shape[0])))
 
     values = np.asarray(scores(xy)).reshape(height * k, width * k)
