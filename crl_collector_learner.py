@@ -15,9 +15,9 @@ are equally poor.
 Read it top to bottom like crl_depth.py: Args, network, replay buffer and relabelling, losses and
 the SGD update, training loop, evaluation, main. The environments come from crl_envs.py and the run
 plumbing (run directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as in
-crl_depth.py. The blocks marked SHARED BLOCK are verbatim copies of crl_depth.py's
-(tests/test_shared_blocks.py checks it), so `diff crl_depth.py crl_collector_learner.py` shows only
-what this experiment changes.
+crl_depth.py. The blocks marked SHARED BLOCK (flags, network, replay buffer, losses, collection) are
+verbatim copies of crl_depth.py's (tests/test_shared_blocks.py checks it), so
+`diff crl_depth.py crl_collector_learner.py` shows only what this experiment changes.
 """
 
 import dataclasses

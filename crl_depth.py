@@ -9,9 +9,9 @@ with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the crit
 Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update,
 training loop, evaluation, main. The environments come from crl_envs.py and the run plumbing (run
 directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as CleanRL takes its envs from
-gymnasium. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and
-crl_collector_learner.py (tests/test_shared_blocks.py keeps them identical). To try an idea, copy
-this file.
+gymnasium. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and/or
+crl_collector_learner.py, as each banner says (tests/test_shared_blocks.py keeps them identical;
+tools/sync_shared_blocks.py copies a fix). To try an idea, copy this file.
 """
 
 import dataclasses

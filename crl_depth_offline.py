@@ -13,9 +13,9 @@ critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives 
 Read it top to bottom: Args, network, replay buffer, losses, dataset, training loop, evaluation,
 main. The brax envs come from crl_envs.py, the reading of the two dataset formats from
 crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
-checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK are verbatim copies of
-crl_depth.py's (tests/test_shared_blocks.py); `diff crl_depth.py crl_depth_offline.py` shows what the
-offline variant changes.
+checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK (flags, network,
+replay buffer, losses, evaluation) are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
+`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes.
 """
 
 import dataclasses
