@@ -9,16 +9,14 @@ with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the crit
 Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update,
 training loop, evaluation, main. The environments come from crl_envs.py and the run plumbing (run
 directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as CleanRL takes its envs from
-gymnasium. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and
-crl_collector_learner.py (tests/test_shared_blocks.py keeps them identical). To try an idea, copy
-this file.
+gymnasium. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and/or
+crl_collector_learner.py, as each banner says (tests/test_shared_blocks.py keeps them identical;
+tools/sync_shared_blocks.py copies a fix). To try an idea, copy this file.
 """
 
 import dataclasses
 import math
 import os
-import random
-import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -29,11 +27,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, render_rollout
+from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
 from crl_runs import (Run, RunArgs, across_seeds, check_common_args, check_online_args, compile_online, describe,
-                      device_mesh, epoch_change_error, parse_args, save_buffer_npz, seed_keys, seed_map,
-                      split_seed_keys)
+                      device_mesh, epoch_change_error, fill_buffer, online_start, parse_args, save_buffer_npz,
+                      seed_all, seed_map, timed_epoch)
 
 
 # ==================================================================================================
@@ -64,6 +62,7 @@ class Args(RunArgs):
     save_buffer: bool = False
     """after training, write the replay buffer to runs/{run_name}/buffer.npz, the dataset of
     crl_depth_offline.py (its keys: docs/offline.md)"""
+# SHARED BLOCK: online flags (keep identical in crl_depth.py and crl_collector_learner.py)
     checkpoint_buffer: bool = True
     """include the replay buffer in state.msgpack (--no-checkpoint-buffer for very large buffers:
     a resumed run then refills it with the current actor)"""
@@ -93,6 +92,8 @@ class Args(RunArgs):
     """replay buffer capacity in steps per env"""
     min_replay_size: int = 1_000
     """steps per env collected before training starts, with the untrained stochastic actor (as the paper)"""
+# END SHARED BLOCK: online flags
+# SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
     """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
     actor_lr: float = 3e-4
@@ -105,6 +106,7 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+# END SHARED BLOCK: algorithm flags
 
     # --- network ---
     depth: int = 4
@@ -113,6 +115,7 @@ class Args(RunArgs):
     """actor depth; overrides --depth for the actor"""
     critic_depth: Optional[int] = None
     """critic depth (phi and psi); overrides --depth for the critic"""
+# SHARED BLOCK: network flags (keep identical in all three scripts)
     width: int = 256
     """width of every hidden layer"""
     repr_dim: int = 64
@@ -125,6 +128,7 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+# END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32 (bfloat16:
     faster on GPUs with bf16 tensor cores; float32 is the paper's)"""
@@ -442,6 +446,37 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
     return update
 
 
+def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window: int, args: Args,
+              goal_slice: tuple[int, int],
+              batch_sharding: Optional[NamedSharding]) -> tuple[Any, dict, dict, jax.Array]:
+    """One round of training on the buffer: one window per column relabelled (buffer_sample), shuffled into
+    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any
+    pytree that update maps (the collector-learner passes all its agents). batch_sharding: where each batch
+    lives when it is split across devices. Returns (agent, the mean of every update metric, the
+    relabelling's metrics, the next key)."""
+    key, key_sample, key_shuffle, key_sgd = jax.random.split(key, 4)
+    data = buffer_sample(buf, key_sample, window, args.gamma, *goal_slice)
+    batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+    if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
+        batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
+
+    def sgd_step(agent, xs):
+        batch, key = xs
+        return update(agent, batch, key)
+
+    agent, metrics = jax.lax.scan(sgd_step, agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
+                   "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
+                       jnp.sum(data["valid"]), 1)}
+    return agent, metrics, relabelling, key
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
+
+
 # END SHARED BLOCK: losses
 
 # ==================================================================================================
@@ -456,6 +491,7 @@ class TrainState:
     env_steps: jax.Array
 
 
+# SHARED BLOCK: collection (keep identical in crl_depth.py and crl_collector_learner.py)
 def schedule(args: Args) -> tuple[int, int, int]:
     """(prefill env steps, env steps per training step, training steps per epoch)."""
     prefill_unrolls = -(-args.min_replay_size // args.unroll_length)
@@ -464,22 +500,19 @@ def schedule(args: Args) -> tuple[int, int, int]:
     return prefill, per_train_step, (args.total_env_steps - prefill) // (args.num_epochs * per_train_step)
 
 
-def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int],
-                   batch_sharding: Optional[NamedSharding] = None) -> tuple[Callable, Callable]:
-    """The prefill and epoch functions of ONE seed (main vmaps them over the seed axis and jits them).
-    batch_sharding: where each SGD batch lives when the batch is split across devices."""
+def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable, Callable]:
+    """(collect, prefill) of one seed; ts.agent's actor is the one that acts."""
     obs_dim = env.env.obs_dim
-    target_entropy = -args.target_entropy_scale * env.action_size
-    sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty)
-    _, _, steps_per_epoch = schedule(args)
 
-    def collect(ts: TrainState, policy: Callable) -> TrainState:
-        """num_envs x unroll_length env steps; inserts (state, action, episode id) into the buffer."""
+    def collect(ts: TrainState) -> TrainState:
+        """num_envs x unroll_length env steps of the stochastic actor, a = tanh(u) with
+        u ~ N(mean(s, g), std(s, g)); inserts (state, action, episode id) into the buffer."""
 
         def env_step(carry, _):
             env_state, key = carry
             key, key_act = jax.random.split(key)
-            action = policy(env_state.obs, key_act)
+            mean, log_std = nets.actor.apply(ts.agent.actor_params, env_state.obs)
+            action = sample_tanh_gaussian(key_act, mean, log_std)[0]
             next_state = env.step(env_state, action)
             return (next_state, key), (env_state.obs[:, :obs_dim], action, env_state.info["episode_id"])
 
@@ -490,50 +523,39 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         return ts.replace(env_state=env_state, buffer=buffer, key=key,
                           env_steps=ts.env_steps + args.unroll_length * args.num_envs)
 
-    def actor_policy(actor_params) -> Callable:
-        """The stochastic actor, a = tanh(u) with u ~ N(mean(s, g), std(s, g)): what collects."""
-
-        def policy(obs, key):
-            mean, log_std = nets.actor.apply(actor_params, obs)
-            return sample_tanh_gaussian(key, mean, log_std)[0]
-
-        return policy
-
     def prefill(ts: TrainState) -> TrainState:
         """min_replay_size steps per env with the current actor before training starts: at the start of a
         run the untrained stochastic actor, as in the paper's code (so the prefill depends on depth:
         deep actors start near saturation)."""
         num_unrolls = -(-args.min_replay_size // args.unroll_length)
-        return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts, actor_policy(ts.agent.actor_params)), ts)
+        return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts), ts)
+
+    return collect, prefill
+# END SHARED BLOCK: collection
+
+
+def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers, goal_slice: tuple[int, int],
+                   batch_sharding: Optional[NamedSharding] = None) -> tuple[Callable, Callable]:
+    """The prefill and epoch functions of ONE seed (main vmaps them over the seed axis and jits them).
+    batch_sharding: where each SGD batch lives when the batch is split across devices."""
+    target_entropy = -args.target_entropy_scale * env.action_size
+    sgd_update = make_sgd_update(nets, opts, target_entropy, args.logsumexp_penalty)
+    collect, prefill = make_collect(args, env, nets)
+    _, _, steps_per_epoch = schedule(args)
 
     def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
         episodes_before = jnp.sum(ts.env_state.info["episode_id"])
-        ts = collect(ts, actor_policy(ts.agent.actor_params))
-        key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
-        data = buffer_sample(ts.buffer, key_sample, args.episode_length, args.gamma, *goal_slice)
-        batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
-        if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
-            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-
-        def sgd_step(agent, xs):
-            batch, key = xs
-            return sgd_update(agent, batch, key)
-
-        agent, metrics = jax.lax.scan(
-            sgd_step, ts.agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
-        metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["buffer/valid_fraction"] = jnp.mean(data["valid"])
-        metrics["buffer/mean_goal_offset"] = jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
-            jnp.sum(data["valid"]), 1)
+        ts = collect(ts)
+        agent, metrics, relabelling, key = sgd_round(sgd_update, ts.agent, ts.buffer, ts.key, args.episode_length,
+                                                     args, goal_slice, batch_sharding)
+        metrics |= relabelling
         metrics["train/episodes_finished"] = jnp.sum(ts.env_state.info["episode_id"]) - episodes_before
         return ts.replace(agent=agent, key=key), metrics
 
     def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
         ts, metrics = jax.lax.scan(training_step, ts, None, length=steps_per_epoch)
         metrics = jax.tree.map(jnp.mean, metrics)
-        # divergence guard: 1 when every parameter, optimiser moment and log(alpha) is finite
-        metrics["train/params_finite"] = jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.agent)])).astype(jnp.float32)
+        metrics["train/params_finite"] = all_finite(ts.agent)
         return ts, metrics
 
     return prefill, train_epoch
@@ -542,6 +564,7 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
 # ==================================================================================================
 # Evaluation
 # ==================================================================================================
+# SHARED BLOCK: evaluation (keep identical in crl_depth.py and crl_depth_offline.py)
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
     """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
     deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
@@ -565,6 +588,7 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
                 "eval/episode_length": jnp.mean(steps_alive)}
 
     return evaluate
+# END SHARED BLOCK: evaluation
 
 
 def critic_score(nets: Networks, actor_params, critic_params) -> Callable:
@@ -643,16 +667,11 @@ def main(args: Args) -> None:
     run = Run(args, state_header(args), lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")),
               "env_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    keys = seed_keys(run.seeds, 5)
-    key, key_agent, key_env, key_eval, key_render = (keys[:, i] for i in range(5))
+    key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them
     devices, mesh = device_mesh(args.num_devices, "envs")
 
-    spec = ENVS[args.env_id]
-    env = VecGoalEnv(make_env(args.env_id), args.num_envs, args.episode_length)
-    eval_env = VecGoalEnv(make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
+    spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
                          args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
@@ -663,17 +682,8 @@ def main(args: Args) -> None:
                           buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                           key=key, env_steps=jnp.zeros((), jnp.int32))
 
-    start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)
-    if args.resume:  # load and check the checkpoint before compiling or writing anything
-        template = jax.eval_shape(fresh, key_agent, key_env, key)
-        ckpt_epoch, key_eval, ts, has_buffer = run.load(template)
-        if not has_buffer:  # an empty buffer, refilled below
-            ts = ts.replace(buffer=jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), template.buffer))
-        ts, key_eval = jax.tree.map(jnp.asarray, ts), jnp.asarray(key_eval)
-        start_epoch, refill = ckpt_epoch + 1, not has_buffer
-    else:
-        ts = jax.jit(fresh)(key_agent, key_env, key)
-    ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
+    ts, key_eval, start_epoch, refill = online_start(run, seed_map(fresh_state, args.num_seeds),
+                                                     (key_agent, key_env, key), key_eval)
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     run.open()
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
@@ -689,29 +699,20 @@ def main(args: Args) -> None:
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
     ts, key_eval, compiled, compile_s = compile_online(prefill_fn, epoch_fn, evaluate, ts, key_eval,
                                                        lambda ts: ts.agent.actor_params, mesh, refill)
-    epoch_c, eval_c = compiled["epoch"], compiled["evaluation"]
     if refill:
-        print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "
-              f"{prefill_steps:,} env steps of the current actor" if args.resume else
-              f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
-        ts = compiled["prefill"](ts)
+        ts = fill_buffer(compiled["prefill"], ts, bool(args.resume), prefill_steps)
+
+    def measure(ts: TrainState, keys: jax.Array) -> dict:  # the evaluation of every seed, on the host
+        return jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys))
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        key_eval, key_e = split_seed_keys(key_eval)
-        m = jax.device_get(eval_c(ts.agent.actor_params, key_e))
-        run.log(0, ts.env_steps, m, {"time/compile_s": compile_s})
+        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.env_steps, compile_s)
         print(f"epoch 0 (untrained) | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/"
               f"{args.episode_length} | success {across_seeds(m['eval/success_any'], '.2f')} | "
               f"dist {across_seeds(m['eval/dist'], '.2f')}", flush=True)
     for epoch in range(start_epoch, args.num_epochs + 1):
-        t_epoch = time.perf_counter()
-        ts, train_metrics = epoch_c(ts)
-        train_metrics = jax.device_get(train_metrics)
-        train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = split_seed_keys(key_eval)
-        m = jax.device_get(eval_c(ts.agent.actor_params, key_e)) | train_metrics
-        epoch_s = time.perf_counter() - t_epoch
-        sps = args.num_seeds * steps_per_epoch * per_train_step / train_s  # env steps of all seeds
+        ts, m, key_eval, sps, epoch_s = timed_epoch(compiled["epoch"], measure, ts, key_eval,
+                                                    args.num_seeds * steps_per_epoch * per_train_step)
         records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
                                                    "time/compile_s": compile_s})
         print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "

@@ -13,17 +13,15 @@ critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives 
 Read it top to bottom: Args, network, replay buffer, losses, dataset, training loop, evaluation,
 main. The brax envs come from crl_envs.py, the reading of the two dataset formats from
 crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
-checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK are verbatim copies of
-crl_depth.py's (tests/test_shared_blocks.py); `diff crl_depth.py crl_depth_offline.py` shows what the
-offline variant changes.
+checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK (flags, network,
+replay buffer, losses, evaluation) are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
+`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes.
 """
 
 import dataclasses
 import hashlib
 import math
 import os
-import random
-import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -37,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
 from crl_envs import VecGoalEnv, make_env
 from crl_runs import (Run, RunArgs, across_seeds, check_common_args, compile_all, device_mesh, fail, parse_args,
-                      seed_keys, seed_map, split_seed_keys)
+                      seed_all, seed_map, timed_epoch)
 
 
 # ==================================================================================================
@@ -89,6 +87,7 @@ class Args(RunArgs):
     into this many batches"""
     batch_size: int = 512
     """batch size of each SGD step (also the number of InfoNCE negatives + 1)"""
+# SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
     """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
     actor_lr: float = 3e-4
@@ -101,6 +100,7 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+# END SHARED BLOCK: algorithm flags
     bc_coef: float = 0.1
     """weight of behaviour cloning, mean ||a_pi - a_data||^2, in the actor loss; 0 gives pure CRL.
     0.1 is TD3+BC's balance (alpha 2.5) rescaled to this loss: see docs/offline.md"""
@@ -112,6 +112,7 @@ class Args(RunArgs):
     """actor depth; overrides --depth for the actor"""
     critic_depth: Optional[int] = None
     """critic depth (phi and psi); overrides --depth for the critic"""
+# SHARED BLOCK: network flags (keep identical in all three scripts)
     width: int = 256
     """width of every hidden layer"""
     repr_dim: int = 64
@@ -124,6 +125,7 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+# END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32"""
 
@@ -440,6 +442,37 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
     return update
 
 
+def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window: int, args: Args,
+              goal_slice: tuple[int, int],
+              batch_sharding: Optional[NamedSharding]) -> tuple[Any, dict, dict, jax.Array]:
+    """One round of training on the buffer: one window per column relabelled (buffer_sample), shuffled into
+    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any
+    pytree that update maps (the collector-learner passes all its agents). batch_sharding: where each batch
+    lives when it is split across devices. Returns (agent, the mean of every update metric, the
+    relabelling's metrics, the next key)."""
+    key, key_sample, key_shuffle, key_sgd = jax.random.split(key, 4)
+    data = buffer_sample(buf, key_sample, window, args.gamma, *goal_slice)
+    batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
+    if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
+        batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
+
+    def sgd_step(agent, xs):
+        batch, key = xs
+        return update(agent, batch, key)
+
+    agent, metrics = jax.lax.scan(sgd_step, agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
+                   "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
+                       jnp.sum(data["valid"]), 1)}
+    return agent, metrics, relabelling, key
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
+
+
 # END SHARED BLOCK: losses
 
 
@@ -507,30 +540,15 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
     rounds_per_epoch = args.eval_every // args.num_sgd_steps
 
     def training_step(ts: TrainState, _) -> tuple[TrainState, dict]:
-        key, key_sample, key_shuffle, key_sgd = jax.random.split(ts.key, 4)
-        data = buffer_sample(ts.buffer, key_sample, args.window_length, args.gamma, *goal_slice)
-        batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
-        if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
-            batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-
-        def sgd_step(agent, xs):
-            batch, key = xs
-            return sgd_update(agent, batch, key)
-
-        agent, metrics = jax.lax.scan(
-            sgd_step, ts.agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
-        metrics = jax.tree.map(jnp.mean, metrics)
-        metrics["buffer/valid_fraction"] = jnp.mean(data["valid"])
-        metrics["buffer/mean_goal_offset"] = jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
-            jnp.sum(data["valid"]), 1)
-        return ts.replace(agent=agent, key=key, gradient_steps=ts.gradient_steps + args.num_sgd_steps), metrics
+        agent, metrics, relabelling, key = sgd_round(sgd_update, ts.agent, ts.buffer, ts.key, args.window_length,
+                                                     args, goal_slice, batch_sharding)
+        return (ts.replace(agent=agent, key=key, gradient_steps=ts.gradient_steps + args.num_sgd_steps),
+                metrics | relabelling)
 
     def train_epoch(ts: TrainState) -> tuple[TrainState, dict]:
         ts, metrics = jax.lax.scan(training_step, ts, None, length=rounds_per_epoch)
         metrics = jax.tree.map(jnp.mean, metrics)
-        # divergence guard: 1 when every parameter, optimiser moment and log(alpha) is finite
-        metrics["train/params_finite"] = jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(ts.agent)])).astype(jnp.float32)
+        metrics["train/params_finite"] = all_finite(ts.agent)
         return ts, metrics
 
     return train_epoch
@@ -539,8 +557,9 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
 # ==================================================================================================
 # Evaluation
 # ==================================================================================================
+# SHARED BLOCK: evaluation (keep identical in crl_depth.py and crl_depth_offline.py)
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
-    """One episode of episode_length steps on every eval env, fresh starts and goals, the
+    """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
     deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
     including the step that terminates it)."""
 
@@ -561,7 +580,8 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
                 "eval/dist": jnp.mean(jnp.sum(dist, axis=0) / steps_alive),
                 "eval/episode_length": jnp.mean(steps_alive)}
 
-    return jax.jit(evaluate)
+    return evaluate
+# END SHARED BLOCK: evaluation
 
 
 def make_ogbench_evaluate(args: Args, envs: list, nets: Networks) -> Callable:
@@ -741,10 +761,7 @@ def main(args: Args) -> None:
     num_epochs = args.num_gradient_steps // args.eval_every
     run = Run(args, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    keys = seed_keys(run.seeds, 4)
-    key, key_agent, key_diag, key_eval = (keys[:, i] for i in range(4))
+    key, key_agent, key_diag, key_eval = seed_all(args.seed, run.seeds, 4)
     # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
     devices, mesh = device_mesh(args.num_devices, "batch")
 
@@ -831,19 +848,11 @@ def main(args: Args) -> None:
                        f"{across_seeds(m['offline/bc_mse'], '.3f')} | q policy - q data {across_seeds(q_gap, '.3f')}")
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        key_eval, key_e = split_seed_keys(key_eval)
-        m = measure(ts, key_e)
-        run.log(0, ts.gradient_steps, m, {"time/compile_s": compile_s})
+        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.gradient_steps, compile_s)
         print(f"epoch 0 (untrained){summary(m)}", flush=True)
     for epoch in range(start_epoch, num_epochs + 1):
-        t_epoch = time.perf_counter()
-        ts, train_metrics = epoch_c(ts)
-        train_metrics = jax.device_get(train_metrics)
-        train_s = time.perf_counter() - t_epoch
-        key_eval, key_e = split_seed_keys(key_eval)
-        m = measure(ts, key_e) | train_metrics
-        epoch_s = time.perf_counter() - t_epoch
-        steps_per_s = args.num_seeds * args.eval_every / train_s  # gradient steps of all seeds
+        ts, m, key_eval, steps_per_s, epoch_s = timed_epoch(epoch_c, measure, ts, key_eval,
+                                                            args.num_seeds * args.eval_every)
         records = run.log(epoch, ts.gradient_steps, m, {"charts/gradient_steps_per_s": steps_per_s,
                                                         "time/epoch_s": epoch_s, "time/compile_s": compile_s})
         print(f"epoch {epoch}/{num_epochs} | gradient steps {records[0]['gradient_steps']:,} | "

@@ -780,6 +780,14 @@ class VecGoalEnv:
 
 
 
+def make_vec_envs(env_id: str, num_envs: int, num_eval_envs: int,
+                  episode_length: int) -> tuple[EnvSpec, VecGoalEnv, VecGoalEnv]:
+    """An online run's envs: (the env's spec, num_envs training envs, num_eval_envs evaluation envs on
+    the evaluation layout), episodes of episode_length steps."""
+    return (ENVS[env_id], VecGoalEnv(make_env(env_id), num_envs, episode_length),
+            VecGoalEnv(make_env(env_id, eval=True), num_eval_envs, episode_length))
+
+
 def farthest_goal_cell(maze: Maze) -> tuple[int, int]:
     """The G cell farthest from the start along the maze (breadth-first over free cells); the
     first in reading order on a tie."""

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import sys
 import time
 from typing import Any, Callable, Literal, NoReturn, Optional
@@ -118,6 +119,15 @@ def seed_keys(seeds: list[int], num_keys: int) -> jax.Array:
     return jnp.stack([jax.random.split(jax.random.PRNGKey(seed), num_keys) for seed in seeds])
 
 
+def seed_all(seed: int, seeds: list[int], num_keys: int) -> tuple[jax.Array, ...]:
+    """Seeds Python's and NumPy's generators with --seed and returns num_keys keys, each [num_seeds, 2]:
+    seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws."""
+    random.seed(seed)
+    np.random.seed(seed)
+    keys = seed_keys(seeds, num_keys)
+    return tuple(keys[:, i] for i in range(num_keys))
+
+
 def seed_map(f: Callable, num_seeds: int, in_axes: Any = 0, out_axes: Any = 0) -> Callable:
     """jax.vmap(f, in_axes, out_axes) over the leading seed axis (0: mapped; None: shared by all seeds).
     With one seed, f itself on the arguments with the seed axis indexed away, the axis put back on
@@ -189,6 +199,46 @@ def compile_online(prefill_fn: Callable, epoch_fn: Callable, evaluate: Callable,
         "epoch": lambda: epoch_fn.lower(ts).compile(),
         "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
     return ts, key_eval, compiled, compile_s
+
+
+def online_start(run: "Run", fresh: Callable, fresh_keys: tuple, key_eval: jax.Array) -> tuple:
+    """The online scripts' training state before compiling: fresh(*fresh_keys), or with --resume the
+    checkpoint's, loaded and checked before anything is compiled or written (saved without the replay
+    buffer: an empty one, to be refilled). Every leaf gets its own buffer, so the state can be donated.
+    Returns (ts, key_eval, first epoch, whether the buffer must be (re)filled)."""
+    start_epoch, refill = 1, True
+    if run.args.resume:
+        template = jax.eval_shape(fresh, *fresh_keys)
+        ckpt_epoch, key_eval, ts, has_buffer = run.load(template)
+        if not has_buffer:  # an empty buffer, refilled by fill_buffer
+            ts = ts.replace(buffer=jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), template.buffer))
+        ts, key_eval = jax.tree.map(jnp.asarray, ts), jnp.asarray(key_eval)
+        start_epoch, refill = ckpt_epoch + 1, not has_buffer
+    else:
+        ts = jax.jit(fresh)(*fresh_keys)
+    return jax.tree.map(jnp.copy, ts), key_eval, start_epoch, refill
+
+
+def fill_buffer(prefill: Callable, ts: Any, resumed: bool, prefill_steps: int) -> Any:
+    """Runs the compiled prefill: at the start of a run with the untrained actor, or on a resumed run
+    whose checkpoint holds no replay buffer with the current one."""
+    print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "
+          f"{prefill_steps:,} env steps of the current actor" if resumed else
+          f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
+    return prefill(ts)
+
+
+def timed_epoch(epoch_fn: Callable, measure: Callable, ts: Any, key_eval: jax.Array, work: float) -> tuple:
+    """One epoch, epoch_fn(ts) -> (ts, training metrics), then measure(ts, keys) -> evaluation metrics on
+    the host, with the next evaluation keys. work: what the epoch does (env or gradient steps of all
+    seeds). Returns (ts, evaluation | training metrics, key_eval, work per training second, epoch seconds)."""
+    t_epoch = time.perf_counter()
+    ts, train_metrics = epoch_fn(ts)
+    train_metrics = jax.device_get(train_metrics)
+    train_s = time.perf_counter() - t_epoch
+    key_eval, key_e = split_seed_keys(key_eval)
+    m = measure(ts, key_e) | train_metrics
+    return ts, m, key_eval, work / train_s, time.perf_counter() - t_epoch
 
 
 def compile_all(parts: dict[str, Callable[[], Any]]) -> tuple[dict, float]:
@@ -442,6 +492,15 @@ class Run:
                            for i, seed in enumerate(self.seeds)}
             self.wandb.log(logged, step=records[0][self.counter])
         return records
+
+    def log_untrained(self, measure: Callable, ts: Any, key_eval: jax.Array, counts: Any,
+                      compile_s: float) -> tuple[dict, jax.Array]:
+        """Epoch 0 of a fresh run: measure(ts, keys) of the untrained policy, logged, the baseline that
+        learning must rise above. Returns (its metrics, the next evaluation keys)."""
+        key_eval, key_e = split_seed_keys(key_eval)
+        m = measure(ts, key_e)
+        self.log(0, counts, m, {"time/compile_s": compile_s})
+        return m, key_eval
 
     def eta(self, epoch_s: float, epochs_left: int) -> str:
         """The time left at the mean epoch time so far."""
