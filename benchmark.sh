@@ -5,6 +5,7 @@
 #   bash benchmark.sh speed                 # compile s, time per step, memory vs depth (scan, remat, unrolled),
 #                                           # seeds in one process (N = 1 2 4 8), bfloat16 vs float32
 #   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
+#   bash benchmark.sh probe                 # CPU, about an hour: the depth comparison on a point maze
 #
 # Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
 # exists): meta.txt, runs.tsv, logs/, runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, and the
@@ -15,7 +16,7 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'EOF'
-usage: bash benchmark.sh <quick|speed|paper> [options]
+usage: bash benchmark.sh <quick|speed|paper|probe> [options]
 
 suites
   quick   crl_depth.py on reacher (the README quick start's settings, 400k env steps in 16 epochs),
@@ -33,12 +34,17 @@ suites
   paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
           defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
           Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
+  probe   the paper's depth comparison at CPU scale (docs/mazes.md): crl_depth.py on point_big_maze
+          (pure-JAX point mazes), depths 4 16 64, seeds 1 2 3, the settings of PROBE below; then the
+          critic heatmaps of the shallowest and the deepest network (seed 1) side by side
+          (heatmap_{env}.png) and env steps/s of the point mazes alone (tools/env_speed.py,
+          env_speed.jsonl). About an hour on 2 CPU cores.
 
 options
-  --envs ENV...            paper: env ids (quick: default reacher)
-  --depths D...            paper: default 4 8 16 32 64; quick: 4; speed: 4 16 64 256 1024
-  --seeds S...             paper: default 1 2 3; quick: 1
-  --total-env-steps N      paper: instead of the paper's budget; quick: instead of 400000
+  --envs ENV...            paper: env ids (quick: default reacher; probe: point_big_maze)
+  --depths D...            paper: default 4 8 16 32 64; quick: 4; speed: 4 16 64 256 1024; probe: 4 16 64
+  --seeds S...             paper, probe: default 1 2 3; quick: 1
+  --total-env-steps N      paper: instead of the paper's budget; quick: instead of 400000; probe: of PROBE_STEPS
   --width N, --batch-size N   speed only (defaults above)
   --unrolled-depths D...   speed: depths of the unrolled comparison (default 4 16 64 on CPU, to 256 on GPU)
   --timeout S              speed: seconds allowed for one measurement (default 600)
@@ -57,10 +63,10 @@ die() { echo "error: $*" >&2; exit 2; }
 suite=${1:-}
 command_line="bash benchmark.sh$(printf ' %q' "$@")"
 case "$suite" in
-  quick|speed|paper) shift ;;
+  quick|speed|paper|probe) shift ;;
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;
-  *) die "unknown suite '$suite' (one of: quick, speed, paper; see --help)" ;;
+  *) die "unknown suite '$suite' (one of: quick, speed, paper, probe; see --help)" ;;
 esac
 
 envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()
@@ -112,9 +118,9 @@ applies() {  # applies OPTION SUITE...: refuse an option the suite does not use
   for s in "$@"; do [ "$s" = "$suite" ] && return 0; done
   die "$opt does not apply to the $suite suite"
 }
-applies --envs "${envs[*]+x}" quick paper
-applies --seeds "${seeds[*]+x}" quick paper
-applies --total-env-steps "$total_steps" quick paper
+applies --envs "${envs[*]+x}" quick paper probe
+applies --seeds "${seeds[*]+x}" quick paper probe
+applies --total-env-steps "$total_steps" quick paper probe
 applies --width "$width" speed
 applies --batch-size "$batch" speed
 applies --unrolled-depths "${unrolled_set:-}" speed
@@ -141,7 +147,22 @@ plan=()
 add_run() { plan+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5"$'\t'"$6"); }
 # the README quick start: 32 envs x 20 steps, 16 SGD steps of batch 128 (1:40), episodes of 100 steps
 QUICK="--num-envs 32 --episode-length 100 --num-eval-envs 32 --unroll-length 20 --num-sgd-steps 16 --batch-size 128 --max-replay-size 1000 --min-replay-size 100 --width 128"
+# the probe (docs/mazes.md says how these were chosen): 128 envs x 10 steps and 32 SGD steps of batch
+# 256 per training step (6.4 relabelled samples per env step), episodes of 100 steps, width 64
+PROBE="--num-envs 128 --episode-length 100 --num-eval-envs 64 --unroll-length 10 --num-sgd-steps 32 --batch-size 256 --max-replay-size 1000 --min-replay-size 100 --width 64 --num-epochs 20"
+PROBE_STEPS=2000000
 case "$suite" in
+  probe)
+    [ ${#envs[@]} -gt 0 ] || envs=(point_big_maze)
+    [ ${#depths[@]} -gt 0 ] || depths=(4 16 64)
+    [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
+    for env in "${envs[@]}"; do
+      [[ $env == point_* ]] || die "the probe runs on the point mazes (point_u_maze, point_big_maze, point_hardest_maze), not '$env'"
+      for depth in "${depths[@]}"; do for seed in "${seeds[@]}"; do
+        add_run "crl_depth__${env}__d${depth}__s${seed}" crl_depth.py "$env" "$depth" "$seed" \
+          "--env-id $env --depth $depth --seed $seed --total-env-steps ${total_steps:-$PROBE_STEPS} $PROBE $extra"
+      done; done
+    done ;;
   quick)
     [ ${#envs[@]} -gt 0 ] || envs=(reacher)
     [ ${#depths[@]} -gt 0 ] || depths=(4)
@@ -296,6 +317,25 @@ else
   done
   echo "ran $done_runs of $n runs, $failed failed"
   [ "$failed" -eq 0 ] || status=1
+fi
+if [ "$suite" = probe ]; then
+  # the shallowest and the deepest critic of the first seed, side by side on the same goal
+  shallow=$(printf '%s\n' "${depths[@]}" | sort -n | head -n 1); deep=$(printf '%s\n' "${depths[@]}" | sort -n | tail -n 1)
+  for env in "${envs[@]}"; do
+    ckpts=()
+    for depth in $(printf '%s\n' "$shallow" "$deep" | uniq); do
+      c=$(find "$results/runs/crl_depth__${env}__d${depth}__s${seeds[0]}" -name checkpoint.msgpack 2>/dev/null | head -n 1)
+      [ -n "$c" ] && ckpts+=("$c")
+    done
+    if [ ${#ckpts[@]} -gt 0 ]; then
+      echo "critic heatmap of $env: depths $shallow and $deep, seed ${seeds[0]}"
+      "$PYTHON" crl_depth.py --env-id "$env" --plot-critic --load "${ckpts[@]}" --plot-out "$results/heatmap_${env}.png" \
+        >>"$results/logs/heatmaps.log" 2>&1 || { status=1; echo "  FAILED; log: $results/logs/heatmaps.log"; }
+    fi
+  done
+  echo "env steps/s of the point mazes alone (tools/env_speed.py)"
+  "$PYTHON" tools/env_speed.py --out "$results/env_speed.jsonl" 2>&1 | tee "$results/logs/env_speed.log" | grep '^|' ||
+    { status=1; echo "  FAILED; log: $results/logs/env_speed.log"; }
 fi
 echo "load average at end (1/5/15 min): $(load)" >>"$results/meta.txt"
 echo "wall time: $(elapsed)" >>"$results/meta.txt"

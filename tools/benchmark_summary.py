@@ -429,12 +429,14 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
                 (line,) = ax.plot(xs, mean, marker=".", label=f"{script} {label} ({len(seeds)} seed{'s' * (len(seeds) > 1)})")
                 if len(seeds) > 1:
                     ax.fill_between(xs, [m - e for m, e in zip(mean, se)], [m + e for m, e in zip(mean, se)],
-                                    color=line.get_color(), alpha=0.2)
+                                    color=line.get_color(), alpha=0.25, linewidth=0)
+                    ax.fill_between(xs, [min(s[x] for s in seeds) for x in xs], [max(s[x] for s in seeds) for x in xs],
+                                    color=line.get_color(), alpha=0.08, linewidth=0)
             ax.set_xlabel(xname.replace("_", " "))
             ax.set_ylabel("time at goal")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"{env}: time at goal (mean ± s.e. over seeds)")
+        fig.suptitle(f"{env}: time at goal (mean; dark band ± s.e., light band min to max over seeds)")
         fig.tight_layout()
         path = os.path.join(out_dir, f"curves_{env}.png")
         fig.savefig(path, dpi=100)
@@ -508,6 +510,17 @@ def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
         out += ["### Speed", "", *speed_tables(speed)]
         png = plot_speed(speed, results_dir)
         out += [f"Plot: {os.path.basename(png)}", ""] if png else []
+    env_speed_path = os.path.join(results_dir, "env_speed.jsonl")
+    if os.path.exists(env_speed_path):
+        rows, bad = read_jsonl(env_speed_path)
+        problems += bad
+        out += ["### Env steps/s, envs stepped alone (tools/env_speed.py)", "",
+                "| env | envs | env steps/s (auto reset included) | compile s | backend |", "|---|---|---|---|---|",
+                *(f"| {r['env_id']} | {r['num_envs']:,} | {r['env_steps_per_s']:,} | {r['compile_s']:.1f} | "
+                  f"{r['backend']} |" for r in rows), ""]
+    heatmaps = sorted(glob.glob(os.path.join(results_dir, "heatmap_*.png")))
+    if heatmaps:
+        out += [f"Critic heatmaps: {', '.join(os.path.basename(p) for p in heatmaps)}", ""]
     if not runs and not os.path.exists(speed_path):
         problems.append("no runs and no speed measurements found")
     out += ["### Problems", "", *(f"- {p}" for p in problems), ""] if problems else ["No problems: every run "
