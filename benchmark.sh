@@ -5,6 +5,7 @@
 #   bash benchmark.sh speed                 # compile s, time per step, memory vs depth (scan, remat, unrolled),
 #                                           # seeds in one process (N = 1 2 4 8), bfloat16 vs float32
 #   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
+#   bash benchmark.sh gpu                   # the first GPU numbers, one device call (tools/gpu_bench.py)
 #
 # Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
 # exists): meta.txt, runs.tsv, logs/, runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, and the
@@ -15,7 +16,7 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'EOF'
-usage: bash benchmark.sh <quick|speed|paper> [options]
+usage: bash benchmark.sh <quick|speed|paper|gpu> [options]
 
 suites
   quick   crl_depth.py on reacher (the README quick start's settings, 400k env steps in 16 epochs),
@@ -33,6 +34,10 @@ suites
   paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
           defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
           Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
+  gpu     tools/gpu_bench.py, its own options (bash benchmark.sh gpu --help; --tiny: a CPU check): humanoid
+          env steps/s at depths 4 and 64 against the paper, depth-1024 memory +- remat and largest batch,
+          4 and 8 seeds, bf16, raw env steps/s; 11 items, each its own process and time limit, under 8
+          minutes in all; gpu.jsonl and gpu.md in $OUT (else benchmark_results/gpu__...).
 
 options
   --envs ENV...            paper: env ids (quick: default reacher)
@@ -58,9 +63,10 @@ suite=${1:-}
 command_line="bash benchmark.sh$(printf ' %q' "$@")"
 case "$suite" in
   quick|speed|paper) shift ;;
+  gpu) shift; exec "${PYTHON:-python3}" tools/gpu_bench.py "$@" ;;
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;
-  *) die "unknown suite '$suite' (one of: quick, speed, paper; see --help)" ;;
+  *) die "unknown suite '$suite' (one of: quick, speed, paper, gpu; see --help)" ;;
 esac
 
 envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()
