@@ -6,6 +6,7 @@
 #                                           # seeds in one process (N = 1 2 4 8), bfloat16 vs float32
 #   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
 #   bash benchmark.sh probe                 # CPU, about an hour: the depth comparison on a point maze
+#   bash benchmark.sh gpu                   # the first GPU numbers, one device call (tools/gpu_bench.py)
 #
 # Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
 # exists): meta.txt, runs.tsv, logs/, runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, and the
@@ -16,7 +17,7 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'EOF'
-usage: bash benchmark.sh <quick|speed|paper|probe> [options]
+usage: bash benchmark.sh <quick|speed|paper|probe|gpu> [options]
 
 suites
   quick   crl_depth.py on reacher (the README quick start's settings, 400k env steps in 16 epochs),
@@ -39,6 +40,10 @@ suites
           critic heatmaps of the shallowest and the deepest network (seed 1) side by side
           (heatmap_{env}.png) and env steps/s of the point mazes alone (tools/env_speed.py,
           env_speed.jsonl). About an hour on 2 CPU cores.
+  gpu     tools/gpu_bench.py, its own options (bash benchmark.sh gpu --help; --tiny: a CPU check): humanoid
+          env steps/s at depths 4 and 64 against the paper, depth-1024 memory +- remat and largest batch,
+          4 and 8 seeds, bf16, raw env steps/s; 11 items, each its own process and time limit, under 8
+          minutes in all; gpu.jsonl and gpu.md in $OUT (else benchmark_results/gpu__...).
 
 options
   --envs ENV...            paper: env ids (quick: default reacher; probe: point_big_maze)
@@ -64,9 +69,10 @@ suite=${1:-}
 command_line="bash benchmark.sh$(printf ' %q' "$@")"
 case "$suite" in
   quick|speed|paper|probe) shift ;;
+  gpu) shift; exec "${PYTHON:-python3}" tools/gpu_bench.py "$@" ;;
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;
-  *) die "unknown suite '$suite' (one of: quick, speed, paper, probe; see --help)" ;;
+  *) die "unknown suite '$suite' (one of: quick, speed, paper, probe, gpu; see --help)" ;;
 esac
 
 envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()

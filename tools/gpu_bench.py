@@ -1,0 +1,537 @@
+"""The first GPU numbers in one device call: `bash benchmark.sh gpu` runs this file.
+
+Eleven measurements, each in its own subprocess with its own time limit (a hung compile or an
+out-of-memory stops that item alone; it is recorded as a row, status timeout or error, with what it
+had measured before), written as they finish to gpu.jsonl (one JSON object per item, flushed) and,
+at the end, summarised in gpu.md (a markdown table to paste into docs/results.md):
+
+  1 train_d4, train_d64     humanoid, the paper's defaults (512 envs x 62 steps, 800 SGD steps of
+                            batch 512, width 256, 128 eval envs x 1000 steps): compile s, s per
+                            training step, env steps/s without and with the evaluation (one per
+                            epoch of the paper's 100M-step schedule), against the paper's A100
+  2 mem_d1024[_remat]       one training step at depth 1024 (actor 512), batch 512, without and with
+                            --remat: XLA's buffer assignment and the device's peak bytes
+    fit_d1024               one SGD step at depth 1024 (actor 512): the largest batch (512 x 2^k)
+                            that runs, without and then with --remat
+  3 seeds4_d4, seeds8_d4    env steps/s of 4 and 8 seeds in one process (1 seed: train_d4)
+    bf16_d64                bfloat16 matmuls at depth 64 (float32: train_d64)
+  4 env_humanoid, env_ant,  raw env steps/s, 512 envs with random actions, no network
+    env_arm_push_easy
+
+The training steps run crl_depth.make_train_fns on a replay buffer filled with random states (as
+tools/speed.py: sampling, relabelling and SGD cost what they cost on real data) and the real env.
+--tiny runs every item at tiny sizes on reacher (CPU, a minute or two): a check before GPU time.
+
+    python tools/gpu_bench.py --tiny --out /tmp/gpu_tiny     # or: bash benchmark.sh gpu --tiny
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GiB = 2**30
+
+# the paper's humanoid wall-clock on one 80 GB A100 (hours for 100M env steps, evaluation included;
+# paper.md "Wall-clock"): 1.48 h at depth 4, 10.99 h at depth 64
+PAPER_HOURS = {4: 1.48, 64: 10.99}
+PAPER_STEPS = 100_000_000
+
+# the paper's defaults (paper.md, table 7); --tiny: sizes that run in seconds on a CPU
+PAPER = dict(env_id="humanoid", num_envs=512, batch_size=512, num_sgd_steps=800, unroll_length=62,
+             episode_length=1000, max_replay_size=10_000, min_replay_size=1_000, num_eval_envs=128, width=256,
+             total_env_steps=PAPER_STEPS, num_epochs=100)
+TINY = dict(env_id="reacher", num_envs=4, batch_size=8, num_sgd_steps=2, unroll_length=5, episode_length=20,
+            max_replay_size=40, min_replay_size=20, num_eval_envs=2, width=16, total_env_steps=2_000, num_epochs=2)
+TINY_DEPTH = {4: 4, 64: 8, 512: 8, 1024: 8}  # the GPU depths at --tiny (mem_d1024 compiles what train_d64 did)
+
+
+def items(tiny: bool) -> list[dict]:
+    """The plan: name, stage, what, limit_s (seconds; they sum to 435), and the spec of the measurement."""
+    base = TINY if tiny else PAPER
+    d = (lambda x: TINY_DEPTH[x]) if tiny else (lambda x: x)
+
+    def train(**kw):
+        return {**base, "kind": "train", "num_seeds": 1, "remat": False, "compute_dtype": "float32",
+                "evaluate": False, "calls": 2, **kw}
+
+    def env(env_id):
+        return dict(kind="env", env_id="reacher" if tiny else env_id, num_envs=base["num_envs"],
+                    episode_length=base["episode_length"], steps=base["unroll_length"] if tiny else 100, calls=3)
+
+    batches = [8, 16] if tiny else [512 * 2**k for k in range(8)]  # to 65,536
+    return [
+        dict(name="train_d4", stage=1, limit_s=70, what="humanoid depth 4, paper defaults, evaluation",
+             spec=train(depth=d(4), evaluate=True, calls=3)),
+        dict(name="train_d64", stage=1, limit_s=80, what="humanoid depth 64, paper defaults, evaluation",
+             spec=train(depth=d(64), evaluate=True)),
+        dict(name="mem_d1024", stage=2, limit_s=40, what="training step, depth 1024 (actor 512), batch 512",
+             spec=train(depth=d(1024), actor_depth=d(512), calls=1)),
+        dict(name="mem_d1024_remat", stage=2, limit_s=40, what="same, --remat",
+             spec=train(depth=d(1024), actor_depth=d(512), remat=True, calls=1)),
+        dict(name="fit_d1024", stage=2, limit_s=45, what="largest batch of one SGD step, depth 1024 (actor 512)",
+             spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches)),
+        dict(name="seeds4_d4", stage=3, limit_s=35, what="4 seeds in one process, depth 4",
+             spec=train(depth=d(4), num_seeds=4, calls=3)),
+        dict(name="seeds8_d4", stage=3, limit_s=40, what="8 seeds in one process, depth 4",
+             spec=train(depth=d(4), num_seeds=8)),
+        dict(name="bf16_d64", stage=3, limit_s=35, what="bfloat16 matmuls, depth 64",
+             spec=train(depth=d(64), compute_dtype="bfloat16")),
+        dict(name="env_humanoid", stage=4, limit_s=18, what="humanoid stepped alone", spec=env("humanoid")),
+        dict(name="env_ant", stage=4, limit_s=18, what="ant stepped alone", spec=env("ant")),
+        dict(name="env_arm_push_easy", stage=4, limit_s=18, what="arm_push_easy stepped alone",
+             spec=env("arm_push_easy")),
+    ]
+
+
+# ==================================================================================================
+# One measurement (a child process): prints one JSON line per phase, each holding all so far
+# ==================================================================================================
+def device_info() -> dict:
+    import jax
+
+    dev = jax.devices()[0]
+    info = {"backend": dev.platform, "device": getattr(dev, "device_kind", str(dev)), "jax": jax.__version__}
+    for mod in ("jaxlib", "flax", "optax", "brax", "mujoco", "numpy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # a version is information, not a requirement
+            pass
+    return info
+
+
+def memory_now() -> dict:
+    """The device allocator's peak and limit, where the device reports them (GPU; not CPU)."""
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:
+        stats = {}
+    return {k: int(stats[k]) for k in ("peak_bytes_in_use", "bytes_limit") if k in stats}
+
+
+def memory_analysis(compiled) -> dict:
+    """XLA's buffer assignment of a compiled executable: temporaries + arguments + outputs, less outputs
+    aliased to donated arguments (what the step needs at once), where this jax reports it."""
+    try:
+        m = compiled.memory_analysis()
+        parts = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("temp", "argument", "output", "alias")}
+    except Exception:
+        return {}
+    return {"xla_bytes": parts["temp"] + parts["argument"] + parts["output"] - parts["alias"],
+            "xla_temp_bytes": parts["temp"], "xla_argument_bytes": parts["argument"]}
+
+
+def build(spec: dict, remat: bool, batch_size: int):
+    """Args, vectorised env, networks and optimisers of a measurement, as crl_depth.py's main builds them."""
+    import optax
+
+    import crl_depth as C
+    import crl_envs as E
+
+    args = C.Args(env_id=spec["env_id"], num_envs=spec["num_envs"], episode_length=spec["episode_length"],
+                  num_eval_envs=spec["num_eval_envs"], unroll_length=spec["unroll_length"],
+                  num_sgd_steps=spec["num_sgd_steps"], batch_size=batch_size, max_replay_size=spec["max_replay_size"],
+                  min_replay_size=spec["min_replay_size"], total_env_steps=spec["total_env_steps"],
+                  num_epochs=spec["num_epochs"], depth=spec["depth"], actor_depth=spec.get("actor_depth"),
+                  width=spec["width"], remat=remat, compute_dtype=spec["compute_dtype"],
+                  num_seeds=spec.get("num_seeds", 1))
+    error = C.validate_args(args)
+    if error:
+        raise ValueError(error)
+    env = E.VecGoalEnv(E.make_env(args.env_id), args.num_envs, args.episode_length)
+    nets = C.make_networks(args.actor_depth or args.depth, args.depth, args.width, args.repr_dim, env.action_size,
+                           remat=remat, compute_dtype=args.compute_dtype)
+    opts = C.Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    return args, env, nets, opts
+
+
+def measure_train(spec: dict, emit) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    import crl_depth as C
+    import crl_envs as E
+    import crl_runs as R
+
+    args, env, nets, opts = build(spec, spec["remat"], spec["batch_size"])
+    es, n = E.ENVS[args.env_id], args.num_seeds
+    obs_dim, goal_dim = es.obs_dim, es.goal_end - es.goal_start
+    _, per_train_step, steps_per_epoch = C.schedule(args)  # the paper's: 31 training steps per epoch
+    args.num_epochs, args.total_env_steps = 1, C.schedule(args)[0] + per_train_step  # one training step per call
+
+    def fresh(keys):  # one seed: a full buffer of random states and actions, one episode per env
+        key, key_agent, key_buffer, key_env = keys
+        k1, k2 = jax.random.split(key_buffer)
+        shape = (args.max_replay_size, args.num_envs)
+        buffer = C.Buffer(state=jax.random.normal(k1, shape + (obs_dim,)),
+                          action=jax.random.uniform(k2, shape + (env.action_size,), minval=-1.0, maxval=1.0),
+                          episode_id=jnp.zeros(shape, jnp.int32), ptr=jnp.zeros((), jnp.int32),
+                          size=jnp.asarray(args.max_replay_size, jnp.int32))
+        return C.TrainState(agent=C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, env.action_size),
+                            env_state=env.reset(key_env), buffer=buffer, key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    keys = R.seed_keys(list(range(1, n + 1)), 4)
+    ts = jax.jit(R.seed_map(fresh, n))(keys)
+    # every leaf its own buffer, so that the state can be donated (small leaves may share a constant);
+    # the large random ones are distinct already, and copying them would double the peak
+    ts = jax.tree.map(lambda x: jnp.copy(x) if x.size < 2**20 else x, ts)
+    emit(num_params=int(sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))),
+         env_steps_per_call=n * per_train_step, paper_train_steps_per_epoch=steps_per_epoch, phase="state built")
+
+    _, train_epoch = C.make_train_fns(args, env, nets, opts, (es.goal_start, es.goal_end))
+    t = time.perf_counter()
+    epoch_c = jax.jit(R.seed_map(train_epoch, n), donate_argnums=0).lower(ts).compile()
+    compile_s = time.perf_counter() - t
+    emit(compile_train_s=compile_s, compile_s=compile_s, **memory_analysis(epoch_c), phase="train step compiled")
+    if spec["evaluate"]:
+        eval_env = E.VecGoalEnv(E.make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
+        key_eval = keys[:, 0]
+        t = time.perf_counter()
+        eval_c = jax.jit(R.seed_map(C.make_evaluate(args, eval_env, nets), n)).lower(
+            ts.agent.actor_params, key_eval).compile()
+        compile_s += time.perf_counter() - t
+        emit(compile_eval_s=compile_s - emit.record["compile_train_s"], compile_s=compile_s, phase="evaluation compiled")
+    times, finite = [], True
+    for i in range(spec["calls"]):
+        t = time.perf_counter()
+        ts, metrics = epoch_c(ts)
+        jax.block_until_ready((ts, metrics))
+        times.append(time.perf_counter() - t)
+        finite = finite and bool(jnp.all(metrics["train/params_finite"] == 1))
+        step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]  # the first call: a warm-up
+        emit(first_step_s=times[0], step_s=step_s, step_times_s=times, params_finite=finite,
+             train_env_steps_per_s=n * per_train_step / step_s, **memory_now(), phase=f"training step {i + 1}")
+    if spec["evaluate"]:
+        eval_times = []
+        for i in range(2):  # a warm-up, then the timed one
+            t = time.perf_counter()
+            jax.block_until_ready(eval_c(ts.agent.actor_params, key_eval))
+            eval_times.append(time.perf_counter() - t)
+        eval_s, step_s = eval_times[-1], emit.record["step_s"]
+        epoch_s = steps_per_epoch * step_s + eval_s  # an epoch of the paper's schedule, its evaluation included
+        emit(eval_s=eval_s, eval_env_steps=args.num_eval_envs * args.episode_length,
+             env_steps_per_s_with_eval=n * steps_per_epoch * per_train_step / epoch_s,
+             projected_hours=(compile_s + spec["num_epochs"] * epoch_s) / 3600, **memory_now(), phase="evaluated")
+
+
+def measure_fit(spec: dict, emit) -> None:
+    """One SGD step at each batch size, doubling until one fails or XLA's buffer assignment exceeds the
+    device's limit (then it is not run); without --remat, then with it from twice the largest fit."""
+    import jax
+
+    import crl_depth as C
+    import crl_envs as E
+
+    es = E.ENVS[spec["env_id"]]
+    obs_dim, goal_dim = es.obs_dim, es.goal_end - es.goal_start
+    limit = memory_now().get("bytes_limit")
+    tried, largest = [], {}
+    for remat in (False, True):
+        start = 2 * largest["off"] if remat and largest.get("off") else spec["batches"][0]
+        for b in (b for b in spec["batches"] if b >= start):
+            args, env, nets, opts = build(spec, remat, b)
+            update = C.make_sgd_update(nets, opts, -args.target_entropy_scale * env.action_size, args.logsumexp_penalty)
+            k0, k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 4)
+            agent = C.agent_init(k0, nets, opts, obs_dim, goal_dim, env.action_size)
+            batch = {"state": jax.random.normal(k1, (b, obs_dim)), "goal": jax.random.normal(k3, (b, goal_dim)),
+                     "action": jax.random.uniform(k2, (b, env.action_size), minval=-1.0, maxval=1.0)}
+            row = {"remat": remat, "batch_size": b}
+            try:
+                t = time.perf_counter()
+                compiled = jax.jit(update, donate_argnums=0).lower(agent, batch, k0).compile()
+                row.update(compile_s=time.perf_counter() - t, **memory_analysis(compiled))
+                if limit and row.get("xla_bytes", 0) > limit:
+                    row.update(status="too large", error=f"XLA needs {row['xla_bytes'] / GiB:.1f} GiB of "
+                                                         f"{limit / GiB:.1f}")
+                else:
+                    t = time.perf_counter()
+                    jax.block_until_ready(compiled(agent, batch, k0))
+                    row.update(status="ok", step_s=time.perf_counter() - t, **memory_now())
+            except Exception as e:  # out of memory, most likely
+                row.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            del agent, batch
+            tried.append(row)
+            if row["status"] == "ok":
+                largest["on" if remat else "off"] = b
+            emit(tried=tried, largest_batch=largest.get("off"), largest_batch_remat=largest.get("on"),
+                 **memory_now(), phase=f"{'remat' if remat else 'no remat'} batch {b}")
+            if row["status"] != "ok":
+                break
+
+
+def measure_env(spec: dict, emit) -> None:
+    import jax
+
+    import crl_envs as E
+
+    env = E.VecGoalEnv(E.make_env(spec["env_id"]), spec["num_envs"], spec["episode_length"])
+
+    def roll(state, key):
+        def step(state, k):
+            action = jax.random.uniform(k, (env.num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            return env.step(state, action), None
+
+        return jax.lax.scan(step, state, jax.random.split(key, spec["steps"]))[0]
+
+    state, key = env.reset(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
+    t = time.perf_counter()
+    roll_c = jax.jit(roll).lower(state, key).compile()
+    emit(compile_s=time.perf_counter() - t, env_steps_per_call=env.num_envs * spec["steps"], phase="compiled")
+    times = []
+    for i in range(spec["calls"]):
+        key, k = jax.random.split(key)
+        t = time.perf_counter()
+        state = jax.block_until_ready(roll_c(state, k))
+        times.append(time.perf_counter() - t)
+        step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        emit(step_s=step_s, env_steps_per_s=env.num_envs * spec["steps"] / step_s, phase=f"call {i + 1}")
+
+
+def child(spec: dict) -> None:
+    sys.path.insert(0, ROOT)
+    record = {"status": "running"}
+
+    def emit(**fields):
+        record.update(fields)
+        print(json.dumps(record), flush=True)
+
+    emit.record = record
+    try:
+        emit(**device_info(), phase="started")
+        {"train": measure_train, "fit": measure_fit, "env": measure_env}[spec["kind"]](spec, emit)
+    except Exception as e:
+        emit(status="error", error=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}")
+        sys.exit(1)
+    emit(status="ok", phase="done")
+
+
+# ==================================================================================================
+# The suite (parent process: no jax here, so that it takes no GPU memory)
+# ==================================================================================================
+def run_item(item: dict, timeout: float, env: dict, log) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(item["spec"])]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: killed whole on a timeout
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        timed_out = True
+    wall = time.perf_counter() - t0
+    log.write(f"===== {item['name']} (exit {proc.returncode}, {wall:.1f} s)\n{err}\n")
+    log.flush()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    record = json.loads(lines[-1]) if lines else {}
+    if timed_out and record.get("status") != "ok":  # (one that finished measuring and hung on exit is ok)
+        record.update(status="timeout", error=f"timed out after {timeout:.0f} s (reached: {record.get('phase', 'start')})")
+    elif record.get("status") != "ok":
+        tail = (err.strip().splitlines() or ["(no output)"])[-1][:300]
+        record.update(status="error", error=record.get("error") or f"exit {proc.returncode}: {tail}")
+    elif record.get("params_finite") is False:
+        record.update(status="error", error="non-finite parameters after the training steps")
+    return {"item": item["name"], "stage": item["stage"], "what": item["what"], "limit_s": item["limit_s"],
+            "timeout_s": round(timeout, 1), **record, "wall_s": round(wall, 2)}
+
+
+def install_wheels(wheels: str, site: str, timeout: float) -> dict:
+    found = sorted(f for f in os.listdir(wheels) if f.endswith(".whl"))
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
+           "--upgrade", "--target", site] + [os.path.join(wheels, f) for f in found]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        status = "ok" if proc.returncode == 0 else "error"
+        error = None if status == "ok" else (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    except subprocess.TimeoutExpired:
+        status, error = "timeout", f"timed out after {timeout:.0f} s"
+    return {"item": "wheels", "status": status, "error": error, "wheels": len(found), "site": site,
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT).stdout.strip()
+    except Exception:
+        return ""
+
+
+def fmt(x, spec=",.0f", scale=1.0) -> str:
+    return "" if x is None else format(x / scale, spec)
+
+
+def result_text(r: dict) -> str:
+    """The one-cell summary of an item's numbers."""
+    name = r["item"]
+    if name.startswith("fit"):
+        rows = r.get("tried", [])
+        last = {remat: [x for x in rows if x["remat"] == remat] for remat in (False, True)}
+        text = []
+        for remat, label in ((False, "without remat"), (True, "with remat")):
+            if last[remat]:
+                best = r.get("largest_batch_remat" if remat else "largest_batch")
+                bad = [x for x in last[remat] if x["status"] != "ok"]
+                stop = f", {bad[0]['batch_size']} {bad[0]['status']}" if bad else ""
+                peak = [x.get("peak_bytes_in_use") for x in last[remat] if x["status"] == "ok"]
+                mem = f" ({peak[-1] / GiB:.1f} GiB)" if peak and peak[-1] else ""
+                text.append(f"{label}: largest batch {best or 'none'}{mem}{stop}")
+        return "; ".join(text)
+    if name.startswith("env_"):
+        return f"{fmt(r.get('env_steps_per_s'))} env steps/s" if "env_steps_per_s" in r else ""
+    parts = []
+    if "train_env_steps_per_s" in r:
+        parts.append(f"{fmt(r['train_env_steps_per_s'])} env steps/s training")
+    if "env_steps_per_s_with_eval" in r:
+        parts.append(f"{fmt(r['env_steps_per_s_with_eval'])} with evaluation (eval {r['eval_s']:.1f} s)")
+    if "xla_bytes" in r and name.startswith("mem"):
+        parts.append(f"XLA {r['xla_bytes'] / GiB:.2f} GiB")
+    return ", ".join(parts)
+
+
+def table(records: list[dict], meta: dict) -> str:
+    info = next((r for r in records if r.get("backend")), {})
+    versions = ", ".join(f"{k} {info[k]}" for k in ("jax", "jaxlib", "flax", "optax", "brax", "mujoco") if k in info)
+    lines = [f"### `bash benchmark.sh gpu{' --tiny' if meta['tiny'] else ''}`: {meta['date']}, commit {meta['commit']}",
+             "", f"machine: {meta['machine']}; GPU: {meta['gpu'] or 'none'}; device: {info.get('device', '?')} "
+                 f"({info.get('backend', '?')}); python {meta['python']}, {versions}", "",
+             "| stage | item | what | status | compile s | s per call | peak GiB | result |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        if "stage" not in r:
+            continue
+        peak = r.get("peak_bytes_in_use") or (r.get("xla_bytes") if r["item"].startswith("mem") else None)
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        lines.append(f"| {r['stage']} | {r['item']} | {r['what']} | {status} | {fmt(r.get('compile_s'), '.1f')} | "
+                     f"{fmt(r.get('step_s'), '.3f')} | {fmt(peak, '.2f', GiB)} | {result_text(r)} |")
+    by = {r["item"]: r for r in records if "stage" in r}
+    lines += ["", "Against the paper (humanoid, one 80 GB A100, 100M env steps; evaluation included):", "",
+              "| depth | paper h | paper env steps/s | here: env steps/s with evaluation | training only | projected h |",
+              "|---|---|---|---|---|---|"]
+    for depth, name in ((4, "train_d4"), (64, "train_d64")):
+        r = by.get(name, {})
+        lines.append(f"| {depth} | {PAPER_HOURS[depth]} | {PAPER_STEPS / PAPER_HOURS[depth] / 3600:,.0f} | "
+                     f"{fmt(r.get('env_steps_per_s_with_eval'))} | {fmt(r.get('train_env_steps_per_s'))} | "
+                     f"{fmt(r.get('projected_hours'), '.2f')} |")
+    one, bf = by.get("train_d4", {}).get("train_env_steps_per_s"), by.get("bf16_d64", {}).get("step_s")
+    notes = []
+    for name, n in (("seeds4_d4", 4), ("seeds8_d4", 8)):
+        sps = by.get(name, {}).get("train_env_steps_per_s")
+        if one and sps:
+            notes.append(f"{n} seeds: {sps / one:.2f}x the env steps/s of 1 seed")
+    f32 = by.get("train_d64", {}).get("step_s")
+    if bf and f32:
+        notes.append(f"bfloat16 / float32 step time at depth 64: {bf / f32:.2f}")
+    if notes:
+        lines += ["", "; ".join(notes) + "."]
+    return "\n".join(lines) + "\n"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2 (benchmark.sh's `die`)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":  # internal: one measurement in this process
+        return child(json.loads(sys.argv[2]))
+    names = [i["name"] for i in items(False)]
+    p = Parser(prog="bash benchmark.sh gpu", description=__doc__.split("\n\n")[0],
+               epilog="\n\n".join(__doc__.split("\n\n")[1:3]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="tiny sizes on reacher: every item in a minute or two on a CPU")
+    p.add_argument("--only", nargs="+", metavar="ITEM", help=f"these items only ({', '.join(names)})")
+    p.add_argument("--item-timeout", type=float, metavar="S", help="seconds for every item instead of its own limit")
+    p.add_argument("--budget", type=float, default=470.0, metavar="S",
+                   help="seconds for everything, wheels included; an item gets what is left if less (default 470)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: $OUT if set, else "
+                                                "RESULTS_ROOT/gpu__{date}__{git describe})")
+    p.add_argument("--results-root", default="benchmark_results", metavar="DIR")
+    p.add_argument("--wheels", default=".whl", metavar="DIR",
+                   help="wheels to install first, if there are any (tools/gpu_wheels.sh; default .whl)")
+    p.add_argument("--site", default=None, metavar="DIR",
+                   help="where they go, put on PYTHONPATH (default: $TMPDIR/crl_gpu_site)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the results directory; run nothing")
+    a = p.parse_args()
+    for name in a.only or []:
+        if name not in names:
+            p.error(f"unknown item '{name}' (one of: {', '.join(names)})")
+    if a.item_timeout is not None and a.item_timeout <= 0 or a.budget <= 0:
+        p.error("--item-timeout and --budget need positive seconds")
+    plan = [i for i in items(a.tiny) if not a.only or i["name"] in a.only]
+    for i in plan:
+        i["limit_s"] = a.item_timeout or i["limit_s"]
+    wheels = os.path.join(ROOT, a.wheels) if not os.path.isabs(a.wheels) else a.wheels
+    has_wheels = os.path.isdir(wheels) and any(f.endswith(".whl") for f in os.listdir(wheels))
+    describe = sh(["git", "describe", "--always", "--dirty"]) or "nogit"
+    date = datetime.datetime.now()
+    out = a.out or os.environ.get("OUT") or os.path.join(
+        a.results_root, f"gpu{'-tiny' if a.tiny else ''}__{date:%Y-%m-%d}__{describe}")
+    jsonl, md = os.path.join(out, "gpu.jsonl"), os.path.join(out, "gpu.md")
+    if os.path.exists(jsonl):
+        print(f"error: {jsonl} already exists; refusing to overwrite it (move it away, or pass --out)", file=sys.stderr)
+        sys.exit(1)
+
+    print(f"benchmark gpu{' --tiny' if a.tiny else ''} | results: {out}")
+    print(f"plan: {'install ' + a.wheels + '/*.whl (30 s), then ' if has_wheels else ''}{len(plan)} items, "
+          f"each in its own process; limits sum to {sum(i['limit_s'] for i in plan):.0f} s, budget {a.budget:.0f} s")
+    for n, i in enumerate(plan, 1):
+        print(f"  [{n}/{len(plan)}] stage {i['stage']} {i['name']} ({i['limit_s']:.0f} s): {i['what']}")
+    if a.dry_run:
+        print("dry run: nothing run, nothing written")
+        return
+
+    deadline = time.monotonic() + a.budget
+    os.makedirs(out, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")  # the largest batch may use nearly all of it
+    meta = {"item": "meta", "tiny": a.tiny, "date": f"{date:%Y-%m-%d %H:%M}", "commit": describe,
+            "command": "bash benchmark.sh gpu" + "".join(f" {x}" for x in sys.argv[1:]),
+            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
+            "gpu": sh(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]),
+            "python": platform.python_version()}
+    records, failed = [meta], 0
+    with open(jsonl, "a") as f, open(os.path.join(out, "gpu.log"), "a") as log:
+        def write(record):
+            if record is not meta:
+                records.append(record)
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+        write(meta)
+        if has_wheels:
+            site = a.site or os.path.join(os.environ.get("TMPDIR", "/tmp"), "crl_gpu_site")
+            r = install_wheels(wheels, site, min(30.0, deadline - time.monotonic()))
+            write(r)
+            print(f"wheels: {r['status']} ({r['wheels']} into {site}, {r['wall_s']:.0f} s) {r['error'] or ''}", flush=True)
+            if r["status"] == "ok":
+                env["PYTHONPATH"] = os.pathsep.join(x for x in (site, env.get("PYTHONPATH")) if x)
+        for n, item in enumerate(plan, 1):
+            left = deadline - time.monotonic()
+            if left < 5:
+                r = {"item": item["name"], "stage": item["stage"], "what": item["what"], "limit_s": item["limit_s"],
+                     "status": "skipped", "error": f"the budget of {a.budget:.0f} s is spent", "wall_s": 0.0}
+            else:
+                r = run_item(item, min(item["limit_s"], left), env, log)
+            write(r)
+            failed += r["status"] != "ok"
+            print(f"[{n}/{len(plan)}] {item['name']}: {r['status']} {r.get('error') or ''} | "
+                  f"{result_text(r)} | {r['wall_s']:.0f} s", flush=True)
+    text = table(records, meta)
+    with open(md, "w") as f:
+        f.write(text)
+    print("\n" + text + f"\nbenchmark gpu: {len(plan) - failed} of {len(plan)} items ok | results: {out}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
