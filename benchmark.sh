@@ -59,6 +59,10 @@ options
   --results-root DIR       where the results directory goes (default benchmark_results)
   --paper-md PATH          paper.md with the paper's numbers (default ../shared/spec/paper.md)
   --dry-run                print the plan and the results directory; run and write nothing
+  --slurm                  paper: submit the runs as a SLURM job array instead (tools/slurm.py; docs/cluster.md),
+                           one task per run; then: python tools/slurm.py status|resubmit|collect RESULTS
+  --partition P, --gpus-per-task N (default 1), --time [D-]HH:MM:SS, --max-parallel N (tasks at once),
+  --sbatch-args "OPTIONS"  --slurm: the array's sbatch options
 environment: PYTHON (default: python, else python3)
 EOF
 }
@@ -77,6 +81,7 @@ esac
 
 envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()
 total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" paper_md="" dry_run=0
+slurm="" slurm_args=()  # --slurm and the sbatch options, passed on to tools/slurm.py submit
 list_arg() {  # collects the values after a list option; prints how many
   local n=0; shift
   while [ $# -gt 0 ] && [[ $1 != --* ]]; do n=$((n + 1)); shift; done
@@ -106,6 +111,12 @@ while [ $# -gt 0 ]; do
     --results-root) [ $# -ge 2 ] || die "--results-root needs a value"; results_root=$2; shift 2 ;;
     --paper-md) [ $# -ge 2 ] || die "--paper-md needs a value"; paper_md=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
+    --slurm) slurm=1; shift ;;
+    --partition|--gpus-per-task|--time|--max-parallel|--sbatch-args)
+      [ $# -ge 2 ] || die "$opt needs a value"
+      case "$opt" in --gpus-per-task) [[ $2 =~ ^[0-9]+$ ]] || die "$opt needs a number (got '$2')" ;;
+                     --max-parallel) positive_int "$opt" "$2" ;; esac
+      slurm_args+=("$opt=$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$opt' (see --help)" ;;
   esac
@@ -133,6 +144,8 @@ applies --unrolled-depths "${unrolled_set:-}" speed
 applies --timeout "$timeout" speed
 applies --num-seeds "${num_seeds[*]+x}" speed
 applies --compute-dtypes "${dtypes[*]+x}" speed
+applies --slurm "$slurm" paper
+[ ${#slurm_args[@]} -eq 0 ] || [ -n "$slurm" ] || die "${slurm_args[0]%%=*} needs --slurm"
 
 if [ -z "${PYTHON:-}" ]; then
   if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
@@ -244,6 +257,12 @@ else
     IFS=$'\t' read -r label script _ _ _ flags <<<"${plan[$i]}"
     echo "  [$((i + 1))/${#plan[@]}] $label: $PYTHON $script $flags"
   done
+fi
+if [ -n "$slurm" ]; then  # the same plan as one SLURM job array (tools/slurm.py; docs/cluster.md)
+  dry=(); [ "$dry_run" -eq 1 ] && dry=(--dry-run)
+  printf '%s\n' "${plan[@]}" | "$PYTHON" tools/slurm.py submit --results "$results" --python "$PYTHON" \
+    --command "$command_line" --describe "$describe" "${slurm_args[@]+"${slurm_args[@]}"}" "${dry[@]+"${dry[@]}"}"
+  exit
 fi
 [ "$dry_run" -eq 1 ] && { echo "dry run: nothing run, nothing written"; exit 0; }
 
