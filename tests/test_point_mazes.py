@@ -15,12 +15,11 @@ POINT_MAZES = {"point_u_maze": E.ANT_U4_MAZE, "point_big_maze": E.ANT_BIG_MAZE,
                "point_hardest_maze": E.ANT_HARDEST_MAZE}
 
 
-def reference_move(maze, xy, action, max_move, gap):
+def reference_slide(maze, xy, d, gap):
     """The wall rule in plain Python floats (float64): take the straight move's cell-boundary crossings
     in the order the segment meets them (x first on a tie); a crossing into a wall cell stops that axis
     `gap` short of the boundary, and the other axis goes on."""
     s = maze.scale
-    d = [max_move * min(1.0, max(-1.0, a)) for a in action]
     cell = [math.floor(p / s + 0.5) for p in xy]
     step = [1 if di >= 0 else -1 for di in d]
     boundary = [(c + 0.5 * st) * s for c, st in zip(cell, step)]
@@ -50,64 +49,92 @@ def u_maze():
     return E.make_env("point_u_maze")
 
 
+def slide(env, xy, d):
+    return jax.jit(env.slide)(jnp.asarray(xy, jnp.float32), jnp.asarray(d, jnp.float32))[0]
+
+
 def test_registry_layouts_and_observation_layout():
     for env_id, picture in POINT_MAZES.items():
         train, *evaluation = E.parse_mazes(picture, 4.0)
         env, eval_env = E.make_env(env_id), E.make_env(env_id, eval=True)
         assert env.maze == train and eval_env.maze == (evaluation[0] if evaluation else train)
         spec = E.ENVS[env_id]
-        assert (spec.obs_dim, spec.goal_start, spec.goal_end) == (2, 0, 2)
+        assert (spec.obs_dim, spec.goal_start, spec.goal_end) == (4, 0, 2)
         state = jax.jit(env.reset)(jax.random.PRNGKey(3))
-        # obs = state ++ goal, the state is the position and the goal is state[0:2]'s target
+        # obs = state ++ goal, the state is position and velocity (at rest after a reset), the goal is
+        # state[0:2]'s target
         np.testing.assert_array_equal(state.obs, jnp.concatenate([state.pipeline_state, state.info["goal"]]))
-        assert state.obs.shape == (4,) and env.action_size == 2
-        assert float(state.metrics["dist"]) == pytest.approx(float(jnp.linalg.norm(state.obs[:2] - state.obs[2:])))
+        assert state.obs.shape == (6,) and env.action_size == 2 and not state.obs[2:4].any()
+        assert float(state.metrics["dist"]) == pytest.approx(float(jnp.linalg.norm(state.obs[:2] - state.obs[4:])))
 
 
 def test_a_move_into_a_wall_stops_at_the_wall(u_maze):
-    move, gap = jax.jit(u_maze.move), u_maze._gap
+    gap = u_maze._gap
     # start cell (2, 1) spans x in [6, 10], y in [2, 6]; (3, 1) below it and (2, 2) right of it are walls
     xy = jnp.array([8.0, 4.0])
     for _ in range(5):
-        xy = move(xy, jnp.array([1.0, 0.0]))
+        xy = slide(u_maze, xy, [1.0, 0.0])
     assert float(xy[0]) == pytest.approx(10.0 - gap, abs=1e-5) and float(xy[1]) == 4.0
-    xy = move(xy, jnp.array([-1.0, 0.0]))  # and it can leave the wall again
+    xy = slide(u_maze, xy, [-1.0, 0.0])  # and it can leave the wall again
     assert float(xy[0]) == pytest.approx(9.0 - gap, abs=1e-5)
     # sliding: pushed into the wall at +x while moving along y, the y part goes on
-    xy = move(jnp.array([9.5, 4.0]), jnp.array([1.0, -0.5]))
-    np.testing.assert_allclose(np.asarray(xy), [10.0 - gap, 3.5], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(slide(u_maze, [9.5, 4.0], [1.0, -0.5])), [10.0 - gap, 3.5], atol=1e-5)
+
+
+def test_the_velocity_has_inertia_and_a_wall_stops_it(u_maze):
+    step = jax.jit(u_maze.step)
+    state = jax.jit(u_maze.reset)(jax.random.PRNGKey(0))
+    state = state.replace(pipeline_state=jnp.array([8.0, 4.0, 0.0, 0.0]))
+    lam, vmax = u_maze.inertia, u_maze.max_speed
+    v = 0.0
+    for _ in range(3):  # full throttle along +y: v' = lam v + (1 - lam) vmax, and the point moves by v'
+        before = float(state.pipeline_state[1])
+        state = step(state, jnp.array([0.0, 1.0]))
+        v = lam * v + (1 - lam) * vmax
+        assert float(state.pipeline_state[3]) == pytest.approx(v, rel=1e-5)
+        assert float(state.pipeline_state[1]) - before == pytest.approx(v, rel=1e-4)
+    np.testing.assert_array_equal(np.asarray(state.obs[:4]), np.asarray(state.pipeline_state))
+    # a blocked axis loses its velocity: into the wall cell (3, 1) at x = 10
+    state = state.replace(pipeline_state=jnp.array([9.9, 4.0, 0.9, 0.3]))
+    state = step(state, jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(np.asarray(state.pipeline_state), [10.0 - u_maze._gap, 4.0 + lam * 0.3, 0.0, lam * 0.3],
+                               atol=1e-5)
 
 
 def test_a_diagonal_move_past_a_corner_does_not_cut_it(u_maze):
     # from (6.9, 5.5) in the start cell towards (5.9, 6.5) in the free cell (1, 2): the straight line
     # meets y = 6 (into the wall cell (2, 2)) at t = 0.5, before x = 6 at t = 0.9, so it would pass
     # through the wall's corner; the y part stops at the wall and the x part goes on into (1, 1)
-    xy = jax.jit(u_maze.move)(jnp.array([6.9, 5.5]), jnp.array([-1.0, 1.0]))
+    xy = slide(u_maze, [6.9, 5.5], [-1.0, 1.0])
     np.testing.assert_allclose(np.asarray(xy), [5.9, 6.0 - u_maze._gap], atol=1e-5)
     # the endpoint alone would have been a free cell: that is the corner a naive check cuts
     assert not in_wall(u_maze.maze, (5.9, 6.5))
     # the same corner approached the other way round (x crossing first) passes: (1, 1) -> (1, 2) is free
-    xy = jax.jit(u_maze.move)(jnp.array([6.1, 5.1]), jnp.array([-1.0, 1.0]))
+    xy = slide(u_maze, [6.1, 5.1], [-1.0, 1.0])
     np.testing.assert_allclose(np.asarray(xy), [5.1, 6.1], atol=1e-5)
 
 
 @pytest.mark.parametrize("env_id", list(POINT_MAZES))
 def test_random_walks_never_enter_or_cross_a_wall(env_id):
-    """10,000 steps of 16 random walks (actions uniform in [-1.2, 1.2]^2, so clipping is exercised too),
-    from cells all over the maze: every position outside the walls, every step equal to the float64
-    reference rule, and every straight segment between consecutive positions clear of walls."""
+    """10,000 env steps of 16 random walks (actions uniform in [-1.2, 1.2]^2, so clipping is exercised
+    too), from cells all over the maze: every position outside the walls, every step equal to the
+    float64 reference rule, and every straight segment between consecutive positions clear of walls."""
     env = E.make_env(env_id)
     maze, n, steps = env.maze, 16, 10_000
     free = maze.xy(maze.cells("RG."))
     start = jnp.asarray(free[np.random.default_rng(0).integers(0, len(free), n)])
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), n))
+    state = state.replace(pipeline_state=jnp.concatenate([start, jnp.zeros((n, 2))], -1))
     actions = jax.random.uniform(jax.random.PRNGKey(1), (steps, n, 2), minval=-1.2, maxval=1.2)
 
-    def walk(xy, a):
-        nxt = jax.vmap(env.move)(xy, a)
-        return nxt, nxt
+    def walk(state, a):
+        nxt = jax.vmap(env.step)(state, a)
+        return nxt, (nxt.pipeline_state, nxt.obs)
 
-    _, path = jax.jit(lambda xy, acts: jax.lax.scan(walk, xy, acts))(start, actions)
-    path = np.concatenate([np.asarray(start)[None], np.asarray(path)]).astype(np.float64)  # [steps + 1, n, 2]
+    _, (points, obs) = jax.jit(lambda s, acts: jax.lax.scan(walk, s, acts))(state, actions)
+    np.testing.assert_array_equal(np.asarray(obs[..., :4]), np.asarray(points))
+    velocity = np.asarray(points[..., 2:], dtype=np.float64)  # the move of each step
+    path = np.concatenate([np.asarray(start)[None], np.asarray(points[..., :2])]).astype(np.float64)  # [steps + 1, n, 2]
     cells = np.floor(path / maze.scale + 0.5).astype(int)
     wall = np.array([[c == "#" for c in row] for row in maze.rows])
     assert not wall[cells[..., 0], cells[..., 1]].any()
@@ -118,11 +145,15 @@ def test_random_walks_never_enter_or_cross_a_wall(env_id):
     assert not wall[seg_cells[..., 0], seg_cells[..., 1]].any()
     # the float64 reference on a sample of 400 steps (a Python loop over all 160,000 would be slow)
     rng = np.random.default_rng(2)
-    acts = np.asarray(actions, dtype=np.float64)
-    for k, e in zip(rng.integers(0, steps, 400), rng.integers(0, n, 400)):
-        want = reference_move(maze, path[k, e].tolist(), acts[k, e].tolist(), env.max_move, env._gap)
+    checked = 0
+    for k, e in zip(rng.integers(1, steps, 4000), rng.integers(0, n, 4000)):
+        v_before = velocity[k - 1, e]
+        d = env.inertia * v_before + (1 - env.inertia) * env.max_speed * np.clip(np.asarray(actions[k, e], np.float64), -1, 1)
+        want = reference_slide(maze, path[k, e].tolist(), d.tolist(), env._gap)
         np.testing.assert_allclose(path[k + 1, e], want, atol=2e-4)
-    assert np.abs(np.diff(path, axis=0)).max() <= env.max_move + 1e-5  # a bounded move per step
+        checked += any(abs(w - (p + di)) > 1e-3 for w, p, di in zip(want, path[k, e], d))  # a wall stopped it
+    assert checked > 20  # the sample includes moves that hit walls
+    assert np.abs(np.diff(path, axis=0)).max() <= env.max_speed + 1e-5  # a bounded move per step
 
 
 def test_starts_goals_and_the_evaluation_layout():
@@ -135,7 +166,7 @@ def test_starts_goals_and_the_evaluation_layout():
         cells = [tuple(c) for c in np.rint(goals / s).astype(int)]
         np.testing.assert_allclose(goals, np.rint(goals / s) * s, atol=1e-5)  # cell centres
         assert set(cells) == set(maze.cells("G"))  # only G cells of this layout, every one drawn
-        start = np.asarray(states.pipeline_state) - maze.xy([maze.start])[0]
+        start = np.asarray(states.pipeline_state[:, :2]) - maze.xy([maze.start])[0]
         assert np.abs(start).max() <= 0.1 + 1e-6 and np.abs(start).max() > 0.09  # R cell plus U(+-0.1)
     # the u maze evaluates on its far cells only
     assert set(eval_env.maze.cells("G")) == {(4, 1), (5, 1), (5, 2), (5, 3)}
@@ -155,6 +186,7 @@ def test_vec_env_auto_resets_with_fresh_goals(u_maze):
     # a fresh episode starts at the R cell again
     np.testing.assert_allclose(np.asarray(state.obs[:, :2]), np.tile(u_maze.maze.xy([u_maze.maze.start]), (8, 1)),
                                atol=0.1 + 1e-6)
+    assert not np.asarray(state.obs[:, 2:4]).any()  # at rest
 
 
 def test_critic_heatmap_scores_the_point_at_every_free_spot(u_maze):
@@ -165,10 +197,11 @@ def test_critic_heatmap_scores_the_point_at_every_free_spot(u_maze):
 
     def score(states, goals):  # a plain function of the states: minus the distance to the goal
         seen.append(states.shape)
-        return -jnp.linalg.norm(states - goals, axis=-1)
+        # minus the distance, and a penalty that shows any velocity in the value (the point is at rest)
+        return -jnp.linalg.norm(states[:, :2] - goals, axis=-1) - 100 * jnp.linalg.norm(states[:, 2:], axis=-1)
 
     values = critic_heatmap(u_maze, score, (1, 3), points_per_cell=k)
-    assert values.shape == (len(maze.rows) * k, len(maze.rows[0]) * k) and seen[0][1] == 2
+    assert values.shape == (len(maze.rows) * k, len(maze.rows[0]) * k) and seen[0][1] == 4
     # the centre point of the start cell scores minus its straight-line distance to the goal cell
     i, j = maze.start
     assert values[i * k + k // 2, j * k + k // 2] == pytest.approx(-float(np.linalg.norm(
