@@ -406,59 +406,62 @@ class HumanoidMaze(_InMaze, Humanoid):
 
 
 class PointMaze:
-    """A point mass in a maze, pure jax.numpy (no physics engine): the CPU-scale version of the ant
-    mazes, with their layouts, cell size (4 m), start (R cell plus U(+-0.1) noise, at rest), goals
-    (centre of a uniformly chosen G cell), evaluation layouts and success radius (0.5 m).
+    """A point in a maze, pure jax.numpy (no physics engine): the CPU-scale version of the ant mazes,
+    with their layouts, cell size (4 m), start (R cell plus U(+-0.1) noise), goals (centre of a
+    uniformly chosen G cell), evaluation layouts and success radius (0.5 m).
 
-    State = position and velocity (x, y, vx, vy); goal = (gx, gy) = state[0:2]'s target; obs = state
-    ++ goal. An action in [-1, 1]^2 (clipped) sets the velocity as a robot's motors do, with inertia:
-    v' = inertia v + (1 - inertia) max_speed action, and the point moves by v' (at most max_speed =
-    1 m, a quarter cell, per axis a step). Inertia makes random actions explore as a robot's do (the
-    untrained policy drifts instead of jittering in place) and means stopping at the goal takes
-    braking; docs/mazes.md has the numbers behind the choice.
+    State = the position, observed in cells from the maze's centre ((x - cx) / s, (y - cy) / s): O(1)
+    numbers, as the robots' joint states are (raw metres, up to 40, leave the network's first
+    LayerNorm nearly blind to distance along a ray); goal = the goal's position in the same units =
+    state[0:2]'s target; obs = state ++ goal. Distances, the success radius and the pipeline state
+    (x, y) stay in metres. An action in [-1, 1]^2 (clipped) moves the point by max_move * action,
+    max_move = 1.9 m per axis, just under half a cell: the largest move the wall rule below allows,
+    and the setting under which CRL learned the u maze on a CPU (docs/mazes.md has the runs: slower
+    points, or points with inertia, stalled a few cells from the start).
 
-    Walls are exact against the grid: the straight move from p to p + v' crosses at most one cell
-    boundary per axis (|v'| < s / 2); the crossings are taken in the order the segment meets them, and
-    a crossing into a wall cell stops that axis just short of the wall (its velocity drops to 0) while
-    the other axis goes on (sliding along the wall). So a move never passes through a wall, nor cuts a
-    wall's corner: a diagonal move past a corner enters the wall's side cell first and stops there."""
+    Walls are exact against the grid: the straight move from p to p + d crosses at most one cell
+    boundary per axis (|d| < s / 2); the crossings are taken in the order the segment meets them, and
+    a crossing into a wall cell stops that axis just short of the wall while the other axis goes on
+    (sliding along the wall). So a move never passes through a wall, nor cuts a wall's corner: a
+    diagonal move past a corner enters the wall's side cell first and stops there."""
 
-    obs_dim, goal_start, goal_end, success_radius = 4, 0, 2, 0.5
-    scale, max_speed, inertia, action_size = 4.0, 1.0, 0.9, 2
+    obs_dim, goal_start, goal_end, success_radius = 2, 0, 2, 0.5
+    scale, max_move, action_size = 4.0, 1.9, 2
     backend = "jax"
 
     def __init__(self, maze: Maze):
-        assert maze.scale == self.scale and 0 < self.max_speed < 0.5 * self.scale
+        assert maze.scale == self.scale and 0 < self.max_move < 0.5 * self.scale
         self.maze = maze
         self._wall = jnp.asarray([[c == "#" for c in row] for row in maze.rows])
         self._gap = 1e-4 * self.scale  # how far short of a wall a blocked axis stops
+        self._centre = 0.5 * self.scale * jnp.array([len(maze.rows) - 1, len(maze.rows[0]) - 1], jnp.float32)
 
     def goal_at(self, xy: jax.Array) -> jax.Array:
-        return xy
+        """The goal vector (and the state) of world position xy: cells from the maze's centre."""
+        return (xy - self._centre) / self.scale
 
     def still_state(self, xy: jax.Array, goal_xy: jax.Array) -> jax.Array:
-        """The state of the point at rest at xy (the goal does not enter a point's state)."""
-        return jnp.concatenate([xy, jnp.zeros(2)])
+        """The state of the point at xy (the goal does not enter a point's state)."""
+        return self.goal_at(xy)
 
     def cell(self, xy: jax.Array) -> jax.Array:
         """(row, column) of the cell holding xy, int32 [..., 2]."""
         return jnp.floor(xy / self.scale + 0.5).astype(jnp.int32)
 
-    def _metrics(self, xy, goal):
+    def _state(self, xy: jax.Array, goal: jax.Array) -> State:
         dist = jnp.linalg.norm(xy - goal)
-        return {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
+        metrics = {"dist": dist, "success": (dist < self.success_radius).astype(jnp.float32)}
+        obs = jnp.concatenate([self.goal_at(xy), self.goal_at(goal)])
+        return State(xy, obs, metrics["success"], jnp.zeros(()), metrics, {"goal": goal})
 
     def reset(self, rng: jax.Array) -> State:
         rng_xy, rng_goal = jax.random.split(rng)
-        xy = jnp.asarray(self.maze.xy([self.maze.start])[0]) + jax.random.uniform(rng_xy, (2,), minval=-0.1,
-                                                                                 maxval=0.1)
-        goal, state = self.maze.sample_goal_xy(rng_goal), jnp.concatenate([xy, jnp.zeros(2)])
-        metrics = self._metrics(xy, goal)
-        return State(state, jnp.concatenate([state, goal]), metrics["success"], jnp.zeros(()), metrics, {"goal": goal})
+        noise = jax.random.uniform(rng_xy, (2,), minval=-0.1, maxval=0.1)
+        return self._state(jnp.asarray(self.maze.xy([self.maze.start])[0]) + noise, self.maze.sample_goal_xy(rng_goal))
 
-    def slide(self, xy: jax.Array, d: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def slide(self, xy: jax.Array, d: jax.Array) -> jax.Array:
         """Where the point lands moving by d from xy (|d| < s / 2 per axis; walls exact, as the class
-        docstring says), and which axes a wall stopped, bool [2]."""
+        docstring says)."""
         cell, step = self.cell(xy), jnp.where(d >= 0, 1, -1).astype(jnp.int32)
         boundary = (cell + 0.5 * step) * self.scale  # the cell's edge the move heads for, per axis
         crosses = (d != 0) & (jnp.abs(d) >= jnp.abs(boundary - xy))  # landing on the edge counts
@@ -474,16 +477,12 @@ class PointMaze:
         blocked_then_x = crosses[0] & wall[cell[0] + step[0], col_after_y]
         blocked = jnp.where(t[0] <= t[1], jnp.stack([blocked_first_x, blocked_then_y]),
                             jnp.stack([blocked_then_x, blocked_first_y]))
-        return jnp.where(blocked, boundary - step * self._gap, xy + d), blocked
+        return jnp.where(blocked, boundary - step * self._gap, xy + d)
 
     def step(self, state: State, action: jax.Array) -> State:
-        xy, v = state.pipeline_state[:2], state.pipeline_state[2:]
-        v = self.inertia * v + (1 - self.inertia) * self.max_speed * jnp.clip(action, -1.0, 1.0)
-        xy, blocked = self.slide(xy, v)
-        point, goal = jnp.concatenate([xy, jnp.where(blocked, 0.0, v)]), state.info["goal"]
-        metrics = self._metrics(xy, goal)
-        return state.replace(pipeline_state=point, obs=jnp.concatenate([point, goal]), reward=metrics["success"],
-                             done=jnp.zeros(()), metrics=metrics)
+        xy = self.slide(state.pipeline_state, self.max_move * jnp.clip(action, -1.0, 1.0))
+        nxt = self._state(xy, state.info["goal"])  # keeps state.info: the wrapper's counters live there
+        return state.replace(pipeline_state=xy, obs=nxt.obs, reward=nxt.reward, done=nxt.done, metrics=nxt.metrics)
 
 
 # Franka Panda manipulation (arm_push_easy, arm_push_hard, arm_binpick_hard) on brax's mjx backend.
@@ -819,7 +818,7 @@ def render_rollout(path: str, env: GoalEnv, policy: Callable[[jax.Array], jax.Ar
     rollout.append(state.pipeline_state)
     if isinstance(env, PointMaze):
         with open(path, "w") as f:
-            f.write(_point_maze_svg(env.maze, np.asarray(rollout)[:, :2], np.asarray(state.info["goal"])))
+            f.write(_point_maze_svg(env.maze, np.asarray(rollout), np.asarray(state.info["goal"])))
         return
     from brax.io import html
 

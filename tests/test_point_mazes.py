@@ -50,7 +50,7 @@ def u_maze():
 
 
 def slide(env, xy, d):
-    return jax.jit(env.slide)(jnp.asarray(xy, jnp.float32), jnp.asarray(d, jnp.float32))[0]
+    return jax.jit(env.slide)(jnp.asarray(xy, jnp.float32), jnp.asarray(d, jnp.float32))
 
 
 def test_registry_layouts_and_observation_layout():
@@ -59,13 +59,17 @@ def test_registry_layouts_and_observation_layout():
         env, eval_env = E.make_env(env_id), E.make_env(env_id, eval=True)
         assert env.maze == train and eval_env.maze == (evaluation[0] if evaluation else train)
         spec = E.ENVS[env_id]
-        assert (spec.obs_dim, spec.goal_start, spec.goal_end) == (4, 0, 2)
+        assert (spec.obs_dim, spec.goal_start, spec.goal_end) == (2, 0, 2)
         state = jax.jit(env.reset)(jax.random.PRNGKey(3))
-        # obs = state ++ goal, the state is position and velocity (at rest after a reset), the goal is
-        # state[0:2]'s target
-        np.testing.assert_array_equal(state.obs, jnp.concatenate([state.pipeline_state, state.info["goal"]]))
-        assert state.obs.shape == (6,) and env.action_size == 2 and not state.obs[2:4].any()
-        assert float(state.metrics["dist"]) == pytest.approx(float(jnp.linalg.norm(state.obs[:2] - state.obs[4:])))
+        # obs = state ++ goal: the position and the goal's, each in cells from the maze's centre
+        rows, cols = len(env.maze.rows), len(env.maze.rows[0])
+        centre = 4.0 * np.array([(rows - 1) / 2, (cols - 1) / 2])
+        want = np.concatenate([np.asarray(state.pipeline_state) - centre, np.asarray(state.info["goal"]) - centre]) / 4.0
+        np.testing.assert_allclose(np.asarray(state.obs), want, rtol=1e-6)
+        assert state.obs.shape == (4,) and env.action_size == 2
+        # the metric distance is in metres: 4 x the observed one
+        assert float(state.metrics["dist"]) == pytest.approx(4 * float(jnp.linalg.norm(state.obs[:2] - state.obs[2:])),
+                                                             rel=1e-5)
 
 
 def test_a_move_into_a_wall_stops_at_the_wall(u_maze):
@@ -79,26 +83,6 @@ def test_a_move_into_a_wall_stops_at_the_wall(u_maze):
     assert float(xy[0]) == pytest.approx(9.0 - gap, abs=1e-5)
     # sliding: pushed into the wall at +x while moving along y, the y part goes on
     np.testing.assert_allclose(np.asarray(slide(u_maze, [9.5, 4.0], [1.0, -0.5])), [10.0 - gap, 3.5], atol=1e-5)
-
-
-def test_the_velocity_has_inertia_and_a_wall_stops_it(u_maze):
-    step = jax.jit(u_maze.step)
-    state = jax.jit(u_maze.reset)(jax.random.PRNGKey(0))
-    state = state.replace(pipeline_state=jnp.array([8.0, 4.0, 0.0, 0.0]))
-    lam, vmax = u_maze.inertia, u_maze.max_speed
-    v = 0.0
-    for _ in range(3):  # full throttle along +y: v' = lam v + (1 - lam) vmax, and the point moves by v'
-        before = float(state.pipeline_state[1])
-        state = step(state, jnp.array([0.0, 1.0]))
-        v = lam * v + (1 - lam) * vmax
-        assert float(state.pipeline_state[3]) == pytest.approx(v, rel=1e-5)
-        assert float(state.pipeline_state[1]) - before == pytest.approx(v, rel=1e-4)
-    np.testing.assert_array_equal(np.asarray(state.obs[:4]), np.asarray(state.pipeline_state))
-    # a blocked axis loses its velocity: into the wall cell (3, 1) at x = 10
-    state = state.replace(pipeline_state=jnp.array([9.9, 4.0, 0.9, 0.3]))
-    state = step(state, jnp.array([1.0, 0.0]))
-    np.testing.assert_allclose(np.asarray(state.pipeline_state), [10.0 - u_maze._gap, 4.0 + lam * 0.3, 0.0, lam * 0.3],
-                               atol=1e-5)
 
 
 def test_a_diagonal_move_past_a_corner_does_not_cut_it(u_maze):
@@ -123,8 +107,7 @@ def test_random_walks_never_enter_or_cross_a_wall(env_id):
     maze, n, steps = env.maze, 16, 10_000
     free = maze.xy(maze.cells("RG."))
     start = jnp.asarray(free[np.random.default_rng(0).integers(0, len(free), n)])
-    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), n))
-    state = state.replace(pipeline_state=jnp.concatenate([start, jnp.zeros((n, 2))], -1))
+    state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), n)).replace(pipeline_state=start)
     actions = jax.random.uniform(jax.random.PRNGKey(1), (steps, n, 2), minval=-1.2, maxval=1.2)
 
     def walk(state, a):
@@ -132,9 +115,8 @@ def test_random_walks_never_enter_or_cross_a_wall(env_id):
         return nxt, (nxt.pipeline_state, nxt.obs)
 
     _, (points, obs) = jax.jit(lambda s, acts: jax.lax.scan(walk, s, acts))(state, actions)
-    np.testing.assert_array_equal(np.asarray(obs[..., :4]), np.asarray(points))
-    velocity = np.asarray(points[..., 2:], dtype=np.float64)  # the move of each step
-    path = np.concatenate([np.asarray(start)[None], np.asarray(points[..., :2])]).astype(np.float64)  # [steps + 1, n, 2]
+    np.testing.assert_allclose(np.asarray(obs[..., :2]), np.asarray(jax.vmap(jax.vmap(env.goal_at))(points)))
+    path = np.concatenate([np.asarray(start)[None], np.asarray(points)]).astype(np.float64)  # [steps + 1, n, 2]
     cells = np.floor(path / maze.scale + 0.5).astype(int)
     wall = np.array([[c == "#" for c in row] for row in maze.rows])
     assert not wall[cells[..., 0], cells[..., 1]].any()
@@ -145,15 +127,14 @@ def test_random_walks_never_enter_or_cross_a_wall(env_id):
     assert not wall[seg_cells[..., 0], seg_cells[..., 1]].any()
     # the float64 reference on a sample of 400 steps (a Python loop over all 160,000 would be slow)
     rng = np.random.default_rng(2)
-    checked = 0
-    for k, e in zip(rng.integers(1, steps, 4000), rng.integers(0, n, 4000)):
-        v_before = velocity[k - 1, e]
-        d = env.inertia * v_before + (1 - env.inertia) * env.max_speed * np.clip(np.asarray(actions[k, e], np.float64), -1, 1)
+    acts, stopped = np.asarray(actions, dtype=np.float64), 0
+    for k, e in zip(rng.integers(0, steps, 4000), rng.integers(0, n, 4000)):
+        d = env.max_move * np.clip(acts[k, e], -1, 1)
         want = reference_slide(maze, path[k, e].tolist(), d.tolist(), env._gap)
         np.testing.assert_allclose(path[k + 1, e], want, atol=2e-4)
-        checked += any(abs(w - (p + di)) > 1e-3 for w, p, di in zip(want, path[k, e], d))  # a wall stopped it
-    assert checked > 20  # the sample includes moves that hit walls
-    assert np.abs(np.diff(path, axis=0)).max() <= env.max_speed + 1e-5  # a bounded move per step
+        stopped += any(abs(w - (p + di)) > 1e-3 for w, p, di in zip(want, path[k, e], d))  # a wall stopped it
+    assert stopped > 20  # the sample includes moves that hit walls
+    assert np.abs(np.diff(path, axis=0)).max() <= env.max_move + 1e-5  # a bounded move per step
 
 
 def test_starts_goals_and_the_evaluation_layout():
@@ -166,7 +147,7 @@ def test_starts_goals_and_the_evaluation_layout():
         cells = [tuple(c) for c in np.rint(goals / s).astype(int)]
         np.testing.assert_allclose(goals, np.rint(goals / s) * s, atol=1e-5)  # cell centres
         assert set(cells) == set(maze.cells("G"))  # only G cells of this layout, every one drawn
-        start = np.asarray(states.pipeline_state[:, :2]) - maze.xy([maze.start])[0]
+        start = np.asarray(states.pipeline_state) - maze.xy([maze.start])[0]
         assert np.abs(start).max() <= 0.1 + 1e-6 and np.abs(start).max() > 0.09  # R cell plus U(+-0.1)
     # the u maze evaluates on its far cells only
     assert set(eval_env.maze.cells("G")) == {(4, 1), (5, 1), (5, 2), (5, 3)}
@@ -184,9 +165,8 @@ def test_vec_env_auto_resets_with_fresh_goals(u_maze):
     np.testing.assert_array_equal(np.asarray(state.info["episode_id"]), 2)
     assert len(goals) == 3 and not all(np.array_equal(goals[0], g) for g in goals[1:])
     # a fresh episode starts at the R cell again
-    np.testing.assert_allclose(np.asarray(state.obs[:, :2]), np.tile(u_maze.maze.xy([u_maze.maze.start]), (8, 1)),
+    np.testing.assert_allclose(np.asarray(state.pipeline_state), np.tile(u_maze.maze.xy([u_maze.maze.start]), (8, 1)),
                                atol=0.1 + 1e-6)
-    assert not np.asarray(state.obs[:, 2:4]).any()  # at rest
 
 
 def test_critic_heatmap_scores_the_point_at_every_free_spot(u_maze):
@@ -197,15 +177,14 @@ def test_critic_heatmap_scores_the_point_at_every_free_spot(u_maze):
 
     def score(states, goals):  # a plain function of the states: minus the distance to the goal
         seen.append(states.shape)
-        # minus the distance, and a penalty that shows any velocity in the value (the point is at rest)
-        return -jnp.linalg.norm(states[:, :2] - goals, axis=-1) - 100 * jnp.linalg.norm(states[:, 2:], axis=-1)
+        return -jnp.linalg.norm(states - goals, axis=-1)
 
     values = critic_heatmap(u_maze, score, (1, 3), points_per_cell=k)
-    assert values.shape == (len(maze.rows) * k, len(maze.rows[0]) * k) and seen[0][1] == 4
-    # the centre point of the start cell scores minus its straight-line distance to the goal cell
+    assert values.shape == (len(maze.rows) * k, len(maze.rows[0]) * k) and seen[0][1] == 2
+    # the centre point of the start cell scores minus its straight-line distance to the goal cell (in cells)
     i, j = maze.start
     assert values[i * k + k // 2, j * k + k // 2] == pytest.approx(-float(np.linalg.norm(
-        maze.xy([maze.start])[0] - maze.xy([(1, 3)])[0])), abs=1e-4)
+        maze.xy([maze.start])[0] - maze.xy([(1, 3)])[0])) / maze.scale, abs=1e-5)
     assert np.isnan(values[0, 0]) and not np.isnan(values[i * k, j * k])
 
 
