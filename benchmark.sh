@@ -35,7 +35,7 @@ suites
   paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
           defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
           Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
-  probe   the paper's depth comparison at CPU scale (docs/mazes.md): crl_depth.py on point_big_maze
+  probe   the paper's depth comparison at CPU scale (docs/point_mazes.md): crl_depth.py on point_big_maze
           (pure-JAX point mazes), depths 4 16 64, seeds 1 2 3, the settings of PROBE below; then the
           critic heatmaps of the shallowest and the deepest network (seed 1) side by side
           (heatmap_{env}.png) and env steps/s of the point mazes alone (tools/env_speed.py,
@@ -166,10 +166,10 @@ plan=()
 add_run() { plan+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"$5"$'\t'"$6"); }
 # the README quick start: 32 envs x 20 steps, 16 SGD steps of batch 128 (1:40), episodes of 100 steps
 QUICK="--num-envs 32 --episode-length 100 --num-eval-envs 32 --unroll-length 20 --num-sgd-steps 16 --batch-size 128 --max-replay-size 1000 --min-replay-size 100 --width 128"
-# the probe (docs/mazes.md says how these were chosen): 128 envs x 10 steps and 32 SGD steps of batch
+# the probe (docs/point_mazes.md says how these were chosen): 128 envs x 10 steps and 32 SGD steps of batch
 # 256 per training step (6.4 relabelled samples per env step), episodes of 100 steps, width 64
 PROBE="--num-envs 128 --episode-length 100 --num-eval-envs 64 --unroll-length 10 --num-sgd-steps 32 --batch-size 256 --max-replay-size 1000 --min-replay-size 100 --width 64 --num-epochs 20"
-PROBE_STEPS=2000000
+PROBE_STEPS=1000000
 case "$suite" in
   probe)
     [ ${#envs[@]} -gt 0 ] || envs=(point_big_maze)
