@@ -361,3 +361,54 @@ def test_benchmark_sh_quick_plan(tmp_path):
     assert "plan: 3 runs" in proc.stdout
     assert "crl_depth.py --env-id reacher --depth 4 --seed 1 --total-env-steps 100000 --num-epochs 16" in proc.stdout
     assert "crl_depth_offline.py" in proc.stdout and "crl_collector_learner.py" in proc.stdout
+
+
+def test_benchmark_sh_probe_plan_and_refusals(tmp_path):
+    proc = _bash("probe", "--dry-run", "--results-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "plan: 9 runs" in out and os.listdir(tmp_path) == []
+    for depth in (4, 16, 64):
+        for seed in (1, 2, 3):
+            assert (f"crl_depth__point_big_maze__d{depth}__s{seed}: {sys.executable} crl_depth.py --env-id "
+                    f"point_big_maze --depth {depth} --seed {seed} --total-env-steps 1000000 --num-envs 128") in out
+    proc = _bash("probe", "--dry-run", "--results-root", str(tmp_path), "--envs", "point_u_maze", "--depths", "4", "8",
+                 "--seeds", "5", "--total-env-steps", "5000")
+    assert "plan: 2 runs" in proc.stdout and "--env-id point_u_maze --depth 8 --seed 5 --total-env-steps 5000 " in proc.stdout
+    proc = _bash("probe", "--envs", "ant_u4_maze", "--results-root", str(tmp_path))
+    assert proc.returncode == 2 and "the probe runs on the point mazes" in proc.stderr and os.listdir(tmp_path) == []
+    proc = _bash("probe", "--width", "32")
+    assert proc.returncode == 2 and "--width does not apply to the probe suite" in proc.stderr
+
+
+def test_summary_env_speed_table_and_seed_range(tmp_path):
+    """summarize lists tools/env_speed.py's rows and the heatmaps found, and draws the curves."""
+    res, _ = _results(tmp_path)
+    for seed, values in ((1, [0.0, 10.0, 30.0]), (2, [0.0, 20.0, 50.0])):
+        _write_run(res, f"crl_depth__point_u_maze__d4__s{seed}", {"exp_name": "crl_depth", "env_id": "point_u_maze",
+                                                                     "depth": 4, "seed": seed, "episode_length": 100},
+                   values)
+    with open(os.path.join(res, "env_speed.jsonl"), "w") as f:
+        f.write(json.dumps({"target": "env_step", "env_id": "point_u_maze", "num_envs": 1024, "steps": 10,
+                            "compile_s": 1.5, "best_call_s": 0.01, "env_steps_per_s": 1024000, "backend": "cpu"}) + "\n")
+    open(os.path.join(res, "heatmap_point_u_maze.png"), "wb").close()
+    assert S.summarize(res, None, check=True) == 0
+    text = open(os.path.join(res, "summary.md")).read()
+    assert "| point_u_maze | 1,024 | 1,024,000 | 1.5 | cpu |" in text
+    assert "Critic heatmaps: heatmap_point_u_maze.png" in text
+    assert os.path.exists(os.path.join(res, "curves_point_u_maze.png"))
+
+
+def test_env_speed_tool(tmp_path):
+    out = tmp_path / "env_speed.jsonl"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "env_speed.py"), "--env-ids", "point_u_maze",
+                           "--num-envs", "8", "--steps", "20", "--repeats", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["env_id"] == "point_u_maze" and row["num_envs"] == 8 and row["steps"] == 20
+    assert row["env_steps_per_s"] == pytest.approx(8 * 20 / row["best_call_s"], rel=1e-3)
+    assert "| point_u_maze | 8 |" in proc.stdout
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "env_speed.py"), "--env-ids", "bogus"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown env id 'bogus'" in proc.stderr
