@@ -16,7 +16,6 @@ pins=$(grep -E '^(brax|mujoco|mujoco-mjx|tyro)==' requirements.txt)
 # on the device already (the nvidia-h200 image's package list, /work/.library/device/KINDS.md), or
 # not needed there (GL viewers, mujoco's studio): never carried, so the image's versions stay in use
 skip='^(jax|jaxlib|jax_cuda.*|numpy|scipy|ml_dtypes|opt_einsum|flax|optax|chex|orbax_checkpoint|tensorstore|absl_py|etils|fsspec|importlib_resources|zipp|typing_extensions|msgpack|rich|markdown_it_py|mdurl|pygments|pyyaml|protobuf|pillow|jinja2|markupsafe|click|werkzeug|humanize|psutil|packaging|simplejson|treescope|toolz|nest_asyncio|aiofiles|uvloop|prometheus_client|cloudpickle|wrapt|nvidia_.*|mujoco_studio|glfw|pyopengl|wandb|matplotlib|pytest.*)$'
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo "/.whl/" >>"$(git rev-parse --git-path info/exclude)"
 tmp=$(mktemp -d)
 rm -rf .whl && mkdir -p .whl
 # shellcheck disable=SC2086
