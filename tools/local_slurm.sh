@@ -5,7 +5,7 @@
 #   apt-get install -y slurmctld slurmd slurm-client munge    # Debian 12: slurm-wlm 22.05, munge 0.5.15
 #   bash tools/local_slurm.sh start [DIR] [--port P]   # munged, slurmctld, slurmd; waits for the node
 #   export SLURM_CONF=DIR/slurm.conf                   # what `start` prints last: sbatch, squeue... use it
-#   bash tools/local_slurm.sh stop [DIR]               # cancels every job, stops the three daemons
+#   bash tools/local_slurm.sh stop [DIR]               # cancels every job, waits for them, stops the daemons
 #
 # Everything lives in DIR (default /tmp/crl-local-slurm): slurm.conf, a munge key and socket of its
 # own, the daemons' state, logs and pid files; nothing under /etc is read or changed, so a real
@@ -99,11 +99,11 @@ EOF
     slurmd -f "$SLURM_CONF" -N localhost || die "slurmd did not start; see $dir/slurmd.log" 1
     for _ in $(seq 100); do
       state=$(sinfo -h -n localhost -o %t 2>/dev/null || true)
-      case "$state" in idle*|mix*|alloc*) break ;; esac
+      case "$state" in idle|mix|alloc) break ;; esac  # exactly: a trailing * (idle*) is "not responding"
       sleep 0.2
     done
     case "$state" in
-      idle*|mix*|alloc*) ;;
+      idle|mix|alloc) ;;
       *) die "the node did not come up (state '${state:-none}'); see $dir/slurmctld.log and $dir/slurmd.log" 1 ;;
     esac
     echo "local slurm cluster up: node localhost ($cpus CPUs), partition debug, state in $dir"
@@ -111,7 +111,16 @@ EOF
   stop)
     [ -f "$dir/slurm.conf" ] || die "no cluster in $dir (no slurm.conf)"
     export PATH=$PATH:/usr/sbin SLURM_CONF=$dir/slurm.conf
-    if pid_of "$dir/slurmctld.pid" >/dev/null; then scancel --user "$(id -un)" 2>/dev/null || true; fi
+    if pid_of "$dir/slurmctld.pid" >/dev/null; then
+      scancel --user "$(id -un)" 2>/dev/null || true
+      # wait (up to ~30 s) until the queue is empty, so that no job's processes outlive the daemons
+      for _ in $(seq 150); do
+        left=$(squeue -h 2>/dev/null) || break
+        [ -z "$left" ] && break
+        sleep 0.2
+      done
+      [ -z "${left:-}" ] || echo "warning: jobs still in the queue after 30 s: $(echo "$left" | wc -l)" >&2
+    fi
     stop_pid "$dir/slurmd.pid" slurmd
     stop_pid "$dir/slurmctld.pid" slurmctld
     stop_pid "$dir/munge/munged.pid" munged ;;
