@@ -86,7 +86,7 @@ def test_slurm_refusals(tmp_path):
                           (("paper", "--partition", "gpu"), "--partition needs --slurm"),
                           (("paper", "--slurm", "--max-parallel", "0"), "--max-parallel needs a positive integer"),
                           (("paper", "--slurm", "--envs", "reacher", "--total-env-steps", "100", "--time", "0:05:00"),
-                           "--time 0:05:00: give at least 20 minutes")]:
+                           "--time 0:05:00: give more than 20 minutes")]:
         proc = _bash(*args, "--results-root", str(tmp_path))
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and os.listdir(tmp_path) == []

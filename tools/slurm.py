@@ -16,7 +16,8 @@ signal, or `resubmit`) continues it with --resume from its last state.msgpack (a
 one, stopped before its first checkpoint, is moved to RESULTS/slurm/discarded/ and the run starts
 again). Each attempt appends a line to RESULTS/slurm/status/LABEL.tsv (job, host, start, wall
 seconds, exit status); that and squeue are all `status` reads, so no SLURM accounting is needed.
-Errors: one line on stderr, exit 2, nothing written or submitted.
+Errors: one line on stderr, exit 2, nothing written or submitted; sbatch refusing the array: its
+error in one line, exit 1, and what submit had written is removed again.
 """
 
 import argparse
@@ -25,6 +26,8 @@ import datetime
 import json
 import os
 import platform
+import pwd
+import re
 import shlex
 import shutil
 import subprocess
@@ -134,14 +137,22 @@ def attempts(results: str, label: str) -> list:
         return [dict(zip(STATUS_FIELDS, line.rstrip("\n").split("\t"))) for line in f if line.strip()]
 
 
-def queued(results: str) -> dict:
-    """{task index: state} of this sweep's array tasks still in the queue (pending, running, ...)."""
+def queued(results: str, retries: int = 0, delay: float = 10.0) -> dict:
+    """{task index: state} of this sweep's array tasks still in the queue (pending, running, ...).
+    retries: how many more times to ask a failing squeue (a busy or restarting slurmctld), delay s apart."""
     jobs = set(read_jobs(results))
     if not jobs:
         return {}
-    proc = run_cmd(["squeue", "-h", "-r", "--me", "-o", "%F %K %T"])
-    if proc.returncode != 0:
-        fail(f"squeue failed: {proc.stderr.strip() or proc.returncode}")
+    user = pwd.getpwuid(os.getuid()).pw_name  # as `id -un` (squeue --me is not in older SLURMs)
+    for attempt in range(retries + 1):
+        proc = run_cmd(["squeue", "-h", "-r", "-u", user, "-o", "%F %K %T"])
+        if proc.returncode == 0:
+            break
+        if attempt < retries:
+            time.sleep(delay)
+    else:
+        message = " ".join(proc.stderr.split()) or f"exit {proc.returncode}"
+        fail(f"squeue failed{f' {retries + 1} times' if retries else ''}: {message}")
     out = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
@@ -150,10 +161,10 @@ def queued(results: str) -> dict:
     return out
 
 
-def run_states(results: str) -> list:
+def run_states(results: str, **squeue_retry) -> list:
     """One dict per plan line: index, label, state (done, failed, running, pending, ... or not run),
-    exit, wall_s (all attempts), attempts, logs."""
-    plan, queue = read_plan(results), queued(results)
+    exit, wall_s (all attempts), attempts, logs. squeue_retry: queued()'s retries and delay."""
+    plan, queue = read_plan(results), queued(results, **squeue_retry)
     out = []
     for i, run in enumerate(plan, start=1):
         tries = attempts(results, run["label"])
@@ -199,10 +210,11 @@ def submit(a: argparse.Namespace) -> None:
     for line in plan:
         if len(line.split("\t")) != len(PLAN_FIELDS):
             fail(f"bad plan line (want {len(PLAN_FIELDS)} tab-separated fields): {line!r}")
-    if a.time and not all(part.isdigit() for part in a.time.replace("-", ":").split(":")):
-        fail(f"--time: [D-]HH:MM:SS (got {a.time!r})")
+    if a.time and time_seconds(a.time) is None:
+        fail(f"--time: one of SLURM's formats, MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (a bare number is "
+             f"minutes; got {a.time!r})")
     if a.time and time_seconds(a.time) <= 2 * REQUEUE_SIGNAL_S:
-        fail(f"--time {a.time}: give at least {2 * REQUEUE_SIGNAL_S // 60} minutes (the task asks for its "
+        fail(f"--time {a.time}: give more than {2 * REQUEUE_SIGNAL_S // 60} minutes (the task asks for its "
              f"requeue {REQUEUE_SIGNAL_S // 60} minutes before the limit)")
     python = shutil.which(a.python) or a.python
     python = os.path.abspath(python) if os.sep in python else python
@@ -218,11 +230,19 @@ def submit(a: argparse.Namespace) -> None:
         return
     if shutil.which("sbatch") is None:
         fail("sbatch not found: run this on a SLURM login node (--dry-run prints the script)")
+    made = []  # what this submission creates: directories (parents first), then files; removed if sbatch fails
     for sub in ("logs", "runs", "slurm/status"):
+        missing, d = [], os.path.abspath(os.path.join(a.results, sub))
+        while not os.path.exists(d):
+            missing.append(d)
+            d = os.path.dirname(d)
         os.makedirs(os.path.join(a.results, sub), exist_ok=True)
+        made += reversed(missing)
+    path = os.path.join(a.results, "slurm", "array.sbatch")
+    made += [os.path.abspath(p) for p in (os.path.join(a.results, "plan.tsv"), path, os.path.join(a.results, "meta.txt"))
+             if not os.path.exists(p)]
     with open(os.path.join(a.results, "plan.tsv"), "w") as f:
         f.write("\n".join(plan) + "\n")
-    path = os.path.join(a.results, "slurm", "array.sbatch")
     with open(path, "w") as f:
         f.write(script)
     with open(os.path.join(a.results, "meta.txt"), "w") as f:
@@ -233,26 +253,47 @@ def submit(a: argparse.Namespace) -> None:
                 f"submitted from: {platform.node()} ({platform.system()} {platform.release()} {platform.machine()})\n"
                 f"python: {python}\n"
                 "machines: each run's log (logs/LABEL.log) names its node and GPUs\n")
-    job = sbatch(a.results, [])
+    try:
+        job = sbatch(a.results, [])
+    except SbatchError as e:
+        for p in reversed(made):  # files first, then the directories, deepest first (only if still empty)
+            try:
+                os.rmdir(p) if os.path.isdir(p) else os.remove(p)
+            except OSError:
+                pass
+        print(f"error: {e} (nothing submitted; what submit wrote is removed)", file=sys.stderr)
+        sys.exit(1)
     print(f"submitted job array {job}: {len(plan)} tasks (one per run), script {path}")
     print(f"  progress, failed runs and their logs: python tools/slurm.py status {a.results}")
     print(f"  resubmit only the failed runs:        python tools/slurm.py resubmit {a.results}")
     print(f"  once all have finished, the summary:  python tools/slurm.py collect {a.results}")
 
 
-def time_seconds(text: str) -> int:
-    days, _, hms = text.rpartition("-")
-    parts = [int(p) for p in hms.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+def time_seconds(text: str):
+    """Seconds of a SLURM time limit, or None if text is not one of SLURM's formats: MM, MM:SS, HH:MM:SS,
+    D-HH, D-HH:MM, D-HH:MM:SS (a bare number is minutes)."""
+    m = re.fullmatch(r"([0-9]+)-([0-9]+)(?::([0-9]+))?(?::([0-9]+))?", text)
+    if m:
+        days, hours, minutes, seconds = (int(x or 0) for x in m.groups())
+        return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if not re.fullmatch(r"[0-9]+(?::[0-9]+){0,2}", text):
+        return None
+    parts = [int(x) for x in text.split(":")]
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+class SbatchError(Exception):
+    """sbatch refused (its error, one line)."""
 
 
 def sbatch(results: str, extra: list) -> str:
     proc = run_cmd(["sbatch", "--parsable", *extra, os.path.join(results, "slurm", "array.sbatch")])
     if proc.returncode != 0:
-        print(f"error: sbatch failed: {proc.stderr.strip()}", file=sys.stderr)
-        sys.exit(1)
+        raise SbatchError(f"sbatch failed: {' '.join(proc.stderr.split()) or f'exit {proc.returncode}'}")
     job = proc.stdout.strip().split(";")[0]
     path = os.path.join(results, "slurm", "jobs.tsv")
     new = not os.path.exists(path)
@@ -264,8 +305,8 @@ def sbatch(results: str, extra: list) -> str:
 
 # --- status, resubmit, collect ---------------------------------------------------------------------
 def status(a: argparse.Namespace) -> None:
-    while True:
-        states = run_states(a.results)
+    while True:  # waiting: a failing squeue (slurmctld busy or restarting) is asked 4 more times
+        states = run_states(a.results, **({"retries": 4, "delay": a.poll} if a.wait else {}))
         in_queue = [s for s in states if s["state"] not in ("done", "failed", "lost", "not run")]
         if not (a.wait and in_queue):
             break
@@ -300,7 +341,11 @@ def resubmit(a: argparse.Namespace) -> None:
     script = open(os.path.join(a.results, "slurm", "array.sbatch")).read()
     throttle = [line.split("%")[1] for line in script.splitlines() if line.startswith("#SBATCH --array=") and "%" in line]
     array = indices + (f"%{throttle[0]}" if throttle else "")
-    job = sbatch(a.results, [f"--array={array}", *a.sbatch_args])
+    try:
+        job = sbatch(a.results, [f"--array={array}", *a.sbatch_args])
+    except SbatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"resubmitted {len(bad)} runs as job array {job} (tasks {indices}); each continues its run from its "
           "last checkpoint where it has one")
 
