@@ -436,7 +436,7 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
             ax.set_ylabel("time at goal")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"{env}: time at goal (mean; dark band ± s.e., light band min to max over seeds)")
+        fig.suptitle(f"{env}: time at goal, mean over seeds\n(dark band ± s.e., light band min to max)", fontsize=10)
         fig.tight_layout()
         path = os.path.join(out_dir, f"curves_{env}.png")
         fig.savefig(path, dpi=100)
