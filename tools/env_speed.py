@@ -22,21 +22,30 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import crl_envs  # noqa: E402
 
 
-def measure(env_id: str, num_envs: int, steps: int, repeats: int) -> dict:
-    env = crl_envs.VecGoalEnv(crl_envs.make_env(env_id), num_envs, episode_length=1000)
+def random_rollout(env: crl_envs.VecGoalEnv, steps: int):
+    """roll(state, key) -> (state, successes): `steps` steps of env with actions uniform in [-1, 1]
+    drawn inside one lax.scan (not jitted); also tools/gpu_bench.py's env items."""
 
-    @jax.jit
-    def roll(key):
-        state = env.reset(key)
-
+    def roll(state, key):
         def step(carry, k):
             state, successes = carry
-            action = jax.random.uniform(k, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            action = jax.random.uniform(k, (env.num_envs, env.action_size), minval=-1.0, maxval=1.0)
             state = env.step(state, action)
             return (state, successes + state.metrics["success"].sum()), None
 
         (state, successes), _ = jax.lax.scan(step, (state, jnp.zeros(())), jax.random.split(key, steps))
-        return successes
+        return state, successes
+
+    return roll
+
+
+def measure(env_id: str, num_envs: int, steps: int, repeats: int) -> dict:
+    env = crl_envs.VecGoalEnv(crl_envs.make_env(env_id), num_envs, episode_length=1000)
+    rollout = random_rollout(env, steps)
+
+    @jax.jit
+    def roll(key):
+        return rollout(env.reset(key), key)[1]
 
     t = time.perf_counter()
     jax.block_until_ready(roll(jax.random.PRNGKey(0)))

@@ -280,15 +280,13 @@ def measure_env(spec: dict, emit) -> None:
     import jax
 
     import crl_envs as E
+    from env_speed import random_rollout  # tools/env_speed.py: the same random-action loop
 
     env = E.VecGoalEnv(E.make_env(spec["env_id"]), spec["num_envs"], spec["episode_length"])
+    rollout = random_rollout(env, spec["steps"])
 
     def roll(state, key):
-        def step(state, k):
-            action = jax.random.uniform(k, (env.num_envs, env.action_size), minval=-1.0, maxval=1.0)
-            return env.step(state, action), None
-
-        return jax.lax.scan(step, state, jax.random.split(key, spec["steps"]))[0]
+        return rollout(state, key)[0]
 
     state, key = env.reset(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
     t = time.perf_counter()
