@@ -16,7 +16,7 @@ import crl_envs as E
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "paper_code")
 RECORDED_ENVS = ("humanoid", "humanoid_u_maze", "humanoid_big_maze", "ant", "ant_u4_maze", "ant_big_maze")
-# max |q ours - q paper| at a step, seen on a 2-core Intel Xeon: at most 8.3e-5 (humanoid mazes, step 1), except
+# max |q ours - q paper| at a step, seen on a 2-core AMD EPYC: at most 8.3e-5 (humanoid mazes, step 1), except
 # the humanoid's step 11, 2.5e-4, back to 5.4e-6 at step 12 (the rescaled actions; clipped ones: 3e-2 at step 1)
 Q_TOL = 1e-4  # at all steps but one of each env
 Q_TOL_ANY = 5e-4  # at every step
