@@ -81,7 +81,7 @@ def test_registry_entries_and_physics_settings(envs):
 
 
 @pytest.mark.parametrize("env_id", list(ARMS))
-def test_generated_scene_matches_the_shipped_xml(env_id):
+def test_generated_scene_matches_the_reference_scene(env_id):
     """The model text lives in crl_envs.py; it must compile to the same model as the reference scene
     in tests/data/panda/ (the benchmark's scene without its visual meshes)."""
     path = os.path.join(PANDA_DIR, f"panda_{ARMS[env_id][0]}.xml")
