@@ -35,7 +35,8 @@ def product_files() -> list[str]:
     """The repository's files (git ls-files, with the new ones that .gitignore does not exclude), or
     every file but the run outputs where there is no git."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
+        cmd = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True, timeout=60).stdout
         files = [f for f in out.decode().split("\0") if f]
     except (OSError, subprocess.CalledProcessError):
         files = []
