@@ -4,7 +4,7 @@ A user's clone has nothing beside it, so a script, test, tool or page that reads
 reader to, a folder next to the repository works only on the machine where it was written. Flagged:
 a relative path that climbs out of the repository (resolved from the file's folder for markdown,
 from the repository root, where the scripts run, for everything else), the folders of a
-development checkout (spec, data and tools under a "shared" folder), code that goes above the
+development checkout (spec, data, tools and style.md under a "shared" folder), code that goes above the
 repository root (its dirname, its parent, ".." joined to it) and absolute paths of the development
 machines."""
 
@@ -16,9 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKIP_DIRS = {".git", ".venv", "runs", "wandb", "benchmark_results", ".jax_cache", ".whl", "__pycache__",
              ".pytest_cache"}
 
-# (what it is, pattern); written so that this file's own text does not match them
+# (what it is, pattern)
 NAMED = [
-    ("a development checkout's folder", re.compile(r"\bshared[/\\](spec|data|tools)\b")),
+    ("a development checkout's folder", re.compile(r"\bshared[/\\](spec|data|tools|style\.md)\b")),
     ("a development checkout's folder", re.compile(r"""["']shared["']\s*,\s*["'](spec|data|tools)["']""")),
     ("a folder beside the repository", re.compile(r"""["']\.\.["']\s*,\s*["']shared["']""")),
     ("a folder beside the repository", re.compile(r"(?<![\w.])\.\./shared\b")),
@@ -78,7 +78,7 @@ def outside_paths(path: str, text: str) -> list[str]:
 
 def test_the_checks_flag_each_kind_of_outside_path():
     """Each pattern catches what it is for, and leaves the repository's own paths alone."""
-    bad = ["see ../shared/spec/paper.md", 'os.path.join(os.path.dirname(ROOT), "x")',
+    bad = ["see ../shared/spec/paper.md", "conventions: shared/style.md", 'os.path.join(os.path.dirname(ROOT), "x")',
            'os.path.join(HERE, "..", "shared", "data")', 'ROOT / ".." / "notes"', "cat /work/notes/x",
            "python ../other_repo/tool.py", 'path = ROOT.parent / "x"']
     for line in bad:
