@@ -1,12 +1,12 @@
 """A clone is the whole product: no file of the repository (git ls-files) names a path outside it.
 
 A user's clone has nothing beside it, so a script, test, tool or page that reads, or points the
-reader to, a folder next to the repository works only on the machine where it was written. Flagged:
-a relative path that climbs out of the repository (resolved from the file's folder for markdown,
-from the repository root, where the scripts run, for everything else), the folders of a
-development checkout (spec, data, tools and style.md under a "shared" folder), code that goes above the
-repository root (its dirname, its parent, ".." joined to it) and absolute paths of the development
-machines."""
+reader to, a folder next to the repository works only on the machine where it was written.
+Flagged: a relative path that climbs out of the repository (resolved from the file's folder for
+markdown, from the repository root, where the scripts run, for everything else), the folders of a
+development checkout (spec, data, tools and style.md under a "shared" folder), code that goes above
+the repository root (its dirname, its parent, ".." joined to it) and absolute paths of the
+development machines."""
 
 import os
 import re
@@ -78,8 +78,8 @@ def outside_paths(path: str, text: str) -> list[str]:
 
 def test_the_checks_flag_each_kind_of_outside_path():
     """Each pattern catches what it is for, and leaves the repository's own paths alone."""
-    bad = ["see ../shared/spec/paper.md", "conventions: shared/style.md", 'os.path.join(os.path.dirname(ROOT), "x")',
-           'os.path.join(HERE, "..", "shared", "data")', 'ROOT / ".." / "notes"', "cat /work/notes/x",
+    bad = ["see ../shared/spec/paper.md", "conventions: shared/style.md",
+           'os.path.join(os.path.dirname(ROOT), "x")', 'os.path.join(HERE, "..", "shared", "data")', 'ROOT / ".." / "notes"', "cat /work/notes/x",
            "python ../other_repo/tool.py", 'path = ROOT.parent / "x"']
     for line in bad:
         assert outside_paths("tools/x.sh", line), line
