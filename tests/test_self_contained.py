@@ -79,8 +79,8 @@ def outside_paths(path: str, text: str) -> list[str]:
 def test_the_checks_flag_each_kind_of_outside_path():
     """Each pattern catches what it is for, and leaves the repository's own paths alone."""
     bad = ["see ../shared/spec/paper.md", "conventions: shared/style.md",
-           'os.path.join(os.path.dirname(ROOT), "x")', 'os.path.join(HERE, "..", "shared", "data")', 'ROOT / ".." / "notes"', "cat /work/notes/x",
-           "python ../other_repo/tool.py", 'path = ROOT.parent / "x"']
+           'os.path.join(os.path.dirname(ROOT), "x")', 'os.path.join(HERE, "..", "shared", "data")',
+           'ROOT / ".." / "notes"', "cat /work/notes/x", "python ../other_repo/tool.py", 'path = ROOT.parent / "x"']
     for line in bad:
         assert outside_paths("tools/x.sh", line), line
     assert outside_paths("docs/x.md", "[it](../../README.md)")  # from docs/: one level above the root
