@@ -16,7 +16,8 @@ own, like a brax or gymnax env module:
 
 The Panda arm scenes are generated from one MJCF template (not three asset files): the three scenes
 differ only in a few parameters (_PANDA_TASKS), so one template shows what they share and exactly
-where they differ; tests/test_arms.py compares each generated scene with ../shared/data/panda/.
+where they differ; tests/test_arms.py compares each generated scene with the benchmark's scene
+(tests/data/panda/, with its provenance).
 """
 
 import contextlib
@@ -607,7 +608,7 @@ _PANDA_TASKS = {
 
 
 def panda_xml(task: str) -> str:
-    """The MJCF text of one arm scene (tests compare it with ../shared/data/panda/panda_{task}.xml)."""
+    """The MJCF text of one arm scene (tests compare it with tests/data/panda/panda_{task}.xml)."""
     t = _PANDA_TASKS[task]
     xy = lambda p: f"{p[0]:g} {p[1]:g}"
     regions, pairs = [], [f'    <pair geom1="cube_geom" geom2="{g}"/>'
