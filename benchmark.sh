@@ -32,7 +32,7 @@ suites
             seeds in one process: --num-seeds 2 4 8 at the smallest depth (the cost of seeds 2..N);
             bfloat16 vs float32:  --compute-dtypes bfloat16 at every depth of the sweep.
           Adds about 8 train-step measurements (on CPU about 1 minute each).
-  paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
+  paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (tools/paper_numbers.json);
           defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
           Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
   probe   the paper's depth comparison at CPU scale (docs/point_mazes.md): crl_depth.py on point_big_maze
@@ -57,7 +57,6 @@ options
   --compute-dtypes T...    speed: matmul dtypes compared (float32, bfloat16; default both; float32 alone: none)
   --extra "FLAGS"          extra flags for every training run (quick/paper) or for tools/speed.py
   --results-root DIR       where the results directory goes (default benchmark_results)
-  --paper-md PATH          paper.md with the paper's numbers (default ../shared/spec/paper.md)
   --dry-run                print the plan and the results directory; run and write nothing
   --slurm                  paper: submit the runs as a SLURM job array instead (tools/slurm.py; docs/cluster.md),
                            one task per run; then: python tools/slurm.py status|resubmit|collect RESULTS
@@ -80,7 +79,7 @@ case "$suite" in
 esac
 
 envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()
-total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" paper_md="" dry_run=0
+total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" dry_run=0
 slurm="" slurm_args=()  # --slurm and the sbatch options, passed on to tools/slurm.py submit
 list_arg() {  # collects the values after a list option; prints how many
   local n=0; shift
@@ -109,7 +108,6 @@ while [ $# -gt 0 ]; do
       esac; shift 2 ;;
     --extra) [ $# -ge 2 ] || die "--extra needs a value"; extra=$2; shift 2 ;;
     --results-root) [ $# -ge 2 ] || die "--results-root needs a value"; results_root=$2; shift 2 ;;
-    --paper-md) [ $# -ge 2 ] || die "--paper-md needs a value"; paper_md=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --slurm) slurm=1; shift ;;
     --partition|--gpus-per-task|--time|--max-parallel|--sbatch-args)
@@ -150,8 +148,6 @@ applies --slurm "$slurm" paper
 if [ -z "${PYTHON:-}" ]; then
   if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
 fi
-summary_args=()
-[ -n "$paper_md" ] && summary_args=(--paper-md "$paper_md")
 
 # --- results directory: named by suite, date and git describe; never overwritten ---
 describe=$(git describe --always --dirty 2>/dev/null || echo nogit)
@@ -224,7 +220,7 @@ case "$suite" in
       [[ " $known " == *" $env "* ]] || die "unknown env id '$env'; crl_depth.py has: $known"
     done
     if [ ${#envs[@]} -eq 0 ]; then
-      paper_envs=$("$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" paper-envs) || exit 2
+      paper_envs=$("$PYTHON" tools/benchmark_summary.py paper-envs) || exit 2
       for env in $paper_envs; do [[ " $known " == *" $env "* ]] && envs+=("$env"); done
       [ ${#envs[@]} -gt 0 ] || die "none of the paper's envs ($paper_envs) is in crl_depth.py's ENVS ($known)"
     fi
@@ -232,7 +228,7 @@ case "$suite" in
     [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
     for env in "${envs[@]}"; do
       if [ -n "$total_steps" ]; then steps=$total_steps
-      else steps=$("$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" budget "$env") || exit 2
+      else steps=$("$PYTHON" tools/benchmark_summary.py budget "$env") || exit 2
       fi
       for depth in "${depths[@]}"; do
         actor=""; [ "$depth" -ge 1024 ] && actor="--actor-depth 512 "  # the paper's 1024-layer runs
@@ -370,7 +366,7 @@ echo "=== summary: $results/summary.md ==="
 check=()
 [ "$suite" = quick ] && check=(--check)
 set +e
-"$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" summarize "$results" "${check[@]+"${check[@]}"}"
+"$PYTHON" tools/benchmark_summary.py summarize "$results" "${check[@]+"${check[@]}"}"
 summary_status=$?
 set -e
 [ "$summary_status" -eq 0 ] || status=1

@@ -13,7 +13,7 @@ speed measurements (speed.jsonl) if any, and writes summary.md and curves_{env}.
 - speed: compile seconds, time per step and memory versus depth; seeds in one process (throughput of
   N seeds versus N = 1) and bfloat16 versus float32 matmuls, where speed.jsonl has those rows.
 With --check it exits 1 if a run failed, wrote no metrics, or logged a non-finite number.
-The paper's numbers come from paper.md (--paper-md; default ../shared/spec/paper.md beside the repo).
+The paper's numbers come from tools/paper_numbers.json (each with its table or figure of arXiv 2503.14858).
 """
 
 import argparse
@@ -22,74 +22,35 @@ import glob
 import json
 import math
 import os
-import re
 import statistics
 import sys
 from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_PAPER_MD = os.path.join(os.path.dirname(ROOT), "shared", "spec", "paper.md")
+PAPER_NUMBERS = os.path.join(ROOT, "tools", "paper_numbers.json")
 LAST_N = 5  # the paper's score: mean over the last 5 evaluations
 
 
 # ==================================================================================================
-# The paper's numbers (parsed from paper.md)
+# The paper's numbers (tools/paper_numbers.json, each entry with its source in the paper)
 # ==================================================================================================
-def parse_paper(text: str) -> dict:
-    """{"score": {env: {depth: (mean, se or None)}}, "budget": {env: env steps},
-    "hours": {env: {depth: hours on one A100}}} from paper.md's main table, depth sweep,
-    hyperparameter block and wall-clock section."""
-    score: dict = {}
-    header = None
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
-        if not cells:
-            header = None
-            continue
-        if cells[0] == "env" and any(c.startswith("depth") for c in cells):
-            header = cells
-            continue
-        if header is None or set(cells[0]) <= set("-: "):
-            continue
-        for name, cell in zip(header, cells):
-            m_depth = re.fullmatch(r"depth (\d+)", name)
-            m_val = re.fullmatch(r"([\d.]+)\s*(?:±\s*([\d.]+))?", cell)
-            if m_depth and m_val:
-                se = float(m_val.group(2)) if m_val.group(2) else None
-                score.setdefault(cells[0], {})[int(m_depth.group(1))] = (float(m_val.group(1)), se)
-
-    def series(paragraph_pattern: str) -> dict:
-        """'... depths 4/8/16 ...: env 1/2/3 · env2 4/5/6' -> {env: {depth: value}}"""
-        out: dict = {}
-        m = re.search(paragraph_pattern, text, re.S)
-        if not m:
-            return out
-        depths = [int(d) for d in m.group(1).split("/")]
-        for env, values in re.findall(r"([a-z][a-z0-9_]*) ((?:[\d.]+/)+[\d.]+)", m.group(2)):
-            nums = [float(v.rstrip(".")) for v in values.split("/")]
-            if len(nums) == len(depths):
-                out[env] = dict(zip(depths, nums))
-        return out
-
-    for env, by_depth in series(r"Depth sweep, actor depth = critic depth = ([\d/]+):\s*\n(.*?)\n").items():
-        for depth, value in by_depth.items():
-            score.setdefault(env, {}).setdefault(depth, (value, None))  # the main table has priority
-    hours = series(r"## Wall-clock \([^)\n]*?depths ([\d/]+)[^)\n]*\)\s*\n(.*?)\nLimit test")
-
-    budget: dict = {}
-    m = re.search(r"env steps: (.*?)\. Seeds", text, re.S)
-    for amount, envs in re.findall(r"(\d+)M \(([^)]*)\)", m.group(1) if m else ""):
-        for env in envs.split(","):
-            budget[env.strip()] = int(amount) * 1_000_000
-    return {"score": score, "budget": budget, "hours": hours}
-
-
-def load_paper(path: Optional[str]) -> Optional[dict]:
-    path = path or DEFAULT_PAPER_MD
-    if not os.path.exists(path):
-        return None
+def load_paper(path: str = PAPER_NUMBERS) -> dict:
+    """tools/paper_numbers.json as read, plus three lookups: "score" {env: {depth: (mean, se or None)}}
+    (the main table, then the depth sweep where the table has no number), "budget" {env: env steps}
+    and "hours" {env: {depth: hours of one run on one GPU}}."""
     with open(path) as f:
-        return parse_paper(f.read())
+        paper = json.load(f)
+    score: dict = {}
+    for env, by_depth in paper["main_table"]["values"].items():
+        for depth, (mean, se) in by_depth.items():
+            score.setdefault(env, {})[int(depth)] = (float(mean), float(se))
+    sweep = paper["depth_sweep"]
+    for env, values in sweep["values"].items():
+        for depth, value in zip(sweep["depths"], values):
+            score.setdefault(env, {}).setdefault(depth, (float(value), None))  # the main table has priority
+    clock = paper["wall_clock_hours"]
+    hours = {env: dict(zip(clock["depths"], values)) for env, values in clock["values"].items()}
+    return {**paper, "score": score, "budget": dict(paper["env_steps"]["values"]), "hours": hours}
 
 
 # ==================================================================================================
@@ -481,8 +442,8 @@ def plot_speed(records: list, out_dir: str) -> Optional[str]:
 # ==================================================================================================
 # Main
 # ==================================================================================================
-def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
-    paper = load_paper(paper_md)
+def summarize(results_dir: str, check: bool = False) -> int:
+    paper = load_paper()
     out = []
     meta = os.path.join(results_dir, "meta.txt")
     if os.path.exists(meta):
@@ -491,8 +452,7 @@ def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
     runs = load_runs(results_dir)
     problems = [f"{r['label']}: {p}" for r in runs for p in r["problems"]]
     if runs:
-        note = "" if paper else f" (paper numbers unavailable: {paper_md or DEFAULT_PAPER_MD} not found)"
-        out += [f"### Results{note}", "", *results_table(runs, paper), "",
+        out += ["### Results", "", *results_table(runs, paper), "",
                 f"Each seed's score is the mean of its last {LAST_N} evaluations (epoch >= 1); the table gives the "
                 "mean over seeds ± one standard error (sample s.d. / sqrt(seeds); none with one seed). The paper's "
                 "numbers are out of 1000 steps; a run's own episode length is in `out of`.", "",
@@ -534,7 +494,6 @@ def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--paper-md", help=f"path of paper.md (default {DEFAULT_PAPER_MD})")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summarize", help="write summary.md and PNGs for a results directory")
     s.add_argument("results_dir")
@@ -544,19 +503,16 @@ def main() -> None:
     sub.add_parser("paper-envs", help="print the env ids of the paper's main table")
     a = p.parse_args()
     if a.command == "summarize":
-        sys.exit(summarize(a.results_dir, a.paper_md, a.check))
-    paper = load_paper(a.paper_md)
-    if paper is None:
-        print(f"error: paper.md not found at {a.paper_md or DEFAULT_PAPER_MD} (pass --paper-md)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(summarize(a.results_dir, a.check))
+    paper = load_paper()
     if a.command == "budget":
         if a.env_id not in paper["budget"]:
-            print(f"error: paper.md gives no env-step budget for {a.env_id!r} (known: {', '.join(paper['budget'])}); "
+            print(f"error: the paper gives no env-step budget for {a.env_id!r} (known: {', '.join(paper['budget'])}); "
                   "pass --total-env-steps", file=sys.stderr)
             sys.exit(2)
         print(paper["budget"][a.env_id])
     else:
-        print(" ".join(env for env in paper["score"] if 64 in paper["score"][env]))
+        print(" ".join(paper["main_table"]["values"]))
 
 
 if __name__ == "__main__":

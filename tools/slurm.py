@@ -368,9 +368,7 @@ def collect(a: argparse.Namespace) -> None:
         f.write(f"collected: {datetime.datetime.now().astimezone().strftime('%F %T %Z')}; "
                 f"{sum(s['state'] == 'done' for s in states)} of {len(states)} runs done, run time "
                 f"{sum(s['wall_s'] for s in states) / 3600:.2f} h in all (every attempt)\n")
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "benchmark_summary.py")]
-    cmd += ["--paper-md", a.paper_md] if a.paper_md else []
-    proc = subprocess.run([*cmd, "summarize", a.results])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_summary.py"), "summarize", a.results])
     bad = [s for s in states if s["state"] != "done"]
     print(f"collected {a.results}: {len(states) - len(bad)} of {len(states)} runs done; summary: "
           f"{os.path.join(a.results, 'summary.md')}")
@@ -400,7 +398,6 @@ def main() -> None:
     r.add_argument("sbatch_args", nargs=argparse.REMAINDER, help="more sbatch options, e.g. --time 48:00:00")
     c = sub.add_parser("collect", help="runs.tsv and the summary (tools/benchmark_summary.py) of a finished sweep")
     c.add_argument("results")
-    c.add_argument("--paper-md")
     a = p.parse_args()
     if a.command_name == "submit":
         a.sbatch_args = shlex.split(a.sbatch_args)
