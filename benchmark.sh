@@ -9,9 +9,10 @@
 #   bash benchmark.sh probe                 # CPU, about an hour: the depth comparison on a point maze
 #   bash benchmark.sh gpu                   # the first GPU numbers, one device call (tools/gpu_bench.py)
 #
-# Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
-# exists): meta.txt, runs.tsv, logs/, runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, and the
-# summary of tools/benchmark_summary.py: summary.md, curves_{env}.png, speed.png.
+# Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (paper --figure NAME:
+# paper-NAME__...; refused if it exists, but for paper --resume): meta.txt, plan.tsv, runs.tsv, logs/,
+# runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, figures.tsv, and the summary of
+# tools/benchmark_summary.py: summary.md, curves_{env}.png, speed.png, figure_{NAME}.png.
 # `bash benchmark.sh --help` lists the options.
 set -euo pipefail
 caller_pwd=$PWD  # --datasets paths given relative to where benchmark.sh was called

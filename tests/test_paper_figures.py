@@ -6,7 +6,6 @@ real, left half-finished, and resumed with --resume (the finished run kept)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -20,10 +19,11 @@ import paper_figures as F  # noqa: E402
 
 with open(os.path.join(ROOT, "tools", "paper_numbers.json")) as f:
     NUMBERS = json.load(f)
-# tests/test_slurm.py's tiny reacher run (the same programs: the JAX cache of the session has them)
-TINY = ("--num-envs 4 --episode-length 20 --num-eval-envs 2 --num-epochs 20 --unroll-length 10 --num-sgd-steps 2 "
+# tests/test_slurm.py's tiny reacher run (the same programs, 12 training steps an epoch: the JAX cache of the
+# session has them), 4 epochs instead of 20
+TINY = ("--num-envs 4 --episode-length 20 --num-eval-envs 2 --num-epochs 4 --unroll-length 10 --num-sgd-steps 2 "
         "--batch-size 16 --max-replay-size 60 --min-replay-size 20 --width 16 --checkpoint-every 1")
-STEPS = str(80 + 20 * 12 * 40)
+STEPS = str(80 + 4 * 12 * 40)
 
 
 def _bash(*args, cwd=ROOT, timeout=120):
@@ -286,41 +286,46 @@ def test_width_vs_depth_summary_has_the_logged_parameter_counts(tmp_path):
 
 # --- one tiny figure on reacher, for real ------------------------------------------------------------------
 def test_tiny_reacher_figure_end_to_end_and_resume(tmp_path):
-    """depth_sweep on reacher at depths 4 and 8, one seed, tests/test_slurm.py's tiny settings; then its
-    second run is made unfinished (its line gone from runs.tsv): the summary names it missing, and
-    --resume keeps the first run, continues the second from its state.msgpack, and summarises both."""
+    """depth_sweep on reacher at depths 4 and 8, one seed, tests/test_slurm.py's tiny settings, left
+    half-finished: the depth-4 run done (fake metrics), the depth-8 run not started. Its summary names the
+    missing run; --resume keeps the finished run, trains the other for real and summarises both; a
+    --resume with other options is refused."""
     args = ("paper", "--figure", "depth_sweep", "--envs", "reacher", "--depths", "4", "8", "--seeds", "1",
             "--total-env-steps", STEPS, "--extra", TINY)
-    proc = _bash(*args, "--results-root", str(tmp_path), timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (res,) = [str(p) for p in tmp_path.iterdir()]
-    text = open(os.path.join(res, "summary.md")).read()
-    assert "### Figure `depth_sweep`" in text and "2 of 2 runs done." in text
-    cells = [c.strip() for c in _row(text, "reacher", "depth", 4, "1/1").split("|")]
-    assert cells[7] == "—" and float(cells[8]) > 0 and cells[10] == "—"  # no paper number; our wall hours; none missing
-    assert os.path.getsize(os.path.join(res, "figure_depth_sweep.png")) > 5000
-    with open(os.path.join(res, "runs.tsv")) as f:
-        rows = f.read().splitlines()
-    assert [r.split("\t")[0] for r in rows[1:]] == ["crl_depth__reacher__d4__s1", "crl_depth__reacher__d8__s1"]
-    first = os.path.join(res, "runs", "crl_depth__reacher__d4__s1")
-    (first_dir,) = os.listdir(first)
-    first_metrics = open(os.path.join(first, first_dir, "metrics.jsonl")).read()
+    res = tmp_path / "paper-depth_sweep__half"
+    tool = [sys.executable, os.path.join(ROOT, "tools", "paper_figures.py"), "plan", "depth_sweep", "--envs", "reacher",
+            "--depths", "4", "8", "--seeds", "1", "--total-env-steps", STEPS, "--extra", TINY]
+    plan = subprocess.run(tool, capture_output=True, text=True, check=True).stdout
+    (res / "logs").mkdir(parents=True)
+    (res / "plan.tsv").write_text(plan)  # as benchmark.sh writes them
+    (res / "figures.tsv").write_text(subprocess.run([*tool, "--cells"], capture_output=True, text=True, check=True).stdout)
+    first = res / "runs" / "crl_depth__reacher__d4__s1" / "reacher__crl_depth__1__0"
+    first.mkdir(parents=True)
+    (first / "args.json").write_text(json.dumps({"exp_name": "crl_depth", "env_id": "reacher", "depth": 4, "seed": 1,
+                                                 "episode_length": 20, "width": 16, "batch_size": 16}))
+    (first / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "env_steps": 80 + 480 * e,
+                                                             "eval/time_at_goal": 3.0 * e}) + "\n" for e in range(5)))
+    (res / "runs.tsv").write_text("label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n"
+                                  "crl_depth__reacher__d4__s1\tcrl_depth\treacher\t4\t1\t0\t30\t-\n")
+    assert S.summarize(str(res)) == 0
+    text = (res / "summary.md").read_text()
+    assert "1 of 2 runs done" in text
+    assert _row(text, "reacher", "depth", 4, "1/1", "7.5").endswith("| — |")  # epochs 1-4: (3 + 6 + 9 + 12) / 4
+    assert _row(text, "reacher", "depth", 8, "0/1", "—").endswith("| crl_depth__reacher__d8__s1 |")
 
-    with open(os.path.join(res, "runs.tsv"), "w") as f:  # half-finished: the second run has no line yet
-        f.write("\n".join(rows[:2]) + "\n")
-    assert S.summarize(res) == 0
-    text = open(os.path.join(res, "summary.md")).read()
-    assert "1 of 2 runs done" in text and _row(text, "reacher", "depth", 8, "0/1").endswith(
-        "| crl_depth__reacher__d8__s1 |")
-
-    proc = _bash(*args, "--resume", res, timeout=600)
+    proc = _bash(*args, "--resume", str(res), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "[1/2] crl_depth__reacher__d4__s1" in out and "kept: finished earlier (runs.tsv)" in out
-    assert "continues " in out and "from its last state.msgpack" in out and "ran 1 of 2 runs, 0 failed" in out
-    assert open(os.path.join(first, first_dir, "metrics.jsonl")).read() == first_metrics
-    text = open(os.path.join(res, "summary.md")).read()
+    assert "[2/2] crl_depth__reacher__d8__s1" in out and "ran 1 of 2 runs, 0 failed" in out
+    assert (first / "metrics.jsonl").read_text().count("\n") == 5  # the finished run untouched
+    (second,) = (res / "runs" / "crl_depth__reacher__d8__s1").iterdir()
+    assert [json.loads(line)["epoch"] for line in (second / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
+    text = (res / "summary.md").read_text()
     assert "2 of 2 runs done." in text and "No problems" in text
-    proc = _bash(*args[:-2], "--extra", "--num-envs 8", "--resume", res)  # another plan: refused, nothing run
+    cells = [c.strip() for c in _row(text, "reacher", "depth", 8, "1/1").split("|")]
+    assert cells[6] == "20" and cells[7] == "—" and float(cells[8]) > 0 and cells[10] == "—"  # out of 20, our hours
+    assert (res / "figure_depth_sweep.png").stat().st_size > 5000
+    assert "resumed: " in (res / "meta.txt").read_text()
+    proc = _bash(*args[:-2], "--extra", "--num-envs 8", "--resume", str(res))  # another plan: refused, nothing run
     assert proc.returncode == 2 and "its plan.tsv is not this plan" in proc.stderr
-    shutil.rmtree(os.path.join(res, "runs"))  # (the test's disk)

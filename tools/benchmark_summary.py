@@ -12,6 +12,9 @@ speed measurements (speed.jsonl) if any, and writes summary.md and curves_{env}.
 - runtime: per run, exit status, wall time, compile seconds, throughput and final time at goal;
 - speed: compile seconds, time per step and memory versus depth; seeds in one process (throughput of
   N seeds versus N = 1) and bfloat16 versus float32 matmuls, where speed.jsonl has those rows.
+- figures: where benchmark.sh paper --figure wrote figures.tsv, one section per figure of the paper
+  (tools/paper_figures.py): figure_{NAME}.png and a table of each point, ours beside the paper's
+  number, our wall hours beside the paper's GPU hours, and the runs still missing.
 With --check it exits 1 if a run failed, wrote no metrics, or logged a non-finite number.
 The paper's numbers come from tools/paper_numbers.json (each with its table or figure of arXiv 2503.14858).
 """
