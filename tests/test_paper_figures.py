@@ -276,6 +276,19 @@ def test_figure_summary_puts_the_papers_numbers_beside_ours(tmp_path):
     assert _row(text, "crl_depth", "humanoid", "depth 16, LayerNorm").endswith("| 454.0 |")  # the depth sweep's
 
 
+def test_depth_sweep_summary_has_both_of_the_papers_sweeps(tmp_path):
+    res, _, scores = _fake_results(tmp_path, "depth_sweep", leave_out=0)
+    S.summarize(str(res))
+    text = (res / "summary.md").read_text()
+    sweep, appendix = NUMBERS["depth_sweep"], NUMBERS["depth_sweep_appendix"]
+    for env, values in sweep["values"].items():
+        for depth, value in zip(sweep["depths"], values):
+            ours = S.mean_se([scores[f"crl_depth__{env}__d{depth}__s{s}"] for s in (1, 2)])
+            _row(text, env, "depth", depth, "2/2", S.fmt_mean_se(*ours), 1000, f"{value:.1f}")
+    assert "The paper's appendix sweep, depths 4/8/16/32/64: humanoid " + "/".join(
+        f"{v:g}" for v in appendix["values"]["humanoid"]) in text
+
+
 def test_width_vs_depth_summary_has_the_logged_parameter_counts(tmp_path):
     res, _, _ = _fake_results(tmp_path, "width_vs_depth", leave_out=0)
     S.summarize(str(res))

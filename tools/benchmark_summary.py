@@ -683,6 +683,11 @@ def figure_sections(results_dir: str, runs: list, numbers: dict) -> list[str]:
                 *figure_table(figure, points, numbers), "", f"Plot: {os.path.basename(png) if png else 'none yet (no run done)'}", ""]
         note = numbers.get(figure, {}).get("source") if figure not in ("main_table", "depth_sweep") else None
         out += [f"The paper: {note}.", ""] if note else []
+        if figure == "depth_sweep":  # the paper's second humanoid sweep: how far two sweeps differ
+            extra = numbers["depth_sweep_appendix"]
+            out += [f"The paper's appendix sweep, depths {'/'.join(map(str, extra['depths']))}: " + "; ".join(
+                f"{env} {'/'.join(f'{v:g}' for v in values)}" for env, values in extra["values"].items())
+                + " (how far two sweeps of the same settings differ).", ""]
     return out
 
 
