@@ -60,7 +60,7 @@ PLANS = {
                                              "--total-env-steps 100000000 --width 2048",
                                              "crl_depth__arm_push_easy__d64__s2": "--depth 64 --seed 2"}),
     "batch_size": (2 * 5 * 3, {"crl_depth__humanoid__d64__b2048__s3": "--depth 64 --seed 3 --total-env-steps 100000000 "
-                               "--batch-size 2048",
+                               "--batch-size 2048 --num-sgd-steps 200",
                                "crl_depth__humanoid__d4__b128__s1": "--depth 4 --seed 1 --total-env-steps 100000000 "
                                "--batch-size 128"}),
     "actor_critic_depth": (4 * 4 * 3, {"crl_depth__humanoid__d64__actor4__s2": "--env-id humanoid --depth 64 "
@@ -342,3 +342,22 @@ def test_tiny_reacher_figure_end_to_end_and_resume(tmp_path):
     assert "resumed: " in (res / "meta.txt").read_text()
     proc = _bash(*args[:-2], "--extra", "--num-envs 8", "--resume", str(res))  # another plan: refused, nothing run
     assert proc.returncode == 2 and "its plan.tsv is not this plan" in proc.stderr
+
+
+def test_every_planned_run_passes_its_scripts_flag_checks():
+    """Each run of `--figure all` at the paper's settings is one its script accepts (parsed and checked as its
+    command line would be; an offline run's dataset, made by an earlier run, is not read)."""
+    import tyro
+
+    sys.path.insert(0, ROOT)
+    import crl_collector_learner
+    import crl_depth
+
+    scripts = {"crl_depth.py": crl_depth, "crl_collector_learner.py": crl_collector_learner}
+    runs = [r for r in F.unique(F.build("all", F.Options(), NUMBERS)) if r.script in scripts]
+    assert len(runs) > 200
+    for run in runs:
+        script = scripts[run.script]
+        args = tyro.cli(script.Args, args=run.flags.split())
+        assert script.validate_args(args) is None, (run.label, run.flags, script.validate_args(args))
+

@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_NUMBERS = os.path.join(ROOT, "tools", "paper_numbers.json")
-WIDTH, BATCH = 256, 512  # crl_depth.py's defaults, the paper's (Table 7)
+WIDTH, BATCH, SGD_STEPS = 256, 512, 800  # crl_depth.py's defaults, the paper's (Table 7)
 SWEEP_ENVS = ("humanoid", "ant_big_maze", "arm_push_easy")  # the depth sweep's three envs
 ABLATION_DEPTHS = (4, 16, 32, 64)
 OFFLINE_ENVS = ("ant_big_maze", "ant_hardest_maze", "humanoid_u_maze")  # the mazes nearest OGBench's
@@ -113,6 +113,8 @@ class Grid:
         flags += (["--no-layer-norm"] if not layer_norm else []) + (["--activation relu"] if activation == "relu" else [])
         flags += (["--no-residual"] if not residual else []) + ([f"--width {width}"] if width != WIDTH else [])
         flags += ([f"--batch-size {batch}"] if batch != BATCH else []) + (["--save-buffer"] if save_buffer else [])
+        if batch * SGD_STEPS > BATCH * SGD_STEPS:  # the default's 409,600 transitions a training step, in larger batches
+            flags += [f"--num-sgd-steps {BATCH * SGD_STEPS // batch}"]
         plain = (layer_norm and activation == "swish" and residual and width == WIDTH and batch == BATCH
                  and actor in (None, depth, self.numbers["limit_test"]["actor_depth_at_1024"] if limit else depth))
         run = Run(self.figure, label, "crl_depth.py", env, depth, seed, " ".join(flags + [self.opts.extra]).strip(),
