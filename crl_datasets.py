@@ -49,6 +49,10 @@ def _keys(files: dict) -> str:
 def read_npz(path: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetError(f"--dataset {path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":  # an .npz is a zip archive, an .npy starts so
+        raise DatasetError(f"--dataset {path}: not an .npz file (an .npz is a zip archive of .npy arrays)")
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):

@@ -17,6 +17,7 @@ tools/sync_shared_blocks.py copies a fix). To try an idea, copy this file.
 import dataclasses
 import math
 import os
+import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -29,9 +30,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
-from crl_runs import (Run, RunArgs, across_seeds, check_common_args, check_online_args, compile_online, describe,
-                      device_mesh, epoch_change_error, fill_buffer, online_start, parse_args, save_buffer_npz,
-                      seed_all, seed_map, timed_epoch)
+from crl_runs import (Run, RunArgs, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
+                      seed_all, seed_map, split_seed_keys, state_shardings)
 
 
 # ==================================================================================================
@@ -92,6 +92,42 @@ class Args(RunArgs):
     """replay buffer capacity in steps per env"""
     min_replay_size: int = 1_000
     """steps per env collected before training starts, with the untrained stochastic actor (as the paper)"""
+
+    def online_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the environment, schedule and replay flags above, or None."""
+        if self.env_id not in ENVS:
+            return f"unknown --env-id {self.env_id!r}; valid ids: {', '.join(ENVS)}"
+        error = not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
+                                    "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size",
+                                    "min_replay_size"))
+        if error:
+            return error
+        if self.episode_length < 2:
+            return f"--episode-length must be at least 2 (got {self.episode_length})"
+        if self.min_replay_size > self.max_replay_size:
+            return (f"--min-replay-size ({self.min_replay_size}) must not exceed --max-replay-size "
+                    f"({self.max_replay_size})")
+        if self.min_replay_size < self.episode_length:
+            return (f"--min-replay-size ({self.min_replay_size}) must be at least --episode-length "
+                    f"({self.episode_length}): sampling takes windows of one episode length per env")
+        if self.unroll_length > self.max_replay_size:
+            return f"--unroll-length ({self.unroll_length}) must not exceed --max-replay-size ({self.max_replay_size})"
+        per_step = self.num_envs * (self.episode_length - 1)  # relabelled transitions per training step
+        if self.num_sgd_steps * self.batch_size > per_step:
+            return (f"--num-sgd-steps x --batch-size ({self.num_sgd_steps} x {self.batch_size}) is larger than "
+                    f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
+        prefill, per_train_step, steps_per_epoch = schedule(self)
+        if steps_per_epoch < 1:
+            return (f"--total-env-steps {self.total_env_steps} is too small: {self.num_epochs} epochs of one "
+                    f"training step each after the prefill need {prefill + self.num_epochs * per_train_step}")
+        return None
+
+    def epoch_change_error(self, saved: "Args") -> Optional[str]:
+        """A resumed run (self; saved: the run's args.json) must keep the number of training steps of an epoch."""
+        if schedule(self)[::2] != schedule(saved)[::2]:
+            return (f"--num-epochs {self.num_epochs} --total-env-steps {self.total_env_steps} change the run's "
+                    f"epoch ({schedule(saved)[2]} training steps); change both together to keep it")
+        return None
 # END SHARED BLOCK: online flags
 # SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
@@ -106,6 +142,14 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+
+    def algorithm_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the flags above, or None."""
+        if not 0.0 < self.gamma < 1.0:
+            return f"--gamma must be in (0, 1) (got {self.gamma})"
+        if self.logsumexp_penalty < 0:
+            return f"--logsumexp-penalty must be >= 0 (got {self.logsumexp_penalty})"
+        return not_positive(self, ("actor_lr", "critic_lr", "alpha_lr"))
 # END SHARED BLOCK: algorithm flags
 
     # --- network ---
@@ -128,6 +172,15 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+    def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
+        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
+        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        for name in depths:
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 4 != 0):
+                return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32 (bfloat16:
@@ -630,23 +683,16 @@ RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkp
 
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
-    if args.env_id not in ENVS:
-        return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    error = check_common_args(args, positive=("num_envs", "episode_length", "num_eval_envs", "total_env_steps",
-                                              "num_epochs", "unroll_length", "num_sgd_steps", "max_replay_size",
-                                              "min_replay_size"), split=("num_envs", "batch_size"))
-    if error or plot_args_error(args):
-        return error or plot_args_error(args)
+    error = (args.online_flags_error() or args.algorithm_flags_error()
+             or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
+             or args.run_flags_error(split=("num_envs", "batch_size")) or plot_args_error(args))
+    if error:
+        return error
     if args.num_seeds > 1:
         for name in ("render", "save_buffer", "plot_critic"):
             if getattr(args, name):
                 return f"--{name.replace('_', '-')} works on one run: not with --num-seeds {args.num_seeds}"
-    return check_online_args(args, schedule)
-
-
-def resume_error(args: Args, saved: Args) -> Optional[str]:
-    """A resumed run must keep the number of training steps of an epoch."""
-    return epoch_change_error(args, saved, schedule)
+    return None
 
 
 def state_header(args: Args) -> dict:
@@ -659,75 +705,19 @@ def state_header(args: Args) -> dict:
             "num_seeds": args.num_seeds}
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
-    if args.load:  # --plot-critic from saved checkpoints, no training
-        return plot_checkpoints(args, critic_of(args, make_env(args.env_id).action_size))
-    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
-    run = Run(args, state_header(args), lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")),
-              "env_steps")
-    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
-    key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
-    # devices: with more than one, training envs, replay buffer and SGD batches are split across them
-    devices, mesh = device_mesh(args.num_devices, "envs")
+def save_buffer_npz(path: str, buf: Buffer, env_id: str, spec: Any, episode_length: int) -> None:
+    """--save-buffer: the replay buffer, oldest step first, as the dataset of crl_depth_offline.py
+    (its keys: docs/offline.md)."""
+    buf = jax.device_get(buf)
+    rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]
+    np.savez(path, format="crl_depth_buffer", version=1, env_id=env_id, state=buf.state[rows],
+             action=buf.action[rows], episode_id=buf.episode_id[rows], obs_dim=spec.obs_dim,
+             goal_start=spec.goal_start, goal_end=spec.goal_end, episode_length=episode_length)
 
-    spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
-    nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
-                         args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
-    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
 
-    def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
-        agent = agent_init(key_agent, nets, opts, spec.obs_dim, spec.goal_end - spec.goal_start, env.action_size)
-        return TrainState(agent=agent, env_state=env.reset(key_env),
-                          buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
-                          key=key, env_steps=jnp.zeros((), jnp.int32))
-
-    ts, key_eval, start_epoch, refill = online_start(run, seed_map(fresh_state, args.num_seeds),
-                                                     (key_agent, key_env, key), key_eval)
-    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
-    run.open()
-    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
-    run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
-                 f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
-                 len(devices), "envs and batches", ts.env_steps)
-
-    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); with several
-    # devices, jit places each leaf as state_shardings says and XLA inserts the communication
-    prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
-        args, env, nets, opts, (spec.goal_start, spec.goal_end),
-        NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
-    evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
-    ts, key_eval, compiled, compile_s = compile_online(prefill_fn, epoch_fn, evaluate, ts, key_eval,
-                                                       lambda ts: ts.agent.actor_params, mesh, refill)
-    if refill:
-        ts = fill_buffer(compiled["prefill"], ts, bool(args.resume), prefill_steps)
-
-    def measure(ts: TrainState, keys: jax.Array) -> dict:  # the evaluation of every seed, on the host
-        return jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys))
-
-    if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.env_steps, compile_s)
-        print(f"epoch 0 (untrained) | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/"
-              f"{args.episode_length} | success {across_seeds(m['eval/success_any'], '.2f')} | "
-              f"dist {across_seeds(m['eval/dist'], '.2f')}", flush=True)
-    for epoch in range(start_epoch, args.num_epochs + 1):
-        ts, m, key_eval, sps, epoch_s = timed_epoch(compiled["epoch"], measure, ts, key_eval,
-                                                    args.num_seeds * steps_per_epoch * per_train_step)
-        records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
-                                                   "time/compile_s": compile_s})
-        print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
-              f"time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
-              f"success {across_seeds(m['eval/success_any'], '.2f')} | dist {across_seeds(m['eval/dist'], '.2f')} | "
-              f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
-              f"actor {np.mean(m['losses/actor']):.3f} | alpha {np.mean(m['actor/alpha']):.3g} | "
-              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, args.num_epochs - epoch)}",
-              flush=True)
-        run.check_finite(epoch, records)
-        run.checkpoint(epoch, args.num_epochs, key_eval, ts, args.checkpoint_buffer)
-
-    run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
-                       "log_alpha": ts.agent.log_alpha}, state_header(args), args.num_epochs)
-    ts, key_render = jax.tree.map(lambda x: x[0], ts), key_render[0]  # below: one run (validate_args)
+def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: Any, key_render: jax.Array) -> None:
+    """After training: the final networks (checkpoint.msgpack) and, as asked, the replay buffer as a
+    dataset, the rendered rollout and the critic heatmap (ts and key_render: one seed's, see validate_args)."""
     if args.save_buffer:  # the dataset of crl_depth_offline.py
         save_buffer_npz(os.path.join(run.dir, "buffer.npz"), ts.buffer, args.env_id, spec, args.episode_length)
     if args.render:
@@ -738,16 +728,122 @@ def main(args: Args) -> None:
         maze_env = make_env(args.env_id, eval=True)
         heatmap_path = args.plot_out or os.path.join(run.dir, "critic_heatmap.png")
         plot_critic_heatmap(heatmap_path, args.env_id, maze_env,
-                            [(f"critic depth {critic_depth}, width {args.width}\n{run.name[:48]}",
+                            [(f"critic depth {args.critic_depth or args.depth}, width {args.width}\n{run.name[:48]}",
                               critic_score(nets, ts.agent.actor_params, ts.agent.critic_params))],
                             args.plot_goal or farthest_goal_cell(maze_env.maze))
         print(f"critic heatmap: {heatmap_path}", flush=True)
+
+
+def main(args: Args) -> None:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+    if args.load:  # --plot-critic from saved checkpoints, no training
+        return plot_checkpoints(args, critic_of(args, make_env(args.env_id).action_size))
+    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
+    run = Run(args, args.env_id, state_header(args),
+              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
+    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
+    key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
+    # devices: with more than one, training envs, replay buffer and SGD batches are split across them
+    devices, mesh = device_mesh(args.num_devices, "envs")
+
+    # envs and networks
+    spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
+    nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
+                         args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
+    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (saved with --no-checkpoint-buffer: an empty buffer, refilled below)
+    def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
+        agent = agent_init(key_agent, nets, opts, spec.obs_dim, spec.goal_end - spec.goal_start, env.action_size)
+        return TrainState(agent=agent, env_state=env.reset(key_env),
+                          buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
+                          key=key, env_steps=jnp.zeros((), jnp.int32))
+
+    start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
+    if args.resume:
+        shapes = jax.eval_shape(fresh, key_agent, key_env, key)
+        header, ckpt_epoch, saved = run.load(lambda header: {
+            "ts": shapes if header["has_buffer"] else shapes.replace(buffer=None), "key_eval": key_eval})
+        ts, key_eval, start_epoch, refill = saved["ts"], saved["key_eval"], ckpt_epoch + 1, not header["has_buffer"]
+        if refill:
+            ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
+    else:
+        ts = jax.jit(fresh)(key_agent, key_env, key)
+    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
+    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+    run.open()
+    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
+    run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
+                 f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
+                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
+
+    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
+    # epoch donate the state. With several devices the env state and the buffer are split along their env
+    # axis (1 and 2, after the seed axis), the rest replicated, and XLA inserts the communication
+    prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
+        args, env, nets, opts, (spec.goal_start, spec.goal_end),
+        NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
+    evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
+    shardings = replicated = None
+    if mesh:
+        shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
+        replicated = NamedSharding(mesh, PartitionSpec())
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
+                         donate_argnums=0)
+    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
+                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
+    evaluate = jax.jit(evaluate, out_shardings=replicated)
+    compiled, compile_s = compile_all({
+        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
+        "epoch": lambda: epoch_fn.lower(ts).compile(),
+        "evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile()})
+
+    if refill:  # at the start of a run with the untrained actor, on a resumed run with the current one
+        print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with {prefill_steps:,} "
+              f"env steps of the current actor" if args.resume else
+              f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
+        ts = compiled["prefill"](ts)
+    if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
+        key_eval, keys = split_seed_keys(key_eval)
+        m = jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys))
+        run.log(0, ts.env_steps, m, {"time/compile_s": compile_s})
+        print(f"epoch 0 (untrained) | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/"
+              f"{args.episode_length} | success {across_seeds(m['eval/success_any'], '.2f')} | "
+              f"dist {across_seeds(m['eval/dist'], '.2f')}", flush=True)
+    for epoch in range(start_epoch, args.num_epochs + 1):
+        t_epoch = time.perf_counter()  # train an epoch
+        ts, train_m = compiled["epoch"](ts)
+        train_m = jax.device_get(train_m)
+        sps = args.num_seeds * steps_per_epoch * per_train_step / (time.perf_counter() - t_epoch)
+        key_eval, keys = split_seed_keys(key_eval)  # evaluate
+        m = jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys)) | train_m
+        epoch_s = time.perf_counter() - t_epoch  # log
+        records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
+                                                   "time/compile_s": compile_s})
+        print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
+              f"time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
+              f"success {across_seeds(m['eval/success_any'], '.2f')} | dist {across_seeds(m['eval/dist'], '.2f')} | "
+              f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
+              f"actor {np.mean(m['losses/actor']):.3f} | alpha {np.mean(m['actor/alpha']):.3g} | "
+              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, args.num_epochs - epoch)}",
+              flush=True)
+        run.check_finite(epoch, {name: m[name] for name in ("losses/critic", "losses/actor", "losses/alpha")},
+                         {"parameters": m["train/params_finite"]})
+        run.checkpoint(epoch, args.num_epochs,  # checkpoint (the buffer too, unless --no-checkpoint-buffer)
+                       {"ts": ts if args.checkpoint_buffer else ts.replace(buffer=None), "key_eval": key_eval},
+                       has_buffer=args.checkpoint_buffer)
+
+    run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
+                       "log_alpha": ts.agent.log_alpha}, state_header(args), args.num_epochs)
+    write_outputs(args, run, jax.tree.map(lambda x: x[0], ts), nets, spec, key_render[0])
     run.finish()
 
 
 def cli(argv: Optional[list[str]] = None) -> Args:
     """The command line's Args; with --resume RUN_DIR the run's own, changed by the flags given."""
-    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, resume_error)
+    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, Args.epoch_change_error)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -34,8 +35,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
 from crl_envs import VecGoalEnv, make_env
-from crl_runs import (Run, RunArgs, across_seeds, check_common_args, compile_all, device_mesh, fail, parse_args,
-                      seed_all, seed_map, timed_epoch)
+from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, not_positive, parse_args,
+                      seed_all, seed_map, split_seed_keys, state_shardings)
 
 
 # ==================================================================================================
@@ -100,6 +101,14 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+
+    def algorithm_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the flags above, or None."""
+        if not 0.0 < self.gamma < 1.0:
+            return f"--gamma must be in (0, 1) (got {self.gamma})"
+        if self.logsumexp_penalty < 0:
+            return f"--logsumexp-penalty must be >= 0 (got {self.logsumexp_penalty})"
+        return not_positive(self, ("actor_lr", "critic_lr", "alpha_lr"))
 # END SHARED BLOCK: algorithm flags
     bc_coef: float = 0.1
     """weight of behaviour cloning, mean ||a_pi - a_data||^2, in the actor loss; 0 gives pure CRL.
@@ -125,6 +134,15 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+    def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
+        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
+        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        for name in depths:
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 4 != 0):
+                return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32"""
@@ -692,8 +710,10 @@ def validate_args(args: Args) -> Optional[str]:
     if not args.dataset and args.resume is None:  # a resumed run's dataset comes from its args.json
         return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
                 "OGBench-format .npz")
-    error = check_common_args(args, positive=("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps",
-                                              "obs_dim", "num_columns", "episode_length"), split=("batch_size",))
+    error = (not_positive(args, ("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps", "batch_size",
+                                 "obs_dim", "num_columns", "episode_length")) or args.algorithm_flags_error()
+             or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
+             or args.run_flags_error(split=("batch_size",)))
     if error:
         return error
     if not args.bc_coef >= 0:
@@ -759,18 +779,21 @@ def main(args: Args) -> None:
     args, data, eval_env, envs, note = open_dataset(args)  # the dataset and env, checked before any work
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
     num_epochs = args.num_gradient_steps // args.eval_every
-    run = Run(args, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
+    run = Run(args, args.env_id, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     key, key_agent, key_diag, key_eval = seed_all(args.seed, run.seeds, 4)
     # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
     devices, mesh = device_mesh(args.num_devices, "batch")
 
+    # the dataset and networks
     goal_slice, action_size = (data.goal_start, data.goal_end), data.action.shape[-1]
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
                          args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
     buffer = offline_buffer(data)
 
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (the checkpoint never holds the dataset: it is read again)
     def fresh_agent(key_agent: jax.Array) -> Agent:  # one seed
         return agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
 
@@ -779,16 +802,16 @@ def main(args: Args) -> None:
                           gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
 
     start_epoch = 1
-    if args.resume:  # load and check the checkpoint before compiling or writing anything
-        ckpt_epoch, key_eval, ts, _ = run.load(jax.eval_shape(fresh_state))
+    if args.resume:
+        shapes = jax.eval_shape(fresh_state)
+        _, ckpt_epoch, saved = run.load(lambda header: {"ts": shapes.replace(buffer=None), "key_eval": key_eval})
         if ckpt_epoch > num_epochs:
             fail(f"--num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
                  f"its checkpoint's epoch {ckpt_epoch} ({run.state_path})")
-        ts = jax.tree.map(jnp.asarray, ts.replace(buffer=None)).replace(buffer=buffer)
-        key_eval, start_epoch = jnp.asarray(key_eval), ckpt_epoch + 1
+        ts, key_eval, start_epoch = saved["ts"].replace(buffer=buffer), saved["key_eval"], ckpt_epoch + 1
     else:
         ts = fresh_state()
-    ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
+    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
     buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     run.open()
@@ -798,23 +821,24 @@ def main(args: Args) -> None:
                  + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
                  + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
                  f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
-                 "gradient steps", len(devices), "batches", ts.gradient_steps)
+                 "gradient steps", len(devices), "batches", ts.gradient_steps, args.compute_dtype)
     if note:
         print(note, flush=True)
 
-    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
-    # buffer is not mapped (in_axes None): one copy serves every seed. With several devices the whole
-    # state is replicated on every device; jit splits each batch and inserts the all-reduces
+    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
+    # buffer is not mapped (in_axes None): one copy serves every seed. The epoch donates the state. With
+    # several devices the whole state is replicated on every device; jit splits each batch and inserts the
+    # all-reduces
     axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
     epoch_fn = seed_map(make_train_fns(args, nets, opts, action_size, goal_slice,
                                        NamedSharding(mesh, PartitionSpec(None, "batch")) if mesh else None),
                         args.num_seeds, in_axes=(axes,), out_axes=(axes, 0))
-    shardings = {}
+    shardings = replicated = None
     if mesh:
-        replicated = NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, replicated), jax.device_put(key_eval, replicated)
-        shardings = {"in_shardings": (replicated,), "out_shardings": replicated}
-    epoch_fn = jax.jit(epoch_fn, donate_argnums=0, **shardings)
+        shardings, replicated = state_shardings(ts, mesh, split={}), NamedSharding(mesh, PartitionSpec())
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
+                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
 
     def probe(buf: Buffer, key_diag: jax.Array) -> dict:  # one seed's fixed batch for the diagnostics
         key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
@@ -829,13 +853,12 @@ def main(args: Args) -> None:
         "epoch": lambda: epoch_fn.lower(ts).compile(),
         "diagnostics": lambda: diagnostics.lower(ts.agent, diag_batch).compile(),
         "evaluation": lambda: compile_evaluate(args, eval_env, envs, nets, ts.agent.actor_params, key_eval)})
-    epoch_c, diag_c, eval_c = compiled["epoch"], compiled["diagnostics"], compiled["evaluation"]
 
     def measure(ts: TrainState, keys: jax.Array) -> dict:
         """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""
-        out = dict(jax.device_get(diag_c(ts.agent, diag_batch)))
-        if eval_c is not None:
-            out.update(jax.device_get(eval_c(ts.agent.actor_params, keys)))
+        out = dict(jax.device_get(compiled["diagnostics"](ts.agent, diag_batch)))
+        if compiled["evaluation"] is not None:
+            out.update(jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys)))
         return out
 
     def summary(m: dict) -> str:
@@ -848,11 +871,18 @@ def main(args: Args) -> None:
                        f"{across_seeds(m['offline/bc_mse'], '.3f')} | q policy - q data {across_seeds(q_gap, '.3f')}")
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.gradient_steps, compile_s)
+        key_eval, keys = split_seed_keys(key_eval)
+        m = measure(ts, keys)
+        run.log(0, ts.gradient_steps, m, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained){summary(m)}", flush=True)
     for epoch in range(start_epoch, num_epochs + 1):
-        ts, m, key_eval, steps_per_s, epoch_s = timed_epoch(epoch_c, measure, ts, key_eval,
-                                                            args.num_seeds * args.eval_every)
+        t_epoch = time.perf_counter()  # train an epoch
+        ts, train_m = compiled["epoch"](ts)
+        train_m = jax.device_get(train_m)
+        steps_per_s = args.num_seeds * args.eval_every / (time.perf_counter() - t_epoch)
+        key_eval, keys = split_seed_keys(key_eval)  # evaluate
+        m = measure(ts, keys) | train_m
+        epoch_s = time.perf_counter() - t_epoch  # log
         records = run.log(epoch, ts.gradient_steps, m, {"charts/gradient_steps_per_s": steps_per_s,
                                                         "time/epoch_s": epoch_s, "time/compile_s": compile_s})
         print(f"epoch {epoch}/{num_epochs} | gradient steps {records[0]['gradient_steps']:,} | "
@@ -861,8 +891,10 @@ def main(args: Args) -> None:
               f"actor {np.mean(m['losses/actor']):.3f} bc {np.mean(m['actor/bc_mse']):.3f} | "
               f"alpha {np.mean(m['actor/alpha']):.3g} | "
               f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, num_epochs - epoch)}", flush=True)
-        run.check_finite(epoch, records)
-        run.checkpoint(epoch, num_epochs, key_eval, ts, with_buffer=False)  # never the dataset
+        run.check_finite(epoch, {name: m[name] for name in ("losses/critic", "losses/actor", "losses/alpha")},
+                         {"parameters": m["train/params_finite"]})
+        run.checkpoint(epoch, num_epochs,  # checkpoint (never the dataset)
+                       {"ts": ts.replace(buffer=None), "key_eval": key_eval}, has_buffer=False)
 
     run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
                        "log_alpha": ts.agent.log_alpha}, run.header, num_epochs)
