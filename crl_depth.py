@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
 from crl_runs import (Run, RunArgs, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
@@ -678,7 +679,7 @@ def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Calla
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
                     "wandb_project_name", "wandb_entity", "wandb_mode", "render", "save_buffer", "plot_critic",
-                    "plot_goal", "plot_out", "runs_dir", "resume", "num_devices")
+                    "plot_goal", "plot_out", "runs_dir", "resume", "num_devices", "estimate")
 
 
 def validate_args(args: Args) -> Optional[str]:
@@ -734,8 +735,9 @@ def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: An
         print(f"critic heatmap: {heatmap_path}", flush=True)
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+def main(args: Args) -> Optional[dict]:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
+    returns what the run would need instead (crl_estimate)."""
     if args.load:  # --plot-critic from saved checkpoints, no training
         return plot_checkpoints(args, critic_of(args, make_env(args.env_id).action_size))
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
@@ -761,7 +763,9 @@ def main(args: Args) -> None:
                           key=key, env_steps=jnp.zeros((), jnp.int32))
 
     start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
-    if args.resume:
+    if args.estimate:  # shapes only, nothing allocated
+        ts = jax.eval_shape(fresh, key_agent, key_env, key)
+    elif args.resume:
         shapes = jax.eval_shape(fresh, key_agent, key_env, key)
         header, ckpt_epoch, saved = run.load(lambda header: {
             "ts": shapes if header["has_buffer"] else shapes.replace(buffer=None), "key_eval": key_eval})
@@ -770,13 +774,7 @@ def main(args: Args) -> None:
             ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
     else:
         ts = jax.jit(fresh)(key_agent, key_env, key)
-    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
-    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
-    run.open()
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
-    run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
-                 f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
-                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
 
     # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
     # epoch donate the state. With several devices the env state and the buffer are split along their env
@@ -789,12 +787,34 @@ def main(args: Args) -> None:
     if mesh:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
         replicated = NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
     prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
                          donate_argnums=0)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
     evaluate = jax.jit(evaluate, out_shardings=replicated)
+    if args.estimate:  # what the run needs: the programs compiled for this backend from the shapes; nothing written
+        report = estimate(f"{args.env_id}, actor depth {actor_depth}, critic depth {critic_depth}, width {args.width}, "
+                          f"{args.num_envs} envs, batch {args.batch_size}, {args.num_seeds} seed(s), "
+                          f"{args.compute_dtype}, remat {args.remat}",
+                          {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
+                          {"parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+                           "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+                           "replay buffer": ts.buffer, "env states": ts.env_state},
+                          {"prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
+                           "evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)},
+                          args.num_seeds, len(devices))
+        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
+        return report
+
+    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+    run.open()
+    run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
+                 f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
+                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
     compiled, compile_s = compile_all({
         "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
         "epoch": lambda: epoch_fn.lower(ts).compile(),

@@ -22,9 +22,6 @@ import jax
 import jax.extend  # noqa: F401 (jax.extend.core: the jaxpr types)
 import numpy as np
 
-GIB = 1024**3
-
-
 def tree_bytes(tree: Any) -> int:
     """Bytes of every array leaf (arrays or jax.ShapeDtypeStruct) of tree."""
     return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
@@ -96,12 +93,16 @@ def program_figures(fn: Callable, args: tuple, calls_per_step: Optional[int] = N
            "flops": flops, "while_loops": whiles}
     if calls_per_step:
         fig["flops_per_step"] = flops / calls_per_step
-        fig["xla_bytes_accessed_per_step"] = fig["xla_bytes_accessed"] / calls_per_step
     return fig
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.3f}"
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
 
 
 def estimate(title: str, params: dict[str, Any], parts: dict[str, Any],
@@ -120,39 +121,40 @@ def estimate(title: str, params: dict[str, Any], parts: dict[str, Any],
     print("  parameters" + (" (per seed)" if num_seeds > 1 else "") + ": "
           + ", ".join(f"{name} {n:,}" for name, n in counts.items()), flush=True)
     sizes = {name: tree_bytes(tree) for name, tree in parts.items()}
-    print("  state (GiB, exact from the shapes, all seeds, all devices): "
-          + ", ".join(f"{name} {_gib(b)}" for name, b in sizes.items())
-          + f"; total {_gib(sum(sizes.values()))}", flush=True)
+    print("  state (exact, from the shapes; all seeds" + (", all devices" if num_devices > 1 else "") + "): "
+          + ", ".join(f"{name} {human_bytes(b)}" for name, b in sizes.items())
+          + f"; total {human_bytes(sum(sizes.values()))}", flush=True)
     figures = {}
-    print(f"  {'program':<11} {'compile s':>9} {'args GiB':>9} {'outputs':>9} {'donated':>9} {'temps':>9} "
-          f"{'peak GiB':>9} {'GFLOP/step':>11} {'XLA GFLOP':>10} {'XLA GB acc.':>11}", flush=True)
+    print(f"  {'program':<11} {'compile':>8} {'arguments':>10} {'outputs':>10} {'donated':>10} {'temporaries':>11} "
+          f"{'peak':>10} {'GFLOP/step':>11} {'XLA GFLOP':>10} {'XLA GB':>8}", flush=True)
     for name, (fn, args, calls) in programs.items():
         f = figures[name] = program_figures(fn, args, calls)
         per_step = f"{f['flops_per_step'] / 1e9:11.3f}" if calls else f"{'(' + format(f['flops'] / 1e9, '.3f') + ')':>11}"
-        print(f"  {name:<11} {f['compile_s']:9.1f} {_gib(f['arguments']):>9} {_gib(f['outputs']):>9} "
-              f"{_gib(f['donated']):>9} {_gib(f['temporaries']):>9} {_gib(f['peak']):>9} {per_step} "
-              f"{f['xla_flops'] / 1e9:10.3f} {f['xla_bytes_accessed'] / 1e9:11.3f}", flush=True)
+        print(f"  {name:<11} {f['compile_s']:7.1f}s {human_bytes(f['arguments']):>10} {human_bytes(f['outputs']):>10} "
+              f"{human_bytes(f['donated']):>10} {human_bytes(f['temporaries']):>11} {human_bytes(f['peak']):>10} "
+              f"{per_step} {f['xla_flops'] / 1e9:10.3f} {f['xla_bytes_accessed'] / 1e9:8.3f}", flush=True)
     largest = max(figures, key=lambda n: figures[n]["peak"])
     whiles = sum(f["while_loops"] for f in figures.values())
-    print(f"  largest peak: {largest}, {_gib(figures[largest]['peak'])} GiB per device. GFLOP/step: counted from "
-          f"the shapes per training step (in brackets: per call), scans times their length"
-          + (f", {whiles} while loop bodies once" if whiles else "")
-          + "; XLA's own figures count each loop body once", flush=True)
-    return {"title": title, "backend": backend, "device": device, "num_seeds": num_seeds, "num_devices": num_devices,
-            "params": counts, "state_bytes": sizes, "programs": figures, "largest": largest}
+    print(f"  largest peak: {largest}, {human_bytes(figures[largest]['peak'])}"
+          + (" per device" if num_devices > 1 else "") + " (arguments + outputs - donated + temporaries)", flush=True)
+    print("  GFLOP/step: counted from the shapes, per training step (in brackets: per call), every scan times its "
+          "length" + (f", {whiles} while loop bodies once" if whiles else "") + ". XLA GFLOP and GB accessed: "
+          "XLA's cost analysis of a call, which counts each loop body once", flush=True)
+    report = {"title": title, "backend": backend, "device": device, "num_seeds": num_seeds,
+              "num_devices": num_devices, "params": counts, "state_bytes": sizes, "programs": figures,
+              "largest": largest}
+    print("estimate-json: " + json.dumps(report, sort_keys=True), flush=True)  # for tools that read the output
+    return report
 
 
-def compare(without: dict, with_: dict, what: str) -> None:
-    """One line per program: temporaries and peak of two estimates (e.g. without and with --remat)."""
+def compare(without: dict, with_: dict, what: str) -> dict:
+    """One line per program: temporaries, peak and FLOPs of two estimates (e.g. without and with --remat);
+    returns without, with_ under the key "compared"."""
     print(f"estimate: {what}", flush=True)
     for name, a in without["programs"].items():
         b = with_["programs"][name]
-        print(f"  {name:<11} temporaries {_gib(a['temporaries'])} -> {_gib(b['temporaries'])} GiB, peak "
-              f"{_gib(a['peak'])} -> {_gib(b['peak'])} GiB, GFLOP/step "
+        print(f"  {name:<11} temporaries {human_bytes(a['temporaries'])} -> {human_bytes(b['temporaries'])}, peak "
+              f"{human_bytes(a['peak'])} -> {human_bytes(b['peak'])}, GFLOP/step "
               f"{a.get('flops_per_step', a['flops']) / 1e9:.3f} -> {b.get('flops_per_step', b['flops']) / 1e9:.3f}",
               flush=True)
-
-
-def print_json(report: dict) -> None:
-    """The report as one JSON line (the last line of --estimate's output, for tools that read it)."""
-    print("estimate-json: " + json.dumps(report, sort_keys=True), flush=True)
+    return {**without, "compared": with_}

@@ -66,6 +66,10 @@ class RunArgs:
     vmapped over a seed axis; metrics.jsonl has one line per seed and epoch"""
     num_devices: int = 0
     """local devices to split the work over (data parallel, parameters replicated); 0: all local devices"""
+    estimate: bool = False
+    """print what the run needs and exit, training nothing and writing nothing: parameter counts, the bytes
+    of the state, and XLA's memory and cost analysis of each program compiled for this backend from the
+    shapes alone (also with --remat, when it is not set)"""
 
     def run_flags_error(self, split: tuple[str, ...] = ()) -> Optional[str]:
         """One line on what is wrong with the flags above, or None. split: the script's flags whose work
