@@ -22,6 +22,9 @@ import jax
 import jax.extend  # noqa: F401 (jax.extend.core: the jaxpr types)
 import numpy as np
 
+_SEEN: dict[str, dict] = {}  # lowered program text -> its figures: a program is compiled once per process
+
+
 def tree_bytes(tree: Any) -> int:
     """Bytes of every array leaf (arrays or jax.ShapeDtypeStruct) of tree."""
     return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
@@ -74,6 +77,9 @@ def program_figures(fn: Callable, args: tuple, calls_per_step: Optional[int] = N
     calls_per_step: the training steps one call makes (the epoch's), to give FLOPs per training step."""
     t = time.perf_counter()
     lowered = fn.lower(*args)
+    text = lowered.as_text()
+    if text in _SEEN:  # the same program again (e.g. the evaluation, which --remat does not change)
+        return _SEEN[text]
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t
     mem = compiled.memory_analysis()
@@ -93,6 +99,7 @@ def program_figures(fn: Callable, args: tuple, calls_per_step: Optional[int] = N
            "flops": flops, "while_loops": whiles}
     if calls_per_step:
         fig["flops_per_step"] = flops / calls_per_step
+    _SEEN[text] = fig
     return fig
 
 
