@@ -13,11 +13,15 @@ collector the deep learner is far ahead of the shallow one; with a shallow colle
 are equally poor.
 
 Read it top to bottom like crl_depth.py: Args, network, replay buffer and relabelling, losses and
-the SGD update, training loop, evaluation, main. The environments come from crl_envs.py and the run
-plumbing (run directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as in
-crl_depth.py. The blocks marked SHARED BLOCK (flags, network, replay buffer, losses, collection) are
-verbatim copies of crl_depth.py's (tests/test_shared_blocks.py checks it), so
-`diff crl_depth.py crl_collector_learner.py` shows only what this experiment changes.
+the SGD update, training loop, evaluation, main, the whole run in view. The environments come from
+crl_envs.py and the run plumbing (run directory, metrics, checkpoints, --resume, seeds) from
+crl_runs.py, as in crl_depth.py. The blocks marked SHARED BLOCK (flags, network, replay buffer,
+losses, collection, and in main the training state and the jit) are verbatim copies of crl_depth.py's
+(tests/test_shared_blocks.py checks it), so `diff crl_depth.py crl_collector_learner.py` shows only
+what this experiment changes. To try an idea, copy this file beside the modules and edit the copy; it
+relies only on their stated interfaces, as crl_depth.py says (another learner: a name in AGENTS and
+its --NAME-depth flag).
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
@@ -172,8 +176,7 @@ class Args(RunArgs):
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
-        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
-        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
         for name in depths:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
@@ -703,6 +706,18 @@ def state_header(args: Args) -> dict:
             "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
+def write_outputs(args: Args, run: Run, actor_params: dict, nets: dict[str, Networks], key_render: jax.Array) -> None:
+    """After training, as asked: each agent's rollout (actor_params: one seed's, see validate_args) and the curves."""
+    if args.render:
+        render_env = make_env(args.env_id, eval=True)
+        for name, params in actor_params.items():
+            render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
+                           lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render,
+                           args.episode_length)
+    if args.plot:
+        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+
+
 def main(args: Args) -> None:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
     depths = {name: getattr(args, f"{name}_depth") for name in AGENTS}
@@ -739,17 +754,20 @@ def main(args: Args) -> None:
     def actor_params(ts: TrainState) -> dict:
         return {name: a.actor_params for name, a in agents(ts).items()}
 
+# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
     start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
     if args.resume:
         shapes = jax.eval_shape(fresh, key_agent, key_env, key)
         header, ckpt_epoch, saved = run.load(lambda header: {
-            "ts": shapes if header["has_buffer"] else shapes.replace(buffer=None), "key_eval": key_eval})
-        ts, key_eval, start_epoch, refill = saved["ts"], saved["key_eval"], ckpt_epoch + 1, not header["has_buffer"]
+            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
+        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
+        refill = not header.get("has_buffer")
         if refill:
             ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
     else:
         ts = jax.jit(fresh)(key_agent, key_env, key)
     ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
+# END SHARED BLOCK: online training state
     num_params = {name: sum(x[0].size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
                   for name, a in agents(ts).items()}
     run.open()
@@ -766,6 +784,7 @@ def main(args: Args) -> None:
         args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end), {name: nets[name] for name in AGENTS[1:]},
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
+# SHARED BLOCK: online jit (keep identical in crl_depth.py and crl_collector_learner.py)
     shardings = replicated = None
     if mesh:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
@@ -786,6 +805,7 @@ def main(args: Args) -> None:
               f"env steps of the current actor" if args.resume else
               f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
         ts = compiled["prefill"](ts)
+# END SHARED BLOCK: online jit
 
     def per_agent(m: dict, metric: str, fmt: str) -> str:  # collector/deep/shallow, each the mean over seeds
         return "/".join(format(float(np.mean(m[f"{name}/{metric}"])), fmt) for name in AGENTS)
@@ -824,14 +844,7 @@ def main(args: Args) -> None:
 
     run.save_networks({name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
                        for name, a in agents(ts).items()}, state_header(args), args.num_epochs)
-    if args.render:  # a single run (validate_args refuses --render with --num-seeds > 1)
-        render_env = make_env(args.env_id, eval=True)
-        for name, params in actor_params(jax.tree.map(lambda x: x[0], ts)).items():
-            render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
-                           lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render[0],
-                           args.episode_length)
-    if args.plot:
-        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+    write_outputs(args, run, actor_params(jax.tree.map(lambda x: x[0], ts)), nets, key_render[0])
     run.finish()
 
 

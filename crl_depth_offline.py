@@ -11,11 +11,14 @@ crl_depth.py's: a strictly future state of the same episode, P(k) ~ gamma^k. The
 critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives pure CRL).
 
 Read it top to bottom: Args, network, replay buffer, losses, dataset, training loop, evaluation,
-main. The brax envs come from crl_envs.py, the reading of the two dataset formats from
+main, the whole run in view as in crl_depth.py (the training state, fresh or --resume, the jit, the
+epoch loop). The brax envs come from crl_envs.py, the reading of the two dataset formats from
 crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
 checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK (flags, network,
 replay buffer, losses, evaluation) are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
-`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes.
+`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes. To try an idea, copy
+this file beside the modules and edit the copy; it relies only on their stated interfaces.
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
@@ -136,8 +139,7 @@ class Args(RunArgs):
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
-        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
-        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
         for name in depths:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
