@@ -790,8 +790,7 @@ def main(args: Args) -> None:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
         replicated = NamedSharding(mesh, PartitionSpec())
         ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
     evaluate = jax.jit(evaluate, out_shardings=replicated)

@@ -7,12 +7,11 @@ with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the crit
 (main table, depth sweep) and the ablations of section 5 run from this file.
 
 Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update,
-training loop, evaluation, main. main is the whole run: envs and networks, the training state (fresh
-or --resume), the jit of prefill, epoch and evaluation, the prefill, then the epoch loop (train,
-evaluate, log, checkpoint). To try an idea, copy this file beside the modules and edit the copy; it
-relies only on their stated interfaces: crl_envs.py (ENVS, make_vec_envs: the goal-conditioned envs),
-crl_runs.py (RunArgs, Run: run directory, metrics of any names, checkpoints of any pytree, --resume;
-seeds, devices), crl_plots.py and crl_datasets.py (plots, the --save-buffer file).
+training loop, evaluation, main: the whole run (envs and networks, the training state, fresh or
+--resume, the jit of prefill, epoch and evaluation, the prefill, the epoch loop: train, evaluate, log,
+checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies only on
+their stated interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run directory,
+metrics of any names, checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py.
 SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
@@ -658,8 +657,7 @@ def critic_score(nets: Networks, actor_params, critic_params) -> Callable:
 
 
 def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Callable]]:
-    """--load: for a network config (depths, width...), the shapes of its saved parameters and the
-    critic score of given parameters (crl_plots.load_checkpoint)."""
+    """--load: for a network config (depths, width...), its saved parameters' shapes and their critic score."""
     spec = ENVS[args.env_id]
 
     def build(cfg: dict) -> tuple[Any, Callable]:
@@ -702,8 +700,7 @@ def state_header(args: Args) -> dict:
             "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
             "width": args.width, "repr_dim": args.repr_dim, "layer_norm": args.layer_norm,
             "activation": args.activation, "residual": args.residual, "num_envs": args.num_envs,
-            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size,
-            "num_seeds": args.num_seeds}
+            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
 def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: Any, key_render: jax.Array) -> None:
@@ -790,8 +787,7 @@ def main(args: Args) -> None:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
         replicated = NamedSharding(mesh, PartitionSpec())
         ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
     evaluate = jax.jit(evaluate, out_shardings=replicated)
