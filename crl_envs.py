@@ -16,7 +16,8 @@ own, like a brax or gymnax env module:
 
 The Panda arm scenes are generated from one MJCF template (not three asset files): the three scenes
 differ only in a few parameters (_PANDA_TASKS), so one template shows what they share and exactly
-where they differ; tests/test_arms.py compares each generated scene with ../shared/data/panda/.
+where they differ; tests/test_arms.py compares each generated scene with the benchmark's scene
+(tests/data/panda/, with its provenance).
 """
 
 import contextlib
@@ -102,10 +103,10 @@ class GoalEnv(PipelineEnv):
 
     def _ctrl(self, action: jax.Array) -> jax.Array:
         """The one place where a policy's action in [-1, 1] becomes motor controls (docs/implementation.md
-        has the table): as in the paper's code, the action goes to the actuators as it is and is clipped
-        to each actuator's control range (brax clips it there too). reacher and ant (ranges [-1, 1]):
-        the identity; humanoid and its mazes ([-0.4, 0.4]): every component beyond +-0.4 saturates. The
-        arms override this with their own mapping (Arm._ctrl)."""
+        has the table). Here: the action as it is, clipped to each actuator's control range (brax clips
+        it there too), which for reacher, ant and the ant mazes (ranges [-1, 1]) is the identity on the
+        policy's actions, as in the paper's code. The humanoids (Humanoid._ctrl) and the arms
+        (Arm._ctrl) map [-1, 1] onto their actuators' ranges instead."""
         return jnp.clip(action, self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1])
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -227,6 +228,13 @@ class Humanoid(GoalEnv):
         com_velocity = jnp.hstack([inertia.mass[:, None] * xd_i.vel / mass_sum, xd_i.ang])
         qfrc_actuator = brax_actuator.to_tau(self.sys, action, ps.q, ps.qd)
         return jnp.concatenate([ps.q, ps.qd, com_inertia.ravel(), com_velocity.ravel(), qfrc_actuator])
+
+    def _ctrl(self, action):
+        """As the paper's humanoid envs: [-1, 1] maps linearly onto each actuator's control range
+        ([-0.4, 0.4]: actions -1, 0, 1 give controls -0.4, 0, 0.4), so the whole action range moves
+        the motors; brax clips anything outside the range."""
+        lo, hi = self.sys.actuator.ctrl_range[:, 0], self.sys.actuator.ctrl_range[:, 1]
+        return (action + 1.0) * (hi - lo) * 0.5 + lo
 
     def _terminated(self, ps):
         z = ps.x.pos[0, 2]
@@ -600,7 +608,7 @@ _PANDA_TASKS = {
 
 
 def panda_xml(task: str) -> str:
-    """The MJCF text of one arm scene (tests compare it with ../shared/data/panda/panda_{task}.xml)."""
+    """The MJCF text of one arm scene (tests compare it with tests/data/panda/panda_{task}.xml)."""
     t = _PANDA_TASKS[task]
     xy = lambda p: f"{p[0]:g} {p[1]:g}"
     regions, pairs = [], [f'    <pair geom1="cube_geom" geom2="{g}"/>'

@@ -26,7 +26,7 @@ import crl_runs
 # --- subprocesses ----------------------------------------------------------------------------------
 def subprocess_env(cache=None, **extra):
     """os.environ (with the test session's persistent JAX compilation cache, tests/conftest.py) plus
-    extra. cache: unused, kept for the callers that still pass their own (the session cache wins).
+    extra. cache: ignored (the test session's cache is the one used).
     A run on several forced CPU devices compiles afresh: on this jax (0.10.2) a sharded CPU executable
     loaded from the persistent cache hangs in its collectives until XLA aborts the process (seen with
     the offline epoch), so such a run neither reads nor writes the cache."""

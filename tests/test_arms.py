@@ -1,9 +1,10 @@
 """Arm manipulation envs (Franka Panda on brax's mjx backend): scenes, resets, the 5-dim action
-mapping, the observation layout and the success logic (../shared/spec/envs.md).
+mapping, the observation layout and the success logic, as in the arm tasks of the JaxGCRL benchmark
+(arXiv 2408.11052) that the paper (arXiv 2503.14858) trains on.
 
 mjx compiles slowly on CPU (about 30 s a function on an idle 2-core machine), so only
 arm_push_easy's reset and step are compiled (once, module fixtures); arm_push_hard and
-arm_binpick_hard are built, checked against the shipped scenes, and reset. A training epoch of an
+arm_binpick_hard are built, checked against the reference scenes (tests/data/panda/), and reset. A training epoch of an
 arm task is GPU work: the training loop is tested on the other envs (tests/test_e2e.py)."""
 
 import os
@@ -17,7 +18,7 @@ import pytest
 import crl_depth as C
 import crl_envs as E
 
-PANDA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "panda")
+PANDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "panda")  # reference scenes, README there
 # env id: scene, cube region centre, goal region centre, sampling half-range s
 ARMS = {
     "arm_push_easy": ("push_easy", (-0.1, 0.6), (0.1, 0.6), 0.1),
@@ -80,11 +81,10 @@ def test_registry_entries_and_physics_settings(envs):
 
 
 @pytest.mark.parametrize("env_id", list(ARMS))
-def test_generated_scene_matches_the_shipped_xml(env_id):
-    """The model text lives in the script; it must compile to the same model as ../shared/data/panda."""
+def test_generated_scene_matches_the_reference_scene(env_id):
+    """The model text lives in crl_envs.py; it must compile to the same model as the reference scene
+    in tests/data/panda/ (the benchmark's scene without its visual meshes)."""
     path = os.path.join(PANDA_DIR, f"panda_{ARMS[env_id][0]}.xml")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is absent (../shared is not checked out next to this repository)")
     ours = mujoco.MjModel.from_xml_string(E.panda_xml(ARMS[env_id][0]))
     ref = mujoco.MjModel.from_xml_path(path)
     for size in ("nq", "nv", "nu", "nbody", "njnt", "ngeom", "npair", "neq"):

@@ -1,8 +1,8 @@
 """Every env id through a checkpoint, for each script, cheaply: the training state's structure comes
 from jax.eval_shape (no compile, no env step), is filled with distinct values, written with
 crl_runs.save_state, read back with load_state against the same structure, and compared leaf by leaf.
-This is the test that would have caught the arm crash (an mjx env state that flax could not
-serialise), and it checks that a state without its buffer (--no-checkpoint-buffer) round-trips too."""
+The arms' mjx env state is among them (flax's own serialisation cannot write it), and a state
+without its buffer (--no-checkpoint-buffer) must round-trip too."""
 
 import jax
 import jax.numpy as jnp

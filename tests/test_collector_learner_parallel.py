@@ -1,4 +1,4 @@
-"""Issue 9 for crl_collector_learner.py: --num-seeds (the whole training state, all three agents
+"""crl_collector_learner.py's --num-seeds (the whole training state, all three agents
 included, vmapped over a seed axis) and --num-devices (envs, buffer and SGD batches split across
 devices; on CPU with XLA_FLAGS=--xla_force_host_platform_device_count=2). Each seed of a multi-seed
 run must be the run that --seed alone gives, and a 2-device run the 1-device run, up to
@@ -58,8 +58,8 @@ def two_seeds(tmp_path_factory, cache):
 def _assert_same_run(records, reference, params, reference_params, other_seed_params):
     """Same run up to rounding (tests/run_dir_helpers.py's assert_same_run), for all three agents."""
     def untrained(got, want):  # exact but the mean distances, which may differ in float32's last bit: the
-        # 2-seed program evaluates the three agents' batched envs in another XLA program (seen after the
-        # changes of issue 16, in shallow_learner/eval/dist of seed 2: 0.13506305 vs 0.13506304)
+        # 2-seed program evaluates the three agents' batched envs in another XLA program (seen in
+        # shallow_learner/eval/dist of seed 2: 0.13506305 vs 0.13506304)
         def rounded(record):
             return {k: float(f"{v:.6g}") if k.endswith("/eval/dist") else v for k, v in record.items()}
 

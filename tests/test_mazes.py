@@ -23,7 +23,8 @@ import crl_runs as R
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# ../shared/spec/envs.md, verbatim: env id -> (picture constant, training layout, evaluation layout)
+# the benchmark's maze layouts (JaxGCRL, arXiv 2408.11052), rows top to bottom ('#' wall, 'R' start,
+# 'G' goal cell): env id -> (picture constant, training layout, evaluation layout)
 SPEC = {
     "ant_u4_maze": (E.ANT_U4_MAZE, "#####/#GGG#/#R#G#/###G#/#G#G#/#GGG#/#####",
                     "#####/#...#/#R#.#/###.#/#G#.#/#GGG#/#####"),

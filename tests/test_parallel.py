@@ -1,4 +1,4 @@
-"""Issue 9: --num-seeds (the whole training state vmapped over a seed axis), --compute-dtype
+"""--num-seeds (the whole training state vmapped over a seed axis), --compute-dtype
 bfloat16, and data parallelism over devices (jax.sharding; on CPU with
 XLA_FLAGS=--xla_force_host_platform_device_count=2). Each seed of a multi-seed run must be the run
 that --seed alone gives, and a 2-device run the 1-device run, up to floating-point rounding: the

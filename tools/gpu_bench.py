@@ -1,4 +1,4 @@
-"""The first GPU numbers in one device call: `bash benchmark.sh gpu` runs this file.
+"""GPU measurements in one command of under 8 minutes: `bash benchmark.sh gpu` runs this file.
 
 Eleven measurements, each in its own subprocess with its own time limit (a hung compile or an
 out-of-memory stops that item alone; it is recorded as a row, status timeout or error, with what it
@@ -43,11 +43,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 2**30
 
 # the paper's humanoid wall-clock on one 80 GB A100 (hours for 100M env steps, evaluation included;
-# paper.md "Wall-clock"): 1.48 h at depth 4, 10.99 h at depth 64
+# the wall-clock hours of arXiv 2503.14858): 1.48 h at depth 4, 10.99 h at depth 64
 PAPER_HOURS = {4: 1.48, 64: 10.99}
 PAPER_STEPS = 100_000_000
 
-# the paper's defaults (paper.md, table 7); --tiny: sizes that run in seconds on a CPU
+# the paper's defaults (arXiv 2503.14858, table 7); --tiny: sizes that run in seconds on a CPU
 PAPER = dict(env_id="humanoid", num_envs=512, batch_size=512, num_sgd_steps=800, unroll_length=62,
              episode_length=1000, max_replay_size=10_000, min_replay_size=1_000, num_eval_envs=128, width=256,
              total_env_steps=PAPER_STEPS, num_epochs=100)
@@ -340,8 +340,8 @@ def run_item(item: dict, timeout: float, env: dict, log) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(item["spec"])]
     t0 = time.perf_counter()
     # output into files, not pipes: nothing the child leaves behind can hold the parent up reading them.
-    # process_group=0: its own process group, killed whole on a timeout, but in this session (a process
-    # in a new session outlives the device call that started it, holding the GPU's memory)
+    # process_group=0: its own process group, killed whole on a timeout, but in this process session (a
+    # process in a new session outlives the command that started it, holding the GPU's memory)
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out_f, stderr=err_f, text=True, process_group=0)
         try:

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Downloads into .whl/ the wheels that a lent GPU machine lacks for `bash benchmark.sh gpu` (adapted
-# from ../shared/tools/gpu-wheels.sh). The device image (Python 3.12) has its own jax, jaxlib, flax,
-# optax, numpy, scipy and CUDA, in versions that fit each other: those are used as they are, and
-# only what the image lacks travels (brax, mujoco, mujoco-core, mujoco-mjx, tyro and their missing
-# dependencies, about 25 MB of the 64 MiB that a call may carry).
-#   bash tools/gpu_wheels.sh            # from the repository root, on a machine with pip access
-# Then one device call: carry [".whl"], command `bash benchmark.sh gpu`; tools/gpu_bench.py installs
-# .whl/*.whl into a --target folder and puts it on PYTHONPATH of every measurement.
+# Gathers, for a GPU machine that has no access to a package index, the wheels that
+# `bash benchmark.sh gpu` needs there and a JAX GPU image lacks. Run it from the repository root on
+# a machine where pip can download:
+#   bash tools/gpu_wheels.sh                 # wheels into .whl/ (about 25 MB)
+#   PYVER=3.11 bash tools/gpu_wheels.sh      # for another Python on the GPU machine (default 3.12)
+# It downloads the pinned brax, mujoco, mujoco-mjx and tyro of requirements.txt with their
+# dependencies, for Linux x86-64, and keeps those that a JAX GPU image (jax and jaxlib with CUDA,
+# flax, optax, numpy, scipy) does not already have; the image's own versions of those stay in use.
+# Copy the repository with .whl/ to the GPU machine and run `bash benchmark.sh gpu` there:
+# tools/gpu_bench.py installs .whl/*.whl into a --target folder first and puts it on the PYTHONPATH
+# of every measurement. A GPU machine with nothing installed needs every package instead:
+#   pip download -r requirements.txt "jax[cuda12]==0.10.2" -d wheels/     # here
+#   pip install --no-index --find-links wheels/ -r requirements.txt "jax[cuda12]==0.10.2"   # there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pyver=${PYVER:-3.12}
 python=${PYTHON:-python3}
 # the project's pins of what must travel (requirements.txt)
 pins=$(grep -E '^(brax|mujoco|mujoco-mjx|tyro)==' requirements.txt)
-# on the device already (the nvidia-h200 image's package list, /work/.library/device/KINDS.md), or
-# not needed there (GL viewers, mujoco's studio): never carried, so the image's versions stay in use
+# in a JAX GPU image already (and their dependencies), or not needed for the measurements (GL viewers,
+# mujoco's studio, wandb, plotting, tests): never gathered, so the image's versions stay in use
 skip='^(jax|jaxlib|jax_cuda.*|numpy|scipy|ml_dtypes|opt_einsum|flax|optax|chex|orbax_checkpoint|tensorstore|absl_py|etils|fsspec|importlib_resources|zipp|typing_extensions|msgpack|rich|markdown_it_py|mdurl|pygments|pyyaml|protobuf|pillow|jinja2|markupsafe|click|werkzeug|humanize|psutil|packaging|simplejson|treescope|toolz|nest_asyncio|aiofiles|uvloop|prometheus_client|cloudpickle|wrapt|nvidia_.*|mujoco_studio|glfw|pyopengl|wandb|matplotlib|pytest.*)$'
 tmp=$(mktemp -d)
 rm -rf .whl && mkdir -p .whl
