@@ -5,14 +5,17 @@
 #   bash benchmark.sh speed                 # compile s, time per step, memory vs depth (scan, remat, unrolled),
 #                                           # seeds in one process (N = 1 2 4 8), bfloat16 vs float32
 #   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
+#   bash benchmark.sh paper --figure NAME   # one table or figure of the paper (--list: all of them)
 #   bash benchmark.sh probe                 # CPU, about an hour: the depth comparison on a point maze
 #   bash benchmark.sh gpu                   # the first GPU numbers, one device call (tools/gpu_bench.py)
 #
-# Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (refused if it
-# exists): meta.txt, runs.tsv, logs/, runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, and the
-# summary of tools/benchmark_summary.py: summary.md, curves_{env}.png, speed.png.
+# Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (paper --figure NAME:
+# paper-NAME__...; refused if it exists, but for paper --resume): meta.txt, plan.tsv, runs.tsv, logs/,
+# runs/{label}/{run_name}/metrics.jsonl, speed.jsonl, figures.tsv, and the summary of
+# tools/benchmark_summary.py: summary.md, curves_{env}.png, speed.png, figure_{NAME}.png.
 # `bash benchmark.sh --help` lists the options.
 set -euo pipefail
+caller_pwd=$PWD  # --datasets paths given relative to where benchmark.sh was called
 cd "$(dirname "$0")"
 
 usage() {
@@ -32,9 +35,14 @@ suites
             seeds in one process: --num-seeds 2 4 8 at the smallest depth (the cost of seeds 2..N);
             bfloat16 vs float32:  --compute-dtypes bfloat16 at every depth of the sweep.
           Adds about 8 train-step measurements (on CPU about 1 minute each).
-  paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (paper.md);
+  paper   crl_depth.py for every env x depth x seed with the paper's env-step budget (tools/paper_numbers.json);
           defaults: the paper's main-table envs that crl_depth.py has, depths 4 8 16 32 64, seeds 1 2 3.
           Depth 1024 runs with --actor-depth 512 (as the paper's). GPU work: days on one GPU.
+          --figure NAME: instead, the grid of runs of one table or figure of the paper, with its settings
+          (tools/paper_figures.py; docs/paper_figures.md): main_table, depth_sweep, layer_norm, activation,
+          residual, width_vs_depth, batch_size, actor_critic_depth, limit_test, collector_learner,
+          offline, or all; its summary adds figure_{NAME}.png and a table beside the paper's numbers.
+          --list: one result a line (name, runs, the paper's GPU hours).
   probe   the paper's depth comparison at CPU scale (docs/point_mazes.md): crl_depth.py on point_big_maze
           (pure-JAX point mazes), depths 4 16 64, seeds 1 2 3, the settings of PROBE below; then the
           critic heatmaps of the shallowest and the deepest network (seed 1) side by side
@@ -57,7 +65,13 @@ options
   --compute-dtypes T...    speed: matmul dtypes compared (float32, bfloat16; default both; float32 alone: none)
   --extra "FLAGS"          extra flags for every training run (quick/paper) or for tools/speed.py
   --results-root DIR       where the results directory goes (default benchmark_results)
-  --paper-md PATH          paper.md with the paper's numbers (default ../shared/spec/paper.md)
+  --figure NAME            paper: the runs of one result of the paper (NAME or all; --list names them);
+                           --envs, --depths and --seeds replace the figure's own
+  --list                   paper: list the results --figure takes, with run counts and the paper's GPU hours
+  --datasets FILE...       paper --figure offline: train offline on these .npz files (OGBench format; their
+                           flags, e.g. --obs-dim, by --extra) instead of buffers saved by online runs
+  --resume DIR             paper: continue the results directory DIR of the same plan: finished runs are kept,
+                           a stopped run continues from its last state.msgpack, the rest run
   --dry-run                print the plan and the results directory; run and write nothing
   --slurm                  paper: submit the runs as a SLURM job array instead (tools/slurm.py; docs/cluster.md),
                            one task per run; then: python tools/slurm.py status|resubmit|collect RESULTS
@@ -79,8 +93,9 @@ case "$suite" in
   *) die "unknown suite '$suite' (one of: quick, speed, paper, probe, gpu; see --help)" ;;
 esac
 
-envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=()
-total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" paper_md="" dry_run=0
+envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=() datasets=()
+total_steps="" width="" batch="" timeout="" extra="" results_root="benchmark_results" dry_run=0
+figure="" list_figures="" resume=""
 slurm="" slurm_args=()  # --slurm and the sbatch options, passed on to tools/slurm.py submit
 list_arg() {  # collects the values after a list option; prints how many
   local n=0; shift
@@ -91,7 +106,7 @@ positive_int() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer (
 while [ $# -gt 0 ]; do
   opt=$1
   case "$opt" in
-    --envs|--depths|--seeds|--unrolled-depths|--num-seeds|--compute-dtypes)
+    --envs|--depths|--seeds|--unrolled-depths|--num-seeds|--compute-dtypes|--datasets)
       n=$(list_arg "$@"); [ "$n" -gt 0 ] || [ "$opt" = --unrolled-depths ] || die "$opt needs at least one value"
       shift; vals=("${@:1:$n}"); shift "$n"
       case "$opt" in
@@ -101,6 +116,10 @@ while [ $# -gt 0 ]; do
         --unrolled-depths) unrolled_depths=("${vals[@]+"${vals[@]}"}"); unrolled_set=1 ;;
         --num-seeds) num_seeds=("${vals[@]}") ;;
         --compute-dtypes) dtypes=("${vals[@]}") ;;
+        --datasets) for f in "${vals[@]}"; do
+                      [[ $f == /* ]] || f=$caller_pwd/$f
+                      [ -f "$f" ] || die "--datasets: no such file: $f"; datasets+=("$f")
+                    done ;;
       esac ;;
     --total-env-steps|--width|--batch-size|--timeout)
       [ $# -ge 2 ] || die "$opt needs a value"; positive_int "$opt" "$2"
@@ -109,7 +128,9 @@ while [ $# -gt 0 ]; do
       esac; shift 2 ;;
     --extra) [ $# -ge 2 ] || die "--extra needs a value"; extra=$2; shift 2 ;;
     --results-root) [ $# -ge 2 ] || die "--results-root needs a value"; results_root=$2; shift 2 ;;
-    --paper-md) [ $# -ge 2 ] || die "--paper-md needs a value"; paper_md=$2; shift 2 ;;
+    --figure) [ $# -ge 2 ] || die "--figure needs a value"; figure=$2; shift 2 ;;
+    --list) list_figures=1; shift ;;
+    --resume) [ $# -ge 2 ] || die "--resume needs a results directory"; resume=${2%/}; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --slurm) slurm=1; shift ;;
     --partition|--gpus-per-task|--time|--max-parallel|--sbatch-args)
@@ -145,19 +166,34 @@ applies --timeout "$timeout" speed
 applies --num-seeds "${num_seeds[*]+x}" speed
 applies --compute-dtypes "${dtypes[*]+x}" speed
 applies --slurm "$slurm" paper
+applies --figure "$figure" paper
+applies --list "$list_figures" paper
+applies --datasets "${datasets[*]+x}" paper
+applies --resume "$resume" paper
+[ ${#datasets[@]} -eq 0 ] || [ "$figure" = offline ] || [ "$figure" = all ] || die "--datasets needs --figure offline (or all)"
+[ -z "$resume" ] || [ -z "$slurm" ] || die "--resume: a SLURM sweep continues with python tools/slurm.py resubmit $resume"
 [ ${#slurm_args[@]} -eq 0 ] || [ -n "$slurm" ] || die "${slurm_args[0]%%=*} needs --slurm"
 
 if [ -z "${PYTHON:-}" ]; then
   if command -v python >/dev/null 2>&1; then PYTHON=python; else PYTHON=python3; fi
 fi
-summary_args=()
-[ -n "$paper_md" ] && summary_args=(--paper-md "$paper_md")
 
-# --- results directory: named by suite, date and git describe; never overwritten ---
+# the paper's tables and figures (tools/paper_figures.py): the options that shape a figure's grid
+fig_args=()
+[ ${#envs[@]} -gt 0 ] && fig_args+=(--envs "${envs[@]}")
+[ ${#depths[@]} -gt 0 ] && fig_args+=(--depths "${depths[@]}")
+[ ${#seeds[@]} -gt 0 ] && fig_args+=(--seeds "${seeds[@]}")
+[ -n "$total_steps" ] && fig_args+=(--total-env-steps "$total_steps")
+if [ -n "$list_figures" ]; then exec "$PYTHON" tools/paper_figures.py list "${fig_args[@]+"${fig_args[@]}"}"; fi
+
+# --- results directory: named by suite (and figure), date and git describe; never overwritten ---
 describe=$(git describe --always --dirty 2>/dev/null || echo nogit)
-results="$results_root/${suite}__$(date +%F)__${describe}"
-if [ -e "$results" ]; then
-  echo "error: $results already exists; refusing to overwrite it (move it away, or pass --results-root)" >&2
+results="$results_root/${suite}${figure:+-$figure}__$(date +%F)__${describe}"
+if [ -n "$resume" ]; then
+  [ -f "$resume/plan.tsv" ] || die "--resume $resume: not a results directory of benchmark.sh paper (no plan.tsv)"
+  results=$resume
+elif [ -e "$results" ]; then
+  echo "error: $results already exists; refusing to overwrite it (move it away, pass --results-root, or --resume it)" >&2
   exit 1
 fi
 
@@ -190,9 +226,9 @@ case "$suite" in
     for env in "${envs[@]}"; do for depth in "${depths[@]}"; do for seed in "${seeds[@]}"; do
       add_run "crl_depth__${env}__d${depth}__s${seed}" crl_depth.py "$env" "$depth" "$seed" \
         "--env-id $env --depth $depth --seed $seed --total-env-steps $steps --num-epochs 16 $QUICK --save-buffer $extra"
-      # offline: 1,200 SGD steps on the buffer that run saved (--dataset is filled in when it exists)
+      # offline: 1,200 SGD steps on the buffer that run saved (@buffer: the run's buffer.npz once it exists)
       add_run "crl_depth_offline__${env}__d${depth}__s${seed}" crl_depth_offline.py "$env" "$depth" "$seed" \
-        "--depth $depth --seed $seed --num-gradient-steps 1200 --eval-every 400 --num-sgd-steps 16 --batch-size 128 --num-eval-envs 32 --width 128 $extra"
+        "--dataset @buffer:crl_depth__${env}__d${depth}__s${seed} --depth $depth --seed $seed --num-gradient-steps 1200 --eval-every 400 --num-sgd-steps 16 --batch-size 128 --num-eval-envs 32 --width 128 $extra"
       # collector/learners: collector and deep learner at this depth (at least 8), shallow learner 4; 3/20 of the steps
       deep=$(( depth > 4 ? depth : 8 ))
       add_run "crl_collector_learner__${env}__d${deep}__s${seed}" crl_collector_learner.py "$env" "$deep" "$seed" \
@@ -218,21 +254,30 @@ case "$suite" in
       [ "$t" = bfloat16 ] && speed_runs+=("bfloat16 vs float32 (train step, 1 seed; float32 is the depth sweep's rows)"$'\t'"$common --targets train_step --remat off --depths ${depths[*]} --compute-dtypes bfloat16")
     done ;;
   paper)
-    known=$("$PYTHON" -c "import crl_envs; print(' '.join(crl_envs.ENVS))" 2>/dev/null | tail -n 1) ||
-      die "could not import crl_envs.py with $PYTHON"
+    if [ ${#envs[@]} -gt 0 ] || [ -z "$figure" ]; then  # (a figure's own envs are the paper's)
+      known=$("$PYTHON" -c "import crl_envs; print(' '.join(crl_envs.ENVS))" 2>/dev/null | tail -n 1) ||
+        die "could not import crl_envs.py with $PYTHON"
+    fi
     for env in "${envs[@]+"${envs[@]}"}"; do
       [[ " $known " == *" $env "* ]] || die "unknown env id '$env'; crl_depth.py has: $known"
     done
-    if [ ${#envs[@]} -eq 0 ]; then
-      paper_envs=$("$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" paper-envs) || exit 2
+    if [ -n "$figure" ]; then  # the figure's grid: plan lines, and each run's place in its figure
+      fig_args+=(--extra "$extra")
+      [ ${#datasets[@]} -gt 0 ] && fig_args+=(--datasets "${datasets[@]}")
+      lines=$("$PYTHON" tools/paper_figures.py plan "$figure" "${fig_args[@]}") || exit 2
+      cells=$("$PYTHON" tools/paper_figures.py plan "$figure" "${fig_args[@]}" --cells) || exit 2
+      while IFS= read -r line; do plan+=("$line"); done <<<"$lines"
+    elif [ ${#envs[@]} -eq 0 ]; then
+      paper_envs=$("$PYTHON" tools/benchmark_summary.py paper-envs) || exit 2
       for env in $paper_envs; do [[ " $known " == *" $env "* ]] && envs+=("$env"); done
       [ ${#envs[@]} -gt 0 ] || die "none of the paper's envs ($paper_envs) is in crl_depth.py's ENVS ($known)"
     fi
     [ ${#depths[@]} -gt 0 ] || depths=(4 8 16 32 64)
     [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3)
-    for env in "${envs[@]}"; do
+    [ -n "$figure" ] && envs=()  # the plan is the figure's
+    for env in "${envs[@]+"${envs[@]}"}"; do
       if [ -n "$total_steps" ]; then steps=$total_steps
-      else steps=$("$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" budget "$env") || exit 2
+      else steps=$("$PYTHON" tools/benchmark_summary.py budget "$env") || exit 2
       fi
       for depth in "${depths[@]}"; do
         actor=""; [ "$depth" -ge 1024 ] && actor="--actor-depth 512 "  # the paper's 1024-layer runs
@@ -244,7 +289,10 @@ case "$suite" in
     done ;;
 esac
 
-echo "benchmark $suite | results: $results"
+if [ -n "$resume" ] && ! diff -q <(printf '%s\n' "${plan[@]}") "$results/plan.tsv" >/dev/null; then
+  die "--resume $results: its plan.tsv is not this plan (give the options it was started with: $(sed -n 's/^command: //p' "$results/meta.txt" 2>/dev/null))"
+fi
+echo "benchmark $suite${figure:+ --figure $figure} | results: $results${resume:+ (resumed)}"
 if [ "$suite" = speed ]; then
   echo "plan: ${#speed_runs[@]} tools/speed.py runs"
   for i in "${!speed_runs[@]}"; do
@@ -261,7 +309,9 @@ fi
 if [ -n "$slurm" ]; then  # the same plan as one SLURM job array (tools/slurm.py; docs/cluster.md)
   dry=(); [ "$dry_run" -eq 1 ] && dry=(--dry-run)
   printf '%s\n' "${plan[@]}" | "$PYTHON" tools/slurm.py submit --results "$results" --python "$PYTHON" \
-    --command "$command_line" --describe "$describe" "${slurm_args[@]+"${slurm_args[@]}"}" "${dry[@]+"${dry[@]}"}"
+    --command "$command_line" --describe "$describe" "${slurm_args[@]+"${slurm_args[@]}"}" "${dry[@]+"${dry[@]}"}" ||
+    exit
+  [ "$dry_run" -eq 1 ] || [ -z "$figure" ] || printf '%s\n' "$cells" >"$results/figures.tsv"
   exit
 fi
 [ "$dry_run" -eq 1 ] && { echo "dry run: nothing run, nothing written"; exit 0; }
@@ -269,17 +319,23 @@ fi
 # --- run ---
 mkdir -p "$results/logs" "$results/runs"
 load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime; }
-{
-  echo "suite: $suite"
-  echo "command: $command_line"
-  echo "date: $(date '+%Y-%m-%d %H:%M:%S %Z')"
-  echo "commit: $describe"
-  echo "machine: $(uname -srm), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //'))"
-  echo "gpu: $(nvidia-smi -L 2>/dev/null | head -n 1 || true)"
-  echo "python: $("$PYTHON" -c 'import sys, jax; print(sys.version.split()[0], "jax", jax.__version__, "backend", jax.default_backend())' 2>/dev/null | tail -n 1)"
-  echo "load average at start (1/5/15 min): $(load)"
-} >"$results/meta.txt"
-sed -i 's/^gpu: $/gpu: none/' "$results/meta.txt"
+if [ -n "$resume" ]; then
+  echo "resumed: $(date '+%Y-%m-%d %H:%M:%S %Z'), commit $describe: $command_line" >>"$results/meta.txt"
+else  # plan.tsv and figures.tsv: what --resume and the summary read
+  [ "$suite" = speed ] || printf '%s\n' "${plan[@]}" >"$results/plan.tsv"
+  [ -z "$figure" ] || printf '%s\n' "$cells" >"$results/figures.tsv"
+  {
+    echo "suite: $suite"
+    echo "command: $command_line"
+    echo "date: $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    echo "commit: $describe"
+    echo "machine: $(uname -srm), $(nproc) CPU cores ($(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //'))"
+    echo "gpu: $(nvidia-smi -L 2>/dev/null | head -n 1 || true)"
+    echo "python: $("$PYTHON" -c 'import sys, jax; print(sys.version.split()[0], "jax", jax.__version__, "backend", jax.default_backend())' 2>/dev/null | tail -n 1)"
+    echo "load average at start (1/5/15 min): $(load)"
+  } >"$results/meta.txt"
+  sed -i 's/^gpu: $/gpu: none/' "$results/meta.txt"
+fi
 start=$(date +%s)
 elapsed() { local s=$(( $(date +%s) - start )); printf '%dh%02dm%02ds' $((s / 3600)) $((s % 3600 / 60)) $((s % 60)); }
 status=0
@@ -298,12 +354,16 @@ if [ "$suite" = speed ]; then
     [ "$st" -eq 0 ] || { status=1; echo "  FAILED with exit status $st"; }
   done
 else
-  printf 'label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n' >"$results/runs.tsv"
-  n=${#plan[@]} done_runs=0 failed=0 dataset=""
+  [ -f "$results/runs.tsv" ] || printf 'label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n' >"$results/runs.tsv"
+  n=${#plan[@]} done_runs=0 failed=0
   for i in "${!plan[@]}"; do
     IFS=$'\t' read -r label script env depth seed flags <<<"${plan[$i]}"
     log="$results/logs/$label.log"
     echo "[$((i + 1))/$n] $label | $((n - i - 1)) left after this | elapsed $(elapsed) | load $(load)"
+    if [ -n "$resume" ] && [ "$(awk -F'\t' -v l="$label" '$1 == l {s = $6} END {print s}' "$results/runs.tsv")" = 0 ]; then
+      echo "  kept: finished earlier (runs.tsv)"
+      continue
+    fi
     # shellcheck disable=SC2206
     args=($flags)
     if [ ! -f "$script" ]; then
@@ -311,9 +371,22 @@ else
       continue
     fi
     help=$("$PYTHON" "$script" --help 2>/dev/null || true)
-    if [ "$script" = crl_depth_offline.py ]; then
-      if [ -z "$dataset" ]; then echo "  skipped: no dataset (crl_depth.py wrote no buffer.npz)"; continue; fi
-      args+=(--dataset "$dataset")
+    missing=""
+    for j in "${!args[@]}"; do  # @buffer:LABEL: the buffer.npz that run LABEL of this plan saved
+      if [[ ${args[$j]} == @buffer:* ]]; then
+        args[$j]=$(find "$results/runs/${args[$j]#@buffer:}" -name buffer.npz 2>/dev/null | sort | tail -n 1 || true)
+        [ -n "${args[$j]}" ] || missing=1
+      fi
+    done
+    if [ -n "$missing" ]; then echo "  skipped: no dataset (the run that saves its buffer.npz wrote none)"; continue; fi
+    prev=$(find "$results/runs/$label" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort | tail -n 1 || true)
+    if [ -n "$prev" ] && [ -f "$prev/state.msgpack" ]; then  # a run stopped part way (--resume DIR): continue it
+      args+=(--resume "$prev")
+      echo "  continues $prev from its last state.msgpack"
+    elif [ -n "$prev" ]; then  # stopped before its first checkpoint: nothing to continue, start again
+      mkdir -p "$results/discarded"
+      mv "$prev" "$results/discarded/${label}__$(basename "$prev")__$(date +%s)"
+      echo "  moved $prev (no state.msgpack) to $results/discarded/"
     fi
     kept=()  # drop flags that this script's --help does not list (scripts added later may lack some)
     for ((j = 0; j < ${#args[@]}; j++)); do
@@ -336,9 +409,6 @@ else
     [ "$st" -eq 0 ] || { failed=$((failed + 1)); echo "  FAILED with exit status $st; log: $log"; }
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "${script%.py}" "$env" "$depth" "$seed" "$st" "$wall" "$log" >>"$results/runs.tsv"
     echo "  finished in ${wall}s (exit $st) | elapsed $(elapsed)"
-    if [ "$script" = crl_depth.py ] && [ "$suite" = quick ]; then
-      dataset=$(find "$results/runs/$label" -name buffer.npz 2>/dev/null | head -n 1)
-    fi
   done
   echo "ran $done_runs of $n runs, $failed failed"
   [ "$failed" -eq 0 ] || status=1
@@ -370,7 +440,7 @@ echo "=== summary: $results/summary.md ==="
 check=()
 [ "$suite" = quick ] && check=(--check)
 set +e
-"$PYTHON" tools/benchmark_summary.py "${summary_args[@]+"${summary_args[@]}"}" summarize "$results" "${check[@]+"${check[@]}"}"
+"$PYTHON" tools/benchmark_summary.py summarize "$results" "${check[@]+"${check[@]}"}"
 summary_status=$?
 set -e
 [ "$summary_status" -eq 0 ] || status=1

@@ -13,11 +13,16 @@ collector the deep learner is far ahead of the shallow one; with a shallow colle
 are equally poor.
 
 Read it top to bottom like crl_depth.py: Args, network, replay buffer and relabelling, losses and
-the SGD update, training loop, evaluation, main. The environments come from crl_envs.py and the run
-plumbing (run directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as in
-crl_depth.py. The blocks marked SHARED BLOCK (flags, network, replay buffer, losses, collection) are
-verbatim copies of crl_depth.py's (tests/test_shared_blocks.py checks it), so
-`diff crl_depth.py crl_collector_learner.py` shows only what this experiment changes.
+the SGD update, training loop, evaluation, main, the whole run in view. The environments come from
+crl_envs.py and the run plumbing (run directory, metrics, checkpoints, --resume, seeds) from
+crl_runs.py, --estimate's report from crl_estimate.py, as in crl_depth.py. The blocks marked SHARED
+BLOCK (flags, network, replay buffer, losses, collection, and in main the training state, the jit and
+the compile) are verbatim copies of crl_depth.py's
+(tests/test_shared_blocks.py checks it), so `diff crl_depth.py crl_collector_learner.py` shows only
+what this experiment changes. To try an idea, copy this file beside the modules and edit the copy; it
+relies only on their stated interfaces, as crl_depth.py says (another learner: a name in AGENTS and
+its --NAME-depth flag).
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
@@ -34,6 +39,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_runs
 from crl_runs import (Run, RunArgs, compile_all, describe, device_mesh, flag, not_positive, parse_args, seed_all,
@@ -172,8 +178,7 @@ class Args(RunArgs):
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
-        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
-        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
         for name in depths:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
@@ -679,7 +684,7 @@ STATE_FORMAT, STATE_VERSION = "crl_collector_learner_state", 3  # 3: leaves by p
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
                     "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume",
-                    "num_devices")
+                    "num_devices", "estimate")
 
 
 def validate_args(args: Args) -> Optional[str]:
@@ -703,8 +708,21 @@ def state_header(args: Args) -> dict:
             "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+def write_outputs(args: Args, run: Run, actor_params: dict, nets: dict[str, Networks], key_render: jax.Array) -> None:
+    """After training, as asked: each agent's rollout (actor_params: one seed's, see validate_args) and the curves."""
+    if args.render:
+        render_env = make_env(args.env_id, eval=True)
+        for name, params in actor_params.items():
+            render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
+                           lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render,
+                           args.episode_length)
+    if args.plot:
+        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+
+
+def main(args: Args) -> Optional[dict]:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
+    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     depths = {name: getattr(args, f"{name}_depth") for name in AGENTS}
     run = Run(args, args.env_id, state_header(args),
               lambda h: describe(h, ("env_id", *(f"{a}_depth" for a in AGENTS), "width")), "env_steps")
@@ -739,25 +757,31 @@ def main(args: Args) -> None:
     def actor_params(ts: TrainState) -> dict:
         return {name: a.actor_params for name, a in agents(ts).items()}
 
+    def sizes(ts: TrainState) -> tuple[dict, dict]:  # --estimate: the parameters to count, the state's parts
+        return ({f"{name} {net}": getattr(a, f"{net}_params") for name, a in agents(ts).items()
+                 for net in ("actor", "critic")},
+                {"parameters": [(a.actor_params, a.critic_params, a.log_alpha) for a in agents(ts).values()],
+                 "optimiser states": [(a.actor_opt, a.critic_opt, a.alpha_opt) for a in agents(ts).values()],
+                 "replay buffer": ts.buffer, "env states": ts.env_state})
+
+# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
     start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
-    if args.resume:
+    if args.estimate:  # the shapes alone: nothing is allocated, read or written
+        ts = jax.eval_shape(fresh, key_agent, key_env, key)
+    elif args.resume:
         shapes = jax.eval_shape(fresh, key_agent, key_env, key)
         header, ckpt_epoch, saved = run.load(lambda header: {
-            "ts": shapes if header["has_buffer"] else shapes.replace(buffer=None), "key_eval": key_eval})
-        ts, key_eval, start_epoch, refill = saved["ts"], saved["key_eval"], ckpt_epoch + 1, not header["has_buffer"]
+            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
+        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
+        refill = not header.get("has_buffer")
         if refill:
             ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
     else:
         ts = jax.jit(fresh)(key_agent, key_env, key)
-    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
-    num_params = {name: sum(x[0].size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
-                  for name, a in agents(ts).items()}
-    run.open()
+    if not args.estimate:  # every leaf its own copy, so ts can be donated
+        ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))
+# END SHARED BLOCK: online training state
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
-    run.announce(f"env {args.env_id} | " + ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} "
-                                                     f"({num_params[name]:,} params)" for name in AGENTS)
-                 + f" | width {args.width} | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
-                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
 
     # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
     # epoch donate the state. With several devices the env state and the buffer are split along their env
@@ -766,16 +790,34 @@ def main(args: Args) -> None:
         args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end), {name: nets[name] for name in AGENTS[1:]},
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
+# SHARED BLOCK: online jit (keep identical in crl_depth.py and crl_collector_learner.py)
     shardings = replicated = None
     if mesh:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
         replicated = NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
     evaluate = jax.jit(evaluate, out_shardings=replicated)
+    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
+        report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
+            "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
+            "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
+        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
+        return report
+# END SHARED BLOCK: online jit
+    num_params = {name: sum(x[0].size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
+                  for name, a in agents(ts).items()}
+    run.open()
+    run.announce(f"env {args.env_id} | " + ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} "
+                                                     f"({num_params[name]:,} params)" for name in AGENTS)
+                 + f" | width {args.width} | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
+                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
+
+# SHARED BLOCK: online compile (keep identical in crl_depth.py and crl_collector_learner.py)
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
     compiled, compile_s = compile_all({
         "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
         "epoch": lambda: epoch_fn.lower(ts).compile(),
@@ -786,6 +828,7 @@ def main(args: Args) -> None:
               f"env steps of the current actor" if args.resume else
               f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
         ts = compiled["prefill"](ts)
+# END SHARED BLOCK: online compile
 
     def per_agent(m: dict, metric: str, fmt: str) -> str:  # collector/deep/shallow, each the mean over seeds
         return "/".join(format(float(np.mean(m[f"{name}/{metric}"])), fmt) for name in AGENTS)
@@ -824,14 +867,7 @@ def main(args: Args) -> None:
 
     run.save_networks({name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
                        for name, a in agents(ts).items()}, state_header(args), args.num_epochs)
-    if args.render:  # a single run (validate_args refuses --render with --num-seeds > 1)
-        render_env = make_env(args.env_id, eval=True)
-        for name, params in actor_params(jax.tree.map(lambda x: x[0], ts)).items():
-            render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
-                           lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render[0],
-                           args.episode_length)
-    if args.plot:
-        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+    write_outputs(args, run, actor_params(jax.tree.map(lambda x: x[0], ts)), nets, key_render[0])
     run.finish()
 
 

@@ -7,11 +7,13 @@ with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the crit
 (main table, depth sweep) and the ablations of section 5 run from this file.
 
 Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update,
-training loop, evaluation, main. The environments come from crl_envs.py and the run plumbing (run
-directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as CleanRL takes its envs from
-gymnasium. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and/or
-crl_collector_learner.py, as each banner says (tests/test_shared_blocks.py keeps them identical;
-tools/sync_shared_blocks.py copies a fix). To try an idea, copy this file.
+training loop, evaluation, main: the whole run (envs and networks, the training state, fresh or
+--resume, the jit of prefill, epoch and evaluation, the prefill, the epoch loop: train, evaluate, log,
+checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies only on
+their stated interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run directory,
+metrics of any names, checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py,
+crl_estimate.py (--estimate: what a run needs, from the shapes of whatever state and programs it is given).
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
@@ -28,6 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from crl_datasets import save_crl_buffer
 from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
@@ -175,8 +178,7 @@ class Args(RunArgs):
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
-        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
-        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
         for name in depths:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
@@ -657,16 +659,14 @@ def critic_score(nets: Networks, actor_params, critic_params) -> Callable:
 
 
 def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Callable]]:
-    """--load: for a network config (depths, width...), the shapes of its saved parameters and the
-    critic score of given parameters (crl_plots.load_checkpoint)."""
+    """--load: for a network config (depths, width...), its saved parameters' shapes and their critic score."""
     spec = ENVS[args.env_id]
-    goal_dim = spec.goal_end - spec.goal_start
 
     def build(cfg: dict) -> tuple[Any, Callable]:
         nets = make_networks(cfg["actor_depth"], cfg["critic_depth"], cfg["width"], cfg["repr_dim"], action_size,
                              cfg["layer_norm"], cfg["activation"], cfg["residual"])
         agent = jax.eval_shape(lambda: agent_init(jax.random.PRNGKey(0), nets, Optimizers(*[optax.adam(1.0)] * 3),
-                                                  spec.obs_dim, goal_dim, action_size))
+                                                  spec.obs_dim, spec.goal_end - spec.goal_start, action_size))
         template = {"actor": agent.actor_params, "critic": agent.critic_params, "log_alpha": agent.log_alpha}
         return template, lambda params: critic_score(nets, params["actor"], params["critic"])
 
@@ -702,25 +702,16 @@ def state_header(args: Args) -> dict:
             "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
             "width": args.width, "repr_dim": args.repr_dim, "layer_norm": args.layer_norm,
             "activation": args.activation, "residual": args.residual, "num_envs": args.num_envs,
-            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size,
-            "num_seeds": args.num_seeds}
-
-
-def save_buffer_npz(path: str, buf: Buffer, env_id: str, spec: Any, episode_length: int) -> None:
-    """--save-buffer: the replay buffer, oldest step first, as the dataset of crl_depth_offline.py
-    (its keys: docs/offline.md)."""
-    buf = jax.device_get(buf)
-    rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]
-    np.savez(path, format="crl_depth_buffer", version=1, env_id=env_id, state=buf.state[rows],
-             action=buf.action[rows], episode_id=buf.episode_id[rows], obs_dim=spec.obs_dim,
-             goal_start=spec.goal_start, goal_end=spec.goal_end, episode_length=episode_length)
+            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
 def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: Any, key_render: jax.Array) -> None:
-    """After training: the final networks (checkpoint.msgpack) and, as asked, the replay buffer as a
-    dataset, the rendered rollout and the critic heatmap (ts and key_render: one seed's, see validate_args)."""
-    if args.save_buffer:  # the dataset of crl_depth_offline.py
-        save_buffer_npz(os.path.join(run.dir, "buffer.npz"), ts.buffer, args.env_id, spec, args.episode_length)
+    """After training, as asked: the replay buffer as a dataset, the rollout, the critic heatmap (one seed's)."""
+    if args.save_buffer:  # the dataset of crl_depth_offline.py: the buffer's steps, oldest first
+        buf = jax.device_get(ts.buffer)
+        rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]
+        save_crl_buffer(os.path.join(run.dir, "buffer.npz"), args.env_id, spec, args.episode_length,
+                        buf.state[rows], buf.action[rows], buf.episode_id[rows])
     if args.render:
         render_rollout(os.path.join(run.dir, "rollout.html"), make_env(args.env_id, eval=True),
                        lambda obs: jnp.tanh(nets.actor.apply(ts.agent.actor_params, obs)[0]), key_render,
@@ -737,7 +728,7 @@ def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: An
 
 def main(args: Args) -> Optional[dict]:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
-    returns what the run would need instead (crl_estimate)."""
+    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     if args.load:  # --plot-critic from saved checkpoints, no training
         return plot_checkpoints(args, critic_of(args, make_env(args.env_id).action_size))
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
@@ -762,18 +753,32 @@ def main(args: Args) -> Optional[dict]:
                           buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                           key=key, env_steps=jnp.zeros((), jnp.int32))
 
+    def actor_params(ts: TrainState) -> Any:  # what acts in the evaluation
+        return ts.agent.actor_params
+
+    def sizes(ts: TrainState) -> tuple[dict, dict]:  # --estimate: the parameters to count, the state's parts
+        return ({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
+                {"parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+                 "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+                 "replay buffer": ts.buffer, "env states": ts.env_state})
+
+# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
     start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
-    if args.estimate:  # shapes only, nothing allocated
+    if args.estimate:  # the shapes alone: nothing is allocated, read or written
         ts = jax.eval_shape(fresh, key_agent, key_env, key)
     elif args.resume:
         shapes = jax.eval_shape(fresh, key_agent, key_env, key)
         header, ckpt_epoch, saved = run.load(lambda header: {
-            "ts": shapes if header["has_buffer"] else shapes.replace(buffer=None), "key_eval": key_eval})
-        ts, key_eval, start_epoch, refill = saved["ts"], saved["key_eval"], ckpt_epoch + 1, not header["has_buffer"]
+            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
+        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
+        refill = not header.get("has_buffer")
         if refill:
             ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
     else:
         ts = jax.jit(fresh)(key_agent, key_env, key)
+    if not args.estimate:  # every leaf its own copy, so ts can be donated
+        ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))
+# END SHARED BLOCK: online training state
     prefill_steps, per_train_step, steps_per_epoch = schedule(args)
 
     # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
@@ -783,51 +788,46 @@ def main(args: Args) -> Optional[dict]:
         args, env, nets, opts, (spec.goal_start, spec.goal_end),
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
+# SHARED BLOCK: online jit (keep identical in crl_depth.py and crl_collector_learner.py)
     shardings = replicated = None
     if mesh:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
         replicated = NamedSharding(mesh, PartitionSpec())
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
     evaluate = jax.jit(evaluate, out_shardings=replicated)
-    if args.estimate:  # what the run needs: the programs compiled for this backend from the shapes; nothing written
-        report = estimate(f"{args.env_id}, actor depth {actor_depth}, critic depth {critic_depth}, width {args.width}, "
-                          f"{args.num_envs} envs, batch {args.batch_size}, {args.num_seeds} seed(s), "
-                          f"{args.compute_dtype}, remat {args.remat}",
-                          {"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
-                          {"parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
-                           "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
-                           "replay buffer": ts.buffer, "env states": ts.env_state},
-                          {"prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
-                           "evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)},
-                          args.num_seeds, len(devices))
+    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
+        report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
+            "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
+            "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
         if not args.remat:  # the same run with --remat, to show what rematerialisation saves
             report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
         return report
-
-    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
-    if mesh:
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+# END SHARED BLOCK: online jit
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     run.open()
     run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
                  f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
                  len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
+
+# SHARED BLOCK: online compile (keep identical in crl_depth.py and crl_collector_learner.py)
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
     compiled, compile_s = compile_all({
         "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
         "epoch": lambda: epoch_fn.lower(ts).compile(),
-        "evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile()})
+        "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
 
     if refill:  # at the start of a run with the untrained actor, on a resumed run with the current one
         print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with {prefill_steps:,} "
               f"env steps of the current actor" if args.resume else
               f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
         ts = compiled["prefill"](ts)
+# END SHARED BLOCK: online compile
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
         key_eval, keys = split_seed_keys(key_eval)
-        m = jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys))
+        m = jax.device_get(compiled["evaluation"](actor_params(ts), keys))
         run.log(0, ts.env_steps, m, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained) | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/"
               f"{args.episode_length} | success {across_seeds(m['eval/success_any'], '.2f')} | "
@@ -838,7 +838,7 @@ def main(args: Args) -> Optional[dict]:
         train_m = jax.device_get(train_m)
         sps = args.num_seeds * steps_per_epoch * per_train_step / (time.perf_counter() - t_epoch)
         key_eval, keys = split_seed_keys(key_eval)  # evaluate
-        m = jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys)) | train_m
+        m = jax.device_get(compiled["evaluation"](actor_params(ts), keys)) | train_m
         epoch_s = time.perf_counter() - t_epoch  # log
         records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
                                                    "time/compile_s": compile_s})

@@ -11,11 +11,14 @@ crl_depth.py's: a strictly future state of the same episode, P(k) ~ gamma^k. The
 critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives pure CRL).
 
 Read it top to bottom: Args, network, replay buffer, losses, dataset, training loop, evaluation,
-main. The brax envs come from crl_envs.py, the reading of the two dataset formats from
+main, the whole run in view as in crl_depth.py (the training state, fresh or --resume, the jit, the
+epoch loop). The brax envs come from crl_envs.py, the reading of the two dataset formats from
 crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
-checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK (flags, network,
+checkpoints, --resume, seeds) from crl_runs.py, --estimate's report from crl_estimate.py. The blocks marked SHARED BLOCK (flags, network,
 replay buffer, losses, evaluation) are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
-`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes.
+`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes. To try an idea, copy
+this file beside the modules and edit the copy; it relies only on their stated interfaces.
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
+from crl_estimate import compare, estimate
 from crl_envs import VecGoalEnv, make_env
 from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, not_positive, parse_args,
                       seed_all, seed_map, split_seed_keys, state_shardings)
@@ -136,8 +140,7 @@ class Args(RunArgs):
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
-        """One line on what is wrong with the flags above or the depth flags named in depths (each unset
-        or a positive multiple of 4: residual blocks of 4 layers), or None."""
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
         for name in depths:
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
@@ -673,13 +676,11 @@ def make_ogbench_envs(data: OfflineData, num_envs: int) -> tuple[Optional[list],
     return envs, None
 
 
-def compile_evaluate(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[list], nets: Networks,
-                     actor_params: Any, keys: jax.Array) -> Optional[Callable]:
-    """The evaluation of every seed, {name: [num_seeds] values}: in the brax env compiled (vmapped over
-    the seeds), in OGBench's gym envs one seed after the other, or None without an env (no ogbench)."""
+def evaluation_fn(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[list], nets: Networks) -> Optional[Callable]:
+    """The evaluation of every seed, {name: [num_seeds] values}: in the brax env jitted (vmapped over the
+    seeds), in OGBench's gym envs one seed after the other, or None without an env (no ogbench)."""
     if eval_env is not None:
-        evaluate = jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
-        return evaluate.lower(actor_params, keys).compile()
+        return jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
     if envs is None:
         return None
     ogbench_evaluate = make_ogbench_evaluate(args, envs, nets)
@@ -696,7 +697,7 @@ def compile_evaluate(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[
 # ==================================================================================================
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
-                    "wandb_mode", "runs_dir", "resume", "num_devices")
+                    "wandb_mode", "runs_dir", "resume", "num_devices", "estimate")
 # state.msgpack holds the whole training state: every network's params and optimiser state, log(alpha),
 # the training key, gradient steps, each with a leading seed axis; plus the epoch and the evaluation
 # keys. Not the dataset: a resumed run reads --dataset again, and the header identifies it (path, size,
@@ -774,8 +775,9 @@ def describe_run(header: dict) -> str:
             f"{header.get('critic_depth')} width {header.get('width')}")
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+def main(args: Args) -> Optional[dict]:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
+    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     args, data, eval_env, envs, note = open_dataset(args)  # the dataset and env, checked before any work
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
     num_epochs = args.num_gradient_steps // args.eval_every
@@ -790,7 +792,9 @@ def main(args: Args) -> None:
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
                          args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    buffer = offline_buffer(data)
+    buffer = offline_buffer(data) if not args.estimate else jax.eval_shape(  # --estimate: its shapes alone
+        lambda s, a, e: offline_buffer(data._replace(state=s, action=a, episode_id=e)), data.state, data.action,
+        data.episode_id)
 
     # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
     # anything is compiled or written (the checkpoint never holds the dataset: it is read again)
@@ -802,7 +806,9 @@ def main(args: Args) -> None:
                           gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
 
     start_epoch = 1
-    if args.resume:
+    if args.estimate:  # the shapes alone: nothing is allocated, read or written
+        ts = jax.eval_shape(lambda: fresh_state().replace(buffer=None)).replace(buffer=buffer)
+    elif args.resume:
         shapes = jax.eval_shape(fresh_state)
         _, ckpt_epoch, saved = run.load(lambda header: {"ts": shapes.replace(buffer=None), "key_eval": key_eval})
         if ckpt_epoch > num_epochs:
@@ -811,20 +817,6 @@ def main(args: Args) -> None:
         ts, key_eval, start_epoch = saved["ts"].replace(buffer=buffer), saved["key_eval"], ckpt_epoch + 1
     else:
         ts = fresh_state()
-    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
-    buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
-    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
-    run.open()
-    steps, columns = data.state.shape[:2]
-    run.announce(f"{data.kind} dataset {args.dataset}: {steps:,} steps x {columns} columns, "
-                 f"{data.num_transitions:,} relabellable transitions, window {data.window}"
-                 + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
-                 + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
-                 f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
-                 "gradient steps", len(devices), "batches", ts.gradient_steps, args.compute_dtype)
-    if note:
-        print(note, flush=True)
-
     # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
     # buffer is not mapped (in_axes None): one copy serves every seed. The epoch donates the state. With
     # several devices the whole state is replicated on every device; jit splits each batch and inserts the
@@ -836,7 +828,6 @@ def main(args: Args) -> None:
     shardings = replicated = None
     if mesh:
         shardings, replicated = state_shardings(ts, mesh, split={}), NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
 
@@ -846,13 +837,45 @@ def main(args: Args) -> None:
             key_probe_shuffle, buffer_sample(buf, key_probe_sample, args.window_length, args.gamma, *goal_slice), 1,
             args.batch_size))
 
-    # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
-    diag_batch = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))(ts.buffer, key_diag)
+    probe_fn = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))
     diagnostics = jax.jit(seed_map(make_diagnostics(nets, args.logsumexp_penalty), args.num_seeds))
+    evaluate = evaluation_fn(args, eval_env, envs, nets)
+    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
+        diag_batch = jax.eval_shape(probe_fn, ts.buffer, key_diag)
+        report = estimate(run.describe(run.header) + f", remat {args.remat}", {
+            "actor": ts.agent.actor_params, "critic": ts.agent.critic_params}, {
+            "parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+            "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+            "dataset": ts.buffer}, {
+            "epoch": (epoch_fn, (ts,), args.eval_every), "diagnostics": (diagnostics, (ts.agent, diag_batch), None),
+            **({"evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)} if eval_env is not None else {})},
+            args.num_seeds, len(devices))
+        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
+        return report
+
+    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
+    buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
+    diag_batch = probe_fn(ts.buffer, key_diag)
+    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+    run.open()
+    steps, columns = data.state.shape[:2]
+    run.announce(f"{data.kind} dataset {args.dataset}: {steps:,} steps x {columns} columns, "
+                 f"{data.num_transitions:,} relabellable transitions, window {data.window}"
+                 + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
+                 + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
+                 f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
+                 "gradient steps", len(devices), "batches", ts.gradient_steps, args.compute_dtype)
+    if note:
+        print(note, flush=True)
     compiled, compile_s = compile_all({
         "epoch": lambda: epoch_fn.lower(ts).compile(),
         "diagnostics": lambda: diagnostics.lower(ts.agent, diag_batch).compile(),
-        "evaluation": lambda: compile_evaluate(args, eval_env, envs, nets, ts.agent.actor_params, key_eval)})
+        "evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile() if eval_env is not None
+        else evaluate})
 
     def measure(ts: TrainState, keys: jax.Array) -> dict:
         """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""

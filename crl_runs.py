@@ -16,6 +16,7 @@ be saved, and a load checks every leaf's name, shape and dtype against the pytre
 build. Every file is written to a .tmp, fsynced and renamed over the old one: a kill at any moment
 leaves either the previous complete file or the new one.
 """
+
 import dataclasses
 import errno
 import hashlib

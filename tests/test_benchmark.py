@@ -1,5 +1,5 @@
 """benchmark.sh and its helpers: the summary's statistics (mean ± standard error of each seed's last 5
-evaluations) against a hand computation, the paper's numbers parsed from paper.md, the checks that
+evaluations) against a hand computation, the paper's numbers read from tools/paper_numbers.json, the checks that
 make `quick` fail, the speed tables (seeds in one process, bfloat16 vs float32 included), the unrolled
 comparison network of tools/speed.py, tools/speed.py's seeds and dtype options (two tiny real
 measurements), and benchmark.sh's refusals and plans. No suite is run for real here."""
@@ -22,52 +22,31 @@ import speed  # noqa: E402
 
 import crl_depth as C  # noqa: E402
 
-# the lines of paper.md that the summary reads (the real file lives outside the repository)
-PAPER_SNIPPET = """\
-## Hyperparameters (paper table 7; the defaults)
-num_envs 512 · batch 512 · 100 epochs with an evaluation after each ·
-128 eval envs · env steps: 100M (humanoid, ant_big_maze, arm_push_easy), 200M (ant_hardest_maze),
-400M (ant_u5_maze, humanoid_u_maze). Seeds: 5 for the main figure, 3 elsewhere; error bars one standard error.
-
-## Main table (time at goal out of 1000, depth 4 vs depth 64)
-| env | obs dim | depth 4 | depth 64 | gain |
-|---|---|---|---|---|
-| ant_u5_maze | 29 | 0.97 ± 0.7 | 61 ± 18 | 63x |
-| humanoid | 268 | 12.6 ± 1.3 | 649 ± 19 | 52x |
-
-Depth sweep, actor depth = critic depth = 4/8/16/32/64:
-humanoid 13/80/454/636/680 · ant_big_maze 61/320/424/439/441.
-Critical depths: 8 for ant_big_maze.
-
-## Wall-clock (one A100 80GB, hours, depths 4/8/16/32/64)
-humanoid 1.48/2.13/3.40/5.92/10.99 · ant_big_maze 2.12/2.77/4.04/6.57/11.66 ·
-humanoid_u_maze 8.72/11.29/16.36/26.48/46.74.
-Limit test, humanoid_u_maze (about 120M steps), depths 4..1024:
-3.23/4.19/6.07/9.83/17.33/32.67/73.83/120.88/134.15 h.
-"""
-
-
-def test_parse_paper_snippet():
-    paper = S.parse_paper(PAPER_SNIPPET)
-    assert paper["score"]["humanoid"][4] == (12.6, 1.3)  # the main table wins over the sweep's 13
+def test_paper_numbers_lookups():
+    """load_paper's lookups from tools/paper_numbers.json: the main table's mean and standard error, the
+    depth sweep where the table has no number (the table wins where both have one), budgets, hours."""
+    paper = S.load_paper()
+    with open(S.PAPER_NUMBERS) as f:
+        raw = json.load(f)
+    assert len(raw["main_table"]["values"]) == 10 and set(raw["main_table"]["values"]) == set(raw["env_steps"]["values"])
+    assert paper["score"]["humanoid"][4] == (12.6, 1.3)  # the main table, not the sweep's 13
     assert paper["score"]["humanoid"][64] == (649.0, 19.0)
-    assert paper["score"]["humanoid"][16] == (454.0, None)
-    assert paper["score"]["ant_u5_maze"][4] == (0.97, 0.7)
-    assert paper["score"]["ant_big_maze"][8] == (320.0, None)
-    assert paper["budget"] == {"humanoid": 100_000_000, "ant_big_maze": 100_000_000, "arm_push_easy": 100_000_000,
-                               "ant_hardest_maze": 200_000_000, "ant_u5_maze": 400_000_000,
-                               "humanoid_u_maze": 400_000_000}
-    assert paper["hours"]["humanoid_u_maze"][64] == 46.74 and paper["hours"]["humanoid"][4] == 1.48
-
-
-@pytest.mark.skipif(not os.path.exists(S.DEFAULT_PAPER_MD), reason="paper.md not beside the repository")
-def test_parse_real_paper_md():
-    paper = S.load_paper(None)
-    assert len([env for env in paper["score"] if 64 in paper["score"][env]]) == 10  # the main table's rows
+    assert paper["score"]["humanoid"][16] == (454.0, None)  # the sweep: no standard error
     assert paper["score"]["humanoid_big_maze"][4] == (0.06, 0.04)
     assert paper["score"]["arm_push_easy"][32] == (848.0, None)
-    assert paper["budget"]["humanoid_big_maze"] == 400_000_000 and paper["budget"]["arm_binpick_hard"] == 100_000_000
-    assert paper["hours"]["ant_big_maze"][16] == 4.04
+    assert paper["budget"]["humanoid_big_maze"] == 400_000_000 and paper["budget"]["ant_hardest_maze"] == 200_000_000
+    assert paper["hours"]["ant_big_maze"][16] == 4.04 and paper["hours"]["humanoid_u_maze"][64] == 46.74
+    for name, entry in raw.items():  # every entry says where in the paper it comes from
+        assert name == "about" or "arXiv 2503.14858" in entry["source"], name
+
+
+def test_summary_tool_budget_and_refusal():
+    tool = [sys.executable, os.path.join(ROOT, "tools", "benchmark_summary.py")]
+    proc = subprocess.run([*tool, "budget", "humanoid_u_maze"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "400000000"
+    proc = subprocess.run([*tool, "budget", "reacher"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "the paper gives no env-step budget for 'reacher'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_last_n_mean_skips_the_untrained_evaluation():
@@ -97,13 +76,11 @@ def _results(tmp_path):
     root = tmp_path / "res"
     root.mkdir(parents=True)
     (root / "runs.tsv").write_text("label\tscript\tenv\tdepth\tseed\tstatus\twall_s\tlog\n")
-    paper = tmp_path / "paper.md"
-    paper.write_text(PAPER_SNIPPET)
-    return root, str(paper)
+    return root
 
 
 def test_summary_mean_and_standard_error_by_hand(tmp_path):
-    root, paper = _results(tmp_path)
+    root = _results(tmp_path)
     seeds = {1: [1, 2, 3, 4, 5, 6, 7, 8], 2: [0, 0, 0, 10, 20, 30, 40, 50], 3: [5, 5, 5, 5, 5, 5, 5, 5]}
     for seed, values in seeds.items():
         _write_run(root, f"crl_depth__humanoid__d4__s{seed}",
@@ -111,7 +88,7 @@ def test_summary_mean_and_standard_error_by_hand(tmp_path):
                    [float(v) for v in values])
     _write_run(root, "crl_depth__humanoid__d64__s1",
                dict(exp_name="crl_depth", env_id="humanoid", depth=64, seed=1, episode_length=1000), [0.0, 100.0])
-    assert S.summarize(str(root), paper, check=True) == 0
+    assert S.summarize(str(root), check=True) == 0
     # by hand: each seed's mean of epochs 3..7, then mean and sample s.d. / sqrt(3) over seeds
     per_seed = [(4 + 5 + 6 + 7 + 8) / 5, (10 + 20 + 30 + 40 + 50) / 5, 5.0]  # 6, 30, 5
     mean = sum(per_seed) / 3
@@ -127,39 +104,39 @@ def test_summary_mean_and_standard_error_by_hand(tmp_path):
 
 
 def test_summary_check_fails_on_crash_and_non_finite(tmp_path):
-    root, paper = _results(tmp_path)
+    root = _results(tmp_path)
     args = dict(exp_name="crl_depth", env_id="reacher", depth=4, seed=1, episode_length=100)
     _write_run(root, "ok", args, [1.0, 2.0])
-    assert S.summarize(str(root), paper, check=True) == 0
+    assert S.summarize(str(root), check=True) == 0
     _write_run(root, "nan", {**args, "seed": 2}, [1.0, 2.0], extra={"losses/critic": float("nan")})
-    assert S.summarize(str(root), paper, check=True) == 1
+    assert S.summarize(str(root), check=True) == 1
     assert "nan: losses/critic=nan at epoch 0" in (root / "summary.md").read_text()
-    assert S.summarize(str(root), paper, check=False) == 0  # without --check the summary only reports
+    assert S.summarize(str(root), check=False) == 0  # without --check the summary only reports
 
-    root2, _ = _results(tmp_path / "b")
+    root2 = _results(tmp_path / "b")
     _write_run(root2, "ok", args, [1.0, 2.0])
     with open(root2 / "runs.tsv", "a") as f:  # a run that crashed before writing anything
         f.write("crashed\tcrl_depth\treacher\t4\t3\t1\t5\t-\n")
-    assert S.summarize(str(root2), paper, check=True) == 1
+    assert S.summarize(str(root2), check=True) == 1
     text = (root2 / "summary.md").read_text()
     assert "crashed: no metrics.jsonl" in text and "crashed: exit status 1" in text
 
 
 def test_summary_prefixed_metrics_take_their_depth(tmp_path):
     """crl_collector_learner.py logs collector/, deep_learner/ and shallow_learner/ scores."""
-    root, paper = _results(tmp_path)
+    root = _results(tmp_path)
     run_dir = _write_run(root, "cl", dict(exp_name="crl_collector_learner", env_id="reacher", collector_depth=8,
                                           deep_learner_depth=8, shallow_learner_depth=4, seed=1, episode_length=100),
                          [1.0, 2.0], extra={"collector/eval/time_at_goal": 7.0, "shallow_learner/eval/time_at_goal": 3.0})
     assert run_dir.exists()
-    S.summarize(str(root), paper, check=True)
+    S.summarize(str(root), check=True)
     text = (root / "summary.md").read_text()
     assert "| crl_collector_learner | reacher | collector depth 8 | 1 | 7.0 | 100 | — |" in text
     assert "| crl_collector_learner | reacher | shallow_learner depth 4 | 1 | 3.0 | 100 | — |" in text
 
 
 def test_speed_tables(tmp_path):
-    root, paper = _results(tmp_path)
+    root = _results(tmp_path)
     base = dict(env_id="humanoid", width=64, batch_size=64, num_envs=16, unroll_length=62, num_sgd_steps=25,
                 max_replay_size=1000, target="network", remat=False, status="ok", backend="cpu", num_params=1000,
                 lower_s=1.0, xla_compile_s=4.0, compile_s=5.0, hlo_ops=6000, step_s=0.01, env_steps_per_s=3968.0,
@@ -169,7 +146,7 @@ def test_speed_tables(tmp_path):
             {**{k: base[k] for k in ("env_id", "width", "batch_size", "target", "remat")}, "impl": "unrolled",
              "depth": 64, "status": "timeout", "error": "timed out after 300 s"}]
     (root / "speed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert S.summarize(str(root), paper, check=True) == 0
+    assert S.summarize(str(root), check=True) == 0
     text = (root / "summary.md").read_text()
     assert "| 4 | 5.0 | 10.0 | 2.0x | 6,000 | 9,000 | 2.0 | 4.0 |" in text
     assert "| 64 | 5.0 | timeout: timed out after 300 s | — |" in text
@@ -189,7 +166,7 @@ def test_speed_seeds_and_bfloat16_tables(tmp_path):
     """summary.md's "seeds in one process" and "bfloat16 vs float32" tables, checked against numbers
     computed here from the rows; rows written by three speed.py runs as benchmark.sh makes them (the
     N = 1 and float32 baselines come from the depth sweep)."""
-    root, paper = _results(tmp_path)
+    root = _results(tmp_path)
     step = {1: 0.25, 2: 0.30, 4: 0.40, 8: 0.80}  # seconds per train step with N seeds (depth 4, float32)
     bf16 = {4: 0.20, 16: 0.50}
     fp32 = {4: step[1], 16: 0.40}
@@ -198,7 +175,7 @@ def test_speed_seeds_and_bfloat16_tables(tmp_path):
     rows += [_speed_row(d, bf16[d], dtype="bfloat16") for d in (4, 16)]  # bfloat16
     rows.append({**_speed_row(16, 1.0, dtype="bfloat16", num_seeds=2), "status": "timeout", "error": "timed out"})
     (root / "speed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert S.summarize(str(root), paper, check=False) == 0  # without --check the failed row is only reported
+    assert S.summarize(str(root), check=False) == 0  # without --check the failed row is only reported
     text = (root / "summary.md").read_text()
     assert "**Seeds in one process**" in text and "*train_step, scan, depth 4*" in text
     sps1 = 16 * 62 / step[1]
@@ -218,7 +195,7 @@ def test_speed_seeds_and_bfloat16_tables(tmp_path):
     # every row also in the per-target table, named by its dtype and seeds; the failed one a problem
     assert "| scan, 8 seeds | 4 | 1,000 |" in text and "| scan, bfloat16 | 16 | 1,000 |" in text
     assert "speed train_step scan depth 16 bfloat16 x2 seeds: timeout timed out" in text
-    assert S.summarize(str(root), paper, check=True) == 1
+    assert S.summarize(str(root), check=True) == 1
 
 
 def test_speed_plan_and_describe_defaults_unchanged():
@@ -383,7 +360,7 @@ def test_benchmark_sh_probe_plan_and_refusals(tmp_path):
 
 def test_summary_env_speed_table_and_seed_range(tmp_path):
     """summarize lists tools/env_speed.py's rows and the heatmaps found, and draws the curves."""
-    res, _ = _results(tmp_path)
+    res = _results(tmp_path)
     for seed, values in ((1, [0.0, 10.0, 30.0]), (2, [0.0, 20.0, 50.0])):
         _write_run(res, f"crl_depth__point_u_maze__d4__s{seed}", {"exp_name": "crl_depth", "env_id": "point_u_maze",
                                                                      "depth": 4, "seed": seed, "episode_length": 100},
@@ -392,7 +369,7 @@ def test_summary_env_speed_table_and_seed_range(tmp_path):
         f.write(json.dumps({"target": "env_step", "env_id": "point_u_maze", "num_envs": 1024, "steps": 10,
                             "compile_s": 1.5, "best_call_s": 0.01, "env_steps_per_s": 1024000, "backend": "cpu"}) + "\n")
     open(os.path.join(res, "heatmap_point_u_maze.png"), "wb").close()
-    assert S.summarize(res, None, check=True) == 0
+    assert S.summarize(res, check=True) == 0
     text = open(os.path.join(res, "summary.md")).read()
     assert "| point_u_maze | 1,024 | 1,024,000 | 1.5 | cpu |" in text
     assert "Critic heatmaps: heatmap_point_u_maze.png" in text

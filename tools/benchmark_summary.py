@@ -12,8 +12,11 @@ speed measurements (speed.jsonl) if any, and writes summary.md and curves_{env}.
 - runtime: per run, exit status, wall time, compile seconds, throughput and final time at goal;
 - speed: compile seconds, time per step and memory versus depth; seeds in one process (throughput of
   N seeds versus N = 1) and bfloat16 versus float32 matmuls, where speed.jsonl has those rows.
+- figures: where benchmark.sh paper --figure wrote figures.tsv, one section per figure of the paper
+  (tools/paper_figures.py): figure_{NAME}.png and a table of each point, ours beside the paper's
+  number, our wall hours beside the paper's GPU hours, and the runs still missing.
 With --check it exits 1 if a run failed, wrote no metrics, or logged a non-finite number.
-The paper's numbers come from paper.md (--paper-md; default ../shared/spec/paper.md beside the repo).
+The paper's numbers come from tools/paper_numbers.json (each with its table or figure of arXiv 2503.14858).
 """
 
 import argparse
@@ -27,69 +30,34 @@ import statistics
 import sys
 from typing import Optional
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import paper_figures  # noqa: E402  (tools/paper_figures.py: the figures' grids and the paper's values)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_PAPER_MD = os.path.join(os.path.dirname(ROOT), "shared", "spec", "paper.md")
+PAPER_NUMBERS = os.path.join(ROOT, "tools", "paper_numbers.json")
 LAST_N = 5  # the paper's score: mean over the last 5 evaluations
 
 
 # ==================================================================================================
-# The paper's numbers (parsed from paper.md)
+# The paper's numbers (tools/paper_numbers.json, each entry with its source in the paper)
 # ==================================================================================================
-def parse_paper(text: str) -> dict:
-    """{"score": {env: {depth: (mean, se or None)}}, "budget": {env: env steps},
-    "hours": {env: {depth: hours on one A100}}} from paper.md's main table, depth sweep,
-    hyperparameter block and wall-clock section."""
-    score: dict = {}
-    header = None
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
-        if not cells:
-            header = None
-            continue
-        if cells[0] == "env" and any(c.startswith("depth") for c in cells):
-            header = cells
-            continue
-        if header is None or set(cells[0]) <= set("-: "):
-            continue
-        for name, cell in zip(header, cells):
-            m_depth = re.fullmatch(r"depth (\d+)", name)
-            m_val = re.fullmatch(r"([\d.]+)\s*(?:±\s*([\d.]+))?", cell)
-            if m_depth and m_val:
-                se = float(m_val.group(2)) if m_val.group(2) else None
-                score.setdefault(cells[0], {})[int(m_depth.group(1))] = (float(m_val.group(1)), se)
-
-    def series(paragraph_pattern: str) -> dict:
-        """'... depths 4/8/16 ...: env 1/2/3 · env2 4/5/6' -> {env: {depth: value}}"""
-        out: dict = {}
-        m = re.search(paragraph_pattern, text, re.S)
-        if not m:
-            return out
-        depths = [int(d) for d in m.group(1).split("/")]
-        for env, values in re.findall(r"([a-z][a-z0-9_]*) ((?:[\d.]+/)+[\d.]+)", m.group(2)):
-            nums = [float(v.rstrip(".")) for v in values.split("/")]
-            if len(nums) == len(depths):
-                out[env] = dict(zip(depths, nums))
-        return out
-
-    for env, by_depth in series(r"Depth sweep, actor depth = critic depth = ([\d/]+):\s*\n(.*?)\n").items():
-        for depth, value in by_depth.items():
-            score.setdefault(env, {}).setdefault(depth, (value, None))  # the main table has priority
-    hours = series(r"## Wall-clock \([^)\n]*?depths ([\d/]+)[^)\n]*\)\s*\n(.*?)\nLimit test")
-
-    budget: dict = {}
-    m = re.search(r"env steps: (.*?)\. Seeds", text, re.S)
-    for amount, envs in re.findall(r"(\d+)M \(([^)]*)\)", m.group(1) if m else ""):
-        for env in envs.split(","):
-            budget[env.strip()] = int(amount) * 1_000_000
-    return {"score": score, "budget": budget, "hours": hours}
-
-
-def load_paper(path: Optional[str]) -> Optional[dict]:
-    path = path or DEFAULT_PAPER_MD
-    if not os.path.exists(path):
-        return None
+def load_paper(path: str = PAPER_NUMBERS) -> dict:
+    """tools/paper_numbers.json as read, plus three lookups: "score" {env: {depth: (mean, se or None)}}
+    (the main table, then the depth sweep where the table has no number), "budget" {env: env steps}
+    and "hours" {env: {depth: hours of one run on one GPU}}."""
     with open(path) as f:
-        return parse_paper(f.read())
+        paper = json.load(f)
+    score: dict = {}
+    for env, by_depth in paper["main_table"]["values"].items():
+        for depth, (mean, se) in by_depth.items():
+            score.setdefault(env, {})[int(depth)] = (float(mean), float(se))
+    sweep = paper["depth_sweep"]
+    for env, values in sweep["values"].items():
+        for depth, value in zip(sweep["depths"], values):
+            score.setdefault(env, {}).setdefault(depth, (float(value), None))  # the main table has priority
+    clock = paper["wall_clock_hours"]
+    hours = {env: dict(zip(clock["depths"], values)) for env, values in clock["values"].items()}
+    return {**paper, "score": score, "budget": dict(paper["env_steps"]["values"]), "hours": hours}
 
 
 # ==================================================================================================
@@ -137,8 +105,8 @@ def load_runs(results_dir: str) -> list[dict]:
     table = os.path.join(results_dir, "runs.tsv")
     rows = []
     if os.path.exists(table):
-        with open(table) as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
+        with open(table) as f:  # a label's last row counts (a run run again by benchmark.sh --resume)
+            rows = list({row["label"]: row for row in csv.DictReader(f, delimiter="\t")}.values())
     else:
         for path in sorted(glob.glob(os.path.join(results_dir, "**", "metrics.jsonl"), recursive=True)):
             rows.append({"label": os.path.relpath(os.path.dirname(path), results_dir), "run_dir": os.path.dirname(path)})
@@ -167,13 +135,35 @@ def load_runs(results_dir: str) -> list[dict]:
         run["env"] = args.get("env_id") or row.get("env") or "?"
         run["seed"] = args.get("seed", row.get("seed", "?"))
         run["episode_length"] = args.get("episode_length")
+        run["log"] = os.path.join(results_dir, "logs", f"{row['label']}.log")  # benchmark.sh's and slurm.py's
         runs.append(run)
     return runs
 
 
-def metric_series(run: dict) -> dict:
+# network settings that tell runs of the same depth apart (the ablations, width and batch size sweeps)
+VARIANTS = {"layer_norm": lambda v: "LayerNorm" if v else "no LayerNorm", "activation": str,
+            "residual": lambda v: "residual" if v else "no residual", "width": "width {}".format,
+            "batch_size": "batch {}".format}
+
+
+def varying(runs: list) -> dict:
+    """{(script, env): the VARIANTS keys whose value differs between the runs of that script and env}."""
+    values: dict = {}
+    for run in runs:
+        for k in VARIANTS:
+            values.setdefault((run["script"], run["env"], k), set()).add(str(run["args"].get(k)))
+    out: dict = {}
+    for (script, env, k), seen in values.items():
+        out.setdefault((script, env), [])
+        if len(seen) > 1:
+            out[(script, env)].append(k)
+    return out
+
+
+def metric_series(run: dict, vary: tuple = ()) -> dict:
     """{series name: (depth, metric key)}: one series per time-at-goal metric of the run; a prefixed
-    key (collector/eval/time_at_goal) takes its depth from the args field of the prefix (collector_depth)."""
+    key (collector/eval/time_at_goal) takes its depth from the args field of the prefix (collector_depth).
+    vary: VARIANTS keys named in the series name (those that tell this run from others of its env)."""
     keys = sorted({k for r in run["records"] for k in r if k.endswith("eval/time_at_goal")})
     out = {}
     for key in keys:
@@ -183,6 +173,7 @@ def metric_series(run: dict) -> dict:
         actor = args.get("actor_depth") if not prefix else None
         label = " ".join(x for x in (prefix, f"depth {depth}" if depth is not None else "") if x) or "?"
         label += f" (actor {actor})" if actor and actor != depth else ""
+        label += "".join(f", {VARIANTS[k](run['args'].get(k))}" for k in vary)
         out[label] = (depth, key)
     return out
 
@@ -221,24 +212,36 @@ def fmt_mean_se(mean: float, se: Optional[float], digits: int = 1) -> str:
     return f"{mean:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
 
 
+def paper_network(run: dict, paper: Optional[dict] = None) -> bool:
+    """The network, batch and env-step budget of the paper's main table and wall-clock data (crl_depth.py's
+    defaults; the budget: the run's total_env_steps, where args.json has it, is the paper's for its env)."""
+    a = run["args"]
+    budget = (paper or load_paper())["budget"].get(run["env"])
+    return (a.get("total_env_steps", budget) == budget and a.get("layer_norm", True) and a.get("activation", "swish") == "swish" and a.get("residual", True)
+            and a.get("width", paper_figures.WIDTH) == paper_figures.WIDTH
+            and a.get("batch_size", paper_figures.BATCH) == paper_figures.BATCH)
+
+
 def results_table(runs: list, paper: Optional[dict]) -> list[str]:
     groups: dict = {}
+    vary = varying(runs)
     for run in runs:
-        for label, (depth, key) in metric_series(run).items():
+        for label, (depth, key) in metric_series(run, vary[(run["script"], run["env"])]).items():
             score = last_n_mean(run["records"], key)
             if score is not None:
                 g = groups.setdefault((run["script"], run["env"], depth if depth is not None else -1, label), [])
-                g.append((run["seed"], score, run["episode_length"]))
+                g.append((run["seed"], score, run["episode_length"], paper_network(run, paper)))
     lines = [f"| script | env | network | seeds | time at goal, last {LAST_N} evals (mean ± s.e. over seeds) | out of | paper (out of 1000) |",
              "|---|---|---|---|---|---|---|"]
     for (script, env, depth, label), entries in sorted(groups.items()):
-        mean, se = mean_se([s for _, s, _ in entries])
+        mean, se = mean_se([e[1] for e in entries])
         paper_cell = "—"
-        if paper and script == "crl_depth" and label.startswith("depth") and "actor" not in label:
+        if paper and script == "crl_depth" and label.startswith("depth") and "actor" not in label and all(
+                e[3] for e in entries):
             ref = paper["score"].get(env, {}).get(depth)
             if ref:
                 paper_cell = fmt_mean_se(ref[0], ref[1], 2 if ref[0] < 1 else 1)
-        out_of = sorted({e for _, _, e in entries if e})
+        out_of = sorted({e[2] for e in entries if e[2]})
         lines.append(f"| {script} | {env} | {label} | {len(entries)} | {fmt_mean_se(mean, se)} | "
                      f"{'/'.join(map(str, out_of)) or '?'} | {paper_cell} |")
     return lines
@@ -262,7 +265,8 @@ def runtime_table(runs: list, paper: Optional[dict]) -> list[str]:
             untrained.append(f"{name}{zero[0]:.1f}" if zero else "—")
         wall = float(run["wall_s"]) if run["wall_s"] not in ("", None) else None
         depth = run["args"].get("depth")
-        hours = paper["hours"].get(run["env"], {}).get(depth) if paper and run["script"] == "crl_depth" else None
+        hours = (paper["hours"].get(run["env"], {}).get(depth) if paper and run["script"] == "crl_depth"
+                 and paper_network(run, paper) and run["args"].get("actor_depth") in (None, depth) else None)
         status = run["status"] or "?"
         lines.append(f"| {run['label']} | {status} | {format_duration(wall)} | {fmt(compile_s(recs))} | "
                      f"{fmt(tput, 0)} {unit} | {', '.join(finals) or '—'} | {', '.join(last5) or '—'} | "
@@ -407,11 +411,12 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = []
+    vary = varying(runs)
     for env in sorted({r["env"] for r in runs}):
         lines: dict = {}
         for run in (r for r in runs if r["env"] == env and r["records"]):
             xname, xs = x_axis(run["records"])
-            for label, (depth, key) in metric_series(run).items():
+            for label, (depth, key) in metric_series(run, vary[(run["script"], run["env"])]).items():
                 pts = {x: r[key] for x, r in zip(xs, run["records"]) if key in r}
                 lines.setdefault((run["script"], depth if depth is not None else -1, label, xname), []).append(pts)
         if not lines:
@@ -479,10 +484,218 @@ def plot_speed(records: list, out_dir: str) -> Optional[str]:
 
 
 # ==================================================================================================
+# The paper's figures (figures.tsv of `benchmark.sh paper --figure NAME`)
+# ==================================================================================================
+def read_cells(results_dir: str) -> list[dict]:
+    path = os.path.join(results_dir, "figures.tsv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [dict(zip(paper_figures.CELL_FIELDS, line.rstrip("\n").split("\t"))) for line in f if line.strip()]
+
+
+def axis_value(x: str):
+    try:
+        return int(x)
+    except ValueError:
+        return x
+
+
+def logged_params(run: Optional[dict]) -> Optional[int]:
+    """Parameters of actor + critic as the script printed them ("| 1,234 params |") in the run's log."""
+    if not run or not run.get("log") or not os.path.exists(run["log"]):
+        return None
+    with open(run["log"], errors="replace") as f:
+        m = re.search(r"([\d,]+) params", f.read())
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def figure_points(cells: list, by_label: dict) -> dict:
+    """{(env, series, x): point}: each point of one figure with its runs' scores (last-5 means), the
+    labels still missing, our wall hours, the paper's hours and the parameters logged. A collector/learner
+    run gives one point per agent (collector, deep_learner, shallow_learner)."""
+    points: dict = {}
+    for c in cells:
+        run = by_label.get(c["label"])
+        ok = run is not None and run["records"] and not run["problems"]
+        keys = sorted({k for r in run["records"] for k in r if k.endswith("eval/time_at_goal")}) if ok else []
+        agents = [k[: -len("/eval/time_at_goal")] for k in keys if "/" in k[: -len("eval/time_at_goal")]] or [""]
+        if c["script"] == "crl_collector_learner" and not ok:
+            agents = ["collector", "deep_learner", "shallow_learner"]
+        for agent in agents:
+            series = f"{c['series']}: {agent}" if agent else c["series"]
+            p = points.setdefault((c["env"], series, axis_value(c["x"])), {
+                "scores": [], "missing": [], "wall_h": [], "params": [], "out_of": set(), "runs": [],
+                "paper_h": float(c["paper_hours"]) if c["paper_hours"] else None})
+            score = last_n_mean(run["records"], f"{agent}/eval/time_at_goal" if agent else "eval/time_at_goal") if ok else None
+            if score is None:
+                p["missing"].append(c["label"])
+                continue
+            p["scores"].append(score)
+            p["runs"].append(run)
+            p["out_of"].add(run["episode_length"] or "?")
+            if run["wall_s"] not in ("", None):
+                p["wall_h"].append(float(run["wall_s"]) / 3600)
+            params = logged_params(run)
+            if params:
+                p["params"].append(params)
+    return points
+
+
+def figure_table(figure: str, points: dict, numbers: dict) -> list[str]:
+    xname = paper_figures.FIGURES[figure][2]
+    xname = {"parameters": "width or depth", "env steps": "collector depth"}.get(xname, xname)
+    params = figure == "width_vs_depth"
+    lines = [f"| env | series | {xname} |" + (" params (actor + critic) |" if params else "") +
+             f" runs | time at goal, ours (last {LAST_N} evals, mean ± s.e.) | out of | paper (out of 1000) | "
+             "wall h per run, ours | paper GPU h per run | missing runs |",
+             "|---|---|---|" + ("---|" if params else "") + "---|---|---|---|---|---|---|"]
+    for (env, series, x), p in sorted(points.items(), key=lambda kv: (kv[0][0], kv[0][1], str(type(kv[0][2])), kv[0][2])):
+        n = len(p["scores"]) + len(p["missing"])
+        ours = fmt_mean_se(*mean_se(p["scores"])) if p["scores"] else "—"
+        ref = paper_figures.paper_value(numbers, figure, env, series, x)
+        paper_cell = fmt_mean_se(ref[0], ref[1], 2 if ref[0] < 1 else 1) if ref else "—"
+        wall = fmt(sum(p["wall_h"]) / len(p["wall_h"]), 2) if p["wall_h"] else "—"
+        missing = ", ".join(p["missing"]) if p["missing"] else ""
+        lines.append(f"| {env} | {series} | {x if x != '' else '—'} |" +
+                     (f" {p['params'][0]:,} |" if params and p["params"] else " — |" if params else "") +
+                     f" {len(p['scores'])}/{n} | {ours} | {'/'.join(map(str, sorted(p['out_of'], key=str))) or '—'} | "
+                     f"{paper_cell} | {wall} | {fmt(p['paper_h'], 2)} | {missing or '—'} |")
+    return lines
+
+
+def plot_figure(figure: str, points: dict, numbers: dict, out_dir: str) -> Optional[str]:
+    """figure_{NAME}.png: the paper's axes (time at goal against depth, width, parameters or batch size;
+    bars for the main table; a heatmap of actor against critic depth; curves for collector/learner),
+    ours with one standard error, the paper's numbers dashed where it gives them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = {k: p for k, p in points.items() if p["scores"]}
+    if not done:
+        return None
+    envs = sorted({k[0] for k in points})
+    title, xlabel = paper_figures.FIGURES[figure][1], paper_figures.FIGURES[figure][2]
+    if figure == "main_table":
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(envs)), 4.2))
+        depths = sorted({k[2] for k in points})
+        width = 0.8 / (2 * len(depths))
+        for j, depth in enumerate(depths):
+            for k, who in enumerate(("ours", "paper")):
+                heights, errors = [], []
+                for env in envs:
+                    p = done.get((env, f"depth {depth}", depth))
+                    ref = paper_figures.paper_value(numbers, figure, env, f"depth {depth}", depth)
+                    m, e = (mean_se(p["scores"]) if p else (float("nan"), None)) if who == "ours" else (ref or (float("nan"), None))
+                    heights.append(m)
+                    errors.append(e or 0.0)
+                xs = [i + (2 * j + k - len(depths) + 0.5) * width for i in range(len(envs))]
+                ax.bar(xs, heights, width, yerr=errors, label=f"depth {depth}, {who}", hatch="//" if who == "paper" else None,
+                       alpha=0.55 if who == "paper" else 0.9, color=f"C{j}")
+        ax.set_xticks(range(len(envs)), envs, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("time at goal")
+        ax.legend(fontsize=7)
+    elif figure == "actor_critic_depth":
+        fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4.2), squeeze=False)
+        for ax, env in zip(axes[0], envs):
+            actors = sorted({int(k[1].split()[-1]) for k in points if k[0] == env})
+            critics = sorted({k[2] for k in points if k[0] == env})
+            grid = [[mean_se(done[(env, f"actor {a}", c)]["scores"])[0] if (env, f"actor {a}", c) in done else float("nan")
+                     for c in critics] for a in actors]
+            im = ax.imshow(grid, origin="lower", cmap="viridis")
+            for i, row in enumerate(grid):
+                for j, v in enumerate(row):
+                    ax.text(j, i, "—" if v != v else f"{v:.0f}", ha="center", va="center", color="w", fontsize=8)
+            ax.set_xticks(range(len(critics)), critics)
+            ax.set_yticks(range(len(actors)), actors)
+            ax.set_xlabel("critic depth")
+            ax.set_ylabel("actor depth")
+            ax.set_title(env, fontsize=9)
+            fig.colorbar(im, ax=ax, label="time at goal")
+    elif figure == "collector_learner":
+        settings = sorted({k[1].split(":")[0] for k in done}, key=lambda t: -int(t.split()[-1]))
+        fig, axes = plt.subplots(len(settings), len(envs), figsize=(5 * len(envs), 3.6 * len(settings)), squeeze=False)
+        for ax, (env, setting) in zip(axes.flat, [(e, t) for t in settings for e in envs]):
+            for (e, series, _), p in sorted(done.items()):
+                if e != env or not series.startswith(setting + ":"):
+                    continue
+                agent = series.split(": ")[1]
+                key = f"{agent}/eval/time_at_goal"
+                curves = [{r["env_steps"]: r[key] for r in run["records"] if key in r and "env_steps" in r} for run in p["runs"]]
+                xs = sorted(set.intersection(*(set(c) for c in curves)))
+                stats = [mean_se([c[x] for c in curves]) for x in xs]
+                (line,) = ax.plot(xs, [m for m, _ in stats], marker=".", label=f"{agent} ({len(curves)} seeds)")
+                ax.fill_between(xs, [m - (e or 0) for m, e in stats], [m + (e or 0) for m, e in stats],
+                                color=line.get_color(), alpha=0.25, linewidth=0)
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("time at goal")
+            ax.set_title(f"{env}, {setting}", fontsize=9)
+            ax.legend(fontsize=7)
+    else:
+        fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4.2), squeeze=False)
+        for ax, env in zip(axes[0], envs):
+            for i, series in enumerate(sorted({k[1] for k in points if k[0] == env})):
+                cells = sorted((k[2], p) for k, p in points.items() if k[0] == env and k[1] == series and k[2] != "")
+                ours = [(p["params"][0] if figure == "width_vs_depth" and p["params"] else x, *mean_se(p["scores"]))
+                        for x, p in cells if p["scores"] and (figure != "width_vs_depth" or p["params"])]
+                if ours:
+                    ax.errorbar([o[0] for o in ours], [o[1] for o in ours], yerr=[o[2] or 0.0 for o in ours], marker="o",
+                                capsize=3, color=f"C{i}", label=f"{series}, ours")
+                ref = [(x, paper_figures.paper_value(numbers, figure, env, series, x)) for x, _ in cells]
+                ref = [(x, r[0]) for x, r in ref if r]
+                if ref and figure != "width_vs_depth":
+                    ax.plot([x for x, _ in ref], [v for _, v in ref], "--", marker="o", mfc="none", color=f"C{i}",
+                            alpha=0.7, label=f"{series}, paper")
+            ax.set_xscale("log", base=10 if figure == "width_vs_depth" else 2)
+            ax.set_xlabel(xlabel + (" (actor + critic)" if figure == "width_vs_depth" else ""))
+            ax.set_ylabel("time at goal")
+            ax.set_title(env, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    what = {"collector_learner": "mean over seeds of each evaluation, band ± s.e.",
+            "actor_critic_depth": f"mean over seeds of the last-{LAST_N} mean"}.get(
+        figure, f"ours: mean over seeds ± s.e. of the last-{LAST_N} mean; the paper's numbers dashed")
+    fig.suptitle(f"{figure}: {title}\n({what})", fontsize=9)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"figure_{figure}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure_sections(results_dir: str, runs: list, numbers: dict) -> list[str]:
+    """One section per figure of figures.tsv: its table (ours beside the paper's, missing runs named)
+    and figure_{NAME}.png."""
+    cells = read_cells(results_dir)
+    by_label = {r["label"]: r for r in runs}
+    out = []
+    for figure in dict.fromkeys(c["figure"] for c in cells):
+        points = figure_points([c for c in cells if c["figure"] == figure], by_label)
+        n = len({c["label"] for c in cells if c["figure"] == figure})
+        done = len({c["label"] for c in cells if c["figure"] == figure and c["label"] in by_label
+                    and by_label[c["label"]]["records"] and not by_label[c["label"]]["problems"]})
+        png = plot_figure(figure, points, numbers, results_dir)
+        out += [f"### Figure `{figure}`: {paper_figures.FIGURES[figure][1]}", "",
+                f"{done} of {n} runs done{'' if done == n else ' (the missing runs: last column)'}. "
+                f"The paper's numbers: tools/paper_numbers.json.", "",
+                *figure_table(figure, points, numbers), "", f"Plot: {os.path.basename(png) if png else 'none yet (no run done)'}", ""]
+        note = numbers.get(figure, {}).get("source") if figure not in ("main_table", "depth_sweep") else None
+        out += [f"The paper: {note}.", ""] if note else []
+        if figure == "depth_sweep":  # the paper's second humanoid sweep: how far two sweeps differ
+            extra = numbers["depth_sweep_appendix"]
+            out += [f"The paper's appendix sweep, depths {'/'.join(map(str, extra['depths']))}: " + "; ".join(
+                f"{env} {'/'.join(f'{v:g}' for v in values)}" for env, values in extra["values"].items())
+                + " (how far two sweeps of the same settings differ).", ""]
+    return out
+
+
+# ==================================================================================================
 # Main
 # ==================================================================================================
-def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
-    paper = load_paper(paper_md)
+def summarize(results_dir: str, check: bool = False) -> int:
+    paper = load_paper()
     out = []
     meta = os.path.join(results_dir, "meta.txt")
     if os.path.exists(meta):
@@ -491,14 +704,15 @@ def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
     runs = load_runs(results_dir)
     problems = [f"{r['label']}: {p}" for r in runs for p in r["problems"]]
     if runs:
-        note = "" if paper else f" (paper numbers unavailable: {paper_md or DEFAULT_PAPER_MD} not found)"
-        out += [f"### Results{note}", "", *results_table(runs, paper), "",
+        out += ["### Results", "", *results_table(runs, paper), "",
                 f"Each seed's score is the mean of its last {LAST_N} evaluations (epoch >= 1); the table gives the "
                 "mean over seeds ± one standard error (sample s.d. / sqrt(seeds); none with one seed). The paper's "
                 "numbers are out of 1000 steps; a run's own episode length is in `out of`.", "",
                 "### Runtime", "", *runtime_table(runs, paper), ""]
         curves = plot_curves(runs, results_dir)
         out += [f"Curves: {', '.join(os.path.basename(p) for p in curves)}", ""] if curves else []
+    if os.path.exists(os.path.join(results_dir, "figures.tsv")):
+        out += figure_sections(results_dir, runs, paper)
     speed_path = os.path.join(results_dir, "speed.jsonl")
     if os.path.exists(speed_path):
         speed, bad = read_jsonl(speed_path)
@@ -534,7 +748,6 @@ def summarize(results_dir: str, paper_md: Optional[str], check: bool) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--paper-md", help=f"path of paper.md (default {DEFAULT_PAPER_MD})")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summarize", help="write summary.md and PNGs for a results directory")
     s.add_argument("results_dir")
@@ -544,19 +757,16 @@ def main() -> None:
     sub.add_parser("paper-envs", help="print the env ids of the paper's main table")
     a = p.parse_args()
     if a.command == "summarize":
-        sys.exit(summarize(a.results_dir, a.paper_md, a.check))
-    paper = load_paper(a.paper_md)
-    if paper is None:
-        print(f"error: paper.md not found at {a.paper_md or DEFAULT_PAPER_MD} (pass --paper-md)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(summarize(a.results_dir, a.check))
+    paper = load_paper()
     if a.command == "budget":
         if a.env_id not in paper["budget"]:
-            print(f"error: paper.md gives no env-step budget for {a.env_id!r} (known: {', '.join(paper['budget'])}); "
+            print(f"error: the paper gives no env-step budget for {a.env_id!r} (known: {', '.join(paper['budget'])}); "
                   "pass --total-env-steps", file=sys.stderr)
             sys.exit(2)
         print(paper["budget"][a.env_id])
     else:
-        print(" ".join(env for env in paper["score"] if 64 in paper["score"][env]))
+        print(" ".join(paper["main_table"]["values"]))
 
 
 if __name__ == "__main__":

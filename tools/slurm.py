@@ -10,7 +10,9 @@
 flags, tab-separated) writes RESULTS/plan.tsv, RESULTS/meta.txt and RESULTS/slurm/array.sbatch and
 submits it with sbatch (--dry-run: prints the script, writes and submits nothing). Array task i runs
 line i of plan.tsv: `cd REPO && PYTHON SCRIPT FLAGS --runs-dir RESULTS/runs/LABEL`, the command the
-local suite runs, its output in RESULTS/logs/LABEL.log, into the local suite's layout. A task that
+local suite runs, its output in RESULTS/logs/LABEL.log, into the local suite's layout. A flag value
+`@buffer:LABEL` is the buffer.npz that run LABEL saved: the runs that name one are a second array that
+starts once the runs they name have finished (sbatch --dependency=afterok), the rest start at once. A task that
 finds a run directory of its own from an earlier attempt (a requeue after preemption, the time limit
 signal, or `resubmit`) continues it with --resume from its last state.msgpack (a directory without
 one, stopped before its first checkpoint, is moved to RESULTS/slurm/discarded/ and the run starts
@@ -37,6 +39,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAN_FIELDS = ("label", "script", "env", "depth", "seed", "flags")
 STATUS_FIELDS = ("job", "host", "start", "wall_s", "exit")
+FIRST_JOB = "{first job}"  # in stage_options: the job id of the first array, once submitted
 REQUEUE_SIGNAL_S = 600  # --time given: SIGUSR1 this long before the limit, and the task requeues itself
 
 # The batch script: bash, self-contained (absolute paths filled in at submission), one run per task.
@@ -93,6 +96,13 @@ on_usr1() {{  # --signal=B:USR1@{signal_s} before the time limit: requeue; the n
 }}
 trap on_term TERM
 trap on_usr1 USR1
+for k in "${{!args[@]}}"; do  # @buffer:LABEL: the buffer.npz that run LABEL of this plan saved
+  if [[ ${{args[$k]}} == @buffer:* ]]; then
+    src=${{args[$k]#@buffer:}}
+    args[$k]=$(find "$results/runs/$src" -name buffer.npz 2>/dev/null | sort | tail -n 1)
+    [ -n "${{args[$k]}}" ] || {{ echo "no buffer.npz of run $src in $results/runs/$src" | tee -a "$log"; finish 1; }}
+  fi
+done
 "$python" "$script" "${{args[@]}}" --runs-dir "$runs" "${{resume[@]}}" >>"$log" 2>&1 &
 child=$!
 while :; do
@@ -223,9 +233,14 @@ def submit(a: argparse.Namespace) -> None:
         results=a.results, results_q=shlex.quote(a.results), repo=shlex.quote(ROOT), python_q=shlex.quote(python),
         date=datetime.datetime.now().strftime("%F %T"), command=a.command, signal_s=REQUEUE_SIGNAL_S,
         directives="\n".join(directives(a, len(plan), results_abs)))
+    stages = plan_stages(plan)
     if a.dry_run:
         print(f"sbatch script ({a.results}/slurm/array.sbatch):")
         print(script, end="")
+        if len(stages) > 1:
+            print("submitted as " + ", then ".join(
+                "sbatch " + " ".join(o.replace(FIRST_JOB, "<job of the first>") for o in extra)
+                for extra in stage_options(stages, a.max_parallel)))
         print("dry run: nothing submitted, nothing written")
         return
     if shutil.which("sbatch") is None:
@@ -254,7 +269,9 @@ def submit(a: argparse.Namespace) -> None:
                 f"python: {python}\n"
                 "machines: each run's log (logs/LABEL.log) names its node and GPUs\n")
     try:
-        job = sbatch(a.results, [])
+        jobs = []
+        for extra in stage_options(stages, a.max_parallel):
+            jobs.append(sbatch(a.results, [o.replace(FIRST_JOB, jobs[0]) if jobs else o for o in extra]))
     except SbatchError as e:
         for p in reversed(made):  # files first, then the directories, deepest first (only if still empty)
             try:
@@ -263,10 +280,39 @@ def submit(a: argparse.Namespace) -> None:
                 pass
         print(f"error: {e} (nothing submitted; what submit wrote is removed)", file=sys.stderr)
         sys.exit(1)
-    print(f"submitted job array {job}: {len(plan)} tasks (one per run), script {path}")
+    print(f"submitted job array {', '.join(jobs)}: {len(plan)} tasks (one per run), script {path}")
     print(f"  progress, failed runs and their logs: python tools/slurm.py status {a.results}")
     print(f"  resubmit only the failed runs:        python tools/slurm.py resubmit {a.results}")
     print(f"  once all have finished, the summary:  python tools/slurm.py collect {a.results}")
+
+
+def plan_stages(plan: list) -> list:
+    """[task indices] to submit: all at once, or where some runs take the buffer of another
+    (@buffer:LABEL), three arrays: the runs they name, the others, and (after the first) the runs that
+    name one."""
+    labels = [line.split("\t")[0] for line in plan]
+    needs = {i: {w.split(":", 1)[1] for w in line.split("\t")[5].split() if w.startswith("@buffer:")}
+             for i, line in enumerate(plan, start=1)}
+    named = set().union(*needs.values())
+    for label in named - set(labels):
+        fail(f"a run takes the buffer of {label}, which is not in the plan")
+    if not named:
+        return [list(range(1, len(plan) + 1))]
+    sources = [i for i, label in enumerate(labels, start=1) if label in named]
+    later = [i for i in needs if needs[i]]
+    rest = [i for i in needs if not needs[i] and i not in sources]
+    return [sources, rest, later]
+
+
+def stage_options(stages: list, max_parallel) -> list:
+    """sbatch options of each array of plan_stages; the last waits for the first (FIRST_JOB: its id,
+    known once it is submitted)."""
+    throttle = f"%{max_parallel}" if max_parallel else ""
+    if len(stages) == 1:
+        return [[]]
+    return [[f"--array={','.join(map(str, stages[0]))}{throttle}"],
+            *([[f"--array={','.join(map(str, stages[1]))}{throttle}"]] if stages[1] else []),
+            [f"--array={','.join(map(str, stages[2]))}{throttle}", f"--dependency=afterok:{FIRST_JOB}"]]
 
 
 def time_seconds(text: str):
@@ -368,9 +414,7 @@ def collect(a: argparse.Namespace) -> None:
         f.write(f"collected: {datetime.datetime.now().astimezone().strftime('%F %T %Z')}; "
                 f"{sum(s['state'] == 'done' for s in states)} of {len(states)} runs done, run time "
                 f"{sum(s['wall_s'] for s in states) / 3600:.2f} h in all (every attempt)\n")
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "benchmark_summary.py")]
-    cmd += ["--paper-md", a.paper_md] if a.paper_md else []
-    proc = subprocess.run([*cmd, "summarize", a.results])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_summary.py"), "summarize", a.results])
     bad = [s for s in states if s["state"] != "done"]
     print(f"collected {a.results}: {len(states) - len(bad)} of {len(states)} runs done; summary: "
           f"{os.path.join(a.results, 'summary.md')}")
@@ -400,7 +444,6 @@ def main() -> None:
     r.add_argument("sbatch_args", nargs=argparse.REMAINDER, help="more sbatch options, e.g. --time 48:00:00")
     c = sub.add_parser("collect", help="runs.tsv and the summary (tools/benchmark_summary.py) of a finished sweep")
     c.add_argument("results")
-    c.add_argument("--paper-md")
     a = p.parse_args()
     if a.command_name == "submit":
         a.sbatch_args = shlex.split(a.sbatch_args)
