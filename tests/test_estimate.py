@@ -149,3 +149,30 @@ def test_estimate_of_a_run_directory_and_bad_flags(tmp_path):
                            "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --depth must be a positive multiple of 4 (got 6)"
     assert not (tmp_path / "runs").exists()
+
+
+def test_offline_estimate_sizes_the_dataset_and_writes_nothing(tmp_path):
+    """crl_depth_offline.py --estimate on a tiny OGBench-format dataset (no OGBench env: no evaluation program):
+    the dataset's bytes are those of the file's arrays as the buffer holds them; nothing is written."""
+    pytest.register_assert_rewrite("tests.run_dir_helpers")
+    from tests.run_dir_helpers import make_dataset, no_ogbench_dir, subprocess_env
+
+    dataset = make_dataset(tmp_path / "antmaze-tiny-navigate-v0.npz")
+    hide = no_ogbench_dir(tmp_path / "no_ogbench")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "crl_depth_offline.py"), "--dataset", str(dataset),
+                           "--obs-dim", "5", "--goal-start", "0", "--goal-end", "3", "--num-gradient-steps", "2",
+                           "--eval-every", "2", "--num-sgd-steps", "2", "--batch-size", "16", "--width", "16",
+                           "--depth", "8", "--runs-dir", str(tmp_path / "runs"), "--estimate"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=subprocess_env(PYTHONPATH=str(hide)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reports = [json.loads(x.split(": ", 1)[1]) for x in proc.stdout.splitlines() if x.startswith("estimate-json: ")]
+    assert [r["title"].endswith(f"remat {remat}") for r, remat in zip(reports, (False, True))] == [True, True]
+    with np.load(dataset) as f:  # the buffer: states and actions as float32, an int32 episode id per step, ptr, size
+        n = f["observations"].shape[0]
+        want = n * (5 + 3) * 4 + n * 4 + 4 + 4
+    assert reports[0]["state_bytes"]["dataset"] == want
+    assert set(reports[0]["programs"]) == {"epoch", "diagnostics"}
+    assert reports[0]["programs"]["epoch"]["flops_per_step"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run directory
