@@ -10,9 +10,10 @@ summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten 
                             training step, env steps/s without and with the evaluation (one per
                             epoch of the paper's 100M-step schedule), against the paper's A100
   2 mem_d1024[_remat]       one training step at depth 1024 (actor 512), batch 512, without and with
-                            --remat: XLA's buffer assignment and the device's peak bytes; the step is
-                            shortened to 4 SGD steps after an unroll of 2 (the paper's: 800 after 62,
-                            minutes at this depth): the memory does not depend on the scans' lengths
+                            --remat: the CPU estimate, XLA's buffer assignment on the device and the
+                            device's peak bytes; the step is shortened to 4 SGD steps after an unroll
+                            of 2 (the paper's: 800 after 62, minutes at this depth): the memory does
+                            not depend on the scans' lengths
     fit_d1024               one SGD step at depth 1024 (actor 512): the largest batch (512 x 2^k)
                             that runs, without and then with --remat
   3 seeds4_d4, seeds8_d4    env steps/s of 4 and 8 seeds in one process (1 seed: train_d4)
@@ -22,9 +23,14 @@ summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten 
 
 The training steps run crl_depth.make_train_fns on a replay buffer filled with random states (as
 tools/speed.py: sampling, relabelling and SGD cost what they cost on real data) and the real env.
---tiny runs every item at tiny sizes on reacher (CPU, a minute or two): a check before GPU time.
+Beside each measured peak the table prints the CPU estimate of the same program: XLA's buffer
+assignment on a CPU, compiled from the arguments' shapes (crl_estimate.program_figures), read from
+tools/gpu_bench_cpu_estimates.json, which --cpu-estimates writes on a CPU (no GPU time spent on it);
+an item whose spec differs from the file's, or that it lacks, says "no CPU estimate".
+--tiny runs every item at tiny sizes on reacher (a CPU, some minutes): a check before GPU time.
 
     python tools/gpu_bench.py --tiny --out /tmp/gpu_tiny     # or: bash benchmark.sh gpu --tiny
+    python tools/gpu_bench.py --cpu-estimates [--tiny] [--only ITEM...]   # (re)write the CPU estimates
 """
 
 import argparse
@@ -428,7 +434,7 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
         peaks = [r["peak"] for r in programs.get("sgd", [])] or [programs["epoch"]["peak"]]
-        print(f"{item['name']}: peak {max(peaks) / GiB:.2f} GiB{' (largest batch)' if 'sgd' in programs else ''}, "
+        print(f"{item['name']}: peak {size(max(peaks))}{' (largest batch)' if 'sgd' in programs else ''}, "
               f"{wall:.0f} s", flush=True)
     return failed
 
@@ -445,9 +451,9 @@ def read_estimates(path: str) -> dict:
     return data
 
 
-def cpu_estimate(record: dict, estimates: Optional[dict]) -> tuple[Optional[dict], str]:
-    """The estimates entry of a record's item and spec, and '' ; or None and why there is none."""
-    same = [e for e in (estimates or {}).get("items", []) if e.get("item") == record["item"]]
+def cpu_estimate(record: dict, estimates: Optional[dict], tiny: bool) -> tuple[Optional[dict], str]:
+    """The estimates entry of a record's item, size (--tiny or not) and spec, and ''; or None and why none."""
+    same = [e for e in (estimates or {}).get("items", []) if (e.get("item"), e.get("tiny")) == (record["item"], tiny)]
     spec = json.dumps(record.get("spec"), sort_keys=True)
     for e in same:
         if json.dumps(e.get("spec"), sort_keys=True) == spec:
@@ -455,12 +461,12 @@ def cpu_estimate(record: dict, estimates: Optional[dict]) -> tuple[Optional[dict
     return None, "no CPU estimate (spec changed)" if same else "no CPU estimate"
 
 
-def memory_columns(r: dict, estimates: Optional[dict]) -> list[str]:
-    """CPU estimate, XLA on this device, measured peak (GiB) and measured / CPU estimate of a training or
+def memory_columns(r: dict, estimates: Optional[dict], tiny: bool) -> list[str]:
+    """CPU estimate, XLA on this device, measured peak (size) and measured / CPU estimate of a training or
     fit record (the fit item: its largest batch without --remat); four blanks for any other."""
     if r["item"].startswith("env_"):
         return [""] * 4
-    entry, why = cpu_estimate(r, estimates)
+    entry, why = cpu_estimate(r, estimates, tiny)
     if r["item"].startswith("fit"):
         ok = [x for x in r.get("tried", []) if not x["remat"] and x["status"] == "ok"]
         row = ok[-1] if ok else {}
@@ -472,7 +478,7 @@ def memory_columns(r: dict, estimates: Optional[dict]) -> list[str]:
         row, est = r, (entry or {}).get("programs", {}).get("epoch", {}).get("peak")
     measured, xla = row.get("peak_bytes_in_use"), row.get("xla_bytes")
     ratio = f"{measured / est:.2f}" if measured and est else ""
-    return [fmt(est, ".2f", GiB) if est else why, fmt(xla, ".2f", GiB), fmt(measured, ".2f", GiB), ratio]
+    return [size(est) if est else why, size(xla), size(measured), ratio]
 
 
 # ==================================================================================================
@@ -556,6 +562,16 @@ def fmt(x, spec=",.0f", scale=1.0) -> str:
     return "" if x is None else format(x / scale, spec)
 
 
+def size(n) -> str:
+    """Bytes in GiB (two decimals), or in MiB or KiB below a hundredth of a GiB (--tiny's); '' for None."""
+    if n is None:
+        return ""
+    for unit, scale in (("GiB", GiB), ("MiB", 2**20)):
+        if n >= 0.01 * GiB or unit == "MiB" and n >= 2**20:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
 def result_text(r: dict) -> str:
     """The one-cell summary of an item's numbers."""
     name = r["item"]
@@ -590,18 +606,18 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
     lines = [f"### `bash benchmark.sh gpu{' --tiny' if meta['tiny'] else ''}`: {meta['date']}, commit {meta['commit']}",
              "", f"machine: {meta['machine']}; GPU: {meta['gpu'] or 'none'}; device: {info.get('device', '?')} "
                  f"({info.get('backend', '?')}); python {meta['python']}, {versions}", "",
-             "| stage | item | what | status | compile s | s per call | CPU estimate GiB | XLA here GiB | "
-             "measured peak GiB | measured / CPU estimate | result |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| stage | item | what | status | compile s | s per call | CPU estimate | XLA here | "
+             "measured peak | measured / CPU estimate | result |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     used = {}
     for r in records:
         if "stage" not in r:
             continue
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
-        entry = cpu_estimate(r, estimates)[0] if not r["item"].startswith("env_") else None
+        entry = cpu_estimate(r, estimates, meta["tiny"])[0] if not r["item"].startswith("env_") else None
         if entry:
-            used.setdefault((entry["machine"], entry["date"], entry["commit"], entry["jax"]), []).append(r["item"])
+            used.setdefault((entry["machine"], entry["commit"], entry["jax"]), []).append((r["item"], entry["date"]))
         lines.append(f"| {r['stage']} | {r['item']} | {r['what']} | {status} | {fmt(r.get('compile_s'), '.1f')} | "
-                     f"{fmt(r.get('step_s'), '.3f')} | {' | '.join(memory_columns(r, estimates))} | {result_text(r)} |")
+                     f"{fmt(r.get('step_s'), '.3f')} | {' | '.join(memory_columns(r, estimates, meta['tiny']))} | {result_text(r)} |")
     lines += ["", "Memory: CPU estimate: XLA's buffer assignment on a CPU of the item's program, compiled from its "
                   "arguments' shapes (arguments + outputs - donated + temporaries; `python tools/gpu_bench.py "
                   f"--cpu-estimates`, {meta.get('estimates') or ESTIMATES}); XLA here: the same for this device's "
@@ -609,8 +625,11 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
                   "(training items: its state, the step and, for the ones with evaluation, the evaluation; "
                   "fit_d1024: its largest batch without --remat)."]
     if used:
-        lines += ["CPU estimates from " + "; ".join(f"{', '.join(names)}: {m}, {d}, commit {c}, jax {j}"
-                                                    for (m, d, c, j), names in used.items()) + "."]
+        def dates(got):
+            first, last = min(d for _, d in got), max(d for _, d in got)
+            return first if first == last else f"{first} to {last}"
+        lines += ["CPU estimates from " + "; ".join(f"{', '.join(n for n, _ in got)}: {m}, {dates(got)}, commit {c}, "
+                                                    f"jax {j}" for (m, c, j), got in used.items()) + "."]
     by = {r["item"]: r for r in records if "stage" in r}
     lines += ["", "Against the paper (humanoid, one 80 GB A100, 100M env steps; evaluation included):", "",
               "| depth | paper h | paper env steps/s | here: env steps/s with evaluation | training only | projected h |",
@@ -649,7 +668,7 @@ def main() -> None:
     names = [i["name"] for i in items(False)]
     p = Parser(prog="bash benchmark.sh gpu", description=__doc__.split("\n\n")[0],
                epilog="\n\n".join(__doc__.split("\n\n")[1:3]), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="tiny sizes on reacher: every item in a minute or two on a CPU")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes on reacher, limits for a CPU: a check of every item")
     p.add_argument("--only", nargs="+", metavar="ITEM", help=f"these items only ({', '.join(names)})")
     p.add_argument("--item-timeout", type=float, metavar="S", help="seconds for every item instead of its own limit")
     p.add_argument("--budget", type=float, metavar="S",
