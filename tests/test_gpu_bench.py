@@ -119,7 +119,9 @@ def test_bad_input_and_dry_run(tmp_path):
                           (["--only", "train_d5"], "unknown item 'train_d5'"),
                           (["--budget", "0"], "positive seconds"),
                           (["--estimates", str(tmp_path / "none.json")], "cannot read the CPU estimates"),
-                          (["--estimates", str(bad)], "is not a CPU estimates file")):
+                          (["--estimates", str(bad)], "is not a CPU estimates file"),
+                          (["--cpu-estimates", "--estimates", str(bad)], "is not a CPU estimates file"),
+                          (["--cpu-estimates", "--only", "env_ant"], "none of these items holds a training state")):
         proc = _bash(*args, "--results-root", str(tmp_path), timeout=30)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, args
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""

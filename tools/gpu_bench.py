@@ -101,7 +101,8 @@ def items(tiny: bool) -> list[dict]:
         dict(name="mem_d1024_remat", stage=2, limit_s=limit(40, 150), what="same, --remat",
              spec=train(depth=d(1024), actor_depth=d(512), remat=True, **short)),
         dict(name="fit_d1024", stage=2, limit_s=limit(30, 150), what="largest batch of one SGD step, depth 1024 (actor 512)",
-             spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches)),
+             spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches,
+                       num_sgd_steps=1)),  # (one SGD step: a training step's 800 of batch 65,536 exceed its data)
         dict(name="seeds4_d4", stage=3, limit_s=limit(35, 150), what="4 seeds in one process, depth 4, one timed call",
              spec=train(depth=d(4), num_seeds=4, calls=1)),
         dict(name="seeds8_d4", stage=3, limit_s=limit(35, 150), what="8 seeds in one process, depth 4, one timed call",
@@ -697,13 +698,20 @@ def main() -> None:
     estimates_path = os.path.join(ROOT, a.estimates or ESTIMATES)
     plan = [i for i in items(a.tiny) if not a.only or i["name"] in a.only]
     if a.cpu_estimates:
+        if os.path.exists(estimates_path):  # merged into: it must be one
+            try:
+                read_estimates(estimates_path)
+            except ValueError as e:
+                p.error(str(e).splitlines()[0])
+        if not any(i["spec"]["kind"] in ("train", "fit") for i in plan):
+            p.error("--cpu-estimates: none of these items holds a training state (the env items have no estimate)")
         if a.dry_run:
             print(f"dry run: would write the CPU estimates of {', '.join(i['name'] for i in plan)} into {estimates_path}")
             return
         command = "python tools/gpu_bench.py" + "".join(f" {x}" for x in sys.argv[1:])
         sys.exit(1 if write_cpu_estimates(plan, a.tiny, estimates_path, command) else 0)
     estimates = None
-    if a.estimates or os.path.exists(estimates_path):
+    if a.estimates or os.path.exists(estimates_path):  # (the default file need not be there)
         try:
             estimates = read_estimates(estimates_path)
         except ValueError as e:
