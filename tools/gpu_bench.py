@@ -392,7 +392,11 @@ def estimate_item(spec: dict) -> dict:
         for b in spec["batches"]:
             p = sgd_program(spec, remat, b)
             agent = jax.eval_shape(p["init"], key)
-            rows.append({"remat": remat, "batch_size": b, **program_figures(p["update"], (agent, p["batch_shapes"], key))})
+            try:  # a batch that does not compile is a row with its error, as measure_fit records it
+                rows.append({"remat": remat, "batch_size": b,
+                             **program_figures(p["update"], (agent, p["batch_shapes"], key))})
+            except Exception as e:
+                rows.append({"remat": remat, "batch_size": b, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
     return {"sgd": rows}
 
 
@@ -434,7 +438,7 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
         with open(path, "w") as f:
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
-        peaks = [r["peak"] for r in programs.get("sgd", [])] or [programs["epoch"]["peak"]]
+        peaks = [r["peak"] for r in programs.get("sgd", []) if "peak" in r] or [programs.get("epoch", {}).get("peak", 0)]
         print(f"{item['name']}: peak {size(max(peaks))}{' (largest batch)' if 'sgd' in programs else ''}, "
               f"{wall:.0f} s", flush=True)
     return failed
@@ -471,7 +475,7 @@ def memory_columns(r: dict, estimates: Optional[dict], tiny: bool) -> list[str]:
     if r["item"].startswith("fit"):
         ok = [x for x in r.get("tried", []) if not x["remat"] and x["status"] == "ok"]
         row = ok[-1] if ok else {}
-        est = next((x["peak"] for x in (entry or {}).get("programs", {}).get("sgd", [])
+        est = next((x.get("peak") for x in (entry or {}).get("programs", {}).get("sgd", [])
                     if not x["remat"] and x["batch_size"] == row.get("batch_size")), None) if row else None
         if entry and row and est is None:
             why = f"no CPU estimate at batch {row['batch_size']}"
