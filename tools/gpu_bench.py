@@ -228,7 +228,7 @@ def sgd_program(spec: dict, remat: bool, batch_size: int) -> dict:
     args, env, nets, opts = build(spec, remat, batch_size)
     update = C.make_sgd_update(nets, opts, -args.target_entropy_scale * env.action_size, args.logsumexp_penalty)
     f32 = jnp.float32
-    return dict(obs_dim=obs_dim, goal_dim=goal_dim, action_size=env.action_size, key=jax.random.PRNGKey(0),
+    return dict(obs_dim=obs_dim, goal_dim=goal_dim, action_size=env.action_size,
                 init=lambda key: C.agent_init(key, nets, opts, obs_dim, goal_dim, env.action_size),
                 update=jax.jit(update, donate_argnums=0),
                 batch_shapes={"state": jax.ShapeDtypeStruct((batch_size, obs_dim), f32),
