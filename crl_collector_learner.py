@@ -400,7 +400,7 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
     diag = jnp.diag(logits)
     loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
     n = logits.shape[0]
-    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1.0))  # a float: n (n - 1) overflows int32 from n = 46,341
     metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
                "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
                "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
