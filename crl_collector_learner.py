@@ -13,16 +13,22 @@ collector the deep learner is far ahead of the shallow one; with a shallow colle
 are equally poor.
 
 Read it top to bottom like crl_depth.py: Args, network, replay buffer and relabelling, losses and
-the SGD update, training loop, evaluation, main. The environments come from crl_envs.py and the run
-plumbing (run directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as in
-crl_depth.py. The blocks marked SHARED BLOCK (flags, network, replay buffer, losses, collection) are
-verbatim copies of crl_depth.py's (tests/test_shared_blocks.py checks it), so
-`diff crl_depth.py crl_collector_learner.py` shows only what this experiment changes.
+the SGD update, training loop, evaluation, main, the whole run in view. The environments come from
+crl_envs.py and the run plumbing (run directory, metrics, checkpoints, --resume, seeds) from
+crl_runs.py, --estimate's report from crl_estimate.py, as in crl_depth.py. The blocks marked SHARED
+BLOCK (flags, network, replay buffer, losses, collection, and in main the training state, the jit and
+the compile) are verbatim copies of crl_depth.py's
+(tests/test_shared_blocks.py checks it), so `diff crl_depth.py crl_collector_learner.py` shows only
+what this experiment changes. To try an idea, copy this file beside the modules and edit the copy; it
+relies only on their stated interfaces, as crl_depth.py says (another learner: a name in AGENTS and
+its --NAME-depth flag).
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
 import math
 import os
+import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -33,10 +39,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_runs
-from crl_runs import (Run, RunArgs, check_common_args, check_online_args, compile_online, describe, device_mesh,
-                      epoch_change_error, fill_buffer, online_start, parse_args, seed_all, seed_map, timed_epoch)
+from crl_runs import (Run, RunArgs, compile_all, describe, device_mesh, flag, not_positive, parse_args, seed_all,
+                      seed_map, split_seed_keys, state_shardings)
 
 
 # ==================================================================================================
@@ -87,6 +94,42 @@ class Args(RunArgs):
     """replay buffer capacity in steps per env"""
     min_replay_size: int = 1_000
     """steps per env collected before training starts, with the untrained stochastic actor (as the paper)"""
+
+    def online_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the environment, schedule and replay flags above, or None."""
+        if self.env_id not in ENVS:
+            return f"unknown --env-id {self.env_id!r}; valid ids: {', '.join(ENVS)}"
+        error = not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
+                                    "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size",
+                                    "min_replay_size"))
+        if error:
+            return error
+        if self.episode_length < 2:
+            return f"--episode-length must be at least 2 (got {self.episode_length})"
+        if self.min_replay_size > self.max_replay_size:
+            return (f"--min-replay-size ({self.min_replay_size}) must not exceed --max-replay-size "
+                    f"({self.max_replay_size})")
+        if self.min_replay_size < self.episode_length:
+            return (f"--min-replay-size ({self.min_replay_size}) must be at least --episode-length "
+                    f"({self.episode_length}): sampling takes windows of one episode length per env")
+        if self.unroll_length > self.max_replay_size:
+            return f"--unroll-length ({self.unroll_length}) must not exceed --max-replay-size ({self.max_replay_size})"
+        per_step = self.num_envs * (self.episode_length - 1)  # relabelled transitions per training step
+        if self.num_sgd_steps * self.batch_size > per_step:
+            return (f"--num-sgd-steps x --batch-size ({self.num_sgd_steps} x {self.batch_size}) is larger than "
+                    f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
+        prefill, per_train_step, steps_per_epoch = schedule(self)
+        if steps_per_epoch < 1:
+            return (f"--total-env-steps {self.total_env_steps} is too small: {self.num_epochs} epochs of one "
+                    f"training step each after the prefill need {prefill + self.num_epochs * per_train_step}")
+        return None
+
+    def epoch_change_error(self, saved: "Args") -> Optional[str]:
+        """A resumed run (self; saved: the run's args.json) must keep the number of training steps of an epoch."""
+        if schedule(self)[::2] != schedule(saved)[::2]:
+            return (f"--num-epochs {self.num_epochs} --total-env-steps {self.total_env_steps} change the run's "
+                    f"epoch ({schedule(saved)[2]} training steps); change both together to keep it")
+        return None
 # END SHARED BLOCK: online flags
 # SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
@@ -101,6 +144,14 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+
+    def algorithm_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the flags above, or None."""
+        if not 0.0 < self.gamma < 1.0:
+            return f"--gamma must be in (0, 1) (got {self.gamma})"
+        if self.logsumexp_penalty < 0:
+            return f"--logsumexp-penalty must be >= 0 (got {self.logsumexp_penalty})"
+        return not_positive(self, ("actor_lr", "critic_lr", "alpha_lr"))
 # END SHARED BLOCK: algorithm flags
 
     # --- network ---
@@ -125,6 +176,14 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+    def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
+        for name in depths:
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 4 != 0):
+                return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls of all three agents; parameters, LayerNorm, activations and losses stay float32"""
@@ -341,7 +400,7 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
     diag = jnp.diag(logits)
     loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
     n = logits.shape[0]
-    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1.0))  # a float: n (n - 1) overflows int32 from n = 46,341
     metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
                "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
                "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
@@ -625,52 +684,54 @@ STATE_FORMAT, STATE_VERSION = "crl_collector_learner_state", 3  # 3: leaves by p
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
                     "wandb_project_name", "wandb_entity", "wandb_mode", "render", "plot", "runs_dir", "resume",
-                    "num_devices")
+                    "num_devices", "estimate")
 
 
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
-    if args.env_id not in ENVS:
-        return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    for name in ("collector_depth", "deep_learner_depth", "shallow_learner_depth"):
-        value = getattr(args, name)
-        if value <= 0 or value % 4 != 0:
-            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
-    error = check_common_args(args, positive=("num_envs", "episode_length", "num_eval_envs", "total_env_steps",
-                                              "num_epochs", "unroll_length", "num_sgd_steps", "max_replay_size",
-                                              "min_replay_size"), split=("num_envs", "batch_size"))
+    error = (args.online_flags_error() or args.algorithm_flags_error()
+             or args.network_flags_error(depths=tuple(f"{name}_depth" for name in AGENTS))
+             or args.run_flags_error(split=("num_envs", "batch_size")))
     if error:
         return error
     if args.num_seeds > 1 and args.render:
         return f"--render works on one run: not with --num-seeds {args.num_seeds}"
-    return check_online_args(args, schedule)
-
-
-def resume_error(args: Args, saved: Args) -> Optional[str]:
-    """A resumed run must keep the number of training steps of an epoch."""
-    return epoch_change_error(args, saved, schedule)
+    return None
 
 
 def state_header(args: Args) -> dict:
     """What a state checkpoint must match to be loaded into a run of these args."""
     return {"format": STATE_FORMAT, "version": STATE_VERSION, "env_id": args.env_id,
-            "collector_depth": args.collector_depth, "deep_learner_depth": args.deep_learner_depth,
-            "shallow_learner_depth": args.shallow_learner_depth, "width": args.width, "repr_dim": args.repr_dim,
-            "layer_norm": args.layer_norm, "activation": args.activation, "residual": args.residual,
-            "num_envs": args.num_envs, "episode_length": args.episode_length,
+            **{f"{name}_depth": getattr(args, f"{name}_depth") for name in AGENTS}, "width": args.width,
+            "repr_dim": args.repr_dim, "layer_norm": args.layer_norm, "activation": args.activation,
+            "residual": args.residual, "num_envs": args.num_envs, "episode_length": args.episode_length,
             "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
-    depths = dict(zip(AGENTS, (args.collector_depth, args.deep_learner_depth, args.shallow_learner_depth)))
-    run = Run(args, state_header(args), lambda h: describe(h, ("env_id", *(f"{a}_depth" for a in AGENTS), "width")),
-              "env_steps")
+def write_outputs(args: Args, run: Run, actor_params: dict, nets: dict[str, Networks], key_render: jax.Array) -> None:
+    """After training, as asked: each agent's rollout (actor_params: one seed's, see validate_args) and the curves."""
+    if args.render:
+        render_env = make_env(args.env_id, eval=True)
+        for name, params in actor_params.items():
+            render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
+                           lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render,
+                           args.episode_length)
+    if args.plot:
+        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+
+
+def main(args: Args) -> Optional[dict]:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
+    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
+    depths = {name: getattr(args, f"{name}_depth") for name in AGENTS}
+    run = Run(args, args.env_id, state_header(args),
+              lambda h: describe(h, ("env_id", *(f"{a}_depth" for a in AGENTS), "width")), "env_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them
     devices, mesh = device_mesh(args.num_devices, "envs")
 
+    # envs and networks
     spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
     goal_dim = spec.goal_end - spec.goal_start
     nets = {name: make_networks(depth, depth, args.width, args.repr_dim, env.action_size, args.layer_norm,
@@ -678,9 +739,11 @@ def main(args: Args) -> None:
             for name, depth in depths.items()}
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
 
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (saved with --no-checkpoint-buffer: an empty buffer, refilled below)
     def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
         # the learners draw from their own stream, so every key of the collector is a no-learner run's
-        key_learners = dict(zip(AGENTS[1:], jax.random.split(jax.random.fold_in(key_agent, 1))))
+        key_learners = dict(zip(AGENTS[1:], jax.random.split(jax.random.fold_in(key_agent, 1), len(AGENTS) - 1)))
         agent = agent_init(key_agent, nets[AGENTS[0]], opts, spec.obs_dim, goal_dim, env.action_size)
         learners = {name: agent_init(key_learners[name], nets[name], opts, spec.obs_dim, goal_dim, env.action_size)
                     for name in AGENTS[1:]}
@@ -694,42 +757,98 @@ def main(args: Args) -> None:
     def actor_params(ts: TrainState) -> dict:
         return {name: a.actor_params for name, a in agents(ts).items()}
 
-    ts, key_eval, start_epoch, refill = online_start(run, seed_map(fresh_state, args.num_seeds),
-                                                     (key_agent, key_env, key), key_eval)
-    num_params = {name: sum(x[0].size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
-                  for name, a in agents(ts).items()}
-    run.open()
-    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
-    run.announce(f"env {args.env_id} | " + ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} "
-                                                     f"({num_params[name]:,} params)" for name in AGENTS)
-                 + f" | width {args.width} | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
-                 len(devices), "envs and batches", ts.env_steps)
+    def sizes(ts: TrainState) -> tuple[dict, dict]:  # --estimate: the parameters to count, the state's parts
+        return ({f"{name} {net}": getattr(a, f"{net}_params") for name, a in agents(ts).items()
+                 for net in ("actor", "critic")},
+                {"parameters": [(a.actor_params, a.critic_params, a.log_alpha) for a in agents(ts).values()],
+                 "optimiser states": [(a.actor_opt, a.critic_opt, a.alpha_opt) for a in agents(ts).values()],
+                 "replay buffer": ts.buffer, "env states": ts.env_state})
 
-    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); with several
-    # devices, jit places each leaf as state_shardings says and XLA inserts the communication
+# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
+    start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
+    if args.estimate:  # the shapes alone: nothing is allocated, read or written
+        ts = jax.eval_shape(fresh, key_agent, key_env, key)
+    elif args.resume:
+        shapes = jax.eval_shape(fresh, key_agent, key_env, key)
+        header, ckpt_epoch, saved = run.load(lambda header: {
+            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
+        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
+        refill = not header.get("has_buffer")
+        if refill:
+            ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
+    else:
+        ts = jax.jit(fresh)(key_agent, key_env, key)
+    if not args.estimate:  # every leaf its own copy, so ts can be donated
+        ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))
+# END SHARED BLOCK: online training state
+    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
+
+    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
+    # epoch donate the state. With several devices the env state and the buffer are split along their env
+    # axis (1 and 2, after the seed axis), the rest replicated, and XLA inserts the communication
     prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
         args, env, nets[AGENTS[0]], opts, (spec.goal_start, spec.goal_end), {name: nets[name] for name in AGENTS[1:]},
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
-    ts, key_eval, compiled, compile_s = compile_online(prefill_fn, epoch_fn, evaluate, ts, key_eval,
-                                                       actor_params, mesh, refill)
-    if refill:
-        ts = fill_buffer(compiled["prefill"], ts, bool(args.resume), prefill_steps)
+# SHARED BLOCK: online jit (keep identical in crl_depth.py and crl_collector_learner.py)
+    shardings = replicated = None
+    if mesh:
+        shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
+        replicated = NamedSharding(mesh, PartitionSpec())
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
+    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
+                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
+    evaluate = jax.jit(evaluate, out_shardings=replicated)
+    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
+        report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
+            "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
+            "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
+        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
+        return report
+# END SHARED BLOCK: online jit
+    num_params = {name: sum(x[0].size for x in jax.tree.leaves((a.actor_params, a.critic_params)))
+                  for name, a in agents(ts).items()}
+    run.open()
+    run.announce(f"env {args.env_id} | " + ", ".join(f"{name.replace('_', ' ')} depth {depths[name]} "
+                                                     f"({num_params[name]:,} params)" for name in AGENTS)
+                 + f" | width {args.width} | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
+                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
 
-    def measure(ts: TrainState, keys: jax.Array) -> dict:  # every agent's evaluation of every seed, on the host
-        return jax.device_get(compiled["evaluation"](actor_params(ts), keys))
+# SHARED BLOCK: online compile (keep identical in crl_depth.py and crl_collector_learner.py)
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    compiled, compile_s = compile_all({
+        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
+        "epoch": lambda: epoch_fn.lower(ts).compile(),
+        "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
+
+    if refill:  # at the start of a run with the untrained actor, on a resumed run with the current one
+        print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with {prefill_steps:,} "
+              f"env steps of the current actor" if args.resume else
+              f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
+        ts = compiled["prefill"](ts)
+# END SHARED BLOCK: online compile
 
     def per_agent(m: dict, metric: str, fmt: str) -> str:  # collector/deep/shallow, each the mean over seeds
         return "/".join(format(float(np.mean(m[f"{name}/{metric}"])), fmt) for name in AGENTS)
 
-    agents_label = "(collector/deep/shallow" + (f", mean of {args.num_seeds} seeds)" if args.num_seeds > 1 else ")")
+    agents_label = (f"({'/'.join(name.removesuffix('_learner') for name in AGENTS)}"
+                    + (f", mean of {args.num_seeds} seeds)" if args.num_seeds > 1 else ")"))
     if not args.resume:  # epoch 0: the untrained policies, the baseline that learning must rise above
-        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.env_steps, compile_s)
+        key_eval, keys = split_seed_keys(key_eval)
+        m = jax.device_get(compiled["evaluation"](actor_params(ts), keys))
+        run.log(0, ts.env_steps, m, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained) | time at goal {agents_label} {per_agent(m, 'eval/time_at_goal', '.1f')} of "
               f"{args.episode_length} | dist {per_agent(m, 'eval/dist', '.2f')}", flush=True)
     for epoch in range(start_epoch, args.num_epochs + 1):
-        ts, m, key_eval, sps, epoch_s = timed_epoch(compiled["epoch"], measure, ts, key_eval,
-                                                    args.num_seeds * steps_per_epoch * per_train_step)
+        t_epoch = time.perf_counter()  # train an epoch
+        ts, train_m = compiled["epoch"](ts)
+        train_m = jax.device_get(train_m)
+        sps = args.num_seeds * steps_per_epoch * per_train_step / (time.perf_counter() - t_epoch)
+        key_eval, keys = split_seed_keys(key_eval)  # evaluate every agent on the same envs and goals
+        m = jax.device_get(compiled["evaluation"](actor_params(ts), keys)) | train_m
+        epoch_s = time.perf_counter() - t_epoch  # log
         records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
                                                    "time/compile_s": compile_s})
         print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
@@ -739,25 +858,22 @@ def main(args: Args) -> None:
               f"acc {per_agent(m, 'critic/categorical_accuracy', '.2f')} | "
               f"actor {per_agent(m, 'losses/actor', '.3f')} | ETA {run.eta(epoch_s, args.num_epochs - epoch)}",
               flush=True)
-        run.check_finite(epoch, records, tuple(f"{name}/" for name in AGENTS))
-        run.checkpoint(epoch, args.num_epochs, key_eval, ts, args.checkpoint_buffer)
+        run.check_finite(epoch, {f"{name}/{loss}": m[f"{name}/{loss}"] for name in AGENTS
+                                 for loss in ("losses/critic", "losses/actor", "losses/alpha")},
+                         {f"{name} parameters": m[f"{name}/train/params_finite"] for name in AGENTS})
+        run.checkpoint(epoch, args.num_epochs,  # checkpoint (the buffer too, unless --no-checkpoint-buffer)
+                       {"ts": ts if args.checkpoint_buffer else ts.replace(buffer=None), "key_eval": key_eval},
+                       has_buffer=args.checkpoint_buffer)
 
     run.save_networks({name: {"actor": a.actor_params, "critic": a.critic_params, "log_alpha": a.log_alpha}
                        for name, a in agents(ts).items()}, state_header(args), args.num_epochs)
-    if args.render:  # a single run (validate_args refuses --render with --num-seeds > 1)
-        render_env = make_env(args.env_id, eval=True)
-        for name, params in actor_params(jax.tree.map(lambda x: x[0], ts)).items():
-            render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
-                           lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render[0],
-                           args.episode_length)
-    if args.plot:
-        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+    write_outputs(args, run, actor_params(jax.tree.map(lambda x: x[0], ts)), nets, key_render[0])
     run.finish()
 
 
 def cli(argv: Optional[list[str]] = None) -> Args:
     """The command line's Args; with --resume RUN_DIR the run's own, changed by the flags given."""
-    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, resume_error)
+    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, Args.epoch_change_error)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The datasets of crl_depth_offline.py: reading the two .npz formats (docs/offline.md) into the
-replay buffer's layout. File formats only; the offline algorithm is in crl_depth_offline.py.
+replay buffer's layout, and writing the crl_depth.py one. File formats only; the offline algorithm
+is in crl_depth_offline.py.
 
 Both formats end up as states [T, C, obs_dim], actions [T, C, A] and an episode id per step,
 non-decreasing down each column, so that the buffer_sample of crl_depth.py relabels exactly as
@@ -49,6 +50,10 @@ def _keys(files: dict) -> str:
 def read_npz(path: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetError(f"--dataset {path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":  # an .npz is a zip archive, an .npy starts so
+        raise DatasetError(f"--dataset {path}: not an .npz file (an .npz is a zip archive of .npy arrays)")
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
@@ -58,6 +63,15 @@ def read_npz(path: str) -> dict:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         first_line = (str(e).splitlines() or [type(e).__name__])[0]
         raise DatasetError(f"--dataset {path}: not a readable .npz without pickled objects ({first_line})") from e
+
+
+def save_crl_buffer(path: str, env_id: str, spec: Any, episode_length: int, state: np.ndarray, action: np.ndarray,
+                    episode_id: np.ndarray) -> None:
+    """Writes a replay buffer's steps, oldest first (state [T, C, obs_dim], action [T, C, A], episode_id
+    [T, C]), as a crl_depth.py buffer (`crl_depth.py --save-buffer`); spec: the env's crl_envs.ENVS entry."""
+    np.savez(path, format="crl_depth_buffer", version=1, env_id=env_id, state=state, action=action,
+             episode_id=episode_id, obs_dim=spec.obs_dim, goal_start=spec.goal_start, goal_end=spec.goal_end,
+             episode_length=episode_length)
 
 
 def episode_ids_from_ends(ends: np.ndarray) -> np.ndarray:

@@ -7,16 +7,19 @@ with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the crit
 (main table, depth sweep) and the ablations of section 5 run from this file.
 
 Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update,
-training loop, evaluation, main. The environments come from crl_envs.py and the run plumbing (run
-directory, metrics, checkpoints, --resume, seeds) from crl_runs.py, as CleanRL takes its envs from
-gymnasium. The blocks marked SHARED BLOCK are copied verbatim into crl_depth_offline.py and/or
-crl_collector_learner.py, as each banner says (tests/test_shared_blocks.py keeps them identical;
-tools/sync_shared_blocks.py copies a fix). To try an idea, copy this file.
+training loop, evaluation, main: the whole run (envs and networks, the training state, fresh or
+--resume, the jit of prefill, epoch and evaluation, the prefill, the epoch loop: train, evaluate, log,
+checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies only on
+their stated interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run directory,
+metrics of any names, checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py,
+crl_estimate.py (--estimate: what a run needs, from the shapes of whatever state and programs it is given).
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
 import math
 import os
+import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -27,11 +30,12 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from crl_datasets import save_crl_buffer
+from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, make_vec_envs, render_rollout
 from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
-from crl_runs import (Run, RunArgs, across_seeds, check_common_args, check_online_args, compile_online, describe,
-                      device_mesh, epoch_change_error, fill_buffer, online_start, parse_args, save_buffer_npz,
-                      seed_all, seed_map, timed_epoch)
+from crl_runs import (Run, RunArgs, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
+                      seed_all, seed_map, split_seed_keys, state_shardings)
 
 
 # ==================================================================================================
@@ -92,6 +96,42 @@ class Args(RunArgs):
     """replay buffer capacity in steps per env"""
     min_replay_size: int = 1_000
     """steps per env collected before training starts, with the untrained stochastic actor (as the paper)"""
+
+    def online_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the environment, schedule and replay flags above, or None."""
+        if self.env_id not in ENVS:
+            return f"unknown --env-id {self.env_id!r}; valid ids: {', '.join(ENVS)}"
+        error = not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
+                                    "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size",
+                                    "min_replay_size"))
+        if error:
+            return error
+        if self.episode_length < 2:
+            return f"--episode-length must be at least 2 (got {self.episode_length})"
+        if self.min_replay_size > self.max_replay_size:
+            return (f"--min-replay-size ({self.min_replay_size}) must not exceed --max-replay-size "
+                    f"({self.max_replay_size})")
+        if self.min_replay_size < self.episode_length:
+            return (f"--min-replay-size ({self.min_replay_size}) must be at least --episode-length "
+                    f"({self.episode_length}): sampling takes windows of one episode length per env")
+        if self.unroll_length > self.max_replay_size:
+            return f"--unroll-length ({self.unroll_length}) must not exceed --max-replay-size ({self.max_replay_size})"
+        per_step = self.num_envs * (self.episode_length - 1)  # relabelled transitions per training step
+        if self.num_sgd_steps * self.batch_size > per_step:
+            return (f"--num-sgd-steps x --batch-size ({self.num_sgd_steps} x {self.batch_size}) is larger than "
+                    f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
+        prefill, per_train_step, steps_per_epoch = schedule(self)
+        if steps_per_epoch < 1:
+            return (f"--total-env-steps {self.total_env_steps} is too small: {self.num_epochs} epochs of one "
+                    f"training step each after the prefill need {prefill + self.num_epochs * per_train_step}")
+        return None
+
+    def epoch_change_error(self, saved: "Args") -> Optional[str]:
+        """A resumed run (self; saved: the run's args.json) must keep the number of training steps of an epoch."""
+        if schedule(self)[::2] != schedule(saved)[::2]:
+            return (f"--num-epochs {self.num_epochs} --total-env-steps {self.total_env_steps} change the run's "
+                    f"epoch ({schedule(saved)[2]} training steps); change both together to keep it")
+        return None
 # END SHARED BLOCK: online flags
 # SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
@@ -106,6 +146,14 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+
+    def algorithm_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the flags above, or None."""
+        if not 0.0 < self.gamma < 1.0:
+            return f"--gamma must be in (0, 1) (got {self.gamma})"
+        if self.logsumexp_penalty < 0:
+            return f"--logsumexp-penalty must be >= 0 (got {self.logsumexp_penalty})"
+        return not_positive(self, ("actor_lr", "critic_lr", "alpha_lr"))
 # END SHARED BLOCK: algorithm flags
 
     # --- network ---
@@ -128,6 +176,14 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+    def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
+        for name in depths:
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 4 != 0):
+                return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32 (bfloat16:
@@ -345,7 +401,7 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
     diag = jnp.diag(logits)
     loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
     n = logits.shape[0]
-    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1.0))  # a float: n (n - 1) overflows int32 from n = 46,341
     metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
                "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
                "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
@@ -603,16 +659,14 @@ def critic_score(nets: Networks, actor_params, critic_params) -> Callable:
 
 
 def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Callable]]:
-    """--load: for a network config (depths, width...), the shapes of its saved parameters and the
-    critic score of given parameters (crl_plots.load_checkpoint)."""
+    """--load: for a network config (depths, width...), its saved parameters' shapes and their critic score."""
     spec = ENVS[args.env_id]
-    goal_dim = spec.goal_end - spec.goal_start
 
     def build(cfg: dict) -> tuple[Any, Callable]:
         nets = make_networks(cfg["actor_depth"], cfg["critic_depth"], cfg["width"], cfg["repr_dim"], action_size,
                              cfg["layer_norm"], cfg["activation"], cfg["residual"])
         agent = jax.eval_shape(lambda: agent_init(jax.random.PRNGKey(0), nets, Optimizers(*[optax.adam(1.0)] * 3),
-                                                  spec.obs_dim, goal_dim, action_size))
+                                                  spec.obs_dim, spec.goal_end - spec.goal_start, action_size))
         template = {"actor": agent.actor_params, "critic": agent.critic_params, "log_alpha": agent.log_alpha}
         return template, lambda params: critic_score(nets, params["actor"], params["critic"])
 
@@ -625,28 +679,21 @@ def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Calla
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
                     "wandb_project_name", "wandb_entity", "wandb_mode", "render", "save_buffer", "plot_critic",
-                    "plot_goal", "plot_out", "runs_dir", "resume", "num_devices")
+                    "plot_goal", "plot_out", "runs_dir", "resume", "num_devices", "estimate")
 
 
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
-    if args.env_id not in ENVS:
-        return f"unknown --env-id {args.env_id!r}; valid ids: {', '.join(ENVS)}"
-    error = check_common_args(args, positive=("num_envs", "episode_length", "num_eval_envs", "total_env_steps",
-                                              "num_epochs", "unroll_length", "num_sgd_steps", "max_replay_size",
-                                              "min_replay_size"), split=("num_envs", "batch_size"))
-    if error or plot_args_error(args):
-        return error or plot_args_error(args)
+    error = (args.online_flags_error() or args.algorithm_flags_error()
+             or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
+             or args.run_flags_error(split=("num_envs", "batch_size")) or plot_args_error(args))
+    if error:
+        return error
     if args.num_seeds > 1:
         for name in ("render", "save_buffer", "plot_critic"):
             if getattr(args, name):
                 return f"--{name.replace('_', '-')} works on one run: not with --num-seeds {args.num_seeds}"
-    return check_online_args(args, schedule)
-
-
-def resume_error(args: Args, saved: Args) -> Optional[str]:
-    """A resumed run must keep the number of training steps of an epoch."""
-    return epoch_change_error(args, saved, schedule)
+    return None
 
 
 def state_header(args: Args) -> dict:
@@ -655,64 +702,144 @@ def state_header(args: Args) -> dict:
             "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
             "width": args.width, "repr_dim": args.repr_dim, "layer_norm": args.layer_norm,
             "activation": args.activation, "residual": args.residual, "num_envs": args.num_envs,
-            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size,
-            "num_seeds": args.num_seeds}
+            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: Any, key_render: jax.Array) -> None:
+    """After training, as asked: the replay buffer as a dataset, the rollout, the critic heatmap (one seed's)."""
+    if args.save_buffer:  # the dataset of crl_depth_offline.py: the buffer's steps, oldest first
+        buf = jax.device_get(ts.buffer)
+        rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]
+        save_crl_buffer(os.path.join(run.dir, "buffer.npz"), args.env_id, spec, args.episode_length,
+                        buf.state[rows], buf.action[rows], buf.episode_id[rows])
+    if args.render:
+        render_rollout(os.path.join(run.dir, "rollout.html"), make_env(args.env_id, eval=True),
+                       lambda obs: jnp.tanh(nets.actor.apply(ts.agent.actor_params, obs)[0]), key_render,
+                       args.episode_length)
+    if args.plot_critic:
+        maze_env = make_env(args.env_id, eval=True)
+        heatmap_path = args.plot_out or os.path.join(run.dir, "critic_heatmap.png")
+        plot_critic_heatmap(heatmap_path, args.env_id, maze_env,
+                            [(f"critic depth {args.critic_depth or args.depth}, width {args.width}\n{run.name[:48]}",
+                              critic_score(nets, ts.agent.actor_params, ts.agent.critic_params))],
+                            args.plot_goal or farthest_goal_cell(maze_env.maze))
+        print(f"critic heatmap: {heatmap_path}", flush=True)
+
+
+def main(args: Args) -> Optional[dict]:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
+    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     if args.load:  # --plot-critic from saved checkpoints, no training
         return plot_checkpoints(args, critic_of(args, make_env(args.env_id).action_size))
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
-    run = Run(args, state_header(args), lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")),
-              "env_steps")
+    run = Run(args, args.env_id, state_header(args),
+              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them
     devices, mesh = device_mesh(args.num_devices, "envs")
 
+    # envs and networks
     spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
                          args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
 
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (saved with --no-checkpoint-buffer: an empty buffer, refilled below)
     def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
         agent = agent_init(key_agent, nets, opts, spec.obs_dim, spec.goal_end - spec.goal_start, env.action_size)
         return TrainState(agent=agent, env_state=env.reset(key_env),
                           buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                           key=key, env_steps=jnp.zeros((), jnp.int32))
 
-    ts, key_eval, start_epoch, refill = online_start(run, seed_map(fresh_state, args.num_seeds),
-                                                     (key_agent, key_env, key), key_eval)
-    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
-    run.open()
-    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
-    run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
-                 f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
-                 len(devices), "envs and batches", ts.env_steps)
+    def actor_params(ts: TrainState) -> Any:  # what acts in the evaluation
+        return ts.agent.actor_params
 
-    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); with several
-    # devices, jit places each leaf as state_shardings says and XLA inserts the communication
+    def sizes(ts: TrainState) -> tuple[dict, dict]:  # --estimate: the parameters to count, the state's parts
+        return ({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
+                {"parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+                 "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+                 "replay buffer": ts.buffer, "env states": ts.env_state})
+
+# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
+    start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
+    if args.estimate:  # the shapes alone: nothing is allocated, read or written
+        ts = jax.eval_shape(fresh, key_agent, key_env, key)
+    elif args.resume:
+        shapes = jax.eval_shape(fresh, key_agent, key_env, key)
+        header, ckpt_epoch, saved = run.load(lambda header: {
+            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
+        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
+        refill = not header.get("has_buffer")
+        if refill:
+            ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
+    else:
+        ts = jax.jit(fresh)(key_agent, key_env, key)
+    if not args.estimate:  # every leaf its own copy, so ts can be donated
+        ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))
+# END SHARED BLOCK: online training state
+    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
+
+    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
+    # epoch donate the state. With several devices the env state and the buffer are split along their env
+    # axis (1 and 2, after the seed axis), the rest replicated, and XLA inserts the communication
     prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
         args, env, nets, opts, (spec.goal_start, spec.goal_end),
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
     evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
-    ts, key_eval, compiled, compile_s = compile_online(prefill_fn, epoch_fn, evaluate, ts, key_eval,
-                                                       lambda ts: ts.agent.actor_params, mesh, refill)
-    if refill:
-        ts = fill_buffer(compiled["prefill"], ts, bool(args.resume), prefill_steps)
+# SHARED BLOCK: online jit (keep identical in crl_depth.py and crl_collector_learner.py)
+    shardings = replicated = None
+    if mesh:
+        shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
+        replicated = NamedSharding(mesh, PartitionSpec())
+    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
+    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
+                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
+    evaluate = jax.jit(evaluate, out_shardings=replicated)
+    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
+        report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
+            "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
+            "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
+        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
+        return report
+# END SHARED BLOCK: online jit
+    num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
+    run.open()
+    run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
+                 f"{num_params:,} params | {steps_per_epoch} training steps/epoch of {per_train_step:,} env steps",
+                 len(devices), "envs and batches", ts.env_steps, args.compute_dtype)
 
-    def measure(ts: TrainState, keys: jax.Array) -> dict:  # the evaluation of every seed, on the host
-        return jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys))
+# SHARED BLOCK: online compile (keep identical in crl_depth.py and crl_collector_learner.py)
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    compiled, compile_s = compile_all({
+        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
+        "epoch": lambda: epoch_fn.lower(ts).compile(),
+        "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
 
+    if refill:  # at the start of a run with the untrained actor, on a resumed run with the current one
+        print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with {prefill_steps:,} "
+              f"env steps of the current actor" if args.resume else
+              f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
+        ts = compiled["prefill"](ts)
+# END SHARED BLOCK: online compile
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.env_steps, compile_s)
+        key_eval, keys = split_seed_keys(key_eval)
+        m = jax.device_get(compiled["evaluation"](actor_params(ts), keys))
+        run.log(0, ts.env_steps, m, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained) | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/"
               f"{args.episode_length} | success {across_seeds(m['eval/success_any'], '.2f')} | "
               f"dist {across_seeds(m['eval/dist'], '.2f')}", flush=True)
     for epoch in range(start_epoch, args.num_epochs + 1):
-        ts, m, key_eval, sps, epoch_s = timed_epoch(compiled["epoch"], measure, ts, key_eval,
-                                                    args.num_seeds * steps_per_epoch * per_train_step)
+        t_epoch = time.perf_counter()  # train an epoch
+        ts, train_m = compiled["epoch"](ts)
+        train_m = jax.device_get(train_m)
+        sps = args.num_seeds * steps_per_epoch * per_train_step / (time.perf_counter() - t_epoch)
+        key_eval, keys = split_seed_keys(key_eval)  # evaluate
+        m = jax.device_get(compiled["evaluation"](actor_params(ts), keys)) | train_m
+        epoch_s = time.perf_counter() - t_epoch  # log
         records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
                                                    "time/compile_s": compile_s})
         print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
@@ -722,32 +849,21 @@ def main(args: Args) -> None:
               f"actor {np.mean(m['losses/actor']):.3f} | alpha {np.mean(m['actor/alpha']):.3g} | "
               f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, args.num_epochs - epoch)}",
               flush=True)
-        run.check_finite(epoch, records)
-        run.checkpoint(epoch, args.num_epochs, key_eval, ts, args.checkpoint_buffer)
+        run.check_finite(epoch, {name: m[name] for name in ("losses/critic", "losses/actor", "losses/alpha")},
+                         {"parameters": m["train/params_finite"]})
+        run.checkpoint(epoch, args.num_epochs,  # checkpoint (the buffer too, unless --no-checkpoint-buffer)
+                       {"ts": ts if args.checkpoint_buffer else ts.replace(buffer=None), "key_eval": key_eval},
+                       has_buffer=args.checkpoint_buffer)
 
     run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
                        "log_alpha": ts.agent.log_alpha}, state_header(args), args.num_epochs)
-    ts, key_render = jax.tree.map(lambda x: x[0], ts), key_render[0]  # below: one run (validate_args)
-    if args.save_buffer:  # the dataset of crl_depth_offline.py
-        save_buffer_npz(os.path.join(run.dir, "buffer.npz"), ts.buffer, args.env_id, spec, args.episode_length)
-    if args.render:
-        render_rollout(os.path.join(run.dir, "rollout.html"), make_env(args.env_id, eval=True),
-                       lambda obs: jnp.tanh(nets.actor.apply(ts.agent.actor_params, obs)[0]), key_render,
-                       args.episode_length)
-    if args.plot_critic:
-        maze_env = make_env(args.env_id, eval=True)
-        heatmap_path = args.plot_out or os.path.join(run.dir, "critic_heatmap.png")
-        plot_critic_heatmap(heatmap_path, args.env_id, maze_env,
-                            [(f"critic depth {critic_depth}, width {args.width}\n{run.name[:48]}",
-                              critic_score(nets, ts.agent.actor_params, ts.agent.critic_params))],
-                            args.plot_goal or farthest_goal_cell(maze_env.maze))
-        print(f"critic heatmap: {heatmap_path}", flush=True)
+    write_outputs(args, run, jax.tree.map(lambda x: x[0], ts), nets, spec, key_render[0])
     run.finish()
 
 
 def cli(argv: Optional[list[str]] = None) -> Args:
     """The command line's Args; with --resume RUN_DIR the run's own, changed by the flags given."""
-    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, resume_error)
+    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, Args.epoch_change_error)
 
 
 if __name__ == "__main__":

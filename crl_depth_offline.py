@@ -11,17 +11,21 @@ crl_depth.py's: a strictly future state of the same episode, P(k) ~ gamma^k. The
 critic term plus behaviour cloning on the dataset's actions (--bc-coef; 0 gives pure CRL).
 
 Read it top to bottom: Args, network, replay buffer, losses, dataset, training loop, evaluation,
-main. The brax envs come from crl_envs.py, the reading of the two dataset formats from
+main, the whole run in view as in crl_depth.py (the training state, fresh or --resume, the jit, the
+epoch loop). The brax envs come from crl_envs.py, the reading of the two dataset formats from
 crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
-checkpoints, --resume, seeds) from crl_runs.py. The blocks marked SHARED BLOCK (flags, network,
+checkpoints, --resume, seeds) from crl_runs.py, --estimate's report from crl_estimate.py. The blocks marked SHARED BLOCK (flags, network,
 replay buffer, losses, evaluation) are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
-`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes.
+`diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes. To try an idea, copy
+this file beside the modules and edit the copy; it relies only on their stated interfaces.
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
 import dataclasses
 import hashlib
 import math
 import os
+import time
 from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import flax
@@ -33,9 +37,10 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
+from crl_estimate import compare, estimate
 from crl_envs import VecGoalEnv, make_env
-from crl_runs import (Run, RunArgs, across_seeds, check_common_args, compile_all, device_mesh, fail, parse_args,
-                      seed_all, seed_map, timed_epoch)
+from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, not_positive, parse_args,
+                      seed_all, seed_map, split_seed_keys, state_shardings)
 
 
 # ==================================================================================================
@@ -100,6 +105,14 @@ class Args(RunArgs):
     """coefficient of the logsumexp^2 regulariser of the InfoNCE loss"""
     target_entropy_scale: float = 0.5
     """target entropy is -target_entropy_scale * action_dim"""
+
+    def algorithm_flags_error(self) -> Optional[str]:
+        """One line on what is wrong with the flags above, or None."""
+        if not 0.0 < self.gamma < 1.0:
+            return f"--gamma must be in (0, 1) (got {self.gamma})"
+        if self.logsumexp_penalty < 0:
+            return f"--logsumexp-penalty must be >= 0 (got {self.logsumexp_penalty})"
+        return not_positive(self, ("actor_lr", "critic_lr", "alpha_lr"))
 # END SHARED BLOCK: algorithm flags
     bc_coef: float = 0.1
     """weight of behaviour cloning, mean ||a_pi - a_data||^2, in the actor loss; 0 gives pure CRL.
@@ -125,6 +138,14 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+
+    def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
+        """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
+        for name in depths:
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 4 != 0):
+                return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32"""
@@ -341,7 +362,7 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
     diag = jnp.diag(logits)
     loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)
     n = logits.shape[0]
-    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1))
+    off_diag = (jnp.sum(logits) - jnp.sum(diag)) / (n * (n - 1.0))  # a float: n (n - 1) overflows int32 from n = 46,341
     metrics = {"losses/critic": loss, "critic/logsumexp": jnp.mean(lse),
                "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),
                "critic/logits_pos": jnp.mean(diag), "critic/logits_neg": off_diag}
@@ -655,13 +676,11 @@ def make_ogbench_envs(data: OfflineData, num_envs: int) -> tuple[Optional[list],
     return envs, None
 
 
-def compile_evaluate(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[list], nets: Networks,
-                     actor_params: Any, keys: jax.Array) -> Optional[Callable]:
-    """The evaluation of every seed, {name: [num_seeds] values}: in the brax env compiled (vmapped over
-    the seeds), in OGBench's gym envs one seed after the other, or None without an env (no ogbench)."""
+def evaluation_fn(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[list], nets: Networks) -> Optional[Callable]:
+    """The evaluation of every seed, {name: [num_seeds] values}: in the brax env jitted (vmapped over the
+    seeds), in OGBench's gym envs one seed after the other, or None without an env (no ogbench)."""
     if eval_env is not None:
-        evaluate = jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
-        return evaluate.lower(actor_params, keys).compile()
+        return jax.jit(seed_map(make_evaluate(args, eval_env, nets), args.num_seeds))
     if envs is None:
         return None
     ogbench_evaluate = make_ogbench_evaluate(args, envs, nets)
@@ -678,7 +697,7 @@ def compile_evaluate(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[
 # ==================================================================================================
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
-                    "wandb_mode", "runs_dir", "resume", "num_devices")
+                    "wandb_mode", "runs_dir", "resume", "num_devices", "estimate")
 # state.msgpack holds the whole training state: every network's params and optimiser state, log(alpha),
 # the training key, gradient steps, each with a leading seed axis; plus the epoch and the evaluation
 # keys. Not the dataset: a resumed run reads --dataset again, and the header identifies it (path, size,
@@ -692,8 +711,10 @@ def validate_args(args: Args) -> Optional[str]:
     if not args.dataset and args.resume is None:  # a resumed run's dataset comes from its args.json
         return ("--dataset is required: a buffer.npz written by crl_depth.py --save-buffer or an "
                 "OGBench-format .npz")
-    error = check_common_args(args, positive=("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps",
-                                              "obs_dim", "num_columns", "episode_length"), split=("batch_size",))
+    error = (not_positive(args, ("num_eval_envs", "num_gradient_steps", "eval_every", "num_sgd_steps", "batch_size",
+                                 "obs_dim", "num_columns", "episode_length")) or args.algorithm_flags_error()
+             or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
+             or args.run_flags_error(split=("batch_size",)))
     if error:
         return error
     if not args.bc_coef >= 0:
@@ -754,23 +775,29 @@ def describe_run(header: dict) -> str:
             f"{header.get('critic_depth')} width {header.get('width')}")
 
 
-def main(args: Args) -> None:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+def main(args: Args) -> Optional[dict]:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
+    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     args, data, eval_env, envs, note = open_dataset(args)  # the dataset and env, checked before any work
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
     num_epochs = args.num_gradient_steps // args.eval_every
-    run = Run(args, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
+    run = Run(args, args.env_id, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     key, key_agent, key_diag, key_eval = seed_all(args.seed, run.seeds, 4)
     # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
     devices, mesh = device_mesh(args.num_devices, "batch")
 
+    # the dataset and networks
     goal_slice, action_size = (data.goal_start, data.goal_end), data.action.shape[-1]
     nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
                          args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    buffer = offline_buffer(data)
+    buffer = offline_buffer(data) if not args.estimate else jax.eval_shape(  # --estimate: its shapes alone
+        lambda s, a, e: offline_buffer(data._replace(state=s, action=a, episode_id=e)), data.state, data.action,
+        data.episode_id)
 
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (the checkpoint never holds the dataset: it is read again)
     def fresh_agent(key_agent: jax.Array) -> Agent:  # one seed
         return agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
 
@@ -779,17 +806,60 @@ def main(args: Args) -> None:
                           gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
 
     start_epoch = 1
-    if args.resume:  # load and check the checkpoint before compiling or writing anything
-        ckpt_epoch, key_eval, ts, _ = run.load(jax.eval_shape(fresh_state))
+    if args.estimate:  # the shapes alone: nothing is allocated, read or written
+        ts = jax.eval_shape(lambda: fresh_state().replace(buffer=None)).replace(buffer=buffer)
+    elif args.resume:
+        shapes = jax.eval_shape(fresh_state)
+        _, ckpt_epoch, saved = run.load(lambda header: {"ts": shapes.replace(buffer=None), "key_eval": key_eval})
         if ckpt_epoch > num_epochs:
             fail(f"--num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
                  f"its checkpoint's epoch {ckpt_epoch} ({run.state_path})")
-        ts = jax.tree.map(jnp.asarray, ts.replace(buffer=None)).replace(buffer=buffer)
-        key_eval, start_epoch = jnp.asarray(key_eval), ckpt_epoch + 1
+        ts, key_eval, start_epoch = saved["ts"].replace(buffer=buffer), saved["key_eval"], ckpt_epoch + 1
     else:
         ts = fresh_state()
-    ts = jax.tree.map(jnp.copy, ts)  # every leaf its own buffer, so the state can be donated
+    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
+    # buffer is not mapped (in_axes None): one copy serves every seed. The epoch donates the state. With
+    # several devices the whole state is replicated on every device; jit splits each batch and inserts the
+    # all-reduces
+    axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
+    epoch_fn = seed_map(make_train_fns(args, nets, opts, action_size, goal_slice,
+                                       NamedSharding(mesh, PartitionSpec(None, "batch")) if mesh else None),
+                        args.num_seeds, in_axes=(axes,), out_axes=(axes, 0))
+    shardings = replicated = None
+    if mesh:
+        shardings, replicated = state_shardings(ts, mesh, split={}), NamedSharding(mesh, PartitionSpec())
+    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
+                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
+
+    def probe(buf: Buffer, key_diag: jax.Array) -> dict:  # one seed's fixed batch for the diagnostics
+        key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
+        return jax.tree.map(lambda x: x[0], shuffle_into_batches(
+            key_probe_shuffle, buffer_sample(buf, key_probe_sample, args.window_length, args.gamma, *goal_slice), 1,
+            args.batch_size))
+
+    probe_fn = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))
+    diagnostics = jax.jit(seed_map(make_diagnostics(nets, args.logsumexp_penalty), args.num_seeds))
+    evaluate = evaluation_fn(args, eval_env, envs, nets)
+    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
+        diag_batch = jax.eval_shape(probe_fn, ts.buffer, key_diag)
+        report = estimate(run.describe(run.header) + f", remat {args.remat}", {
+            "actor": ts.agent.actor_params, "critic": ts.agent.critic_params}, {
+            "parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+            "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+            "dataset": ts.buffer}, {
+            "epoch": (epoch_fn, (ts,), args.eval_every), "diagnostics": (diagnostics, (ts.agent, diag_batch), None),
+            **({"evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)} if eval_env is not None else {})},
+            args.num_seeds, len(devices))
+        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
+        return report
+
+    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
     buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
+    if mesh:
+        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
+    # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
+    diag_batch = probe_fn(ts.buffer, key_diag)
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     run.open()
     steps, columns = data.state.shape[:2]
@@ -798,44 +868,20 @@ def main(args: Args) -> None:
                  + (f", {data.num_dropped} steps left out by the cut into columns" if data.num_dropped else "")
                  + f" | env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
                  f"{num_params:,} params | bc coef {args.bc_coef} | {num_epochs} epochs of {args.eval_every:,} "
-                 "gradient steps", len(devices), "batches", ts.gradient_steps)
+                 "gradient steps", len(devices), "batches", ts.gradient_steps, args.compute_dtype)
     if note:
         print(note, flush=True)
-
-    # every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
-    # buffer is not mapped (in_axes None): one copy serves every seed. With several devices the whole
-    # state is replicated on every device; jit splits each batch and inserts the all-reduces
-    axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
-    epoch_fn = seed_map(make_train_fns(args, nets, opts, action_size, goal_slice,
-                                       NamedSharding(mesh, PartitionSpec(None, "batch")) if mesh else None),
-                        args.num_seeds, in_axes=(axes,), out_axes=(axes, 0))
-    shardings = {}
-    if mesh:
-        replicated = NamedSharding(mesh, PartitionSpec())
-        ts, key_eval = jax.device_put(ts, replicated), jax.device_put(key_eval, replicated)
-        shardings = {"in_shardings": (replicated,), "out_shardings": replicated}
-    epoch_fn = jax.jit(epoch_fn, donate_argnums=0, **shardings)
-
-    def probe(buf: Buffer, key_diag: jax.Array) -> dict:  # one seed's fixed batch for the diagnostics
-        key_probe_sample, key_probe_shuffle = jax.random.split(key_diag)
-        return jax.tree.map(lambda x: x[0], shuffle_into_batches(
-            key_probe_shuffle, buffer_sample(buf, key_probe_sample, args.window_length, args.gamma, *goal_slice), 1,
-            args.batch_size))
-
-    # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
-    diag_batch = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))(ts.buffer, key_diag)
-    diagnostics = jax.jit(seed_map(make_diagnostics(nets, args.logsumexp_penalty), args.num_seeds))
     compiled, compile_s = compile_all({
         "epoch": lambda: epoch_fn.lower(ts).compile(),
         "diagnostics": lambda: diagnostics.lower(ts.agent, diag_batch).compile(),
-        "evaluation": lambda: compile_evaluate(args, eval_env, envs, nets, ts.agent.actor_params, key_eval)})
-    epoch_c, diag_c, eval_c = compiled["epoch"], compiled["diagnostics"], compiled["evaluation"]
+        "evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile() if eval_env is not None
+        else evaluate})
 
     def measure(ts: TrainState, keys: jax.Array) -> dict:
         """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""
-        out = dict(jax.device_get(diag_c(ts.agent, diag_batch)))
-        if eval_c is not None:
-            out.update(jax.device_get(eval_c(ts.agent.actor_params, keys)))
+        out = dict(jax.device_get(compiled["diagnostics"](ts.agent, diag_batch)))
+        if compiled["evaluation"] is not None:
+            out.update(jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys)))
         return out
 
     def summary(m: dict) -> str:
@@ -848,11 +894,18 @@ def main(args: Args) -> None:
                        f"{across_seeds(m['offline/bc_mse'], '.3f')} | q policy - q data {across_seeds(q_gap, '.3f')}")
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
-        m, key_eval = run.log_untrained(measure, ts, key_eval, ts.gradient_steps, compile_s)
+        key_eval, keys = split_seed_keys(key_eval)
+        m = measure(ts, keys)
+        run.log(0, ts.gradient_steps, m, {"time/compile_s": compile_s})
         print(f"epoch 0 (untrained){summary(m)}", flush=True)
     for epoch in range(start_epoch, num_epochs + 1):
-        ts, m, key_eval, steps_per_s, epoch_s = timed_epoch(epoch_c, measure, ts, key_eval,
-                                                            args.num_seeds * args.eval_every)
+        t_epoch = time.perf_counter()  # train an epoch
+        ts, train_m = compiled["epoch"](ts)
+        train_m = jax.device_get(train_m)
+        steps_per_s = args.num_seeds * args.eval_every / (time.perf_counter() - t_epoch)
+        key_eval, keys = split_seed_keys(key_eval)  # evaluate
+        m = measure(ts, keys) | train_m
+        epoch_s = time.perf_counter() - t_epoch  # log
         records = run.log(epoch, ts.gradient_steps, m, {"charts/gradient_steps_per_s": steps_per_s,
                                                         "time/epoch_s": epoch_s, "time/compile_s": compile_s})
         print(f"epoch {epoch}/{num_epochs} | gradient steps {records[0]['gradient_steps']:,} | "
@@ -861,8 +914,10 @@ def main(args: Args) -> None:
               f"actor {np.mean(m['losses/actor']):.3f} bc {np.mean(m['actor/bc_mse']):.3f} | "
               f"alpha {np.mean(m['actor/alpha']):.3g} | "
               f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, num_epochs - epoch)}", flush=True)
-        run.check_finite(epoch, records)
-        run.checkpoint(epoch, num_epochs, key_eval, ts, with_buffer=False)  # never the dataset
+        run.check_finite(epoch, {name: m[name] for name in ("losses/critic", "losses/actor", "losses/alpha")},
+                         {"parameters": m["train/params_finite"]})
+        run.checkpoint(epoch, num_epochs,  # checkpoint (never the dataset)
+                       {"ts": ts.replace(buffer=None), "key_eval": key_eval}, has_buffer=False)
 
     run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
                        "log_alpha": ts.agent.log_alpha}, run.header, num_epochs)

@@ -1,19 +1,24 @@
-"""Run plumbing of the three CRL scripts: the command line and --resume, the run directory, metrics
-and wandb, checkpoint files, several seeds in one process. Nothing in here is the algorithm.
+"""Run plumbing of the three CRL scripts, as services with explicit inputs: the command line and
+--resume, the run directory and args.json, a metrics writer (metrics.jsonl and wandb) for any dict,
+the ETA, checkpoint files for any pytree, seeds and device meshes. Nothing in here is the algorithm:
+no function reads a metric, a field of a training state or an Args field of a script (RunArgs' own
+flags aside); what it needs is passed to it, so a fork of a script that renames a metric, drops a
+loss or adds a field to its state runs unchanged.
 
 runs/{run_name}/ holds args.json (the run's settings), metrics.jsonl (one line per seed and epoch),
 state.msgpack (the whole training state, for --resume), checkpoint.msgpack (the final networks;
 checkpoint_seed{s}.msgpack with --num-seeds) and, with --track, wandb_id.txt. state.msgpack and the
 checkpoints share one file format, written and read by write_state_file / read_state_file: 16 magic
 bytes, the sha256 of the payload, the payload (flax msgpack: numbers, strings and arrays only - no
-pickle, so loading runs no code from the file). A training state is stored as the leaves of its
-pytree under their path names (agent/actor_params/..., env_state/...), so any pytree a backend
-builds (brax, mjx) can be saved, and a load checks every leaf's name, shape and dtype against the
-state a fresh run would build. Every file is written to a .tmp, fsynced and renamed over the old
-one: a kill at any moment leaves either the previous complete file or the new one.
+pickle, so loading runs no code from the file). A pytree is stored as its leaves under their path
+names (ts/agent/actor_params/..., ts/env_state/...), so any pytree a backend builds (brax, mjx) can
+be saved, and a load checks every leaf's name, shape and dtype against the pytree a fresh run would
+build. Every file is written to a .tmp, fsynced and renamed over the old one: a kill at any moment
+leaves either the previous complete file or the new one.
 """
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -62,12 +67,47 @@ class RunArgs:
     vmapped over a seed axis; metrics.jsonl has one line per seed and epoch"""
     num_devices: int = 0
     """local devices to split the work over (data parallel, parameters replicated); 0: all local devices"""
+    estimate: bool = False
+    """print what the run needs and exit, training nothing and writing nothing: parameter counts, the bytes
+    of the state, and XLA's memory and cost analysis of each program compiled for this backend from the
+    shapes alone (also with --remat, when it is not set)"""
+
+    def run_flags_error(self, split: tuple[str, ...] = ()) -> Optional[str]:
+        """One line on what is wrong with the flags above, or None. split: the script's flags whose work
+        is split across the devices (each a multiple of their number)."""
+        error = not_positive(self, ("checkpoint_every", "num_seeds"))
+        if error:
+            return error
+        num_local = len(jax.local_devices())
+        if not 0 <= self.num_devices <= num_local:
+            return (f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; "
+                    f"got {self.num_devices})")
+        num_devices = self.num_devices or num_local
+        for name in split:
+            if getattr(self, name) % num_devices:
+                return (f"{flag(name)} ({getattr(self, name)}) must be a multiple of the number of devices "
+                        f"({num_devices}{'' if self.num_devices else ', all local ones; set --num-devices'})")
+        return None
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
     """One error line on stderr, then exit (2: bad input, refused before any work; 1: a run that failed)."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of an Args field: num_envs -> --num-envs."""
+    return "--" + name.replace("_", "-")
+
+
+def not_positive(args: Any, names: tuple[str, ...]) -> Optional[str]:
+    """One line on the first of the fields `names` of args that is set and not positive, or None."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            return f"{flag(name)} must be positive (got {value})"
+    return None
 
 
 def format_duration(seconds: float) -> str:
@@ -164,81 +204,18 @@ def device_mesh(num_devices: int, axis: str) -> tuple[list, Optional[jax.shardin
     return devices, (jax.sharding.Mesh(np.array(devices), (axis,)) if len(devices) > 1 else None)
 
 
-def state_shardings(ts: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Where each leaf of a (seed-batched) online training state lives on the device mesh: env-state
-    and replay-buffer leaves split along their env axis (axis 1 and 2, after the seed axis), everything
-    else (networks, optimisers, keys, counters) replicated."""
+def state_shardings(state: Any, mesh: jax.sharding.Mesh, split: dict[str, int]) -> Any:
+    """Where each leaf of a state (a flax struct) lives on a 1-d device mesh: the leaves of each field
+    named in split are split across the devices along the axis split gives (a leaf with fewer axes is
+    replicated); every other leaf is replicated. split {}: all of the state replicated."""
     NamedSharding, PartitionSpec = jax.sharding.NamedSharding, jax.sharding.PartitionSpec
 
-    def split(env_axis: int) -> Callable:
-        return lambda x: NamedSharding(mesh, PartitionSpec(*[None] * env_axis, "envs") if x.ndim > env_axis
+    def along(axis: int) -> Callable:
+        return lambda x: NamedSharding(mesh, PartitionSpec(*[None] * axis, mesh.axis_names[0]) if x.ndim > axis
                                        else PartitionSpec())
 
-    replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), ts)
-    return replicated.replace(env_state=jax.tree.map(split(1), ts.env_state), buffer=jax.tree.map(split(2), ts.buffer))
-
-
-def compile_online(prefill_fn: Callable, epoch_fn: Callable, evaluate: Callable, ts: Any, key_eval: jax.Array,
-                   actor_params: Callable[[Any], Any], mesh: Optional[jax.sharding.Mesh], refill: bool) -> tuple:
-    """The online scripts' jit and compile: with a mesh, the state placed as state_shardings says and
-    the evaluation keys replicated; prefill (only when refill) and epoch donate the state;
-    actor_params(ts): what the evaluation takes. Returns
-    (ts, key_eval, {"prefill", "epoch", "evaluation": compiled}, compile seconds)."""
-    shardings = replicated = None
-    if mesh:
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        shardings = state_shardings(ts, mesh)
-        ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
-    prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings,
-                         donate_argnums=0)
-    epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
-                       out_shardings=shardings and (shardings, replicated), donate_argnums=0)
-    evaluate = jax.jit(evaluate, out_shardings=replicated)
-    compiled, compile_s = compile_all({
-        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
-        "epoch": lambda: epoch_fn.lower(ts).compile(),
-        "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
-    return ts, key_eval, compiled, compile_s
-
-
-def online_start(run: "Run", fresh: Callable, fresh_keys: tuple, key_eval: jax.Array) -> tuple:
-    """The online scripts' training state before compiling: fresh(*fresh_keys), or with --resume the
-    checkpoint's, loaded and checked before anything is compiled or written (saved without the replay
-    buffer: an empty one, to be refilled). Every leaf gets its own buffer, so the state can be donated.
-    Returns (ts, key_eval, first epoch, whether the buffer must be (re)filled)."""
-    start_epoch, refill = 1, True
-    if run.args.resume:
-        template = jax.eval_shape(fresh, *fresh_keys)
-        ckpt_epoch, key_eval, ts, has_buffer = run.load(template)
-        if not has_buffer:  # an empty buffer, refilled by fill_buffer
-            ts = ts.replace(buffer=jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), template.buffer))
-        ts, key_eval = jax.tree.map(jnp.asarray, ts), jnp.asarray(key_eval)
-        start_epoch, refill = ckpt_epoch + 1, not has_buffer
-    else:
-        ts = jax.jit(fresh)(*fresh_keys)
-    return jax.tree.map(jnp.copy, ts), key_eval, start_epoch, refill
-
-
-def fill_buffer(prefill: Callable, ts: Any, resumed: bool, prefill_steps: int) -> Any:
-    """Runs the compiled prefill: at the start of a run with the untrained actor, or on a resumed run
-    whose checkpoint holds no replay buffer with the current one."""
-    print(f"the checkpoint holds no replay buffer (--no-checkpoint-buffer): refilling it with "
-          f"{prefill_steps:,} env steps of the current actor" if resumed else
-          f"prefilling {prefill_steps:,} env steps with the untrained actor", flush=True)
-    return prefill(ts)
-
-
-def timed_epoch(epoch_fn: Callable, measure: Callable, ts: Any, key_eval: jax.Array, work: float) -> tuple:
-    """One epoch, epoch_fn(ts) -> (ts, training metrics), then measure(ts, keys) -> evaluation metrics on
-    the host, with the next evaluation keys. work: what the epoch does (env or gradient steps of all
-    seeds). Returns (ts, evaluation | training metrics, key_eval, work per training second, epoch seconds)."""
-    t_epoch = time.perf_counter()
-    ts, train_metrics = epoch_fn(ts)
-    train_metrics = jax.device_get(train_metrics)
-    train_s = time.perf_counter() - t_epoch
-    key_eval, key_e = split_seed_keys(key_eval)
-    m = measure(ts, key_e) | train_metrics
-    return ts, m, key_eval, work / train_s, time.perf_counter() - t_epoch
+    replicated = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), state)
+    return replicated.replace(**{name: jax.tree.map(along(axis), getattr(state, name)) for name, axis in split.items()})
 
 
 def compile_all(parts: dict[str, Callable[[], Any]]) -> tuple[dict, float]:
@@ -328,53 +305,50 @@ def _path_name(path: tuple) -> str:
     return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
 
 
-def tree_to_dict(tree: Any) -> dict:
-    """The leaves of any pytree as numpy arrays in nested dicts keyed by their path names."""
+def tree_to_dict(tree: Any) -> Any:
+    """The leaves of any pytree as numpy arrays in nested dicts keyed by their path names (a single
+    array: that array)."""
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    if len(flat) == 1 and not flat[0][0]:
+        return np.asarray(flat[0][1])
     return flax.traverse_util.unflatten_dict({_path_name(p): np.asarray(x) for p, x in flat}, sep="/")
 
 
-def tree_from_dict(path: str, template: Any, saved: Any) -> Any:
+def tree_from_dict(path: str, template: Any, saved: Any, name: str = "") -> Any:
     """The inverse of tree_to_dict: the template's pytree (arrays or jax.ShapeDtypeStruct) filled with
     the saved leaves. Raises CheckpointError unless saved has exactly the template's leaves, shapes
-    and dtypes."""
+    and dtypes (name: what a single array is called in the message)."""
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    got = flax.traverse_util.flatten_dict(saved, sep="/") if isinstance(saved, dict) else {}
+    if len(flat) == 1 and not flat[0][0]:
+        got = {"": saved} if saved is not None and not isinstance(saved, dict) else {}
+    else:
+        got = flax.traverse_util.flatten_dict(saved, sep="/") if isinstance(saved, dict) else {}
     want = {_path_name(p): x for p, x in flat}
     describe = lambda x: "missing" if x is None else f"{np.asarray(x).dtype}{list(np.shape(x))}"
-    for name in sorted(set(want) | set(got)):
-        w, g = want.get(name), got.get(name)
+    for leaf in sorted(set(want) | set(got)):
+        w, g = want.get(leaf), got.get(leaf)
         if w is None or g is None or tuple(np.shape(g)) != tuple(w.shape) or np.asarray(g).dtype != w.dtype:
             expected = "absent" if w is None else f"{np.dtype(w.dtype)}{list(w.shape)}"
-            raise CheckpointError(f"{path} does not fit this run: {name} is {describe(g)} in the checkpoint, "
+            raise CheckpointError(f"{path} does not fit this run: {leaf or name} is {describe(g)} in the checkpoint, "
                                   f"{expected} expected")
     return jax.tree_util.tree_unflatten(treedef, [got[_path_name(p)] for p, _ in flat])
 
 
-def save_state(path: str, header: dict, epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> int:
-    """Writes a run's training state ts (a flax struct with a `buffer` field, left out unless
-    with_buffer) and its evaluation keys atomically; returns the file size in bytes."""
-    state = {"ts": tree_to_dict(ts if with_buffer else ts.replace(buffer=None)),
-             "key_eval": np.asarray(jax.device_get(key_eval))}
-    return write_state_file(path, {**header, "has_buffer": with_buffer}, epoch, state)
+def save_state(path: str, header: dict, epoch: int, state: dict[str, Any]) -> int:
+    """Writes a run's state, {name: any pytree}, under header atomically; returns the file size in bytes."""
+    return write_state_file(path, header, epoch, {name: tree_to_dict(tree) for name, tree in state.items()})
 
 
 def load_state(path: str, want: dict, describe: Callable[[dict], str],
-               template: Any) -> tuple[int, np.ndarray, Any, bool]:
-    """Reads a file written by save_state for a run whose header is `want`; template is the state of a
-    fresh run (arrays or jax.ShapeDtypeStruct). Returns (epoch, eval keys, state with numpy leaves,
-    has_buffer; without a buffer the template's stands in). Anything else - a truncated or corrupt
-    file, another file type, another env or network - raises CheckpointError."""
+               template: Callable[[dict], dict[str, Any]]) -> tuple[dict, int, dict[str, Any]]:
+    """Reads a file written by save_state for a run whose header is `want`; template(the file's header)
+    is what it must hold, {name: the pytree a fresh run would build (arrays or jax.ShapeDtypeStruct)}.
+    Returns (header, epoch, {name: that pytree with the file's numpy leaves}). Anything else - a
+    truncated or corrupt file, another file type, another env or network, a leaf of another name,
+    shape or dtype - raises CheckpointError."""
     header, epoch, saved = read_state_file(path, want, describe)
-    try:
-        state, key_eval = saved["ts"], np.asarray(saved["key_eval"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is not a readable state checkpoint (no {e})") from None
-    has_buffer = bool(header.get("has_buffer"))
-    if has_buffer:
-        return epoch, key_eval, tree_from_dict(path, template, state), True
-    ts = tree_from_dict(path, template.replace(buffer=None), state)
-    return epoch, key_eval, ts.replace(buffer=template.buffer), False
+    return header, epoch, {name: tree_from_dict(path, tree, saved.get(name), name)
+                           for name, tree in template(header).items()}
 
 
 def read_networks(path: str) -> tuple[dict, dict]:
@@ -384,52 +358,62 @@ def read_networks(path: str) -> tuple[dict, dict]:
 
 
 def describe(header: dict, keys: tuple[str, ...]) -> str:
-    """A run in an error message, from its checkpoint header: "env reacher actor depth 4 ..."."""
-    return " ".join(f"{'env' if k == 'env_id' else k.replace('_', ' ')} {header.get(k)}" for k in keys)
+    """A run in an error message, from the keys of its checkpoint header, each in words without an
+    "_id" suffix: ("env_id", "actor_depth") -> "env reacher actor depth 4"."""
+    return " ".join(f"{k.removesuffix('_id').replace('_', ' ')} {header.get(k)}" for k in keys)
 
 
 # --- the run directory ----------------------------------------------------------------------------
 class Run:
     """One run: its directory runs/{run_name}/ (or the --resume directory), the seeds it trains, and
-    every file written in it. header: what state.msgpack must match to be resumed by this run;
-    describe(header) names a run in error messages; counter: the progress count logged with every
-    metrics line (env_steps, gradient_steps)."""
+    every file written in it. env_id: the first part of the run name; header: what state.msgpack must
+    match to be resumed by this run; describe(header) names a run in error messages; counter: the
+    progress count logged with every metrics line (env_steps, gradient_steps)."""
 
-    def __init__(self, args: Any, header: dict, describe: Callable[[dict], str], counter: str):
+    def __init__(self, args: Any, env_id: str, header: dict, describe: Callable[[dict], str], counter: str):
         self.args, self.header, self.describe, self.counter = args, header, describe, counter
         self.seeds = [args.seed + i for i in range(args.num_seeds)]
         if args.resume:
             self.dir = args.resume.rstrip("/")
-        else:
+        else:  # open() adds -2, -3 ... if a run of the same name started in the same second
             seed_name = str(args.seed) if args.num_seeds == 1 else f"{args.seed}-{self.seeds[-1]}"
-            self.dir = os.path.join(args.runs_dir, f"{args.env_id}__{args.exp_name}__{seed_name}__{int(time.time())}")
-        self.name = os.path.basename(self.dir)
-        self.state_path = os.path.join(self.dir, STATE_FILE)
-        self.metrics_path = os.path.join(self.dir, "metrics.jsonl")
+            self.dir = os.path.join(args.runs_dir, f"{env_id}__{args.exp_name}__{seed_name}__{int(time.time())}")
         self.last_good, self.wandb, self.epoch_times, self.resume_epoch = None, None, [], None
 
-    def load(self, template: Any) -> tuple[int, np.ndarray, Any, bool]:
-        """--resume: the checkpoint (load_state), checked before anything is compiled or written;
-        one line and exit 2 if there is none or it does not fit."""
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.dir)
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.dir, STATE_FILE)
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.dir, "metrics.jsonl")
+
+    def load(self, template: Callable[[dict], dict[str, Any]]) -> tuple[dict, int, dict[str, Any]]:
+        """--resume: the checkpoint (load_state: its header, epoch and state), checked before anything is
+        compiled or written; one line and exit 2 if there is none or it does not fit."""
         if not os.path.isfile(self.state_path):
             fail(f"--resume {self.dir}: no {STATE_FILE} in it (stopped before its first checkpoint; "
                  f"start the run again)")
         try:
-            loaded = load_state(self.state_path, self.header, self.describe, template)
+            header, epoch, state = load_state(self.state_path, self.header, self.describe, template)
         except CheckpointError as e:
             fail(str(e))
-        self.last_good, self.resume_epoch = self.state_path, loaded[0]
-        return loaded
+        self.last_good, self.resume_epoch = self.state_path, epoch
+        return header, epoch, state
 
     def open(self) -> None:
-        """A fresh run creates the directory, which must not exist yet; a resumed run keeps the
+        """A fresh run creates its directory, under a name no other run holds; a resumed run keeps the
         metrics.jsonl lines up to the checkpoint's epoch (the later epochs run again) and removes the
         state .tmp a kill cut off. Both then write args.json and, with --track, start or continue the
         wandb run. An unwritable directory: one line, exit 2."""
         args = self.args
         try:
             if self.resume_epoch is None:
-                os.makedirs(self.dir, exist_ok=False)
+                self._make_dir()
             else:
                 self._keep_metrics_through(self.resume_epoch)
                 if os.path.exists(self.state_path + ".tmp"):
@@ -452,16 +436,26 @@ class Run:
                        name=self.name, config=dataclasses.asdict(args), id=wandb_id, resume="allow")
             self.wandb = wandb
 
-    def announce(self, what: str, num_devices: int, split: str, counts: Any) -> None:
+    def announce(self, what: str, num_devices: int, split: str, counts: Any, compute_dtype: str = "float32") -> None:
         """The run's first line: its directory, what it trains, the backend, seeds, devices (with
-        `split` split across them) and matmul dtype; a resumed run says from where."""
+        `split` split across them) and the matmul dtype (unless float32); a resumed run says from where."""
         print(f"run {self.dir} | {what} | backend {jax.default_backend()}"
               + (f" | seeds {', '.join(map(str, self.seeds))} in one process" if len(self.seeds) > 1 else "")
               + (f" | {num_devices} devices, {split} split" if num_devices > 1 else "")
-              + (f" | {self.args.compute_dtype} matmuls" if self.args.compute_dtype != "float32" else ""), flush=True)
+              + (f" | {compute_dtype} matmuls" if compute_dtype != "float32" else ""), flush=True)
         if self.resume_epoch is not None:
             print(f"resuming from {self.state_path} at epoch {self.resume_epoch} ({int(counts[0]):,} "
                   f"{self.counter.replace('_', ' ')})", flush=True)
+
+    def _make_dir(self) -> None:
+        """Creates the run directory; if another run holds the name, the next free one of name-2, name-3 ..."""
+        base = self.dir
+        for n in range(2, 1000):
+            try:
+                return os.makedirs(self.dir, exist_ok=False)
+            except FileExistsError:
+                self.dir = f"{base}-{n}"
+        raise FileExistsError(errno.EEXIST, f"{base} and {base}-2 .. -999 all exist")
 
     def _keep_metrics_through(self, epoch: int) -> None:
         """Rewrites metrics.jsonl with the records of epochs <= epoch only; a line cut off by a kill is
@@ -493,40 +487,32 @@ class Run:
             self.wandb.log(logged, step=records[0][self.counter])
         return records
 
-    def log_untrained(self, measure: Callable, ts: Any, key_eval: jax.Array, counts: Any,
-                      compile_s: float) -> tuple[dict, jax.Array]:
-        """Epoch 0 of a fresh run: measure(ts, keys) of the untrained policy, logged, the baseline that
-        learning must rise above. Returns (its metrics, the next evaluation keys)."""
-        key_eval, key_e = split_seed_keys(key_eval)
-        m = measure(ts, key_e)
-        self.log(0, counts, m, {"time/compile_s": compile_s})
-        return m, key_eval
-
     def eta(self, epoch_s: float, epochs_left: int) -> str:
         """The time left at the mean epoch time so far."""
         self.epoch_times.append(epoch_s)
         return format_duration(epochs_left * sum(self.epoch_times) / len(self.epoch_times))
 
-    def check_finite(self, epoch: int, records: list[dict], prefixes: tuple[str, ...] = ("",)) -> None:
-        """The divergence guard: one line and exit 1 if a loss or the parameters of an agent (metric
-        names prefixed by one of prefixes) are not finite, before the bad state can overwrite the
-        last good checkpoint."""
-        of_seed = (lambda r: f" of seed {r['seed']}") if len(self.seeds) > 1 else (lambda r: "")
-        bad = [f"{p}{loss} ({r[p + loss]}){of_seed(r)}" for r in records for p in prefixes
-               for loss in ("losses/critic", "losses/actor", "losses/alpha") if not np.isfinite(r[p + loss])]
-        bad += [f"{p.replace('/', ' ')}parameters{of_seed(r)}" for r in records for p in prefixes
-                if r[f"{p}train/params_finite"] < 1.0]
+    def check_finite(self, epoch: int, values: dict[str, Any], flags: dict[str, Any]) -> None:
+        """The divergence guard: one line and exit 1, before the bad state can overwrite the last good
+        checkpoint, if one of values (per-seed numbers: the losses, say) is not finite or one of flags
+        (per seed, 1.0 where all is well: "every parameter finite", say) is below 1. The names of the
+        values and flags are what the line says."""
+        of_seed = (lambda i: f" of seed {self.seeds[i]}") if len(self.seeds) > 1 else (lambda i: "")
+        bad = [f"{name} ({float(v[i])}){of_seed(i)}" for i in range(len(self.seeds)) for name, v in values.items()
+               if not np.isfinite(v[i])]
+        bad += [f"{name}{of_seed(i)}" for i in range(len(self.seeds)) for name, v in flags.items() if v[i] < 1.0]
         if bad:
             fail(f"non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
                  f"{self.last_good or 'none (none written yet)'}", 1)
 
-    def checkpoint(self, epoch: int, last_epoch: int, key_eval: jax.Array, ts: Any, with_buffer: bool) -> None:
-        """Writes state.msgpack every --checkpoint-every epochs and after the last one."""
+    def checkpoint(self, epoch: int, last_epoch: int, state: dict[str, Any], **header: Any) -> None:
+        """Writes state ({name: any pytree}, save_state) to state.msgpack every --checkpoint-every epochs and
+        after the last one; header: what the file says of it beyond the run's header (load hands it back)."""
         if epoch % self.args.checkpoint_every and epoch != last_epoch:
             return
         t_save = time.perf_counter()
         try:
-            size = save_state(self.state_path, self.header, epoch, key_eval, ts, with_buffer)
+            size = save_state(self.state_path, {**self.header, **header}, epoch, state)
         except CheckpointWriteError as e:
             fail(f"{e}; last good checkpoint: {self.last_good or 'none'}", 1)
         self.last_good = self.state_path
@@ -548,77 +534,3 @@ class Run:
         print(f"done: {self.dir}", flush=True)
         if self.wandb is not None:
             self.wandb.finish()
-
-
-# --- flags every script checks the same way -------------------------------------------------------
-def check_common_args(args: Any, positive: tuple[str, ...], split: tuple[str, ...]) -> Optional[str]:
-    """One line on what is wrong with the flags the three scripts share (depths, sizes, learning
-    rates, gamma, seeds, devices), or None. positive: the script's own fields that must be > 0;
-    split: fields that must be a multiple of the number of devices."""
-    for name in ("depth", "actor_depth", "critic_depth"):
-        value = getattr(args, name, None)
-        if value is not None and (value <= 0 or value % 4 != 0):
-            return f"--{name.replace('_', '-')} must be a positive multiple of 4 (got {value})"
-    for name in (*positive, "batch_size", "width", "repr_dim", "checkpoint_every", "num_seeds"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
-    for name in ("actor_lr", "critic_lr", "alpha_lr"):
-        if not getattr(args, name) > 0:
-            return f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})"
-    if not 0.0 < args.gamma < 1.0:
-        return f"--gamma must be in (0, 1) (got {args.gamma})"
-    num_local = len(jax.local_devices())
-    if not 0 <= args.num_devices <= num_local:
-        return f"--num-devices must be in [0, {num_local}] (0: all {num_local} local devices; got {args.num_devices})"
-    num_devices = args.num_devices or num_local
-    for name in split:
-        if getattr(args, name) % num_devices:
-            return (f"--{name.replace('_', '-')} ({getattr(args, name)}) must be a multiple of the number of devices "
-                    f"({num_devices}{'' if args.num_devices else ', all local ones; set --num-devices'})")
-    if args.logsumexp_penalty < 0:
-        return f"--logsumexp-penalty must be >= 0 (got {args.logsumexp_penalty})"
-    return None
-
-
-def check_online_args(args: Any, schedule: Callable[[Any], tuple[int, int, int]]) -> Optional[str]:
-    """One line on what is wrong with the replay and schedule flags of an online script (crl_depth.py,
-    crl_collector_learner.py), or None; schedule(args) -> (prefill env steps, env steps per training
-    step, training steps per epoch)."""
-    if args.episode_length < 2:
-        return f"--episode-length must be at least 2 (got {args.episode_length})"
-    if args.min_replay_size > args.max_replay_size:
-        return (f"--min-replay-size ({args.min_replay_size}) must not exceed --max-replay-size "
-                f"({args.max_replay_size})")
-    if args.min_replay_size < args.episode_length:
-        return (f"--min-replay-size ({args.min_replay_size}) must be at least --episode-length "
-                f"({args.episode_length}): sampling takes windows of one episode length per env")
-    if args.unroll_length > args.max_replay_size:
-        return f"--unroll-length ({args.unroll_length}) must not exceed --max-replay-size ({args.max_replay_size})"
-    per_step = args.num_envs * (args.episode_length - 1)  # relabelled transitions per training step
-    if args.num_sgd_steps * args.batch_size > per_step:
-        return (f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger than "
-                f"what a training step yields: num_envs x (episode_length - 1) = {per_step} transitions")
-    prefill, per_train_step, steps_per_epoch = schedule(args)
-    if steps_per_epoch < 1:
-        return (f"--total-env-steps {args.total_env_steps} is too small: {args.num_epochs} epochs of one "
-                f"training step each after the prefill need {prefill + args.num_epochs * per_train_step}")
-    return None
-
-
-
-def epoch_change_error(args: Any, saved: Any, schedule: Callable[[Any], tuple[int, int, int]]) -> Optional[str]:
-    """A resumed online run must keep the number of training steps of an epoch."""
-    if schedule(args)[::2] != schedule(saved)[::2]:
-        return (f"--num-epochs {args.num_epochs} --total-env-steps {args.total_env_steps} change the run's epoch "
-                f"({schedule(saved)[2]} training steps); change both together to keep it")
-    return None
-
-
-def save_buffer_npz(path: str, buf: Any, env_id: str, spec: Any, episode_length: int) -> None:
-    """--save-buffer: the replay buffer, oldest step first, as the dataset of crl_depth_offline.py
-    (its keys: docs/offline.md)."""
-    buf = jax.device_get(buf)
-    rows = (int(buf.ptr) - int(buf.size) + np.arange(int(buf.size))) % buf.state.shape[0]
-    np.savez(path, format="crl_depth_buffer", version=1, env_id=env_id, state=buf.state[rows],
-             action=buf.action[rows], episode_id=buf.episode_id[rows], obs_dim=spec.obs_dim,
-             goal_start=spec.goal_start, goal_end=spec.goal_end, episode_length=episode_length)

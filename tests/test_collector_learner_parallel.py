@@ -130,7 +130,7 @@ def test_state_shardings_split_envs_and_buffer_replicate_the_three_agents():
     ts = C.TrainState(agent=agents, learners={"deep_learner": agents, "shallow_learner": agents},
                       env_state={"obs": jnp.zeros((3, 4, 8))}, buffer=jax.vmap(lambda _: C.buffer_init(10, 4, 6, 2))(
                           jnp.arange(3)), key=jnp.zeros((3, 2), jnp.uint32), env_steps=jnp.zeros(3, jnp.int32))
-    sh = R.state_shardings(ts, mesh)
+    sh = R.state_shardings(ts, mesh, {"env_state": 1, "buffer": 2})
     P = jax.sharding.PartitionSpec
     assert sh.buffer.state.spec == P(None, None, "envs") and sh.buffer.ptr.spec == P()
     assert sh.env_state["obs"].spec == P(None, "envs")

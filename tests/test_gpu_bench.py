@@ -1,7 +1,8 @@
 """`bash benchmark.sh gpu` (tools/gpu_bench.py) at --tiny sizes on the CPU: one item of each stage runs
-for real in its own process and writes a JSON line with numbers; a timed-out item is a row, not a
-crash; bad input is one line and exit status 2, nothing written; the table's seeds and bfloat16
-comparisons, computed from records."""
+for real in its own process, within --tiny's own limits, and writes a JSON line with numbers; its
+XLA figures equal the CPU estimates that --cpu-estimates computes from shapes for the same items; a
+timed-out item is a row, not a crash; bad input is one line and exit status 2, nothing written; the
+table's seeds and bfloat16 comparisons and its estimate columns, computed from records."""
 
 import json
 import os
@@ -15,6 +16,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import pytest  # noqa: E402
 
 import gpu_bench  # noqa: E402
+
+GiB = 2**30
 
 NUMERIC = {"train_d4": ("compile_s", "step_s", "train_env_steps_per_s", "eval_s", "env_steps_per_s_with_eval",
                         "projected_hours", "xla_bytes"),
@@ -34,11 +37,40 @@ def _records(out):
     return [json.loads(line) for line in (out / "gpu.jsonl").read_text().splitlines()]
 
 
-def test_tiny_one_item_of_every_stage(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_estimates(tmp_path_factory):
+    """--cpu-estimates at --tiny for a training item and the fit item: the file and its entries by item."""
+    path = tmp_path_factory.mktemp("est") / "estimates.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gpu_bench.py"), "--cpu-estimates", "--tiny",
+                           "--only", "train_d4", "fit_d1024", "env_ant", "--estimates", str(path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return path, {e["item"]: e for e in json.loads(path.read_text())["items"]}
+
+
+def test_cpu_estimates_at_tiny_sizes(tiny_estimates):
+    _, entries = tiny_estimates
+    assert sorted(entries) == ["fit_d1024", "train_d4"]  # an env item holds no state to estimate
+    plan = {i["name"]: i for i in gpu_bench.items(True)}
+    for name, e in entries.items():
+        assert e["tiny"] is True and e["spec"] == plan[name]["spec"] and e["backend"] == "cpu"
+        assert e["commit"] and e["machine"] and e["date"] and e["command"].startswith("python tools/gpu_bench.py")
+    epoch = entries["train_d4"]["programs"]["epoch"]
+    rows = entries["fit_d1024"]["programs"]["sgd"]
+    assert [(r["remat"], r["batch_size"]) for r in rows] == [(False, 8), (False, 16), (True, 8), (True, 16)]
+    for fig in [epoch, *rows]:
+        for field in ("arguments", "outputs", "temporaries", "peak", "flops"):
+            assert fig[field] > 0, (field, fig)
+        assert fig["peak"] == fig["arguments"] + fig["outputs"] - fig["donated"] + fig["temporaries"]
+    assert epoch["donated"] > 0  # the training state goes in and comes out in the same buffers
+    assert rows[1]["peak"] > rows[0]["peak"]  # a larger batch needs more
+
+
+def test_tiny_one_item_of_every_stage(tmp_path, tiny_estimates):
     out = tmp_path / "r"
-    # a CPU shared with other work compiles slowly: more time per item than the GPU limits give
-    proc = _bash("--tiny", "--out", str(out), "--wheels", str(tmp_path / "none"), "--item-timeout", "150",
-                 "--only", *NUMERIC)
+    estimates, entries = tiny_estimates
+    proc = _bash("--tiny", "--out", str(out), "--wheels", str(tmp_path / "none"), "--estimates", str(estimates),
+                 "--only", *NUMERIC, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meta, *recs = _records(out)
     assert meta["item"] == "meta" and meta["tiny"] is True
@@ -52,10 +84,16 @@ def test_tiny_one_item_of_every_stage(tmp_path):
     assert d4["train_env_steps_per_s"] > d4["env_steps_per_s_with_eval"] and d4["params_finite"] is True
     assert len(d4["step_times_s"]) == 3 and d4["step_s"] == statistics.median(d4["step_times_s"][1:])  # after a warm-up
     assert fit["largest_batch"] == 16 and [t["batch_size"] for t in fit["tried"]] == [8, 16]
+    # the estimates compiled from shapes are the programs these items compiled from real arrays
+    assert d4["xla_bytes"] == entries["train_d4"]["programs"]["epoch"]["peak"]
+    assert [t["xla_bytes"] for t in fit["tried"]] == [r["peak"] for r in entries["fit_d1024"]["programs"]["sgd"][:2]]
     assert env["env_steps_per_s"] * env["step_s"] == pytest.approx(env["env_steps_per_call"]) and env["env_steps_per_call"] == 4 * 5
     md = (out / "gpu.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line.split("|")[2].strip() in NUMERIC]
     assert len(rows) == 4 and all("| ok |" in row for row in rows)
+    cells = {row.split("|")[2].strip(): [c.strip() for c in row.split("|")[7:11]] for row in rows}
+    assert cells["train_d4"][0] == cells["train_d4"][1] == gpu_bench.size(d4["xla_bytes"])  # CPU: estimate = XLA here
+    assert cells["seeds4_d4"][0] == "no CPU estimate" and cells["env_humanoid"] == [""] * 4
     assert "| 4 | 1.48 | 18,769 |" in md and "| 64 | 10.99 | 2,528 |" in md  # the paper's, 100M steps / hours
     assert md in proc.stdout
     proc = _bash("--tiny", "--out", str(out), "--only", "env_ant")
@@ -75,9 +113,15 @@ def test_timed_out_item_is_a_row(tmp_path):
 
 
 def test_bad_input_and_dry_run(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"items": 3}')
     for args, message in ((["--bogus"], "unrecognized arguments: --bogus"),
                           (["--only", "train_d5"], "unknown item 'train_d5'"),
-                          (["--budget", "0"], "positive seconds")):
+                          (["--budget", "0"], "positive seconds"),
+                          (["--estimates", str(tmp_path / "none.json")], "cannot read the CPU estimates"),
+                          (["--estimates", str(bad)], "is not a CPU estimates file"),
+                          (["--cpu-estimates", "--estimates", str(bad)], "is not a CPU estimates file"),
+                          (["--cpu-estimates", "--only", "env_ant"], "none of these items holds a training state")):
         proc = _bash(*args, "--results-root", str(tmp_path), timeout=30)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, args
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
@@ -86,7 +130,12 @@ def test_bad_input_and_dry_run(tmp_path):
     assert "plan: " in proc.stdout and "11 items" in proc.stdout and "dry run: nothing run" in proc.stdout
     limits = [int(line.split("(")[1].split(" s)")[0]) for line in proc.stdout.splitlines() if line.startswith("  [")]
     assert len(limits) == 11 and 30 + sum(limits) < 8 * 60  # the wheels' 30 s included
-    assert os.listdir(tmp_path) == []
+    assert f"limits sum to {sum(limits)} s, budget {sum(limits) + 30} s" in proc.stdout
+    proc = _bash("--dry-run", "--tiny", "--results-root", str(tmp_path), timeout=30)
+    tiny = [int(line.split("(")[1].split(" s)")[0]) for line in proc.stdout.splitlines() if line.startswith("  [")]
+    assert proc.returncode == 0 and len(tiny) == 11 and all(t > g for t, g in zip(tiny, limits))
+    assert f"limits sum to {sum(tiny)} s, budget {sum(tiny) + 30} s" in proc.stdout
+    assert sorted(os.listdir(tmp_path)) == ["bad.json"]
 
 
 def test_table_compares_seeds_and_bfloat16_to_their_baselines():
@@ -105,3 +154,47 @@ def test_table_compares_seeds_and_bfloat16_to_their_baselines():
     assert "| 4 | 1.48 | 18,769 | 19,000 | 20,000 | 1.46 |" in md
     assert "| 3 | seeds8_d4 | w | timeout: timed out after 40 s |" in md
     assert "device: H200 (gpu)" in md and "jax 0.11.2" in md
+
+
+def test_table_shows_cpu_estimates_beside_measured_peaks():
+    """Per item: the CPU estimate of the same spec, XLA's figure on the device, the measured peak and their
+    ratio; an item whose spec differs from the estimate's, or that has none, says so instead of a number."""
+    meta = {"item": "meta", "tiny": False, "date": "2026-01-01 00:00", "commit": "abc", "machine": "m",
+            "gpu": "NVIDIA H200", "python": "3.12", "estimates": "est.json"}
+    spec = {"kind": "train", "depth": 4}
+    prov = {"machine": "AMD EPYC, 2 CPU cores", "date": "2026-01-01 00:00", "commit": "c0ffee", "jax": "0.10.2"}
+    estimates = {"items": [
+        {"item": "train_d4", "tiny": False, "spec": spec, **prov, "programs": {"epoch": {"peak": 8 * GiB}}},
+        {"item": "mem_d1024", "tiny": False, "spec": {**spec, "depth": 1024}, **prov,
+         "programs": {"epoch": {"peak": 20 * GiB}}},
+        {"item": "fit_d1024", "tiny": False, "spec": {"kind": "fit"}, **prov, "date": "2026-01-01 00:05", "programs": {"sgd": [
+            {"remat": False, "batch_size": 512, "peak": 2 * GiB}, {"remat": False, "batch_size": 1024, "peak": 4 * GiB},
+            {"remat": True, "batch_size": 2048, "peak": 3 * GiB}]}}]}
+    recs = [{"item": "train_d4", "stage": 1, "what": "w", "status": "ok", "spec": spec, "xla_bytes": 9 * GiB,
+             "peak_bytes_in_use": 10 * GiB},
+            {"item": "mem_d1024", "stage": 2, "what": "w", "status": "ok", "spec": {**spec, "depth": 512},
+             "xla_bytes": 21 * GiB, "peak_bytes_in_use": 22 * GiB},
+            {"item": "fit_d1024", "stage": 2, "what": "w", "status": "ok", "spec": {"kind": "fit"}, "tried": [
+                {"remat": False, "batch_size": 512, "status": "ok", "xla_bytes": 2.5 * GiB, "peak_bytes_in_use": 3 * GiB},
+                {"remat": False, "batch_size": 1024, "status": "ok", "xla_bytes": 5 * GiB, "peak_bytes_in_use": 5 * GiB},
+                {"remat": False, "batch_size": 2048, "status": "failed", "error": "out of memory"},
+                {"remat": True, "batch_size": 2048, "status": "ok", "xla_bytes": 3 * GiB, "peak_bytes_in_use": 6 * GiB}],
+             "largest_batch": 1024, "largest_batch_remat": 2048},
+            {"item": "seeds4_d4", "stage": 3, "what": "w", "status": "timeout", "error": "timed out after 35 s",
+             "spec": spec},
+            {"item": "env_ant", "stage": 4, "what": "w", "status": "ok", "spec": {"kind": "env"}, "env_steps_per_s": 1e6}]
+    md = gpu_bench.table(recs, meta, estimates)
+    assert "| s per call | CPU estimate | XLA here | measured peak | measured / CPU estimate | result |" in md
+    assert "| 1 | train_d4 | w | ok |  |  | 8.00 GiB | 9.00 GiB | 10.00 GiB | 1.25 |" in md
+    assert "| 2 | mem_d1024 | w | ok |  |  | no CPU estimate (spec changed) | 21.00 GiB | 22.00 GiB |  |" in md
+    assert "| 2 | fit_d1024 | w | ok |  |  | 4.00 GiB | 5.00 GiB | 5.00 GiB | 1.25 |" in md  # its largest batch
+    assert "| 3 | seeds4_d4 | w | timeout: timed out after 35 s |  |  | no CPU estimate |  |  |  |" in md
+    assert "| 4 | env_ant | w | ok |  |  |  |  |  |  | 1,000,000 env steps/s |" in md
+    assert ("CPU estimates from train_d4, fit_d1024: AMD EPYC, 2 CPU cores, 2026-01-01 00:00 to 2026-01-01 00:05, "
+            "commit c0ffee, jax 0.10.2.") in md
+    tiny = gpu_bench.table(recs, {**meta, "tiny": True}, estimates)  # the entries are of the GPU sizes
+    assert "| 1 | train_d4 | w | ok |  |  | no CPU estimate | 9.00 GiB |" in tiny
+    assert "est.json" in md
+    md = gpu_bench.table(recs, meta)  # no estimates file
+    assert "| 1 | train_d4 | w | ok |  |  | no CPU estimate | 9.00 GiB | 10.00 GiB |  |" in md
+    assert "CPU estimates from" not in md

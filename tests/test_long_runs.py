@@ -5,6 +5,7 @@ exit status 2, nothing on disk changed. The subprocesses share a persistent JAX 
 so only the first one pays the full compile."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -208,9 +209,23 @@ def test_wandb_run_id_is_kept_and_reused_by_resume(tmp_path, monkeypatch):
     args = C.Args(track=True, wandb_project_name="crl-depth-test", wandb_mode="offline", runs_dir=str(tmp_path))
     ids = []
     for resume in (None, str(run_dir)):  # the run, then its resume
-        run = R.Run(dataclasses.replace(args, resume=resume), {}, str, "env_steps")
+        run = R.Run(dataclasses.replace(args, resume=resume), args.env_id, {}, str, "env_steps")
         run.dir, run.resume_epoch = str(run_dir), None if resume is None else 0
         run.open()
         ids.append(run.wandb.run.id)
         run.wandb.finish()
     assert ids[0] == ids[1] == (run_dir / "wandb_id.txt").read_text()
+
+
+def test_runs_started_in_the_same_second_never_share_a_directory(tmp_path, monkeypatch):
+    """Three runs of the same env, experiment name and seed started in the same second (a shell loop over
+    depths in the background): the second and third get the name with -2 and -3, each its own args.json."""
+    monkeypatch.setattr(R.time, "time", lambda: 1796000000.5)
+    dirs = []
+    for depth in (4, 16, 64):
+        run = R.Run(C.Args(env_id="reacher", depth=depth, runs_dir=str(tmp_path)), "reacher", {}, str, "env_steps")
+        run.open()
+        dirs.append(run.dir)
+    first = str(tmp_path / "reacher__crl_depth__1__1796000000")
+    assert dirs == [first, first + "-2", first + "-3"]
+    assert [json.loads(open(os.path.join(d, "args.json")).read())["depth"] for d in dirs] == [4, 16, 64]

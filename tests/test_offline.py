@@ -187,7 +187,14 @@ def _bad_cases(tmp):
         (_write(tmp / "range.npz", observations=obs, actions=act + 1.5, terminals=term), og, "actions outside [-1, 1]"),
         (_write(tmp / "pickled.npz", observations=np.array([{}, 1], dtype=object)), {}, "not a readable .npz"),
         (_write(tmp / "nan.npz", observations=obs * np.nan, actions=act, terminals=term), og, "non-finite"),
+        (_text(tmp / "table.csv", "observations,actions\n0,1\n"), {}, "table.csv: not an .npz file"),
+        (_text(tmp / "empty.npz", ""), {}, "empty.npz: not an .npz file"),
     ]
+
+
+def _text(path, text):
+    path.write_text(text)
+    return path
 
 
 def test_load_dataset_rejects_bad_input(tmp_path):
@@ -244,6 +251,8 @@ def test_cli_bad_input_exit_2_one_line_nothing_written(tmp_path):
           "--num-gradient-steps", "2"],
          "error: shape mismatch between dataset and env reacher: the env has observations of 13 and actions of 2"),
         (["--depth", "6", "--dataset", "keys.npz"], "error: --depth must be a positive multiple of 4 (got 6)"),
+        (["--dataset", str(_text(tmp_path / "table.csv", "observations,actions\n0,1\n"))],
+         f"error: --dataset {tmp_path / 'table.csv'}: not an .npz file"),
     ]:
         proc = _run(*flags, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
         assert proc.returncode == 2, (flags, proc.stderr)

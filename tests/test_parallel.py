@@ -84,7 +84,7 @@ def test_state_shardings_split_envs_and_replicate_networks():
     env_state = {"obs": jnp.zeros((3, 4, 8)), "steps": jnp.zeros((3, 4))}
     ts = C.TrainState(agent=agent, env_state=env_state, buffer=buffer, key=jnp.zeros((3, 2), jnp.uint32),
                       env_steps=jnp.zeros(3, jnp.int32))
-    sh = R.state_shardings(ts, mesh)
+    sh = R.state_shardings(ts, mesh, {"env_state": 1, "buffer": 2})
     P = jax.sharding.PartitionSpec
     assert sh.buffer.state.spec == P(None, None, "envs") and sh.buffer.action.spec == P(None, None, "envs")
     assert sh.buffer.episode_id.spec == P(None, None, "envs") and sh.buffer.ptr.spec == P()

@@ -10,9 +10,10 @@ summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten 
                             training step, env steps/s without and with the evaluation (one per
                             epoch of the paper's 100M-step schedule), against the paper's A100
   2 mem_d1024[_remat]       one training step at depth 1024 (actor 512), batch 512, without and with
-                            --remat: XLA's buffer assignment and the device's peak bytes; the step is
-                            shortened to 4 SGD steps after an unroll of 2 (the paper's: 800 after 62,
-                            minutes at this depth): the memory does not depend on the scans' lengths
+                            --remat: the CPU estimate, XLA's buffer assignment on the device and the
+                            device's peak bytes; the step is shortened to 4 SGD steps after an unroll
+                            of 2 (the paper's: 800 after 62, minutes at this depth): the memory does
+                            not depend on the scans' lengths
     fit_d1024               one SGD step at depth 1024 (actor 512): the largest batch (512 x 2^k)
                             that runs, without and then with --remat
   3 seeds4_d4, seeds8_d4    env steps/s of 4 and 8 seeds in one process (1 seed: train_d4)
@@ -22,9 +23,14 @@ summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten 
 
 The training steps run crl_depth.make_train_fns on a replay buffer filled with random states (as
 tools/speed.py: sampling, relabelling and SGD cost what they cost on real data) and the real env.
---tiny runs every item at tiny sizes on reacher (CPU, a minute or two): a check before GPU time.
+Beside each measured peak the table prints the CPU estimate of the same program: XLA's buffer
+assignment on a CPU, compiled from the arguments' shapes (crl_estimate.program_figures), read from
+tools/gpu_bench_cpu_estimates.json, which --cpu-estimates writes on a CPU (no GPU time spent on it);
+an item whose spec differs from the file's, or that it lacks, says "no CPU estimate".
+--tiny runs every item at tiny sizes on reacher (a CPU, some minutes): a check before GPU time.
 
     python tools/gpu_bench.py --tiny --out /tmp/gpu_tiny     # or: bash benchmark.sh gpu --tiny
+    python tools/gpu_bench.py --cpu-estimates [--tiny] [--only ITEM...]   # (re)write the CPU estimates
 """
 
 import argparse
@@ -38,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 2**30
@@ -57,12 +64,19 @@ TINY_DEPTH = {4: 4, 64: 8, 512: 8, 1024: 8}  # the GPU depths at --tiny (mem_d10
 
 
 def items(tiny: bool) -> list[dict]:
-    """The plan: name, stage, what, limit_s (seconds; they sum to 440, 470 with the wheels' 30 s), and the
-    spec of the measurement. A training item costs ~10 s of start (imports, the random buffer), ~30 s of
-    compile, then its calls (`calls`: the first a warm-up when there are two or more); on an A100 a
-    paper training step takes ~1.7 s at depth 4 and ~12.6 s at depth 64 (PAPER_HOURS)."""
+    """The plan: name, stage, what, limit_s (seconds) and the spec of the measurement.
+
+    The limits at the GPU sizes sum to 440 s (470 with the wheels' 30 s: the default --budget, under 8
+    minutes), fitted as start + compiles + calls: ~10 s of start (imports, the device, the random buffer),
+    a compile allowance (an env's 100-step rollout ~15 s; a training step ~25-35 s, its evaluation ~10 s
+    more: a 2-core CPU compiles these in 5-15 s and 20-60 s; a GPU's compile times are not measured yet),
+    then the calls at the paper's A100 speed (a training step ~1.7 s at depth 4, ~12.6 s at depth 64:
+    PAPER_HOURS). An item that ends before its limit leaves the seconds it did not use to the items after
+    it, so a slow compile late in the suite still has room. --tiny has limits of its own, for a laptop's CPU
+    (a 2-core CPU shared with other work took up to ~2 minutes for a training item, ~1 for an env's)."""
     base = TINY if tiny else PAPER
     d = (lambda x: TINY_DEPTH[x]) if tiny else (lambda x: x)
+    limit = (lambda gpu_s, tiny_s: tiny_s) if tiny else (lambda gpu_s, tiny_s: gpu_s)  # seconds
 
     def train(**kw):
         return {**base, "kind": "train", "num_seeds": 1, "remat": False, "compute_dtype": "float32",
@@ -77,26 +91,27 @@ def items(tiny: bool) -> list[dict]:
     # steps the scans run; 800 SGD steps at depth 1024 would take minutes)
     short = dict(num_sgd_steps=4, unroll_length=2, calls=1)
     return [
-        dict(name="train_d4", stage=1, limit_s=65, what="humanoid depth 4, paper defaults, evaluation",
+        dict(name="train_d4", stage=1, limit_s=limit(60, 200), what="humanoid depth 4, paper defaults, evaluation",
              spec=train(depth=d(4), evaluate=True, calls=3)),
-        dict(name="train_d64", stage=1, limit_s=90, what="humanoid depth 64, paper defaults, evaluation",
+        dict(name="train_d64", stage=1, limit_s=limit(75, 200), what="humanoid depth 64, paper defaults, evaluation",
              spec=train(depth=d(64), evaluate=True)),
-        dict(name="mem_d1024", stage=2, limit_s=40,
+        dict(name="mem_d1024", stage=2, limit_s=limit(40, 150),
              what="training step, depth 1024 (actor 512), batch 512, 4 SGD steps after an unroll of 2",
              spec=train(depth=d(1024), actor_depth=d(512), **short)),
-        dict(name="mem_d1024_remat", stage=2, limit_s=40, what="same, --remat",
+        dict(name="mem_d1024_remat", stage=2, limit_s=limit(40, 150), what="same, --remat",
              spec=train(depth=d(1024), actor_depth=d(512), remat=True, **short)),
-        dict(name="fit_d1024", stage=2, limit_s=30, what="largest batch of one SGD step, depth 1024 (actor 512)",
-             spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches)),
-        dict(name="seeds4_d4", stage=3, limit_s=40, what="4 seeds in one process, depth 4, one timed call",
+        dict(name="fit_d1024", stage=2, limit_s=limit(30, 150), what="largest batch of one SGD step, depth 1024 (actor 512)",
+             spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches,
+                       num_sgd_steps=1)),  # (one SGD step: a training step's 800 of batch 65,536 exceed its data)
+        dict(name="seeds4_d4", stage=3, limit_s=limit(35, 150), what="4 seeds in one process, depth 4, one timed call",
              spec=train(depth=d(4), num_seeds=4, calls=1)),
-        dict(name="seeds8_d4", stage=3, limit_s=45, what="8 seeds in one process, depth 4, one timed call",
+        dict(name="seeds8_d4", stage=3, limit_s=limit(35, 150), what="8 seeds in one process, depth 4, one timed call",
              spec=train(depth=d(4), num_seeds=8, calls=1)),
-        dict(name="bf16_d64", stage=3, limit_s=45, what="bfloat16 matmuls, depth 64, one timed call",
+        dict(name="bf16_d64", stage=3, limit_s=limit(35, 150), what="bfloat16 matmuls, depth 64, one timed call",
              spec=train(depth=d(64), compute_dtype="bfloat16", calls=1)),
-        dict(name="env_humanoid", stage=4, limit_s=15, what="humanoid stepped alone", spec=env("humanoid")),
-        dict(name="env_ant", stage=4, limit_s=15, what="ant stepped alone", spec=env("ant")),
-        dict(name="env_arm_push_easy", stage=4, limit_s=15, what="arm_push_easy stepped alone",
+        dict(name="env_humanoid", stage=4, limit_s=limit(30, 90), what="humanoid stepped alone", spec=env("humanoid")),
+        dict(name="env_ant", stage=4, limit_s=limit(30, 90), what="ant stepped alone", spec=env("ant")),
+        dict(name="env_arm_push_easy", stage=4, limit_s=limit(30, 90), what="arm_push_easy stepped alone",
              spec=env("arm_push_easy")),
     ]
 
@@ -130,7 +145,8 @@ def memory_now() -> dict:
 
 def memory_analysis(compiled) -> dict:
     """XLA's buffer assignment of a compiled executable: temporaries + arguments + outputs, less outputs
-    aliased to donated arguments (what the step needs at once), where this jax reports it."""
+    aliased to donated arguments (what the step needs at once; crl_estimate's peak of a program), where
+    this jax reports it."""
     try:
         m = compiled.memory_analysis()
         parts = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("temp", "argument", "output", "alias")}
@@ -164,7 +180,10 @@ def build(spec: dict, remat: bool, batch_size: int):
     return args, env, nets, opts
 
 
-def measure_train(spec: dict, emit) -> None:
+def train_program(spec: dict) -> dict:
+    """What a training item runs: its env, networks, the jitted initialiser of the state (`init`, of `keys`)
+    and the jitted training step (`epoch`, the state donated), as measure_train runs them and as
+    --cpu-estimates compiles them from shapes alone."""
     import jax
     import jax.numpy as jnp
 
@@ -189,17 +208,54 @@ def measure_train(spec: dict, emit) -> None:
         return C.TrainState(agent=C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, env.action_size),
                             env_state=env.reset(key_env), buffer=buffer, key=key, env_steps=jnp.zeros((), jnp.int32))
 
-    keys = R.seed_keys(list(range(1, n + 1)), 4)
-    ts = jax.jit(R.seed_map(fresh, n))(keys)
+    _, train_epoch = C.make_train_fns(args, env, nets, opts, (es.goal_start, es.goal_end))
+    return dict(args=args, env=env, nets=nets, es=es, n=n, per_train_step=per_train_step,
+                steps_per_epoch=steps_per_epoch, keys=R.seed_keys(list(range(1, n + 1)), 4),
+                init=jax.jit(R.seed_map(fresh, n)), epoch=jax.jit(R.seed_map(train_epoch, n), donate_argnums=0))
+
+
+def sgd_program(spec: dict, remat: bool, batch_size: int) -> dict:
+    """What the fit item runs at one batch size: the jitted SGD update (the agent donated), the agent's
+    initialiser (`init`, of `key`) and a batch's shapes (`batch_shapes`)."""
+    import jax
+    import jax.numpy as jnp
+
+    import crl_depth as C
+    import crl_envs as E
+
+    es = E.ENVS[spec["env_id"]]
+    obs_dim, goal_dim = es.obs_dim, es.goal_end - es.goal_start
+    args, env, nets, opts = build(spec, remat, batch_size)
+    update = C.make_sgd_update(nets, opts, -args.target_entropy_scale * env.action_size, args.logsumexp_penalty)
+    f32 = jnp.float32
+    return dict(obs_dim=obs_dim, goal_dim=goal_dim, action_size=env.action_size,
+                init=lambda key: C.agent_init(key, nets, opts, obs_dim, goal_dim, env.action_size),
+                update=jax.jit(update, donate_argnums=0),
+                batch_shapes={"state": jax.ShapeDtypeStruct((batch_size, obs_dim), f32),
+                              "goal": jax.ShapeDtypeStruct((batch_size, goal_dim), f32),
+                              "action": jax.ShapeDtypeStruct((batch_size, env.action_size), f32)})
+
+
+def measure_train(spec: dict, emit) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    import crl_depth as C
+    import crl_envs as E
+    import crl_runs as R
+
+    p = train_program(spec)
+    args, env, nets, n, keys = p["args"], p["env"], p["nets"], p["n"], p["keys"]
+    per_train_step, steps_per_epoch = p["per_train_step"], p["steps_per_epoch"]
+    ts = p["init"](keys)
     # every leaf its own buffer, so that the state can be donated (small leaves may share a constant);
     # the large random ones are distinct already, and copying them would double the peak
     ts = jax.tree.map(lambda x: jnp.copy(x) if x.size < 2**20 else x, ts)
     emit(num_params=int(sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))),
          env_steps_per_call=n * per_train_step, paper_train_steps_per_epoch=steps_per_epoch, phase="state built")
 
-    _, train_epoch = C.make_train_fns(args, env, nets, opts, (es.goal_start, es.goal_end))
     t = time.perf_counter()
-    epoch_c = jax.jit(R.seed_map(train_epoch, n), donate_argnums=0).lower(ts).compile()
+    epoch_c = p["epoch"].lower(ts).compile()
     compile_s = time.perf_counter() - t
     emit(compile_train_s=compile_s, compile_s=compile_s, **memory_analysis(epoch_c), phase="train step compiled")
     if spec["evaluate"]:
@@ -236,26 +292,20 @@ def measure_fit(spec: dict, emit) -> None:
     device's limit (then it is not run); without --remat, then with it from twice the largest fit."""
     import jax
 
-    import crl_depth as C
-    import crl_envs as E
-
-    es = E.ENVS[spec["env_id"]]
-    obs_dim, goal_dim = es.obs_dim, es.goal_end - es.goal_start
     limit = memory_now().get("bytes_limit")
     tried, largest = [], {}
     for remat in (False, True):
         start = 2 * largest["off"] if remat and largest.get("off") else spec["batches"][0]
         for b in (b for b in spec["batches"] if b >= start):
-            args, env, nets, opts = build(spec, remat, b)
-            update = C.make_sgd_update(nets, opts, -args.target_entropy_scale * env.action_size, args.logsumexp_penalty)
+            p = sgd_program(spec, remat, b)
             k0, k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 4)
-            agent = C.agent_init(k0, nets, opts, obs_dim, goal_dim, env.action_size)
-            batch = {"state": jax.random.normal(k1, (b, obs_dim)), "goal": jax.random.normal(k3, (b, goal_dim)),
-                     "action": jax.random.uniform(k2, (b, env.action_size), minval=-1.0, maxval=1.0)}
+            agent = p["init"](k0)
+            batch = {"state": jax.random.normal(k1, (b, p["obs_dim"])), "goal": jax.random.normal(k3, (b, p["goal_dim"])),
+                     "action": jax.random.uniform(k2, (b, p["action_size"]), minval=-1.0, maxval=1.0)}
             row = {"remat": remat, "batch_size": b}
             try:
                 t = time.perf_counter()
-                compiled = jax.jit(update, donate_argnums=0).lower(agent, batch, k0).compile()
+                compiled = p["update"].lower(agent, batch, k0).compile()
                 row.update(compile_s=time.perf_counter() - t, **memory_analysis(compiled))
                 if limit and row.get("xla_bytes", 0) > limit:
                     row.update(status="too large", error=f"XLA needs {row['xla_bytes'] / GiB:.1f} GiB of "
@@ -321,6 +371,122 @@ def child(spec: dict) -> None:
 
 
 # ==================================================================================================
+# CPU estimates (--cpu-estimates): each memory-holding item's programs compiled on the CPU from shapes
+# ==================================================================================================
+ESTIMATES = os.path.join("tools", "gpu_bench_cpu_estimates.json")
+
+
+def estimate_item(spec: dict) -> dict:
+    """crl_estimate.program_figures of the programs an item compiles, for this backend, from the shapes of
+    their arguments (jax.eval_shape: nothing large is allocated): a training item's step (`epoch`), or the
+    fit item's SGD update at each of its batch sizes, without and with --remat (`sgd`, one row each)."""
+    import jax
+
+    from crl_estimate import program_figures
+
+    if spec["kind"] == "train":
+        p = train_program(spec)
+        return {"epoch": program_figures(p["epoch"], (jax.eval_shape(p["init"], p["keys"]),), 1)}
+    rows, key = [], jax.random.PRNGKey(0)
+    for remat in (False, True):
+        for b in spec["batches"]:
+            p = sgd_program(spec, remat, b)
+            agent = jax.eval_shape(p["init"], key)
+            try:  # a batch that does not compile is a row with its error, as measure_fit records it
+                rows.append({"remat": remat, "batch_size": b,
+                             **program_figures(p["update"], (agent, p["batch_shapes"], key))})
+            except Exception as e:
+                rows.append({"remat": remat, "batch_size": b, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+    return {"sgd": rows}
+
+
+def cpu_model() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in sh(["lscpu"]).splitlines()
+                  if line.startswith("Model name:")), "") or platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} CPU cores"
+
+
+def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -> int:
+    """Computes the CPU estimate of every item in plan that holds memory (training and fit items) and merges
+    it into the JSON file at path (an entry per item and size, replaced when recomputed), rewritten after
+    every item. Returns how many failed."""
+    os.environ["JAX_PLATFORMS"] = "cpu"  # a CPU's buffer assignment, also on a machine with a GPU
+    sys.path.insert(0, ROOT)
+    import jax
+
+    data = read_estimates(path) if os.path.exists(path) else {}
+    data.setdefault("about", "XLA's buffer assignment on a CPU (crl_estimate.program_figures, bytes) of the "
+                             "programs tools/gpu_bench.py compiles for each item, from the shapes of their "
+                             "arguments; written by `python tools/gpu_bench.py --cpu-estimates`")
+    entries = data.setdefault("items", [])
+    prov = {"command": command, "machine": cpu_model(), "commit": sh(["git", "describe", "--always", "--dirty"]) or "nogit",
+            "jax": jax.__version__, "backend": jax.default_backend()}
+    failed = 0
+    for item in (i for i in plan if i["spec"]["kind"] in ("train", "fit")):
+        t = time.perf_counter()
+        try:
+            programs = estimate_item(item["spec"])
+        except Exception as e:
+            failed += 1
+            print(f"{item['name']}: error {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}", flush=True)
+            continue
+        wall = time.perf_counter() - t
+        entry = {"item": item["name"], "tiny": tiny, "spec": item["spec"], **prov,
+                 "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}", "wall_s": round(wall, 1), "programs": programs}
+        entries[:] = [e for e in entries if (e["item"], e["tiny"]) != (item["name"], tiny)] + [entry]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        peaks = [r["peak"] for r in programs.get("sgd", []) if "peak" in r] or [programs.get("epoch", {}).get("peak", 0)]
+        print(f"{item['name']}: peak {size(max(peaks))}{' (largest batch)' if 'sgd' in programs else ''}, "
+              f"{wall:.0f} s", flush=True)
+    return failed
+
+
+def read_estimates(path: str) -> dict:
+    """The estimates file (--cpu-estimates); ValueError if it is not one."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the CPU estimates {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise ValueError(f"{path} is not a CPU estimates file (no list 'items')")
+    return data
+
+
+def cpu_estimate(record: dict, estimates: Optional[dict], tiny: bool) -> tuple[Optional[dict], str]:
+    """The estimates entry of a record's item, size (--tiny or not) and spec, and ''; or None and why none."""
+    same = [e for e in (estimates or {}).get("items", []) if (e.get("item"), e.get("tiny")) == (record["item"], tiny)]
+    spec = json.dumps(record.get("spec"), sort_keys=True)
+    for e in same:
+        if json.dumps(e.get("spec"), sort_keys=True) == spec:
+            return e, ""
+    return None, "no CPU estimate (spec changed)" if same else "no CPU estimate"
+
+
+def memory_columns(r: dict, estimates: Optional[dict], tiny: bool) -> list[str]:
+    """CPU estimate, XLA on this device, measured peak (size) and measured / CPU estimate of a training or
+    fit record (the fit item: its largest batch without --remat); four blanks for any other."""
+    if r["item"].startswith("env_"):
+        return [""] * 4
+    entry, why = cpu_estimate(r, estimates, tiny)
+    if r["item"].startswith("fit"):
+        ok = [x for x in r.get("tried", []) if not x["remat"] and x["status"] == "ok"]
+        row = ok[-1] if ok else {}
+        est = next((x.get("peak") for x in (entry or {}).get("programs", {}).get("sgd", [])
+                    if not x["remat"] and x["batch_size"] == row.get("batch_size")), None) if row else None
+        if entry and row and est is None:
+            why = f"no CPU estimate at batch {row['batch_size']}"
+    else:
+        row, est = r, (entry or {}).get("programs", {}).get("epoch", {}).get("peak")
+    measured, xla = row.get("peak_bytes_in_use"), row.get("xla_bytes")
+    ratio = f"{measured / est:.2f}" if measured and est else ""
+    return [size(est) if est else why, size(xla), size(measured), ratio]
+
+
+# ==================================================================================================
 # The suite (parent process: no jax here, so that it takes no GPU memory)
 # ==================================================================================================
 def last_record(out: str) -> dict:
@@ -372,7 +538,7 @@ def run_item(item: dict, timeout: float, env: dict, log) -> dict:
     elif record.get("params_finite") is False:
         record.update(status="error", error="non-finite parameters after the training steps")
     return {"item": item["name"], "stage": item["stage"], "what": item["what"], "limit_s": item["limit_s"],
-            "timeout_s": round(timeout, 1), **record, "wall_s": round(wall, 2)}
+            "timeout_s": round(timeout, 1), **record, "wall_s": round(wall, 2), "spec": item["spec"]}
 
 
 def install_wheels(wheels: str, site: str, timeout: float) -> dict:
@@ -401,6 +567,16 @@ def fmt(x, spec=",.0f", scale=1.0) -> str:
     return "" if x is None else format(x / scale, spec)
 
 
+def size(n) -> str:
+    """Bytes in GiB (two decimals), or in MiB or KiB below a hundredth of a GiB (--tiny's); '' for None."""
+    if n is None:
+        return ""
+    for unit, scale in (("GiB", GiB), ("MiB", 2**20)):
+        if n >= 0.01 * GiB or unit == "MiB" and n >= 2**20:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
 def result_text(r: dict) -> str:
     """The one-cell summary of an item's numbers."""
     name = r["item"]
@@ -424,25 +600,41 @@ def result_text(r: dict) -> str:
         parts.append(f"{fmt(r['train_env_steps_per_s'])} env steps/s training")
     if "env_steps_per_s_with_eval" in r:
         parts.append(f"{fmt(r['env_steps_per_s_with_eval'])} with evaluation (eval {r['eval_s']:.1f} s)")
-    if "xla_bytes" in r and name.startswith("mem"):
-        parts.append(f"XLA {r['xla_bytes'] / GiB:.2f} GiB")
     return ", ".join(parts)
 
 
-def table(records: list[dict], meta: dict) -> str:
+def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> str:
+    """gpu.md: the items' rows (with the CPU estimates of their memory, where estimates has them), the
+    comparison with the paper and the notes."""
     info = next((r for r in records if r.get("backend")), {})
     versions = ", ".join(f"{k} {info[k]}" for k in ("jax", "jaxlib", "flax", "optax", "brax", "mujoco") if k in info)
     lines = [f"### `bash benchmark.sh gpu{' --tiny' if meta['tiny'] else ''}`: {meta['date']}, commit {meta['commit']}",
              "", f"machine: {meta['machine']}; GPU: {meta['gpu'] or 'none'}; device: {info.get('device', '?')} "
                  f"({info.get('backend', '?')}); python {meta['python']}, {versions}", "",
-             "| stage | item | what | status | compile s | s per call | peak GiB | result |", "|---|---|---|---|---|---|---|---|"]
+             "| stage | item | what | status | compile s | s per call | CPU estimate | XLA here | "
+             "measured peak | measured / CPU estimate | result |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    used = {}
     for r in records:
         if "stage" not in r:
             continue
-        peak = r.get("peak_bytes_in_use") or (r.get("xla_bytes") if r["item"].startswith("mem") else None)
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        entry = cpu_estimate(r, estimates, meta["tiny"])[0] if not r["item"].startswith("env_") else None
+        if entry:
+            used.setdefault((entry["machine"], entry["commit"], entry["jax"]), []).append((r["item"], entry["date"]))
         lines.append(f"| {r['stage']} | {r['item']} | {r['what']} | {status} | {fmt(r.get('compile_s'), '.1f')} | "
-                     f"{fmt(r.get('step_s'), '.3f')} | {fmt(peak, '.2f', GiB)} | {result_text(r)} |")
+                     f"{fmt(r.get('step_s'), '.3f')} | {' | '.join(memory_columns(r, estimates, meta['tiny']))} | {result_text(r)} |")
+    lines += ["", "Memory: CPU estimate: XLA's buffer assignment on a CPU of the item's program, compiled from its "
+                  "arguments' shapes (arguments + outputs - donated + temporaries; `python tools/gpu_bench.py "
+                  f"--cpu-estimates`, {meta.get('estimates') or ESTIMATES}); XLA here: the same for this device's "
+                  "compile of it; measured peak: the device allocator's peak bytes in use of the item's process "
+                  "(training items: its state, the step and, for the ones with evaluation, the evaluation; "
+                  "fit_d1024: its largest batch without --remat)."]
+    if used:
+        def dates(got):
+            first, last = min(d for _, d in got), max(d for _, d in got)
+            return first if first == last else f"{first} to {last}"
+        lines += ["CPU estimates from " + "; ".join(f"{', '.join(n for n, _ in got)}: {m}, {dates(got)}, commit {c}, "
+                                                    f"jax {j}" for (m, c, j), got in used.items()) + "."]
     by = {r["item"]: r for r in records if "stage" in r}
     lines += ["", "Against the paper (humanoid, one 80 GB A100, 100M env steps; evaluation included):", "",
               "| depth | paper h | paper env steps/s | here: env steps/s with evaluation | training only | projected h |",
@@ -481,11 +673,17 @@ def main() -> None:
     names = [i["name"] for i in items(False)]
     p = Parser(prog="bash benchmark.sh gpu", description=__doc__.split("\n\n")[0],
                epilog="\n\n".join(__doc__.split("\n\n")[1:3]), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="tiny sizes on reacher: every item in a minute or two on a CPU")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes on reacher, limits for a CPU: a check of every item")
     p.add_argument("--only", nargs="+", metavar="ITEM", help=f"these items only ({', '.join(names)})")
     p.add_argument("--item-timeout", type=float, metavar="S", help="seconds for every item instead of its own limit")
-    p.add_argument("--budget", type=float, default=470.0, metavar="S",
-                   help="seconds for everything, wheels included; an item gets what is left if less (default 470)")
+    p.add_argument("--budget", type=float, metavar="S",
+                   help="seconds for everything, wheels included; an item gets what is left if less (default: the "
+                        "limits' sum plus the wheels' 30 s: 470, at --tiny 1,730)")
+    p.add_argument("--estimates", metavar="FILE", help=f"the CPU estimates to print beside the measured peaks "
+                                                       f"(default {ESTIMATES}, if it is there)")
+    p.add_argument("--cpu-estimates", action="store_true",
+                   help="instead of measuring: compile each training and fit item's programs on the CPU from their "
+                        "shapes and write their memory figures into --estimates (merged with what it holds)")
     p.add_argument("--out", metavar="DIR", help="results directory (default: $OUT if set, else "
                                                 "RESULTS_ROOT/gpu__{date}__{git describe})")
     p.add_argument("--results-root", default="benchmark_results", metavar="DIR")
@@ -498,9 +696,30 @@ def main() -> None:
     for name in a.only or []:
         if name not in names:
             p.error(f"unknown item '{name}' (one of: {', '.join(names)})")
-    if a.item_timeout is not None and a.item_timeout <= 0 or a.budget <= 0:
+    if a.item_timeout is not None and a.item_timeout <= 0 or a.budget is not None and a.budget <= 0:
         p.error("--item-timeout and --budget need positive seconds")
+    budget = a.budget or sum(i["limit_s"] for i in items(a.tiny)) + 30.0
+    estimates_path = os.path.join(ROOT, a.estimates or ESTIMATES)
     plan = [i for i in items(a.tiny) if not a.only or i["name"] in a.only]
+    if a.cpu_estimates:
+        if os.path.exists(estimates_path):  # merged into: it must be one
+            try:
+                read_estimates(estimates_path)
+            except ValueError as e:
+                p.error(str(e).splitlines()[0])
+        if not any(i["spec"]["kind"] in ("train", "fit") for i in plan):
+            p.error("--cpu-estimates: none of these items holds a training state (the env items have no estimate)")
+        if a.dry_run:
+            print(f"dry run: would write the CPU estimates of {', '.join(i['name'] for i in plan)} into {estimates_path}")
+            return
+        command = "python tools/gpu_bench.py" + "".join(f" {x}" for x in sys.argv[1:])
+        sys.exit(1 if write_cpu_estimates(plan, a.tiny, estimates_path, command) else 0)
+    estimates = None
+    if a.estimates or os.path.exists(estimates_path):  # (the default file need not be there)
+        try:
+            estimates = read_estimates(estimates_path)
+        except ValueError as e:
+            p.error(str(e).splitlines()[0])
     for i in plan:
         i["limit_s"] = a.item_timeout or i["limit_s"]
     wheels = os.path.join(ROOT, a.wheels) if not os.path.isabs(a.wheels) else a.wheels
@@ -516,14 +735,15 @@ def main() -> None:
 
     print(f"benchmark gpu{' --tiny' if a.tiny else ''} | results: {out}")
     print(f"plan: {'install ' + a.wheels + '/*.whl (30 s), then ' if has_wheels else ''}{len(plan)} items, "
-          f"each in its own process; limits sum to {sum(i['limit_s'] for i in plan):.0f} s, budget {a.budget:.0f} s")
+          f"each in its own process; limits sum to {sum(i['limit_s'] for i in plan):.0f} s, budget {budget:.0f} s "
+          f"(an item that ends early leaves its unused seconds to the next)")
     for n, i in enumerate(plan, 1):
         print(f"  [{n}/{len(plan)}] stage {i['stage']} {i['name']} ({i['limit_s']:.0f} s): {i['what']}")
     if a.dry_run:
         print("dry run: nothing run, nothing written")
         return
 
-    deadline = time.monotonic() + a.budget
+    deadline = time.monotonic() + budget
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.90")  # most of it for the largest batch, some left over
@@ -531,7 +751,8 @@ def main() -> None:
             "command": "bash benchmark.sh gpu" + "".join(f" {x}" for x in sys.argv[1:]),
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
             "gpu": sh(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]),
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "estimates": os.path.relpath(estimates_path, ROOT) if estimates else None}
     records, failed = [meta], 0
     with open(jsonl, "a") as f, open(os.path.join(out, "gpu.log"), "a") as log:
         def write(record):
@@ -540,7 +761,7 @@ def main() -> None:
             f.write(json.dumps(record) + "\n")
             f.flush()
             with open(md, "w") as g:  # after every item: a later hang or kill still leaves the table so far
-                g.write(table(records, meta))
+                g.write(table(records, meta, estimates))
 
         write(meta)
         if has_wheels:
@@ -550,18 +771,21 @@ def main() -> None:
             print(f"wheels: {r['status']} ({r['wheels']} into {site}, {r['wall_s']:.0f} s) {r['error'] or ''}", flush=True)
             if r["status"] == "ok":
                 env["PYTHONPATH"] = os.pathsep.join(x for x in (site, env.get("PYTHONPATH")) if x)
+        saved = 0.0  # what the items so far left unused of their limits
         for n, item in enumerate(plan, 1):
             left = deadline - time.monotonic()
             if left < 5:
                 r = {"item": item["name"], "stage": item["stage"], "what": item["what"], "limit_s": item["limit_s"],
-                     "status": "skipped", "error": f"the budget of {a.budget:.0f} s is spent", "wall_s": 0.0}
+                     "status": "skipped", "error": f"the budget of {budget:.0f} s is spent", "wall_s": 0.0,
+                     "spec": item["spec"]}
             else:
-                r = run_item(item, min(item["limit_s"], left), env, log)
+                r = run_item(item, min(item["limit_s"] + saved, left), env, log)
+                saved = max(0.0, saved + item["limit_s"] - r["wall_s"])
             write(r)
             failed += r["status"] != "ok"
             print(f"[{n}/{len(plan)}] {item['name']}: {r['status']} {r.get('error') or ''} | "
                   f"{result_text(r)} | {r['wall_s']:.0f} s", flush=True)
-    text = table(records, meta)
+    text = table(records, meta, estimates)
     print("\n" + text + f"\nbenchmark gpu: {len(plan) - failed} of {len(plan)} items ok | results: {out}")
     sys.exit(1 if failed else 0)
 

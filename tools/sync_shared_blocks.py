@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "crl_depth.py"  # holds every block; its copy is the one the others follow
 SCRIPTS = (REFERENCE, "crl_depth_offline.py", "crl_collector_learner.py")
 # block name -> the scripts that hold it (a block is marked `# SHARED BLOCK: name (keep identical in ...)`
-# ... `# END SHARED BLOCK: name`, both at column 0, also inside a class body)
+# ... `# END SHARED BLOCK: name`, both at column 0, also inside a class or function body)
 BLOCKS = {
     "algorithm flags": SCRIPTS,
     "network flags": SCRIPTS,
@@ -24,6 +24,9 @@ BLOCKS = {
     "online flags": (REFERENCE, "crl_collector_learner.py"),
     "collection": (REFERENCE, "crl_collector_learner.py"),
     "evaluation": (REFERENCE, "crl_depth_offline.py"),
+    "online training state": (REFERENCE, "crl_collector_learner.py"),
+    "online jit": (REFERENCE, "crl_collector_learner.py"),
+    "online compile": (REFERENCE, "crl_collector_learner.py"),
 }
 
 
