@@ -705,6 +705,14 @@ def state_header(args: Args) -> dict:
             "episode_length": args.episode_length, "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
 
 
+def sizes(ts: TrainState) -> tuple[dict, dict]:
+    """--estimate's view of a training state: the parameters to count, the parts to size."""
+    return ({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
+            {"parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+             "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+             "replay buffer": ts.buffer, "env states": ts.env_state})
+
+
 def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: Any, key_render: jax.Array) -> None:
     """After training, as asked: the replay buffer as a dataset, the rollout, the critic heatmap (one seed's)."""
     if args.save_buffer:  # the dataset of crl_depth_offline.py: the buffer's steps, oldest first
@@ -755,12 +763,6 @@ def main(args: Args) -> Optional[dict]:
 
     def actor_params(ts: TrainState) -> Any:  # what acts in the evaluation
         return ts.agent.actor_params
-
-    def sizes(ts: TrainState) -> tuple[dict, dict]:  # --estimate: the parameters to count, the state's parts
-        return ({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
-                {"parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
-                 "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
-                 "replay buffer": ts.buffer, "env states": ts.env_state})
 
 # SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
     start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
