@@ -76,7 +76,8 @@ def program_figures(fn: Callable, args: tuple, calls_per_step: Optional[int] = N
     """Lowers and compiles jitted fn for abstract args; its memory and cost analyses and counted FLOPs.
     calls_per_step: the training steps one call makes (the epoch's), to give FLOPs per training step."""
     t = time.perf_counter()
-    lowered = fn.lower(*args)
+    traced = fn.trace(*args)  # traced once: its jaxpr is counted, its lowering compiled
+    lowered = traced.lower()
     text = lowered.as_text()
     if text in _SEEN:  # the same program again (e.g. the evaluation, which --remat does not change)
         return _SEEN[text]
@@ -85,7 +86,7 @@ def program_figures(fn: Callable, args: tuple, calls_per_step: Optional[int] = N
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops, whiles = jaxpr_flops(jax.make_jaxpr(fn)(*args))
+    flops, whiles = jaxpr_flops(traced.jaxpr)
     fig = {"compile_s": compile_s,
            "arguments": int(mem.argument_size_in_bytes), "outputs": int(mem.output_size_in_bytes),
            "donated": int(mem.alias_size_in_bytes), "temporaries": int(mem.temp_size_in_bytes),
