@@ -41,7 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
-from crl_plots import plot_runs
+from crl_plots import plot_curves, read_curves
 from crl_runs import (Run, RunArgs, compile_all, describe, device_mesh, flag, not_positive, parse_args, seed_all,
                       seed_map, split_seed_keys, state_shardings)
 
@@ -717,7 +717,22 @@ def write_outputs(args: Args, run: Run, actor_params: dict, nets: dict[str, Netw
                            lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render,
                            args.episode_length)
     if args.plot:
-        plot_runs([run.dir], os.path.join(run.dir, "time_at_goal.png"), AGENTS)
+        plot_time_at_goal([run.dir], os.path.join(run.dir, "time_at_goal.png"))
+
+
+def plot_time_at_goal(run_dirs: list[str], path: str) -> None:
+    """--plot: one panel per run (e.g. a deep-collector and a shallow-collector run side by side), each with
+    the time at goal of every agent against env steps; several seeds: their mean, shaded from lowest to highest."""
+    panels = []
+    for run_dir in run_dirs:
+        run_args, steps, curves = read_curves(run_dir, [f"{name}/eval/time_at_goal" for name in AGENTS])
+        num_seeds = len(curves[f"{AGENTS[0]}/eval/time_at_goal"][0])
+        panels.append((f"{run_args['env_id']}, collector depth {run_args['collector_depth']}"
+                       + (f", mean of {num_seeds} seeds" if num_seeds > 1 else ""),
+                       f"time at goal (/{run_args['episode_length']})", steps,
+                       [(f"{name.replace('_', ' ')} (depth {run_args[name + '_depth']})",
+                         curves[f"{name}/eval/time_at_goal"]) for name in AGENTS]))
+    plot_curves(path, panels)
 
 
 def main(args: Args) -> Optional[dict]:

@@ -43,6 +43,19 @@ class OfflineData(NamedTuple):
     num_transitions: int  # steps with a later step of the same episode in their column
 
 
+class DatasetFlags(NamedTuple):
+    """What the command line says of the dataset, None where the dataset decides; the errors name
+    each by its flag of crl_depth_offline.py (--dataset-format, --env-id, --obs-dim, ...)."""
+
+    dataset_format: str = "auto"  # "auto", "crl" or "ogbench"
+    env_id: Optional[str] = None
+    obs_dim: Optional[int] = None
+    goal_start: Optional[int] = None
+    goal_end: Optional[int] = None
+    window_length: Optional[int] = None
+    num_columns: Optional[int] = None
+
+
 def _keys(files: dict) -> str:
     return ", ".join(sorted(files)) or "none"
 
@@ -79,12 +92,12 @@ def episode_ids_from_ends(ends: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(ends[:-1].astype(np.int64))]).astype(np.int32)
 
 
-def _check_slice(args: Any, obs_dim: int, goal_start: int, goal_end: int) -> None:
+def _check_slice(obs_dim: int, goal_start: int, goal_end: int) -> None:
     if not 0 <= goal_start < goal_end <= obs_dim:
         raise DatasetError(f"the goal slice [{goal_start}:{goal_end}] must lie inside the state's {obs_dim} features")
 
 
-def _load_crl(args: Any, path: str, files: dict) -> tuple:
+def _load_crl(flags: DatasetFlags, path: str, files: dict) -> tuple:
     missing = [k for k in CRL_KEYS if k not in files]
     if missing:
         raise DatasetError(f"--dataset {path}: missing key(s) {', '.join(missing)} of a crl_depth.py buffer "
@@ -92,11 +105,11 @@ def _load_crl(args: Any, path: str, files: dict) -> tuple:
     env_id = str(files["env_id"])
     if env_id not in ENVS:
         raise DatasetError(f"--dataset {path}: env {env_id!r} is not one of this script's envs ({', '.join(ENVS)})")
-    if args.env_id is not None and args.env_id != env_id:
-        raise DatasetError(f"--env-id {args.env_id} does not match the buffer's env {env_id}")
+    if flags.env_id is not None and flags.env_id != env_id:
+        raise DatasetError(f"--env-id {flags.env_id} does not match the buffer's env {env_id}")
     state, action, episode_id = files["state"], files["action"], files["episode_id"]
-    if args.num_columns is not None and (state.ndim != 3 or args.num_columns != state.shape[1]):
-        # (a resumed run's args.json records the buffer's own column count, which is accepted)
+    if flags.num_columns is not None and (state.ndim != 3 or flags.num_columns != state.shape[1]):
+        # (a resumed run's flags.json records the buffer's own column count, which is accepted)
         raise DatasetError("--num-columns applies to OGBench datasets only; a crl_depth.py buffer keeps its env "
                            "columns")
     if state.ndim != 3 or action.ndim != 3 or episode_id.ndim != 2:
@@ -112,17 +125,17 @@ def _load_crl(args: Any, path: str, files: dict) -> tuple:
                            f"obs_dim {stored[0]} and goal slice [{stored[1]}:{stored[2]}], env {env_id} has "
                            f"obs_dim {spec.obs_dim} and goal slice [{spec.goal_start}:{spec.goal_end}]")
     for name, value in (("obs_dim", spec.obs_dim), ("goal_start", spec.goal_start), ("goal_end", spec.goal_end)):
-        given = getattr(args, name)
+        given = getattr(flags, name)
         if given is not None and given != value:
             raise DatasetError(f"--{name.replace('_', '-')} {given} does not match env {env_id}'s {value}")
     if not np.issubdtype(episode_id.dtype, np.integer):
         raise DatasetError(f"episode_id must be integers (got {episode_id.dtype})")
     episode_length = int(files["episode_length"])
     return (env_id, state, action, episode_id.astype(np.int32), spec.obs_dim, spec.goal_start, spec.goal_end,
-            args.window_length or episode_length, episode_length, 0)
+            flags.window_length or episode_length, episode_length, 0)
 
 
-def _load_ogbench(args: Any, path: str, files: dict) -> tuple:
+def _load_ogbench(flags: DatasetFlags, path: str, files: dict) -> tuple:
     missing = [k for k in OGBENCH_KEYS if k not in files]
     if missing:
         raise DatasetError(f"--dataset {path}: missing key(s) {', '.join(missing)} of an OGBench dataset "
@@ -138,13 +151,13 @@ def _load_ogbench(args: Any, path: str, files: dict) -> tuple:
             raise DatasetError(f"shape mismatch: {name} {x.shape} does not match observations {obs.shape}")
     if next_obs is not None and next_obs.shape != obs.shape:
         raise DatasetError(f"shape mismatch: next_observations {next_obs.shape} differ from observations {obs.shape}")
-    if args.obs_dim is None or args.goal_start is None or args.goal_end is None:
+    if flags.obs_dim is None or flags.goal_start is None or flags.goal_end is None:
         raise DatasetError(f"an OGBench dataset needs --obs-dim, --goal-start and --goal-end (its observations "
                            f"have {obs.shape[1]} features)")
-    if args.obs_dim != obs.shape[1]:
-        raise DatasetError(f"shape mismatch: --obs-dim {args.obs_dim} but the dataset's observations have "
+    if flags.obs_dim != obs.shape[1]:
+        raise DatasetError(f"shape mismatch: --obs-dim {flags.obs_dim} but the dataset's observations have "
                            f"{obs.shape[1]} features")
-    _check_slice(args, args.obs_dim, args.goal_start, args.goal_end)
+    _check_slice(flags.obs_dim, flags.goal_start, flags.goal_end)
     if n == 0:
         raise DatasetError(f"--dataset {path}: no steps")
     # episode ends: terminals or timeouts; with next_observations also a break in the chain s' != next s
@@ -162,25 +175,24 @@ def _load_ogbench(args: Any, path: str, files: dict) -> tuple:
         action = np.insert(action, at, 0.0, axis=0)  # never trained on: the last step has no future
         episode_id = np.insert(episode_id, at, episode_id[at - 1])
     steps = obs.shape[0]
-    window = args.window_length or max(2, int(np.bincount(episode_id).max()))
-    window = min(window, steps) if args.window_length is None else window
-    num_columns = args.num_columns or max(1, min(256, steps // window))
+    window = flags.window_length or max(2, int(np.bincount(episode_id).max()))
+    window = min(window, steps) if flags.window_length is None else window
+    num_columns = flags.num_columns or max(1, min(256, steps // window))
     column_length = steps // num_columns
     if column_length < window:
         raise DatasetError(f"{steps} steps in {num_columns} column(s) give columns of {column_length} steps, "
                            f"shorter than a window of {window} (lower --num-columns or --window-length)")
     cut = num_columns * column_length
     layout = lambda x: np.swapaxes(x[:cut].reshape((num_columns, column_length) + x.shape[1:]), 0, 1)
-    env_id = args.env_id or os.path.basename(path).removesuffix(".npz").removesuffix("-val")
-    return (env_id, layout(obs), layout(action), layout(episode_id), args.obs_dim, args.goal_start, args.goal_end,
+    env_id = flags.env_id or os.path.basename(path).removesuffix(".npz").removesuffix("-val")
+    return (env_id, layout(obs), layout(action), layout(episode_id), flags.obs_dim, flags.goal_start, flags.goal_end,
             window, None, steps - cut)
 
 
-def load_dataset(args: Any) -> OfflineData:
-    """Reads --dataset into the buffer layout; raises DatasetError (one line) on bad input."""
-    path = args.dataset
+def load_dataset(path: str, flags: DatasetFlags) -> OfflineData:
+    """Reads the .npz at path (--dataset) into the buffer layout; raises DatasetError (one line) on bad input."""
     files = read_npz(path)
-    kind = args.dataset_format
+    kind = flags.dataset_format
     if kind == "auto":
         if "format" in files and str(files["format"]) == "crl_depth_buffer":
             kind = "crl"
@@ -190,7 +202,7 @@ def load_dataset(args: Any) -> OfflineData:
             raise DatasetError(f"--dataset {path}: neither a crl_depth.py buffer (format, env_id, state, action, "
                                f"episode_id, ...) nor an OGBench dataset (observations, actions, terminals); found "
                                f"keys: {_keys(files)}")
-    loaded = (_load_crl if kind == "crl" else _load_ogbench)(args, path, files)
+    loaded = (_load_crl if kind == "crl" else _load_ogbench)(flags, path, files)
     env_id, state, action, episode_id, obs_dim, goal_start, goal_end, window, episode_length, dropped = loaded
     if action.shape[-1] == 0 or state.shape[0] == 0:
         raise DatasetError(f"--dataset {path}: empty states or actions ({state.shape}, {action.shape})")
@@ -205,13 +217,6 @@ def load_dataset(args: Any) -> OfflineData:
         raise DatasetError(f"the window of {window} steps must be at least 2 and at most the {state.shape[0]} "
                            "steps of a column")
     num_transitions = int(np.sum(episode_id[1:] == episode_id[:-1]))
-    if num_transitions < args.batch_size:
-        raise DatasetError(f"too few transitions: the dataset has {num_transitions} steps with a later step of the "
-                           f"same episode (a relabelled goal), fewer than one batch (--batch-size {args.batch_size})")
-    per_round = state.shape[1] * (window - 1)
-    if args.num_sgd_steps * args.batch_size > per_round:
-        raise DatasetError(f"--num-sgd-steps x --batch-size ({args.num_sgd_steps} x {args.batch_size}) is larger "
-                           f"than what a relabelling round yields: columns x (window - 1) = {per_round} transitions")
     return OfflineData(kind, env_id, state.astype(np.float32), action.astype(np.float32),
                        episode_id.astype(np.int32), obs_dim, goal_start, goal_end, window, episode_length, dropped,
                        num_transitions)

@@ -658,17 +658,21 @@ def critic_score(nets: Networks, actor_params, critic_params) -> Callable:
     return score
 
 
-def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Callable]]:
-    """--load: for a network config (depths, width...), its saved parameters' shapes and their critic score."""
+def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Callable, str, str]]:
+    """--load: for a network config (NETWORK_FIELDS), its saved parameters' shapes, their critic score, a
+    panel title and the network in words."""
     spec = ENVS[args.env_id]
 
-    def build(cfg: dict) -> tuple[Any, Callable]:
-        nets = make_networks(cfg["actor_depth"], cfg["critic_depth"], cfg["width"], cfg["repr_dim"], action_size,
+    def build(cfg: dict) -> tuple[Any, Callable, str, str]:
+        actor_depth, critic_depth = cfg["actor_depth"] or cfg["depth"], cfg["critic_depth"] or cfg["depth"]
+        nets = make_networks(actor_depth, critic_depth, cfg["width"], cfg["repr_dim"], action_size,
                              cfg["layer_norm"], cfg["activation"], cfg["residual"])
         agent = jax.eval_shape(lambda: agent_init(jax.random.PRNGKey(0), nets, Optimizers(*[optax.adam(1.0)] * 3),
                                                   spec.obs_dim, spec.goal_end - spec.goal_start, action_size))
-        template = {"actor": agent.actor_params, "critic": agent.critic_params, "log_alpha": agent.log_alpha}
-        return template, lambda params: critic_score(nets, params["actor"], params["critic"])
+        return ({"actor": agent.actor_params, "critic": agent.critic_params, "log_alpha": agent.log_alpha},
+                lambda params: critic_score(nets, params["actor"], params["critic"]),
+                f"critic depth {critic_depth}, width {cfg['width']}", f"actor depth {actor_depth}, critic depth "
+                f"{critic_depth}, width {cfg['width']}, repr dim {cfg['repr_dim']}, layer norm {cfg['layer_norm']}")
 
     return build
 
@@ -676,6 +680,7 @@ def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Calla
 # ==================================================================================================
 # Main
 # ==================================================================================================
+NETWORK_FIELDS = ("depth", "actor_depth", "critic_depth", "width", "repr_dim", "layer_norm", "activation", "residual")
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
                     "wandb_project_name", "wandb_entity", "wandb_mode", "render", "save_buffer", "plot_critic",
@@ -686,14 +691,12 @@ def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
     error = (args.online_flags_error() or args.algorithm_flags_error()
              or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
-             or args.run_flags_error(split=("num_envs", "batch_size")) or plot_args_error(args))
-    if error:
+             or args.run_flags_error(split=("num_envs", "batch_size"))
+             or plot_args_error(args.env_id, args.plot_critic, args.load, args.plot_goal))
+    one_run = [name for name in ("render", "save_buffer", "plot_critic") if getattr(args, name)]
+    if error or args.num_seeds == 1 or not one_run:
         return error
-    if args.num_seeds > 1:
-        for name in ("render", "save_buffer", "plot_critic"):
-            if getattr(args, name):
-                return f"--{name.replace('_', '-')} works on one run: not with --num-seeds {args.num_seeds}"
-    return None
+    return f"{flag(one_run[0])} works on one run: not with --num-seeds {args.num_seeds}"
 
 
 def state_header(args: Args) -> dict:
@@ -738,7 +741,9 @@ def main(args: Args) -> Optional[dict]:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
     returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     if args.load:  # --plot-critic from saved checkpoints, no training
-        return plot_checkpoints(args, critic_of(args, make_env(args.env_id).action_size))
+        return plot_checkpoints(args.load, args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
+                                {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size),
+                                args.plot_out, args.plot_goal)
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
     run = Run(args, args.env_id, state_header(args),
               lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from crl_datasets import DatasetError, OfflineData, check_env_shapes, load_dataset
+from crl_datasets import DatasetError, DatasetFlags, OfflineData, check_env_shapes, load_dataset
 from crl_estimate import compare, estimate
 from crl_envs import VecGoalEnv, make_env
 from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, not_positive, parse_args,
@@ -92,6 +92,17 @@ class Args(RunArgs):
     into this many batches"""
     batch_size: int = 512
     """batch size of each SGD step (also the number of InfoNCE negatives + 1)"""
+
+    def dataset_batches_error(self, data: OfflineData) -> Optional[str]:
+        """One line on why the dataset cannot fill the batches of the flags above, or None."""
+        if data.num_transitions < self.batch_size:
+            return (f"too few transitions: the dataset has {data.num_transitions} steps with a later step of the "
+                    f"same episode (a relabelled goal), fewer than one batch (--batch-size {self.batch_size})")
+        per_round = data.state.shape[1] * (data.window - 1)
+        if self.num_sgd_steps * self.batch_size > per_round:
+            return (f"--num-sgd-steps x --batch-size ({self.num_sgd_steps} x {self.batch_size}) is larger than "
+                    f"what a relabelling round yields: columns x (window - 1) = {per_round} transitions")
+        return None
 # SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
     """discount: a relabelled goal k steps ahead is drawn with weight gamma^k"""
@@ -512,6 +523,16 @@ def offline_buffer(data: OfflineData) -> Buffer:
                   size=jnp.asarray(size, jnp.int32))
 
 
+def read_dataset(args: Args) -> OfflineData:
+    """--dataset in the buffer layout (crl_datasets.load_dataset), checked against the batch flags."""
+    data = load_dataset(args.dataset, DatasetFlags(args.dataset_format, args.env_id, args.obs_dim, args.goal_start,
+                                                   args.goal_end, args.window_length, args.num_columns))
+    error = args.dataset_batches_error(data)
+    if error:
+        raise DatasetError(error)
+    return data
+
+
 def open_dataset(args: Args) -> tuple[Args, OfflineData, Optional[VecGoalEnv], Optional[list], Optional[str]]:
     """Every check of the dataset and the evaluation env, before anything is compiled or written (bad
     input: one line, exit 2). Returns args with what the dataset and env decided filled in (recorded in
@@ -519,7 +540,7 @@ def open_dataset(args: Args) -> tuple[Args, OfflineData, Optional[VecGoalEnv], O
     ogbench package), and the note to print once."""
     note, envs, eval_env = None, None, None
     try:
-        data = load_dataset(args)
+        data = read_dataset(args)
         if data.kind == "crl":
             episode_length = args.episode_length or data.episode_length
             eval_env = VecGoalEnv(make_env(data.env_id, eval=True), args.num_eval_envs, episode_length)

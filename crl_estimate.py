@@ -72,11 +72,11 @@ def jaxpr_flops(jaxpr: Any) -> tuple[float, int]:
     return flops, whiles
 
 
-def program_figures(fn: Callable, args: tuple, calls_per_step: Optional[int] = None) -> dict:
-    """Lowers and compiles jitted fn for abstract args; its memory and cost analyses and counted FLOPs.
+def program_figures(fn: Callable, inputs: tuple, calls_per_step: Optional[int] = None) -> dict:
+    """Lowers and compiles jitted fn for abstract inputs; its memory and cost analyses and counted FLOPs.
     calls_per_step: the training steps one call makes (the epoch's), to give FLOPs per training step."""
     t = time.perf_counter()
-    traced = fn.trace(*args)  # traced once: its jaxpr is counted, its lowering compiled
+    traced = fn.trace(*inputs)  # traced once: its jaxpr is counted, its lowering compiled
     lowered = traced.lower()
     text = lowered.as_text()
     if text in _SEEN:  # the same program again (e.g. the evaluation, which --remat does not change)
@@ -118,7 +118,7 @@ def estimate(title: str, params: dict[str, Any], parts: dict[str, Any],
              num_devices: int = 1) -> dict:
     """Prints and returns what a run needs. params: name -> parameter tree of all seeds (counted per seed:
     divided by num_seeds); parts: name -> pytree of the state (bytes from the shapes, all seeds);
-    programs: name -> (jitted fn, abstract args, training steps per call or None). num_devices: the
+    programs: name -> (jitted fn, abstract inputs, training steps per call or None). num_devices: the
     devices the programs are split over (XLA's figures are then per device)."""
     backend = jax.default_backend()
     device = jax.devices()[0].device_kind
@@ -135,8 +135,8 @@ def estimate(title: str, params: dict[str, Any], parts: dict[str, Any],
     figures = {}
     print(f"  {'program':<11} {'compile':>8} {'arguments':>10} {'outputs':>10} {'donated':>10} {'temporaries':>11} "
           f"{'peak':>10} {'GFLOP/step':>11} {'XLA GFLOP':>10} {'XLA GB':>8}", flush=True)
-    for name, (fn, args, calls) in programs.items():
-        f = figures[name] = program_figures(fn, args, calls)
+    for name, (fn, inputs, calls) in programs.items():
+        f = figures[name] = program_figures(fn, inputs, calls)
         per_step = f"{f['flops_per_step'] / 1e9:11.3f}" if calls else f"{'(' + format(f['flops'] / 1e9, '.3f') + ')':>11}"
         print(f"  {name:<11} {f['compile_s']:7.1f}s {human_bytes(f['arguments']):>10} {human_bytes(f['outputs']):>10} "
               f"{human_bytes(f['donated']):>10} {human_bytes(f['temporaries']):>11} {human_bytes(f['peak']):>10} "

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_envs import ENVS, GoalEnv, Maze, farthest_goal_cell, make_env
-from crl_runs import CheckpointError, fail, read_networks, tree_from_dict
+from crl_runs import CheckpointError, fail, flag, read_networks, tree_from_dict
 
 HEATMAP_PANEL_PX, HEATMAP_DPI = (400, 440), 100  # one panel's size in the PNG (width, height)
 
@@ -79,32 +79,33 @@ def plot_critic_heatmap(path: str, env_id: str, env: GoalEnv, panels: list[tuple
     plt.close(fig)
 
 
-def plot_runs(run_dirs: list[str], path: str, agents: tuple[str, ...]) -> None:
-    """The collector-learner figure: one panel per run (e.g. a deep-collector and a shallow-collector
-    run side by side), each with the time at goal of every agent against env steps, read from the
-    runs' metrics.jsonl and args.json. A run of several seeds (--num-seeds) shows their mean, shaded
-    from the lowest to the highest seed."""
+def read_curves(run_dir: str, names: list[str]) -> tuple[dict, list[int], dict[str, np.ndarray]]:
+    """A run's args.json, its evaluated env steps and, for each metric name given, its values
+    [epoch, seed] from metrics.jsonl (one line per seed and epoch)."""
+    with open(os.path.join(run_dir, "args.json")) as f:
+        run_args = json.load(f)
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    epochs = sorted({r["epoch"] for r in records})
+    per_epoch = [[r for r in records if r["epoch"] == epoch] for epoch in epochs]  # one record per seed
+    return (run_args, [rs[0]["env_steps"] for rs in per_epoch],
+            {name: np.array([[r[name] for r in rs] for rs in per_epoch]) for name in names})
+
+
+def plot_curves(path: str, panels: list[tuple[str, str, list[int], list[tuple[str, np.ndarray]]]]) -> None:
+    """Writes a PNG, one panel per (title, y label, env steps, curves) side by side; each curve is
+    (label, values [epoch, seed]), drawn as the mean over seeds, shaded from the lowest to the highest
+    seed when there are several."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(run_dirs), figsize=(4.8 * len(run_dirs), 3.8), squeeze=False)
-    for ax, run_dir in zip(axes[0], run_dirs):
-        with open(os.path.join(run_dir, "args.json")) as f:
-            run_args = json.load(f)
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            records = [json.loads(line) for line in f]
-        epochs = sorted({r["epoch"] for r in records})
-        per_epoch = [[r for r in records if r["epoch"] == epoch] for epoch in epochs]  # one record per seed
-        steps = [rs[0]["env_steps"] for rs in per_epoch]
-        num_seeds = len(per_epoch[0])
-        for name, color in zip(agents, ("tab:gray", "tab:blue", "tab:orange")):
-            label = f"{name.replace('_', ' ')} (depth {run_args[name + '_depth']})"
-            values = np.array([[r[f"{name}/eval/time_at_goal"] for r in rs] for rs in per_epoch])  # [epoch, seed]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+    for ax, (title, ylabel, steps, curves) in zip(axes[0], panels):
+        for (label, values), color in zip(curves, ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red")):
             ax.plot(steps, values.mean(axis=1), color=color, label=label)
-            if num_seeds > 1:
+            if values.shape[1] > 1:
                 ax.fill_between(steps, values.min(axis=1), values.max(axis=1), color=color, alpha=0.2, linewidth=0)
-        ax.set_title(f"{run_args['env_id']}, collector depth {run_args['collector_depth']}"
-                     + (f", mean of {num_seeds} seeds" if num_seeds > 1 else ""))
+        ax.set_title(title)
         ax.set_xlabel("env steps")
-        ax.set_ylabel(f"time at goal (/{run_args['episode_length']})")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -113,66 +114,68 @@ def plot_runs(run_dirs: list[str], path: str, agents: tuple[str, ...]) -> None:
 
 
 # --- --plot-critic: flags and saved checkpoints -----------------------------------------------------
-NETWORK_FIELDS = ("depth", "actor_depth", "critic_depth", "width", "repr_dim", "layer_norm", "activation",
-                  "residual")
-
-
-def plot_args_error(args) -> Optional[str]:
+def plot_args_error(env_id: str, plot_critic: bool, load: tuple[str, ...],
+                    plot_goal: Optional[tuple[int, int]]) -> Optional[str]:
     """What is wrong with the --plot-critic / --load / --plot-goal flags, or None."""
-    if args.load and not args.plot_critic:
+    if load and not plot_critic:
         return "--load is only read by --plot-critic (to continue a training run use --resume RUN_DIR)"
-    if not args.plot_critic:
+    if not plot_critic:
         return None
-    env = make_env(args.env_id, eval=True)
+    env = make_env(env_id, eval=True)
     if not isinstance(getattr(env, "maze", None), Maze):
-        mazes = [env_id for env_id in ENVS if env_id.endswith("_maze")]
-        return f"--plot-critic needs a maze env ({', '.join(mazes)}), not {args.env_id!r}"
-    if args.plot_goal is not None and tuple(args.plot_goal) not in env.maze.cells("RG."):
-        return (f"--plot-goal {args.plot_goal[0]} {args.plot_goal[1]} is not a free cell of {args.env_id}'s "
+        mazes = [name for name in ENVS if name.endswith("_maze")]
+        return f"--plot-critic needs a maze env ({', '.join(mazes)}), not {env_id!r}"
+    if plot_goal is not None and tuple(plot_goal) not in env.maze.cells("RG."):
+        return (f"--plot-goal {plot_goal[0]} {plot_goal[1]} is not a free cell of {env_id}'s "
                 f"evaluation layout (rows: {'/'.join(env.maze.rows)})")
     return None
 
 
-def load_checkpoint(path: str, args, build: Callable[[dict], tuple[Any, Callable]]) -> tuple[str, Callable]:
-    """A checkpoint.msgpack into (panel title, critic score). The network's shape comes from the
-    args.json beside the checkpoint (the run that wrote it), else from the command line's --depth,
-    --width, ... flags; build(cfg) gives (the networks' parameter shapes, a function from parameters
-    to the score). A checkpoint that does not fit raises CheckpointError naming the first parameter
-    that differs."""
+# build(network) of a network config {flag field: value}: (the saved parameters' shapes, a function from
+# parameters to the critic score, the panel's title, the network in words for an error)
+Build = Callable[[dict], tuple[Any, Callable, str, str]]
+
+
+def load_checkpoint(path: str, network: dict, same: dict, build: Build) -> tuple[str, Callable]:
+    """A checkpoint.msgpack into (panel title, critic score). network: the command line's network flags
+    {field: value}; the args.json beside the checkpoint (the run that wrote it) gives them instead when
+    it is there, and must agree with same {field: value} (e.g. the env). A checkpoint that does not fit
+    raises CheckpointError naming the first parameter that differs."""
     if not os.path.isfile(path):
         raise CheckpointError(f"--load {path}: no such file")
     run_args_path = os.path.join(os.path.dirname(path), "args.json")
-    source, cfg = "the command line", {name: getattr(args, name) for name in NETWORK_FIELDS}
+    source, cfg = "the command line", dict(network)
     if os.path.isfile(run_args_path):
         with open(run_args_path) as f:
             run_args = json.load(f)
-        if run_args.get("env_id", args.env_id) != args.env_id:
-            raise CheckpointError(f"--load {path}: trained on {run_args['env_id']!r}, not on --env-id {args.env_id!r}")
+        for name, value in same.items():
+            if run_args.get(name, value) != value:
+                raise CheckpointError(f"--load {path}: trained on {run_args[name]!r}, not on {flag(name)} {value!r}")
         source, cfg = run_args_path, {name: run_args.get(name, value) for name, value in cfg.items()}
-    cfg["actor_depth"], cfg["critic_depth"] = cfg["actor_depth"] or cfg["depth"], cfg["critic_depth"] or cfg["depth"]
-    template, score_of = build(cfg)
+    template, score_of, title, about = build(cfg)
     try:
         params = tree_from_dict(path, template, read_networks(path)[1])
     except CheckpointError as e:
         if "does not fit this run: " not in str(e):
             raise
         raise CheckpointError(
-            f"--load {path} does not fit a network of actor depth {cfg['actor_depth']}, critic depth "
-            f"{cfg['critic_depth']}, width {cfg['width']}, repr dim {cfg['repr_dim']}, layer norm {cfg['layer_norm']} "
-            f"(from {source}): {str(e).split('does not fit this run: ')[1]}; give the run's "
-            f"--depth/--actor-depth/--critic-depth/--width/--repr-dim/--no-layer-norm") from None
+            f"--load {path} does not fit a network of {about} (from {source}): "
+            f"{str(e).split('does not fit this run: ')[1]}; give the run's {'/'.join(map(flag, network))}") from None
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    return f"critic depth {cfg['critic_depth']}, width {cfg['width']}\n{run[:48]}", score_of(params)
+    return f"{title}\n{run[:48]}", score_of(params)
 
 
-def plot_checkpoints(args, build: Callable[[dict], tuple[Any, Callable]]) -> None:
-    """--plot-critic --load PATH [PATH ...]: the heatmap of saved critics side by side, no training."""
-    paths = [p for entry in args.load for p in entry.split(",") if p]
-    env = make_env(args.env_id, eval=True)
+def plot_checkpoints(load: tuple[str, ...], env_id: str, network: dict, same: dict, build: Build,
+                     out: Optional[str], goal_cell: Optional[tuple[int, int]]) -> None:
+    """--plot-critic --load PATH [PATH ...] (several paths or comma lists): the heatmap of env_id's saved
+    critics side by side, no training; out defaults to critic_heatmap.png beside the first, goal_cell to
+    the farthest G cell. network, same, build: as in load_checkpoint."""
+    paths = [p for entry in load for p in entry.split(",") if p]
+    env = make_env(env_id, eval=True)
     try:
-        panels = [load_checkpoint(p, args, build) for p in paths]
+        panels = [load_checkpoint(p, network, same, build) for p in paths]
     except CheckpointError as e:
         fail(str(e))
-    out = args.plot_out or os.path.join(os.path.dirname(paths[0]), "critic_heatmap.png")
-    plot_critic_heatmap(out, args.env_id, env, panels, args.plot_goal or farthest_goal_cell(env.maze))
+    out = out or os.path.join(os.path.dirname(paths[0]), "critic_heatmap.png")
+    plot_critic_heatmap(out, env_id, env, panels, goal_cell or farthest_goal_cell(env.maze))
     print(f"critic heatmap: {out}", flush=True)

@@ -196,6 +196,6 @@ def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path, com
     png = (run_dir / "time_at_goal.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     # several runs: one panel each, side by side (the paper's deep- and shallow-collector figure)
-    P.plot_runs([str(run_dir), str(run_dir)], str(tmp_path / "two.png"), C.AGENTS)
+    C.plot_time_at_goal([str(run_dir), str(run_dir)], str(tmp_path / "two.png"))
     width = lambda data: int.from_bytes(data[16:20], "big")
     assert width((tmp_path / "two.png").read_bytes()) > 1.8 * width(png)

@@ -230,3 +230,29 @@ def test_crl_runs_names_no_metric_state_field_or_script_flag():
     read += [node.args[1].value for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(
         node.func, "id", None) == "getattr" and is_args(node.args[0]) and isinstance(node.args[1], ast.Constant)]
     assert read and set(read) <= run_flags and not script_flags & set(read), set(read) - run_flags
+
+
+@pytest.mark.parametrize("module", ["crl_plots.py", "crl_datasets.py", "crl_estimate.py"])
+def test_other_modules_take_what_they_need_as_arguments(module):
+    """crl_plots.py, crl_datasets.py and crl_estimate.py read no script's Args (no `args` at all), name
+    no metric, no field of a training state, agent or buffer, and no script flag (crl_datasets.py: but
+    for the keys and fields of its own file format, which share names with offline flags and buffer fields)."""
+    import crl_collector_learner
+    import crl_datasets
+    import crl_depth
+    import crl_depth_offline
+
+    scripts = (crl_depth, crl_depth_offline, crl_collector_learner)
+    tree = ast.parse(open(os.path.join(ROOT, module)).read())
+    script_flags = ({f.name for m in scripts for f in dataclasses.fields(m.Args)}
+                    - {f.name for f in dataclasses.fields(R.RunArgs)})
+    fields = {f.name for m in scripts for cls in (m.TrainState, m.Agent, m.Buffer) for f in dataclasses.fields(cls)}
+    names = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    own = set(crl_datasets.CRL_KEYS) | set(crl_datasets.OfflineData._fields) if module == "crl_datasets.py" else set()
+    assert "collector_depth" in script_flags and "num_columns" in script_flags and "agent" in fields
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.arg)) and getattr(n, "id", getattr(
+        n, "arg", None)) == "args"]
+    assert not [name for name in names if re.fullmatch(r"[a-z_]+(/[a-z_]+)+", name)]
+    assert not (names & script_flags) - own, (names & script_flags) - own
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not (fields & attributes) - own, (fields & attributes) - own

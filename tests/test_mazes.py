@@ -303,13 +303,14 @@ def test_load_checkpoint_refuses_garbage_and_other_envs(tmp_path):
     path = tmp_path / "checkpoint.msgpack"
     path.write_bytes(b"not a checkpoint\x00\x01")
     build = C.critic_of(C.Args(env_id="ant_u4_maze"), 8)
+    network = {name: getattr(C.Args(env_id="ant_u4_maze"), name) for name in C.NETWORK_FIELDS}
     with pytest.raises(R.CheckpointError, match="wrong magic bytes"):
-        P.load_checkpoint(str(path), C.Args(env_id="ant_u4_maze"), build)
+        P.load_checkpoint(str(path), network, {"env_id": "ant_u4_maze"}, build)
     with pytest.raises(R.CheckpointError, match="no such file"):
-        P.load_checkpoint(str(tmp_path / "missing.msgpack"), C.Args(env_id="ant_u4_maze"), build)
+        P.load_checkpoint(str(tmp_path / "missing.msgpack"), network, {"env_id": "ant_u4_maze"}, build)
     ok = _write_checkpoint(tmp_path / "run", depth=4, width=16)
     with pytest.raises(R.CheckpointError, match="trained on 'ant_u4_maze', not on --env-id 'ant_big_maze'"):
-        P.load_checkpoint(ok, C.Args(env_id="ant_big_maze"), C.critic_of(C.Args(env_id="ant_big_maze"), 8))
-    title, score = P.load_checkpoint(ok, C.Args(env_id="ant_u4_maze"), build)  # shape from args.json
+        P.load_checkpoint(ok, network, {"env_id": "ant_big_maze"}, C.critic_of(C.Args(env_id="ant_big_maze"), 8))
+    title, score = P.load_checkpoint(ok, network, {"env_id": "ant_u4_maze"}, build)  # shape from args.json
     values = np.asarray(score(jnp.zeros((3, E.ENVS["ant_u4_maze"].obs_dim)), jnp.ones((3, 2))))
     assert title.startswith("critic depth 4, width 16") and values.shape == (3,) and np.all(values <= 0)

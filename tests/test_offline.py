@@ -76,7 +76,7 @@ def _ogbench_raw(path, lengths=LENGTHS, extra_dim=2):
 # --- loading ---------------------------------------------------------------------------------------
 def test_load_crl_buffer(tmp_path):
     files = _crl_buffer(tmp_path / "buffer.npz")
-    data = D.load_dataset(_args(tmp_path / "buffer.npz"))
+    data = O.read_dataset(_args(tmp_path / "buffer.npz"))
     assert data.kind == "crl" and data.env_id == "reacher"
     assert (data.obs_dim, data.goal_start, data.goal_end) == (10, 4, 7)
     assert data.window == 10 and data.episode_length == 10 and data.num_dropped == 0
@@ -89,7 +89,7 @@ def test_load_crl_buffer(tmp_path):
 
 def test_load_ogbench_raw_layout(tmp_path):
     obs, actions, _ = _ogbench_raw(tmp_path / "antmaze-tiny-navigate-v0.npz")
-    data = D.load_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0, goal_end=3,
+    data = O.read_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0, goal_end=3,
                                 num_columns=3))
     n = len(obs)
     assert data.kind == "ogbench" and data.env_id == "antmaze-tiny-navigate-v0"
@@ -102,7 +102,7 @@ def test_load_ogbench_raw_layout(tmp_path):
     # episode ids from the terminals are the episodes written into the observations
     np.testing.assert_array_equal(data.episode_id, data.state[:, :, 0].astype(np.int32))
     # default columns: min(256, steps // window)
-    assert D.load_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0,
+    assert O.read_dataset(_args(tmp_path / "antmaze-tiny-navigate-v0.npz", obs_dim=5, goal_start=0,
                                 goal_end=3)).state.shape[1] == n // max(LENGTHS)
 
 
@@ -120,7 +120,7 @@ def test_load_ogbench_with_next_observations_and_timeouts(tmp_path):
     actions = np.random.default_rng(0).uniform(-1, 1, size=(len(obs), 2)).astype(np.float32)
     np.savez(tmp_path / "d.npz", observations=obs, next_observations=next_obs, actions=actions,
              terminals=terminals, timeouts=timeouts)
-    data = D.load_dataset(_args(tmp_path / "d.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
+    data = O.read_dataset(_args(tmp_path / "d.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
     expected = np.concatenate(states)  # every episode with its final state
     np.testing.assert_array_equal(data.state[:, 0], expected)
     np.testing.assert_array_equal(data.episode_id[:, 0], expected[:, 0])
@@ -130,13 +130,13 @@ def test_load_ogbench_with_next_observations_and_timeouts(tmp_path):
     # a break in the chain without any terminal or timeout also ends an episode
     np.savez(tmp_path / "e.npz", observations=obs, next_observations=next_obs, actions=actions,
              terminals=np.zeros(len(obs)))
-    data = D.load_dataset(_args(tmp_path / "e.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
+    data = O.read_dataset(_args(tmp_path / "e.npz", obs_dim=2, goal_start=0, goal_end=2, num_columns=1, batch_size=2))
     np.testing.assert_array_equal(data.episode_id[:, 0], expected[:, 0])
 
 
 def test_relabelling_respects_dataset_episodes(tmp_path):
     _ogbench_raw(tmp_path / "d.npz")
-    data = D.load_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3, num_columns=3,
+    data = O.read_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3, num_columns=3,
                                 window_length=15))
     buf = O.offline_buffer(data)
     window = 15
@@ -209,13 +209,13 @@ def test_load_dataset_rejects_bad_input(tmp_path):
     ]
     for path, override, message in cases:
         with pytest.raises(D.DatasetError) as info:
-            D.load_dataset(_args(path, **override))
+            O.read_dataset(_args(path, **override))
         assert message in str(info.value) and "\n" not in str(info.value), (path, str(info.value))
 
 
 def test_env_shape_check(tmp_path):
     _crl_buffer(tmp_path / "b.npz", action_dim=3)
-    data = D.load_dataset(_args(tmp_path / "b.npz"))
+    data = O.read_dataset(_args(tmp_path / "b.npz"))
     D.check_env_shapes(data, obs_size=13, action_size=3)
     with pytest.raises(D.DatasetError, match="shape mismatch between dataset and env reacher"):
         D.check_env_shapes(data, obs_size=13, action_size=2)
@@ -318,7 +318,7 @@ def test_ogbench_evaluation_loop():
 def test_without_ogbench_a_note_and_no_envs(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ogbench", None)  # import ogbench -> ImportError
     _ogbench_raw(tmp_path / "d.npz")
-    data = D.load_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3))
+    data = O.read_dataset(_args(tmp_path / "d.npz", obs_dim=5, goal_start=0, goal_end=3))
     envs, note = O.make_ogbench_envs(data, 2)
     assert envs is None and "ogbench package is not installed" in note and "\n" not in note
 
