@@ -1,18 +1,16 @@
 """Online contrastive RL (CRL) with residual networks that scale from 4 to 1024 layers.
 
 Reproduces "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching
-Capabilities" (Wang et al., NeurIPS 2025; arXiv 2503.14858): self-supervised goal-conditioned RL
-with no rewards and no demonstrations. A critic of two encoders, phi(s, a) and psi(g), is trained
-with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the critic's score. Section 4
-(main table, depth sweep) and the ablations of section 5 run from this file.
+Capabilities" (Wang et al., NeurIPS 2025; arXiv 2503.14858), sections 4 and 5: self-supervised
+goal-conditioned RL, no rewards, no demonstrations. A critic of two encoders, phi(s, a) and psi(g), is
+trained with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the critic's score.
 
-Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update,
-training loop, evaluation, main: the whole run (envs and networks, the training state, fresh or
---resume, the jit of prefill, epoch and evaluation, the prefill, the epoch loop: train, evaluate, log,
-checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies only on
-their stated interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run directory,
-metrics of any names, checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py,
-crl_estimate.py (--estimate: what a run needs, from the shapes of whatever state and programs it is given).
+Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update, training
+loop, evaluation, main (the whole run: state, fresh or --resume; jit; prefill; the epoch loop: train,
+evaluate, log, checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies
+only on their stated interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run
+directory, metrics of any names, checkpoints of any pytree, --resume; seeds, devices), crl_plots.py,
+crl_datasets.py, crl_estimate.py (--estimate, from the shapes of whatever state and programs it is given).
 SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
 """
 
@@ -32,37 +30,24 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from crl_datasets import save_crl_buffer
 from crl_estimate import compare, estimate
-from crl_envs import ENVS, State, VecGoalEnv, farthest_goal_cell, make_env, make_vec_envs, render_rollout
-from crl_plots import plot_args_error, plot_checkpoints, plot_critic_heatmap
-from crl_runs import (Run, RunArgs, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
+from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
+from crl_plots import CriticPlotArgs, plot_checkpoints
+from crl_runs import (Run, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
                       seed_all, seed_map, split_seed_keys, state_shardings)
 
 
-# ==================================================================================================
-# Args
-# ==================================================================================================
+# ======================================== Args ====================================================
 @dataclasses.dataclass
-class Args(RunArgs):
+class Args(CriticPlotArgs):
     """Flags of this script; the run flags (--seed, --track and wandb, --runs-dir, --checkpoint-every,
-    --resume, --num-seeds, --num-devices) are crl_runs.RunArgs'. `--help` lists them all."""
+    --resume, --num-seeds, --num-devices) are crl_runs.RunArgs', the --plot-critic flags (--load,
+    --plot-goal, --plot-out) crl_plots.CriticPlotArgs'. `--help` lists them all."""
 
     # --- experiment and outputs ---
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """name of this experiment (part of the run name)"""
     render: bool = False
     """after training, write an HTML rollout of the deterministic policy (brax html viewer)"""
-    plot_critic: bool = False
-    """mazes: write a PNG heatmap of the critic's score for reaching --plot-goal from every free cell of
-    the evaluation layout, after training or, with --load, from saved checkpoints without training"""
-    load: tuple[str, ...] = ()
-    """checkpoint.msgpack file(s) for --plot-critic, one panel each side by side (several paths or a
-    comma list); each network's shape comes from the args.json beside it, else from --depth, --width..."""
-    plot_goal: Optional[tuple[int, int]] = None
-    """goal cell (row column) of the heatmap; default: the evaluation layout's G cell farthest from the
-    start along the maze"""
-    plot_out: Optional[str] = None
-    """PNG path of the heatmap; default critic_heatmap.png in the run directory (with --load: beside the
-    first checkpoint)"""
     save_buffer: bool = False
     """after training, write the replay buffer to runs/{run_name}/buffer.npz, the dataset of
     crl_depth_offline.py (its keys: docs/offline.md)"""
@@ -190,22 +175,19 @@ class Args(RunArgs):
     faster on GPUs with bf16 tensor cores; float32 is the paper's)"""
 
 
-# ==================================================================================================
+# ======================================== Network =================================================
 # SHARED BLOCK: network (keep identical in all three scripts)
-# ==================================================================================================
 # depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
 # identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
 # activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
 # holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
 # pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
 # LayerNorm, activations, the residual stream and every output stay float32.
-def lecun_uniform_third() -> Callable:
-    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
-    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32."""
-    layer = nn.Dense(features, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros,
+    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
+    uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
+    layer = nn.Dense(features, kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                     bias_init=nn.initializers.zeros,
                      dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
     return lambda x: layer(x).astype(jnp.float32)
 
@@ -298,9 +280,8 @@ def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int
 # END SHARED BLOCK: network
 
 
-# ==================================================================================================
+# ======================================== Replay buffer and relabelling ===========================
 # SHARED BLOCK: replay buffer (keep identical in all three scripts)
-# ==================================================================================================
 # A circular buffer of trajectories, one column per env: states [max_size, num_envs, obs_dim],
 # actions [max_size, num_envs, action_size] and the episode id of each step. Sampling takes one
 # window of `window` consecutive steps per env and relabels each step t with the goal of a STRICTLY
@@ -380,9 +361,8 @@ def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_siz
 # END SHARED BLOCK: replay buffer
 
 
-# ==================================================================================================
+# ======================================== Losses and the SGD update ===============================
 # SHARED BLOCK: losses (keep identical in all three scripts)
-# ==================================================================================================
 def l2_energy_matrix(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
     """logits[i, j] = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (not squared). A 1e-12 inside the
     square root keeps the gradient finite when two representations coincide."""
@@ -515,12 +495,8 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
     if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
         batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-
-    def sgd_step(agent, xs):
-        batch, key = xs
-        return update(agent, batch, key)
-
-    agent, metrics = jax.lax.scan(sgd_step, agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+    agent, metrics = jax.lax.scan(lambda agent, xs: update(agent, *xs), agent,
+                                  (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
     metrics = jax.tree.map(jnp.mean, metrics)
     relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
                    "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
@@ -535,9 +511,7 @@ def all_finite(tree: Any) -> jax.Array:
 
 # END SHARED BLOCK: losses
 
-# ==================================================================================================
-# Training loop
-# ==================================================================================================
+# ======================================== Training loop ===========================================
 @flax.struct.dataclass
 class TrainState:
     agent: Agent
@@ -617,9 +591,7 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
     return prefill, train_epoch
 
 
-# ==================================================================================================
-# Evaluation
-# ==================================================================================================
+# ======================================== Evaluation ==============================================
 # SHARED BLOCK: evaluation (keep identical in crl_depth.py and crl_depth_offline.py)
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
     """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
@@ -677,9 +649,7 @@ def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Calla
     return build
 
 
-# ==================================================================================================
-# Main
-# ==================================================================================================
+# ======================================== Main ====================================================
 NETWORK_FIELDS = ("depth", "actor_depth", "critic_depth", "width", "repr_dim", "layer_norm", "activation", "residual")
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkpoint_buffer", "track",
@@ -692,7 +662,7 @@ def validate_args(args: Args) -> Optional[str]:
     error = (args.online_flags_error() or args.algorithm_flags_error()
              or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
              or args.run_flags_error(split=("num_envs", "batch_size"))
-             or plot_args_error(args.env_id, args.plot_critic, args.load, args.plot_goal))
+             or args.plot_flags_error(args.env_id))
     one_run = [name for name in ("render", "save_buffer", "plot_critic") if getattr(args, name)]
     if error or args.num_seeds == 1 or not one_run:
         return error
@@ -728,22 +698,17 @@ def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: An
                        lambda obs: jnp.tanh(nets.actor.apply(ts.agent.actor_params, obs)[0]), key_render,
                        args.episode_length)
     if args.plot_critic:
-        maze_env = make_env(args.env_id, eval=True)
-        heatmap_path = args.plot_out or os.path.join(run.dir, "critic_heatmap.png")
-        plot_critic_heatmap(heatmap_path, args.env_id, maze_env,
-                            [(f"critic depth {args.critic_depth or args.depth}, width {args.width}\n{run.name[:48]}",
-                              critic_score(nets, ts.agent.actor_params, ts.agent.critic_params))],
-                            args.plot_goal or farthest_goal_cell(maze_env.maze))
-        print(f"critic heatmap: {heatmap_path}", flush=True)
+        args.write_heatmap(args.env_id, [(f"critic depth {args.critic_depth or args.depth}, width {args.width}\n"
+                                          f"{run.name[:48]}", critic_score(nets, ts.agent.actor_params,
+                                                                           ts.agent.critic_params))], run.dir)
 
 
 def main(args: Args) -> Optional[dict]:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
     returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     if args.load:  # --plot-critic from saved checkpoints, no training
-        return plot_checkpoints(args.load, args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
-                                {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size),
-                                args.plot_out, args.plot_goal)
+        return plot_checkpoints(args, args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
+                                {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size))
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
     run = Run(args, args.env_id, state_header(args),
               lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")

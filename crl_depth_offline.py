@@ -43,9 +43,7 @@ from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail
                       seed_all, seed_map, split_seed_keys, state_shardings)
 
 
-# ==================================================================================================
-# Args
-# ==================================================================================================
+# ======================================== Args ====================================================
 @dataclasses.dataclass
 class Args(RunArgs):
     """Flags of this script; the run flags (--seed, --track and wandb, --runs-dir, --checkpoint-every,
@@ -162,22 +160,19 @@ class Args(RunArgs):
     """dtype of the matmuls; parameters, LayerNorm, activations and losses stay float32"""
 
 
-# ==================================================================================================
+# ======================================== Network =================================================
 # SHARED BLOCK: network (keep identical in all three scripts)
-# ==================================================================================================
 # depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
 # identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
 # activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
 # holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
 # pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
 # LayerNorm, activations, the residual stream and every output stay float32.
-def lecun_uniform_third() -> Callable:
-    return nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
-    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32."""
-    layer = nn.Dense(features, kernel_init=lecun_uniform_third(), bias_init=nn.initializers.zeros,
+    """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
+    uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
+    layer = nn.Dense(features, kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                     bias_init=nn.initializers.zeros,
                      dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
     return lambda x: layer(x).astype(jnp.float32)
 
@@ -270,9 +265,8 @@ def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int
 # END SHARED BLOCK: network
 
 
-# ==================================================================================================
+# ======================================== Replay buffer and relabelling ===========================
 # SHARED BLOCK: replay buffer (keep identical in all three scripts)
-# ==================================================================================================
 # A circular buffer of trajectories, one column per env: states [max_size, num_envs, obs_dim],
 # actions [max_size, num_envs, action_size] and the episode id of each step. Sampling takes one
 # window of `window` consecutive steps per env and relabels each step t with the goal of a STRICTLY
@@ -352,9 +346,8 @@ def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_siz
 # END SHARED BLOCK: replay buffer
 
 
-# ==================================================================================================
+# ======================================== Losses and the SGD update ===============================
 # SHARED BLOCK: losses (keep identical in all three scripts)
-# ==================================================================================================
 def l2_energy_matrix(sa_repr: jax.Array, g_repr: jax.Array) -> jax.Array:
     """logits[i, j] = f(s_i, a_i, g_j) = -||phi_i - psi_j||_2 (not squared). A 1e-12 inside the
     square root keeps the gradient finite when two representations coincide."""
@@ -487,12 +480,8 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
     if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
         batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-
-    def sgd_step(agent, xs):
-        batch, key = xs
-        return update(agent, batch, key)
-
-    agent, metrics = jax.lax.scan(sgd_step, agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+    agent, metrics = jax.lax.scan(lambda agent, xs: update(agent, *xs), agent,
+                                  (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
     metrics = jax.tree.map(jnp.mean, metrics)
     relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
                    "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
@@ -508,9 +497,7 @@ def all_finite(tree: Any) -> jax.Array:
 # END SHARED BLOCK: losses
 
 
-# ==================================================================================================
-# Dataset
-# ==================================================================================================
+# ======================================== Dataset =================================================
 # crl_datasets.load_dataset reads --dataset, either format, into the replay buffer's layout: states
 # [T, C, obs_dim], actions [T, C, A] and an episode id per step, non-decreasing down each column.
 # Here it becomes a full Buffer that buffer_sample relabels exactly as online (never across an
@@ -561,9 +548,7 @@ def open_dataset(args: Args) -> tuple[Args, OfflineData, Optional[VecGoalEnv], O
     return args, data, eval_env, envs, note
 
 
-# ==================================================================================================
-# Training loop
-# ==================================================================================================
+# ======================================== Training loop ===========================================
 @flax.struct.dataclass
 class TrainState:
     agent: Agent
@@ -596,9 +581,7 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
     return train_epoch
 
 
-# ==================================================================================================
-# Evaluation
-# ==================================================================================================
+# ======================================== Evaluation ==============================================
 # SHARED BLOCK: evaluation (keep identical in crl_depth.py and crl_depth_offline.py)
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
     """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
@@ -713,9 +696,7 @@ def evaluation_fn(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[lis
     return evaluate
 
 
-# ==================================================================================================
-# Main
-# ==================================================================================================
+# ======================================== Main ====================================================
 # flags a resumed run may change; every other flag comes from the run's args.json
 RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
                     "wandb_mode", "runs_dir", "resume", "num_devices", "estimate")

@@ -1,6 +1,7 @@
 """Figures of the CRL scripts: the maze critic heatmap (--plot-critic) and the collector-learner's
 time-at-goal curves (--plot). matplotlib is imported only when a figure is drawn."""
 
+import dataclasses
 import json
 import os
 from typing import Any, Callable, Optional
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl_envs import ENVS, GoalEnv, Maze, farthest_goal_cell, make_env
-from crl_runs import CheckpointError, fail, flag, read_networks, tree_from_dict
+from crl_runs import CheckpointError, RunArgs, fail, flag, read_networks, tree_from_dict
 
 HEATMAP_PANEL_PX, HEATMAP_DPI = (400, 440), 100  # one panel's size in the PNG (width, height)
 
@@ -114,21 +115,45 @@ def plot_curves(path: str, panels: list[tuple[str, str, list[int], list[tuple[st
 
 
 # --- --plot-critic: flags and saved checkpoints -----------------------------------------------------
-def plot_args_error(env_id: str, plot_critic: bool, load: tuple[str, ...],
-                    plot_goal: Optional[tuple[int, int]]) -> Optional[str]:
-    """What is wrong with the --plot-critic / --load / --plot-goal flags, or None."""
-    if load and not plot_critic:
-        return "--load is only read by --plot-critic (to continue a training run use --resume RUN_DIR)"
-    if not plot_critic:
+@dataclasses.dataclass
+class CriticPlotArgs(RunArgs):
+    """The --plot-critic flags (crl_depth.py's Args inherits them, and RunArgs' with them)."""
+
+    plot_critic: bool = False
+    """mazes: write a PNG heatmap of the critic's score for reaching --plot-goal from every free cell of
+    the evaluation layout, after training or, with --load, from saved checkpoints without training"""
+    load: tuple[str, ...] = ()
+    """checkpoint.msgpack file(s) for --plot-critic, one panel each side by side (several paths or a
+    comma list); each network's shape comes from the args.json beside it, else from --depth, --width..."""
+    plot_goal: Optional[tuple[int, int]] = None
+    """goal cell (row column) of the heatmap; default: the evaluation layout's G cell farthest from the
+    start along the maze"""
+    plot_out: Optional[str] = None
+    """PNG path of the heatmap; default critic_heatmap.png in the run directory (with --load: beside the
+    first checkpoint)"""
+
+    def plot_flags_error(self, env_id: str) -> Optional[str]:
+        """One line on what is wrong with the flags above for a run on env_id, or None."""
+        if self.load and not self.plot_critic:
+            return "--load is only read by --plot-critic (to continue a training run use --resume RUN_DIR)"
+        if not self.plot_critic:
+            return None
+        env = make_env(env_id, eval=True)
+        if not isinstance(getattr(env, "maze", None), Maze):
+            mazes = [name for name in ENVS if name.endswith("_maze")]
+            return f"--plot-critic needs a maze env ({', '.join(mazes)}), not {env_id!r}"
+        if self.plot_goal is not None and tuple(self.plot_goal) not in env.maze.cells("RG."):
+            return (f"--plot-goal {self.plot_goal[0]} {self.plot_goal[1]} is not a free cell of {env_id}'s "
+                    f"evaluation layout (rows: {'/'.join(env.maze.rows)})")
         return None
-    env = make_env(env_id, eval=True)
-    if not isinstance(getattr(env, "maze", None), Maze):
-        mazes = [name for name in ENVS if name.endswith("_maze")]
-        return f"--plot-critic needs a maze env ({', '.join(mazes)}), not {env_id!r}"
-    if plot_goal is not None and tuple(plot_goal) not in env.maze.cells("RG."):
-        return (f"--plot-goal {plot_goal[0]} {plot_goal[1]} is not a free cell of {env_id}'s "
-                f"evaluation layout (rows: {'/'.join(env.maze.rows)})")
-    return None
+
+    def write_heatmap(self, env_id: str, panels: list[tuple[str, Callable]], out_dir: str) -> None:
+        """The heatmap of panels (title, score) at --plot-out, else critic_heatmap.png in out_dir, for
+        --plot-goal, else the farthest G cell."""
+        env = make_env(env_id, eval=True)
+        out = self.plot_out or os.path.join(out_dir, "critic_heatmap.png")
+        plot_critic_heatmap(out, env_id, env, panels, self.plot_goal or farthest_goal_cell(env.maze))
+        print(f"critic heatmap: {out}", flush=True)
 
 
 # build(network) of a network config {flag field: value}: (the saved parameters' shapes, a function from
@@ -165,17 +190,13 @@ def load_checkpoint(path: str, network: dict, same: dict, build: Build) -> tuple
     return f"{title}\n{run[:48]}", score_of(params)
 
 
-def plot_checkpoints(load: tuple[str, ...], env_id: str, network: dict, same: dict, build: Build,
-                     out: Optional[str], goal_cell: Optional[tuple[int, int]]) -> None:
+def plot_checkpoints(flags: CriticPlotArgs, env_id: str, network: dict, same: dict, build: Build) -> None:
     """--plot-critic --load PATH [PATH ...] (several paths or comma lists): the heatmap of env_id's saved
-    critics side by side, no training; out defaults to critic_heatmap.png beside the first, goal_cell to
-    the farthest G cell. network, same, build: as in load_checkpoint."""
-    paths = [p for entry in load for p in entry.split(",") if p]
-    env = make_env(env_id, eval=True)
+    critics side by side, no training (beside the first, by default). network, same, build: as in
+    load_checkpoint."""
+    paths = [p for entry in flags.load for p in entry.split(",") if p]
     try:
         panels = [load_checkpoint(p, network, same, build) for p in paths]
     except CheckpointError as e:
         fail(str(e))
-    out = out or os.path.join(os.path.dirname(paths[0]), "critic_heatmap.png")
-    plot_critic_heatmap(out, env_id, env, panels, goal_cell or farthest_goal_cell(env.maze))
-    print(f"critic heatmap: {out}", flush=True)
+    flags.write_heatmap(env_id, panels, os.path.dirname(paths[0]))

@@ -10,3 +10,33 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402
+
+# Scheduling on the two workers (pytest.ini: --dist loadgroup). Each group runs on one worker, its files
+# one after the other, so that the tiny runs of the later files load the programs the first one compiled
+# from the persistent cache instead of compiling them at the same time on the other worker. Every other
+# file is a group of its own (its module fixtures are built once). The groups start longest first, so
+# that no long one is left to run alone at the end.
+GROUPS = {
+    "collector-learner": ("test_collector_learner.py", "test_collector_learner_parallel.py",
+                          "test_collector_learner_long_runs.py"),
+    "online-tiny-reacher": ("test_e2e.py", "test_long_runs.py", "test_parallel.py", "test_slurm.py",
+                            "test_paper_figures.py"),
+    "offline": ("test_offline.py", "test_offline_parallel.py", "test_offline_long_runs.py"),
+}
+LONGEST_FIRST = ("collector-learner", "online-tiny-reacher", "offline", "test_point_maze_learning.py",
+                 "test_mazes.py", "test_gpu_bench.py", "test_forks.py", "test_benchmark.py", "test_envs.py",
+                 "test_paper_code.py", "test_arms.py")
+GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node id suffixes
+def pytest_collection_modifyitems(config, items):
+    def group(item):
+        return GROUP_OF.get(item.path.name, item.path.name)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: files and tests keep their order

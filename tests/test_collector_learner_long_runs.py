@@ -22,12 +22,12 @@ from tests.run_dir_helpers import (checksummed, edit_args, error_lines, metrics,
                                    subprocess_env, truncate)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tests/test_collector_learner.py's tiny settings, every agent at the smallest depth: 80 prefill env
-# steps, then 4 epochs of 2 training steps of 40 env steps
+# tests/test_collector_learner.py's tiny settings (the same programs, which the session's JAX cache then
+# holds): 80 prefill env steps, then 4 epochs of 2 training steps of 40 env steps
 TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
         "--total-env-steps", "400", "--num-epochs", "4", "--unroll-length", "10", "--num-sgd-steps", "2",
         "--batch-size", "16", "--max-replay-size", "60", "--min-replay-size", "20", "--width", "16",
-        "--collector-depth", "4", "--deep-learner-depth", "4", "--shallow-learner-depth", "4",
+        "--collector-depth", "4", "--deep-learner-depth", "8", "--shallow-learner-depth", "4",
         "--checkpoint-every", "1"]
 TIMING = ("charts/sps",)  # plus every time/* key
 
@@ -71,7 +71,7 @@ def test_state_holds_all_three_agents_buffer_and_keys(straight_run):
     assert saved["epoch"] == 4
     header, ts = saved["header"], saved["state"]["ts"]
     assert header["format"] == C.STATE_FORMAT and header["has_buffer"] is True
-    assert (header["collector_depth"], header["deep_learner_depth"], header["shallow_learner_depth"]) == (4, 4, 4)
+    assert (header["collector_depth"], header["deep_learner_depth"], header["shallow_learner_depth"]) == (4, 8, 4)
     assert set(ts["learners"]) == {"deep_learner", "shallow_learner"}
     for agent in (ts["agent"], *ts["learners"].values()):
         assert set(agent) == {"actor_params", "critic_params", "log_alpha", "actor_opt", "critic_opt", "alpha_opt"}
@@ -156,12 +156,12 @@ def _drop_learner(run_dir):
     replace_state(run_dir, checksummed(R.STATE_MAGIC, payload))
 
 
-THIS_RUN = "env reacher collector depth 4 deep learner depth 4 shallow learner depth 4 width 16"
+THIS_RUN = "env reacher collector depth 4 deep learner depth 8 shallow learner depth 4 width 16"
 # (flags, how to spoil the copied run directory, words of the one error line); exit status 2 for all
 BAD = [
     (["--checkpoint-every", "0"], None, "--checkpoint-every must be positive (got 0)"),
     (["--resume", "/nonexistent/run"], None, "--resume /nonexistent/run: not a run directory (no args.json in it)"),
-    (["--deep-learner-depth", "8"], None, "--deep-learner-depth 8 conflicts with the run's 4"),
+    (["--deep-learner-depth", "4"], None, "--deep-learner-depth 4 conflicts with the run's 8"),
     (["--collector-depth", "32"], None, "--collector-depth 32 conflicts with the run's 4"),  # the default, given
     (["--width", "32"], None, "--width 32 conflicts with the run's 16"),
     (["--no-layer-norm"], None, "--layer-norm False conflicts with the run's True"),
@@ -180,8 +180,8 @@ BAD = [
      "is not a readable state checkpoint"),
     ([], lambda d, t: _foreign_format(d), "is a 'crl_depth_state' checkpoint, not a 'crl_collector_learner_state' one"),
     ([], lambda d, t: _drop_learner(d), "does not fit this run: learners/shallow_learner/"),
-    ([], lambda d, t: edit_args(d, deep_learner_depth=8),
-     f"is for {THIS_RUN}, this run is env reacher collector depth 4 deep learner depth 8 shallow learner depth 4 "
+    ([], lambda d, t: edit_args(d, deep_learner_depth=16),
+     f"is for {THIS_RUN}, this run is env reacher collector depth 4 deep learner depth 16 shallow learner depth 4 "
      f"width 16 (differs in: deep_learner_depth)"),
     ([], lambda d, t: edit_args(d, env_id="ant"), f"is for {THIS_RUN}, this run is env ant"),
     ([], lambda d, t: (d / "args.json").write_text("{not json"), "cannot read args.json"),
@@ -221,7 +221,7 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
     args = C.cli(["--resume", str(straight_run), "--num-epochs", "8", "--total-env-steps", str(400 + 4 * 80),
                   "--track"])
     assert args.num_epochs == 8 and args.width == 16 and args.track
-    assert (args.collector_depth, args.deep_learner_depth, args.shallow_learner_depth) == (4, 4, 4)
+    assert (args.collector_depth, args.deep_learner_depth, args.shallow_learner_depth) == (4, 8, 4)
     assert C.schedule(args)[2] == 2
     args = C.cli(["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "720", "--no-checkpoint-buffer",
                   "--plot"])

@@ -1,15 +1,19 @@
-"""End-to-end: each env trains for two tiny epochs in a subprocess; the run directory holds
-args.json, metrics.jsonl (finite numbers, one line per epoch plus the untrained evaluation) and the
-checkpoint; --render writes the HTML rollout with the goal body in it."""
+"""End-to-end: reacher, an ant maze and humanoid each train for two tiny epochs in a subprocess; the run
+directory holds args.json, metrics.jsonl (finite numbers, one line per epoch plus the untrained
+evaluation) and the checkpoint; --render writes the HTML rollout with the goal body in it, and
+--plot-critic the maze's critic heatmap. The ant's body is the same in ant and the ant mazes (its
+steps against the paper's code: tests/test_paper_code.py)."""
 
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 
 import pytest
 
+import crl_plots
 import crl_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,9 +32,10 @@ def _train(tmp_path, env_id, *extra):
     return proc, run_dir
 
 
-@pytest.mark.parametrize("env_id", ["reacher", "ant", "humanoid"])
+@pytest.mark.parametrize("env_id", ["reacher", "ant_u4_maze", "humanoid"])
 def test_tiny_run_writes_outputs(env_id, tmp_path):
-    extra = ["--render", "--track", "--wandb-mode", "offline"] if env_id == "reacher" else []
+    extra = {"reacher": ["--render", "--track", "--wandb-mode", "offline"], "ant_u4_maze": ["--plot-critic"]}.get(
+        env_id, [])
     proc, run_dir = _train(tmp_path, env_id, *extra)
     assert run_dir.name.startswith(f"{env_id}__crl_depth__1__")
     args = json.loads((run_dir / "args.json").read_text())
@@ -40,7 +45,7 @@ def test_tiny_run_writes_outputs(env_id, tmp_path):
     for record in lines:
         for name, value in record.items():
             assert isinstance(value, (int, float)) and math.isfinite(value), (name, value)
-        assert 0 <= record["eval/time_at_goal"] <= 20
+        assert 0 <= record["eval/time_at_goal"] <= 20 and record["eval/dist"] > 0
     for name in ("losses/critic", "losses/actor", "critic/categorical_accuracy", "critic/logsumexp",
                  "critic/logits_pos", "critic/logits_neg", "actor/alpha", "actor/entropy", "time/compile_s",
                  "charts/sps", "eval/success_any", "eval/dist"):
@@ -55,3 +60,6 @@ def test_tiny_run_writes_outputs(env_id, tmp_path):
         html = (run_dir / "rollout.html").read_text()
         assert "<html" in html.lower() and len(html) > 1000
         assert list((tmp_path / "wandb").glob("offline-run-*"))  # --track logged offline
+    if env_id == "ant_u4_maze":
+        head = (run_dir / "critic_heatmap.png").read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == crl_plots.HEATMAP_PANEL_PX

@@ -1,6 +1,6 @@
 """Mazes: layouts (parsed against the spec's strings), the walls in the compiled system, starts and
-goals, the evaluation layout, walls that stop the ant, a humanoid maze step, the critic heatmap
-from tiny checkpoints, and a tiny training run on ant_u4_maze. Maze physics is slow on CPU (each
+goals, the evaluation layout, walls that stop the ant, a humanoid maze step and the critic heatmap
+from tiny checkpoints (tests/test_e2e.py trains on ant_u4_maze and plots its heatmap). Maze physics is slow on CPU (each
 compile of a step that sees hundreds of wall contacts takes tens of seconds), so every env is
 compiled at most once here and runs a handful of steps."""
 
@@ -280,23 +280,6 @@ def test_plot_flags_validated(override, message):
     args = C.Args(**{"env_id": "ant_u4_maze", **override})
     error = C.validate_args(args)
     assert error is not None and message in error and "\n" not in error
-
-
-# ----------------------------------------------------------------------------- tiny training run
-def test_tiny_ant_u4_maze_run_trains_evaluates_and_plots(tmp_path):
-    runs = tmp_path / "runs"
-    proc = _cli("--num-envs", "2", "--episode-length", "10", "--num-eval-envs", "2", "--total-env-steps", "30",
-                "--num-epochs", "1", "--unroll-length", "5", "--num-sgd-steps", "1", "--batch-size", "8",
-                "--max-replay-size", "20", "--min-replay-size", "10", "--width", "16", "--depth", "4",
-                "--runs-dir", str(runs), "--plot-critic", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = list(runs.iterdir())
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [0, 1]
-    assert all(np.isfinite(v) for r in lines for v in r.values())
-    assert 0 <= lines[-1]["eval/time_at_goal"] <= 10 and lines[-1]["eval/dist"] > 0
-    w, h = P.HEATMAP_PANEL_PX
-    assert _png_size(run_dir / "critic_heatmap.png") == (w, h)
 
 
 def test_load_checkpoint_refuses_garbage_and_other_envs(tmp_path):
