@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import save_crl_buffer
 from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
-from crl_plots import CriticPlotArgs, plot_checkpoints
+from crl_plots import CriticPlotArgs
 from crl_runs import (Run, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
                       seed_all, seed_map, split_seed_keys, state_shardings)
 
@@ -673,9 +673,8 @@ def state_header(args: Args) -> dict:
     """What a state checkpoint must match to be loaded into a run of these args."""
     return {"format": "crl_depth_state", "version": 3, "env_id": args.env_id,  # 3: leaves by path name
             "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
-            "width": args.width, "repr_dim": args.repr_dim, "layer_norm": args.layer_norm,
-            "activation": args.activation, "residual": args.residual, "num_envs": args.num_envs,
-            "episode_length": args.episode_length, "max_replay_size": args.max_replay_size, "num_seeds": args.num_seeds}
+            **{name: getattr(args, name) for name in ("width", "repr_dim", "layer_norm", "activation", "residual",
+                                                      "num_envs", "episode_length", "max_replay_size", "num_seeds")}}
 
 
 def sizes(ts: TrainState) -> tuple[dict, dict]:
@@ -707,8 +706,8 @@ def main(args: Args) -> Optional[dict]:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
     returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
     if args.load:  # --plot-critic from saved checkpoints, no training
-        return plot_checkpoints(args, args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
-                                {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size))
+        return args.plot_checkpoints(args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
+                                     {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size))
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
     run = Run(args, args.env_id, state_header(args),
               lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")

@@ -155,6 +155,17 @@ class CriticPlotArgs(RunArgs):
         plot_critic_heatmap(out, env_id, env, panels, self.plot_goal or farthest_goal_cell(env.maze))
         print(f"critic heatmap: {out}", flush=True)
 
+    def plot_checkpoints(self, env_id: str, network: dict, same: dict, build: "Build") -> None:
+        """--plot-critic --load PATH [PATH ...] (several paths or comma lists): the heatmap of env_id's saved
+        critics side by side, no training (beside the first, by default). network, same, build: as in
+        load_checkpoint."""
+        paths = [p for entry in self.load for p in entry.split(",") if p]
+        try:
+            panels = [load_checkpoint(p, network, same, build) for p in paths]
+        except CheckpointError as e:
+            fail(str(e))
+        self.write_heatmap(env_id, panels, os.path.dirname(paths[0]))
+
 
 # build(network) of a network config {flag field: value}: (the saved parameters' shapes, a function from
 # parameters to the critic score, the panel's title, the network in words for an error)
@@ -188,15 +199,3 @@ def load_checkpoint(path: str, network: dict, same: dict, build: Build) -> tuple
             f"{str(e).split('does not fit this run: ')[1]}; give the run's {'/'.join(map(flag, network))}") from None
     run = os.path.basename(os.path.dirname(os.path.abspath(path)))
     return f"{title}\n{run[:48]}", score_of(params)
-
-
-def plot_checkpoints(flags: CriticPlotArgs, env_id: str, network: dict, same: dict, build: Build) -> None:
-    """--plot-critic --load PATH [PATH ...] (several paths or comma lists): the heatmap of env_id's saved
-    critics side by side, no training (beside the first, by default). network, same, build: as in
-    load_checkpoint."""
-    paths = [p for entry in flags.load for p in entry.split(",") if p]
-    try:
-        panels = [load_checkpoint(p, network, same, build) for p in paths]
-    except CheckpointError as e:
-        fail(str(e))
-    flags.write_heatmap(env_id, panels, os.path.dirname(paths[0]))

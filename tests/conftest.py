@@ -13,11 +13,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 
-# Scheduling on the two workers (pytest.ini: --dist loadgroup). Each group runs on one worker, its files
-# one after the other, so that the tiny runs of the later files load the programs the first one compiled
-# from the persistent cache instead of compiling them at the same time on the other worker. Every other
-# file is a group of its own (its module fixtures are built once). The groups start longest first, so
-# that no long one is left to run alone at the end.
+# Scheduling on the two workers (pytest.ini: -n 2 --dist loadfile). Each group below runs on one worker,
+# its files one after the other, so that the tiny runs of the later files load the programs the first
+# one compiled from the persistent cache instead of compiling them at the same time on the other
+# worker; every other file is a group of its own (its module fixtures are built once). The groups
+# start longest first, so that no long one is left to run alone at the end.
 GROUPS = {
     "collector-learner": ("test_collector_learner.py", "test_collector_learner_parallel.py",
                           "test_collector_learner_long_runs.py"),
@@ -31,12 +31,25 @@ LONGEST_FIRST = ("collector-learner", "online-tiny-reacher", "offline", "test_po
 GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node id suffixes
-def pytest_collection_modifyitems(config, items):
-    def group(item):
-        return GROUP_OF.get(item.path.name, item.path.name)
+def group_of(path: str) -> str:
+    name = os.path.basename(path.split("::", 1)[0])
+    return GROUP_OF.get(name, name)
 
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+def pytest_collection_modifyitems(config, items):
     rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: files and tests keep their order
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: files keep their order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the groups above as its units of work (xdist's own loadgroup marks do not
+    reach its scheduler under pytest 9)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
