@@ -11,47 +11,35 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cach
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# The scripts and tools the tests start compile with XLA's optimisation passes off: a tiny run's programs
+# compile in about a fifth less time, and compute the same up to float32 rounding. The test workers'
+# own backend, initialised here before the flag is set, keeps XLA's defaults (the fidelity tests compare
+# in-process results with recorded ones); so does the learning test's run (tests/test_point_maze_learning.py).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+import jax  # noqa: E402
+
+jax.devices()
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
 import pytest  # noqa: E402
 
-# Scheduling on the two workers (pytest.ini: -n 2 --dist loadfile). Each group below runs on one worker,
-# its files one after the other, so that the tiny runs of the later files load the programs the first
-# one compiled from the persistent cache instead of compiling them at the same time on the other
-# worker; every other file is a group of its own (its module fixtures are built once). The groups
-# start longest first, so that no long one is left to run alone at the end.
-GROUPS = {
-    "collector-learner": ("test_collector_learner.py", "test_collector_learner_parallel.py",
-                          "test_collector_learner_long_runs.py"),
-    "online-tiny-reacher": ("test_e2e.py", "test_long_runs.py", "test_parallel.py", "test_slurm.py",
-                            "test_paper_figures.py"),
-    "offline": ("test_offline.py", "test_offline_parallel.py", "test_offline_long_runs.py"),
-}
-LONGEST_FIRST = ("collector-learner", "online-tiny-reacher", "offline", "test_point_maze_learning.py",
-                 "test_mazes.py", "test_gpu_bench.py", "test_forks.py", "test_benchmark.py", "test_envs.py",
-                 "test_paper_code.py", "test_arms.py")
-GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
+# Scheduling on the two workers (pytest.ini: -n 2 --dist loadfile: each file on one worker, so its module
+# fixtures are built once). The files start in this order, the longest first, so that no long one is
+# left to run alone at the end; files whose runs compile the same programs (the collector-learner's, the
+# tiny reacher runs of crl_depth.py) are spread out, so that the later ones find those programs in the
+# persistent cache instead of compiling them at the same time on the other worker.
+LONGEST_FIRST = ("test_collector_learner_parallel.py", "test_point_maze_learning.py",
+                 "test_collector_learner_long_runs.py", "test_e2e.py", "test_collector_learner.py",
+                 "test_long_runs.py", "test_parallel.py", "test_paper_figures.py", "test_slurm.py",
+                 "test_offline_parallel.py", "test_offline.py", "test_gpu_bench.py", "test_forks.py",
+                 "test_benchmark.py", "test_mazes.py", "test_envs.py", "test_paper_code.py", "test_arms.py",
+                 "test_offline_long_runs.py", "test_estimate.py", "test_checkpoint_structure.py")
 
 
-def group_of(path: str) -> str:
-    name = os.path.basename(path.split("::", 1)[0])
-    return GROUP_OF.get(name, name)
+def pytest_configure(config):
+    config.option.loadscopereorder = False  # xdist would order the files by their numbers of tests
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: files keep their order
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """--dist loadfile, with the groups above as its units of work (xdist's own loadgroup marks do not
-    reach its scheduler under pytest 9)."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    config.option.loadscopereorder = False  # in LONGEST_FIRST's order, not by their numbers of tests
-
-    class GroupScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return group_of(nodeid)
-
-    return GroupScheduling(config, log)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the tests of a file keep their order

@@ -26,7 +26,7 @@ LEARN = ["--env-id", "point_u_maze", "--num-envs", "128", "--episode-length", "1
 def test_crl_learns_the_point_u_maze(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "crl_depth.py"), *LEARN, "--render", "--plot-critic",
                            "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=1500,
-                          cwd=tmp_path, env=subprocess_env())
+                          cwd=tmp_path, env=subprocess_env(XLA_FLAGS=""))  # XLA default flags: a real run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list((tmp_path / "runs").iterdir())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
