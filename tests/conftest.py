@@ -11,8 +11,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cach
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# The scripts and tools the tests start compile with XLA's optimisation passes off: a tiny run's programs
-# compile in about a fifth less time, and compute the same up to float32 rounding. The test workers'
+# The scripts and tools the tests start compile with XLA's optimisation passes off: tiny runs took 0-25% less
+# time so (docs/ci.md), and the programs compute the same up to float32 rounding. The test workers'
 # own backend, initialised here before the flag is set, keeps XLA's defaults (the fidelity tests compare
 # in-process results with recorded ones); so does the learning test's run (tests/test_point_maze_learning.py).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
