@@ -706,15 +706,15 @@ def write_outputs(args: Args, run: Run, actor_params: dict, nets: dict[str, Netw
 def plot_time_at_goal(run_dirs: list[str], path: str) -> None:
     """--plot: one panel per run (e.g. a deep-collector and a shallow-collector run side by side), each with
     the time at goal of every agent against env steps; several seeds: their mean, shaded from lowest to highest."""
-    panels = []
+    panels, names = [], [f"{name}/eval/time_at_goal" for name in AGENTS]
     for run_dir in run_dirs:
-        run_args, steps, curves = read_curves(run_dir, [f"{name}/eval/time_at_goal" for name in AGENTS])
-        num_seeds = len(curves[f"{AGENTS[0]}/eval/time_at_goal"][0])
+        run_args, steps, curves = read_curves(run_dir, names)
+        num_seeds = curves[names[0]].shape[1]
         panels.append((f"{run_args['env_id']}, collector depth {run_args['collector_depth']}"
                        + (f", mean of {num_seeds} seeds" if num_seeds > 1 else ""),
                        f"time at goal (/{run_args['episode_length']})", steps,
-                       [(f"{name.replace('_', ' ')} (depth {run_args[name + '_depth']})",
-                         curves[f"{name}/eval/time_at_goal"]) for name in AGENTS]))
+                       [(f"{agent.replace('_', ' ')} (depth {run_args[agent + '_depth']})", curves[name])
+                        for agent, name in zip(AGENTS, names)]))
     plot_curves(path, panels)
 
 
