@@ -97,10 +97,9 @@ class Args(RunArgs):
         """One line on what is wrong with the environment, schedule and replay flags above, or None."""
         if self.env_id not in ENVS:
             return f"unknown --env-id {self.env_id!r}; valid ids: {', '.join(ENVS)}"
-        error = not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
-                                    "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size",
-                                    "min_replay_size"))
-        if error:
+        if error := not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps",
+                                        "num_epochs", "unroll_length", "num_sgd_steps", "batch_size",
+                                        "max_replay_size", "min_replay_size")):
             return error
         if self.episode_length < 2:
             return f"--episode-length must be at least 2 (got {self.episode_length})"
@@ -189,12 +188,11 @@ class Args(RunArgs):
 
 # ======================================== Network =================================================
 # SHARED BLOCK: network (keep identical in all three scripts)
-# depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
-# identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
-# activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
-# holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
-# pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
-# LayerNorm, activations, the residual stream and every output stay float32.
+# depth = number of Dense layers in the residual blocks: input Dense+LN+act, then depth/4 identical blocks of
+# 4 x (Dense, LayerNorm, act) with the skip added after the block's last activation, then the output head(s).
+# nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth; --remat recomputes each
+# block's activations in the backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
+# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32.
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -202,6 +200,13 @@ def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Call
                      bias_init=nn.initializers.zeros,
                      dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
     return lambda x: layer(x).astype(jnp.float32)
+
+
+def hidden(x: jax.Array, width: int, layer_norm: bool, activation: str, compute_dtype: str) -> jax.Array:
+    """One hidden layer, built inside a module's nn.compact: Dense, LayerNorm (unless off), activation."""
+    x = dense(width, compute_dtype)(x)
+    x = nn.LayerNorm()(x) if layer_norm else x
+    return nn.swish(x) if activation == "swish" else nn.relu(x)
 
 
 class ResidualBlock(nn.Module):
@@ -213,13 +218,9 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
-        act = nn.swish if self.activation == "swish" else nn.relu
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
-            h = dense(self.width, self.compute_dtype)(h)
-            if self.layer_norm:
-                h = nn.LayerNorm()(h)
-            h = act(h)
+            h = hidden(h, self.width, self.layer_norm, self.activation, self.compute_dtype)
         return (h + x if self.residual else h), None
 
 
@@ -234,11 +235,7 @@ class ResidualTrunk(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = nn.swish if self.activation == "swish" else nn.relu
-        x = dense(self.width, self.compute_dtype)(x)
-        if self.layer_norm:
-            x = nn.LayerNorm()(x)
-        x = act(x)
+        x = hidden(x, self.width, self.layer_norm, self.activation, self.compute_dtype)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4)
@@ -249,7 +246,6 @@ class ResidualTrunk(nn.Module):
 
 class Encoder(nn.Module):
     """phi(s, a) or psi(g): trunk + Dense(repr_dim)."""
-
     trunk: ResidualTrunk
     repr_dim: int
 
@@ -260,7 +256,6 @@ class Encoder(nn.Module):
 
 class Actor(nn.Module):
     """pi(a | s, g): trunk + mean head + log-std head (tanh-squashed into [-5, 2])."""
-
     trunk: ResidualTrunk
     action_size: int
 
@@ -287,8 +282,6 @@ def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
-
-
 # END SHARED BLOCK: network
 
 
@@ -368,8 +361,6 @@ def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_siz
     idx = order[jnp.arange(num_batches * batch_size) % num_valid]
     return {name: x[idx].reshape((num_batches, batch_size) + x.shape[1:])
             for name, x in data.items() if name in ("state", "action", "goal")}
-
-
 # END SHARED BLOCK: replay buffer
 
 
@@ -401,11 +392,8 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
 
 
 def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables in the
-    paper's form log(1 - tanh(u)^2 + 1e-6), not the exact log(1 - tanh(u)^2): the 1e-6 bounds each
-    dimension's correction at log(1e-6) ~ -13.8 when the action saturates (|u| > ~7), where the exact
-    term grows like -2|u| and pushes alpha's entropy estimate with it. The two agree to ~1e-6 / (1 -
-    a^2) elsewhere; deep actors start near saturation, which is where the paper's form matters."""
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the paper's tanh correction log(1 - tanh(u)^2
+    + 1e-6), bounded at log(1e-6) per dimension where a deep actor saturates (docs/implementation.md)."""
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
     log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
@@ -418,7 +406,6 @@ def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) ->
 @flax.struct.dataclass
 class Agent:
     """Everything one CRL learner owns: actor, critic (phi and psi), log(alpha), optimiser states."""
-
     actor_params: Any
     critic_params: Any  # {"phi": ..., "psi": ...}
     log_alpha: jax.Array
@@ -472,7 +459,6 @@ def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: flo
 def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
                     bc_coef: float = 0.0) -> Callable:
     """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
-
     def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
         (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
             agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
@@ -490,18 +476,15 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
         critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
         metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
         return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
-
     return update
 
 
 def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window: int, args: Args,
-              goal_slice: tuple[int, int],
-              batch_sharding: Optional[NamedSharding]) -> tuple[Any, dict, dict, jax.Array]:
+              goal_slice: tuple[int, int], batch_sharding: Optional[NamedSharding]) -> tuple:
     """One round of training on the buffer: one window per column relabelled (buffer_sample), shuffled into
-    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any
-    pytree that update maps (the collector-learner passes all its agents). batch_sharding: where each batch
-    lives when it is split across devices. Returns (agent, the mean of every update metric, the
-    relabelling's metrics, the next key)."""
+    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any pytree
+    that update maps (the collector-learner passes all its agents); batch_sharding: where each batch lives when split
+    across devices. Returns (agent, the mean of every update metric, the relabelling's metrics, the next key)."""
     key, key_sample, key_shuffle, key_sgd = jax.random.split(key, 4)
     data = buffer_sample(buf, key_sample, window, args.gamma, *goal_slice)
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
@@ -519,8 +502,6 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
 def all_finite(tree: Any) -> jax.Array:
     """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
-
-
 # END SHARED BLOCK: losses
 
 
@@ -550,7 +531,6 @@ def schedule(args: Args) -> tuple[int, int, int]:
 def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable, Callable]:
     """(collect, prefill) of one seed; ts.agent's actor is the one that acts."""
     obs_dim = env.env.obs_dim
-
     def collect(ts: TrainState) -> TrainState:
         """num_envs x unroll_length env steps of the stochastic actor, a = tanh(u) with
         u ~ N(mean(s, g), std(s, g)); inserts (state, action, episode id) into the buffer."""
@@ -562,7 +542,6 @@ def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable,
             action = sample_tanh_gaussian(key_act, mean, log_std)[0]
             next_state = env.step(env_state, action)
             return (next_state, key), (env_state.obs[:, :obs_dim], action, env_state.info["episode_id"])
-
         key, key_unroll = jax.random.split(ts.key)
         (env_state, _), (states, actions, episode_ids) = jax.lax.scan(
             env_step, (ts.env_state, key_unroll), None, length=args.unroll_length)
@@ -571,12 +550,10 @@ def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable,
                           env_steps=ts.env_steps + args.unroll_length * args.num_envs)
 
     def prefill(ts: TrainState) -> TrainState:
-        """min_replay_size steps per env with the current actor before training starts: at the start of a
-        run the untrained stochastic actor, as in the paper's code (so the prefill depends on depth:
-        deep actors start near saturation)."""
+        """min_replay_size steps per env with the current actor before training starts: at the start of a run the
+        untrained stochastic actor, as in the paper's code (so the prefill depends on depth: deep actors saturate)."""
         num_unrolls = -(-args.min_replay_size // args.unroll_length)
         return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts), ts)
-
     return collect, prefill
 # END SHARED BLOCK: collection
 
@@ -616,7 +593,6 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         for name, agent in {AGENTS[0]: ts.agent, **ts.learners}.items():
             metrics[f"{name}/train/params_finite"] = all_finite(agent)
         return ts, metrics
-
     return prefill, train_epoch
 
 
@@ -652,7 +628,6 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: dict[str, Networks]) -
                             f"{name}/eval/dist": jnp.mean(jnp.sum(dist[:, i], axis=0) / steps_alive[i]),
                             f"{name}/eval/episode_length": jnp.mean(steps_alive[i])})
         return metrics
-
     return evaluate
 
 
@@ -672,14 +647,9 @@ RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkp
 
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
-    error = (args.online_flags_error() or args.algorithm_flags_error()
-             or args.network_flags_error(depths=tuple(f"{name}_depth" for name in AGENTS))
-             or args.run_flags_error(split=("num_envs", "batch_size")))
-    if error:
-        return error
-    if args.num_seeds > 1 and args.render:
-        return f"--render works on one run: not with --num-seeds {args.num_seeds}"
-    return None
+    return (args.online_flags_error() or args.algorithm_flags_error()
+            or args.network_flags_error(depths=tuple(f"{name}_depth" for name in AGENTS))
+            or args.run_flags_error(split=("num_envs", "batch_size"), one_run=("render",)))
 
 
 def state_header(args: Args) -> dict:

@@ -1,18 +1,15 @@
 """Online contrastive RL (CRL) with residual networks that scale from 4 to 1024 layers.
 
-Reproduces "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching
-Capabilities" (Wang et al., NeurIPS 2025; arXiv 2503.14858), sections 4 and 5: self-supervised
-goal-conditioned RL, no rewards, no demonstrations. A critic of two encoders, phi(s, a) and psi(g), is
-trained with InfoNCE on hindsight-relabelled goals; a SAC-style actor maximises the critic's score.
+Reproduces "1000 Layer Networks for Self-Supervised RL: Scaling Depth Can Enable New Goal-Reaching Capabilities"
+(Wang et al., NeurIPS 2025; arXiv 2503.14858), sections 4-5: goal-conditioned RL with no rewards or demonstrations.
+A critic of two encoders, phi(s, a) and psi(g), learns by InfoNCE on relabelled goals; a SAC-style actor maximises it.
 
-Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update, training
-loop, evaluation, main (the whole run: state, fresh or --resume; jit; prefill; the epoch loop: train,
-evaluate, log, checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies
-only on their stated interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run
-directory, metrics of any names, checkpoints of any pytree, --resume; seeds, devices), crl_plots.py,
-crl_datasets.py, crl_estimate.py (--estimate, from the shapes of whatever state and programs it is given).
-SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely.
-"""
+Read it top to bottom: Args, network, replay buffer and relabelling, losses and the SGD update, training loop,
+evaluation, main (the whole run: state, fresh or --resume; jit; prefill; the epoch loop: train, evaluate, log,
+checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies only on their stated
+interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run directory, metrics of any names,
+checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py, crl_estimate.py (any state).
+SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely."""
 
 import dataclasses
 import math
@@ -39,9 +36,8 @@ from crl_runs import (Run, across_seeds, compile_all, describe, device_mesh, fla
 # ======================================== Args ====================================================
 @dataclasses.dataclass
 class Args(CriticPlotArgs):
-    """Flags of this script; the run flags (--seed, --track and wandb, --runs-dir, --checkpoint-every,
-    --resume, --num-seeds, --num-devices) are crl_runs.RunArgs', the --plot-critic flags (--load,
-    --plot-goal, --plot-out) crl_plots.CriticPlotArgs'. `--help` lists them all."""
+    """Flags of this script; the run flags (--seed, --track and wandb, --runs-dir, --checkpoint-every, --resume,
+    --num-seeds, --num-devices) are crl_runs.RunArgs', --plot-critic's crl_plots.CriticPlotArgs'; --help lists all."""
 
     # --- experiment and outputs ---
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -86,10 +82,9 @@ class Args(CriticPlotArgs):
         """One line on what is wrong with the environment, schedule and replay flags above, or None."""
         if self.env_id not in ENVS:
             return f"unknown --env-id {self.env_id!r}; valid ids: {', '.join(ENVS)}"
-        error = not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps", "num_epochs",
-                                    "unroll_length", "num_sgd_steps", "batch_size", "max_replay_size",
-                                    "min_replay_size"))
-        if error:
+        if error := not_positive(self, ("num_envs", "episode_length", "num_eval_envs", "total_env_steps",
+                                        "num_epochs", "unroll_length", "num_sgd_steps", "batch_size",
+                                        "max_replay_size", "min_replay_size")):
             return error
         if self.episode_length < 2:
             return f"--episode-length must be at least 2 (got {self.episode_length})"
@@ -177,12 +172,11 @@ class Args(CriticPlotArgs):
 
 # ======================================== Network =================================================
 # SHARED BLOCK: network (keep identical in all three scripts)
-# depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
-# identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
-# activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
-# holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
-# pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
-# LayerNorm, activations, the residual stream and every output stay float32.
+# depth = number of Dense layers in the residual blocks: input Dense+LN+act, then depth/4 identical blocks of
+# 4 x (Dense, LayerNorm, act) with the skip added after the block's last activation, then the output head(s).
+# nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth; --remat recomputes each
+# block's activations in the backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
+# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32.
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -190,6 +184,13 @@ def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Call
                      bias_init=nn.initializers.zeros,
                      dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
     return lambda x: layer(x).astype(jnp.float32)
+
+
+def hidden(x: jax.Array, width: int, layer_norm: bool, activation: str, compute_dtype: str) -> jax.Array:
+    """One hidden layer, built inside a module's nn.compact: Dense, LayerNorm (unless off), activation."""
+    x = dense(width, compute_dtype)(x)
+    x = nn.LayerNorm()(x) if layer_norm else x
+    return nn.swish(x) if activation == "swish" else nn.relu(x)
 
 
 class ResidualBlock(nn.Module):
@@ -201,13 +202,9 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
-        act = nn.swish if self.activation == "swish" else nn.relu
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
-            h = dense(self.width, self.compute_dtype)(h)
-            if self.layer_norm:
-                h = nn.LayerNorm()(h)
-            h = act(h)
+            h = hidden(h, self.width, self.layer_norm, self.activation, self.compute_dtype)
         return (h + x if self.residual else h), None
 
 
@@ -222,11 +219,7 @@ class ResidualTrunk(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = nn.swish if self.activation == "swish" else nn.relu
-        x = dense(self.width, self.compute_dtype)(x)
-        if self.layer_norm:
-            x = nn.LayerNorm()(x)
-        x = act(x)
+        x = hidden(x, self.width, self.layer_norm, self.activation, self.compute_dtype)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4)
@@ -237,7 +230,6 @@ class ResidualTrunk(nn.Module):
 
 class Encoder(nn.Module):
     """phi(s, a) or psi(g): trunk + Dense(repr_dim)."""
-
     trunk: ResidualTrunk
     repr_dim: int
 
@@ -248,7 +240,6 @@ class Encoder(nn.Module):
 
 class Actor(nn.Module):
     """pi(a | s, g): trunk + mean head + log-std head (tanh-squashed into [-5, 2])."""
-
     trunk: ResidualTrunk
     action_size: int
 
@@ -275,8 +266,6 @@ def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
-
-
 # END SHARED BLOCK: network
 
 
@@ -356,8 +345,6 @@ def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_siz
     idx = order[jnp.arange(num_batches * batch_size) % num_valid]
     return {name: x[idx].reshape((num_batches, batch_size) + x.shape[1:])
             for name, x in data.items() if name in ("state", "action", "goal")}
-
-
 # END SHARED BLOCK: replay buffer
 
 
@@ -389,11 +376,8 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
 
 
 def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables in the
-    paper's form log(1 - tanh(u)^2 + 1e-6), not the exact log(1 - tanh(u)^2): the 1e-6 bounds each
-    dimension's correction at log(1e-6) ~ -13.8 when the action saturates (|u| > ~7), where the exact
-    term grows like -2|u| and pushes alpha's entropy estimate with it. The two agree to ~1e-6 / (1 -
-    a^2) elsewhere; deep actors start near saturation, which is where the paper's form matters."""
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the paper's tanh correction log(1 - tanh(u)^2
+    + 1e-6), bounded at log(1e-6) per dimension where a deep actor saturates (docs/implementation.md)."""
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
     log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
@@ -406,7 +390,6 @@ def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) ->
 @flax.struct.dataclass
 class Agent:
     """Everything one CRL learner owns: actor, critic (phi and psi), log(alpha), optimiser states."""
-
     actor_params: Any
     critic_params: Any  # {"phi": ..., "psi": ...}
     log_alpha: jax.Array
@@ -460,7 +443,6 @@ def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: flo
 def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
                     bc_coef: float = 0.0) -> Callable:
     """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
-
     def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
         (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
             agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
@@ -478,18 +460,15 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
         critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
         metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
         return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
-
     return update
 
 
 def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window: int, args: Args,
-              goal_slice: tuple[int, int],
-              batch_sharding: Optional[NamedSharding]) -> tuple[Any, dict, dict, jax.Array]:
+              goal_slice: tuple[int, int], batch_sharding: Optional[NamedSharding]) -> tuple:
     """One round of training on the buffer: one window per column relabelled (buffer_sample), shuffled into
-    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any
-    pytree that update maps (the collector-learner passes all its agents). batch_sharding: where each batch
-    lives when it is split across devices. Returns (agent, the mean of every update metric, the
-    relabelling's metrics, the next key)."""
+    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any pytree
+    that update maps (the collector-learner passes all its agents); batch_sharding: where each batch lives when split
+    across devices. Returns (agent, the mean of every update metric, the relabelling's metrics, the next key)."""
     key, key_sample, key_shuffle, key_sgd = jax.random.split(key, 4)
     data = buffer_sample(buf, key_sample, window, args.gamma, *goal_slice)
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
@@ -507,9 +486,8 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
 def all_finite(tree: Any) -> jax.Array:
     """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
-
-
 # END SHARED BLOCK: losses
+
 
 # ======================================== Training loop ===========================================
 @flax.struct.dataclass
@@ -533,7 +511,6 @@ def schedule(args: Args) -> tuple[int, int, int]:
 def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable, Callable]:
     """(collect, prefill) of one seed; ts.agent's actor is the one that acts."""
     obs_dim = env.env.obs_dim
-
     def collect(ts: TrainState) -> TrainState:
         """num_envs x unroll_length env steps of the stochastic actor, a = tanh(u) with
         u ~ N(mean(s, g), std(s, g)); inserts (state, action, episode id) into the buffer."""
@@ -545,7 +522,6 @@ def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable,
             action = sample_tanh_gaussian(key_act, mean, log_std)[0]
             next_state = env.step(env_state, action)
             return (next_state, key), (env_state.obs[:, :obs_dim], action, env_state.info["episode_id"])
-
         key, key_unroll = jax.random.split(ts.key)
         (env_state, _), (states, actions, episode_ids) = jax.lax.scan(
             env_step, (ts.env_state, key_unroll), None, length=args.unroll_length)
@@ -554,12 +530,10 @@ def make_collect(args: Args, env: VecGoalEnv, nets: Networks) -> tuple[Callable,
                           env_steps=ts.env_steps + args.unroll_length * args.num_envs)
 
     def prefill(ts: TrainState) -> TrainState:
-        """min_replay_size steps per env with the current actor before training starts: at the start of a
-        run the untrained stochastic actor, as in the paper's code (so the prefill depends on depth:
-        deep actors start near saturation)."""
+        """min_replay_size steps per env with the current actor before training starts: at the start of a run the
+        untrained stochastic actor, as in the paper's code (so the prefill depends on depth: deep actors saturate)."""
         num_unrolls = -(-args.min_replay_size // args.unroll_length)
         return jax.lax.fori_loop(0, num_unrolls, lambda _, ts: collect(ts), ts)
-
     return collect, prefill
 # END SHARED BLOCK: collection
 
@@ -587,7 +561,6 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["train/params_finite"] = all_finite(ts.agent)
         return ts, metrics
-
     return prefill, train_epoch
 
 
@@ -595,9 +568,7 @@ def make_train_fns(args: Args, env: VecGoalEnv, nets: Networks, opts: Optimizers
 # SHARED BLOCK: evaluation (keep identical in crl_depth.py and crl_depth_offline.py)
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
     """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
-    deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
-    including the step that terminates it)."""
-
+    deterministic actor tanh(mean). Per-step metrics count while the episode is alive (to its terminating step)."""
     def evaluate(actor_params, key: jax.Array) -> dict:
         def step(carry, _):
             env_state, alive = carry
@@ -605,7 +576,6 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
             next_state = eval_env.step(env_state, jnp.tanh(mean))
             out = (alive * next_state.metrics["success"], alive * next_state.metrics["dist"], alive)
             return (next_state, alive * (1.0 - next_state.done)), out
-
         env_state = eval_env.reset(key)
         alive0 = jnp.ones(eval_env.num_envs)
         _, (success, dist, alive) = jax.lax.scan(step, (env_state, alive0), None, length=args.episode_length)
@@ -614,27 +584,22 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
                 "eval/success_any": jnp.mean(jnp.max(success, axis=0)),
                 "eval/dist": jnp.mean(jnp.sum(dist, axis=0) / steps_alive),
                 "eval/episode_length": jnp.mean(steps_alive)}
-
     return evaluate
 # END SHARED BLOCK: evaluation
 
 
 def critic_score(nets: Networks, actor_params, critic_params) -> Callable:
     """score(states, goals) = f(s, pi(s, g), g) with the deterministic actor: what --plot-critic draws."""
-
     def score(states: jax.Array, goals: jax.Array) -> jax.Array:
         action = jnp.tanh(nets.actor.apply(actor_params, jnp.concatenate([states, goals], -1))[0])
         sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([states, action], -1))
         return l2_energy_pairs(sa_repr, nets.psi.apply(critic_params["psi"], goals))
-
     return score
 
 
 def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Callable, str, str]]:
-    """--load: for a network config (NETWORK_FIELDS), its saved parameters' shapes, their critic score, a
-    panel title and the network in words."""
+    """--load: of a network config (NETWORK_FIELDS), the saved parameters' shapes, critic score, title, words."""
     spec = ENVS[args.env_id]
-
     def build(cfg: dict) -> tuple[Any, Callable, str, str]:
         actor_depth, critic_depth = cfg["actor_depth"] or cfg["depth"], cfg["critic_depth"] or cfg["depth"]
         nets = make_networks(actor_depth, critic_depth, cfg["width"], cfg["repr_dim"], action_size,
@@ -645,7 +610,6 @@ def critic_of(args: Args, action_size: int) -> Callable[[dict], tuple[Any, Calla
                 lambda params: critic_score(nets, params["actor"], params["critic"]),
                 f"critic depth {critic_depth}, width {cfg['width']}", f"actor depth {actor_depth}, critic depth "
                 f"{critic_depth}, width {cfg['width']}, repr dim {cfg['repr_dim']}, layer norm {cfg['layer_norm']}")
-
     return build
 
 
@@ -659,14 +623,10 @@ RESUMABLE_FIELDS = ("num_epochs", "total_env_steps", "checkpoint_every", "checkp
 
 def validate_args(args: Args) -> Optional[str]:
     """Returns one line describing what is wrong with args, or None."""
-    error = (args.online_flags_error() or args.algorithm_flags_error()
-             or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
-             or args.run_flags_error(split=("num_envs", "batch_size"))
-             or args.plot_flags_error(args.env_id))
-    one_run = [name for name in ("render", "save_buffer", "plot_critic") if getattr(args, name)]
-    if error or args.num_seeds == 1 or not one_run:
-        return error
-    return f"{flag(one_run[0])} works on one run: not with --num-seeds {args.num_seeds}"
+    return (args.online_flags_error() or args.algorithm_flags_error()
+            or args.network_flags_error(depths=("depth", "actor_depth", "critic_depth"))
+            or args.run_flags_error(split=("num_envs", "batch_size"), one_run=("render", "save_buffer", "plot_critic"))
+            or args.plot_flags_error(args.env_id))
 
 
 def state_header(args: Args) -> dict:
@@ -730,8 +690,7 @@ def main(args: Args) -> Optional[dict]:
                           buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
                           key=key, env_steps=jnp.zeros((), jnp.int32))
 
-    def actor_params(ts: TrainState) -> Any:  # what acts in the evaluation
-        return ts.agent.actor_params
+    actor_params = lambda ts: ts.agent.actor_params  # noqa: E731 (what acts in the evaluation)
 
 # SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
     start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed

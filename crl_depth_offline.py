@@ -162,12 +162,11 @@ class Args(RunArgs):
 
 # ======================================== Network =================================================
 # SHARED BLOCK: network (keep identical in all three scripts)
-# depth = number of Dense layers inside the residual blocks: input Dense+LN+act, then depth/4
-# identical blocks of 4 x (Dense, LayerNorm, act) with the skip added after the block's last
-# activation, then the output head(s). The blocks are stacked with nn.scan, so the compiled graph
-# holds ONE block whatever the depth; --remat recomputes each block's activations in the backward
-# pass instead of storing them. compute_dtype "bfloat16" runs the matmuls in bfloat16; parameters,
-# LayerNorm, activations, the residual stream and every output stay float32.
+# depth = number of Dense layers in the residual blocks: input Dense+LN+act, then depth/4 identical blocks of
+# 4 x (Dense, LayerNorm, act) with the skip added after the block's last activation, then the output head(s).
+# nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth; --remat recomputes each
+# block's activations in the backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
+# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32.
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -175,6 +174,13 @@ def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Call
                      bias_init=nn.initializers.zeros,
                      dtype=jnp.dtype(compute_dtype), param_dtype=jnp.float32, name=name)
     return lambda x: layer(x).astype(jnp.float32)
+
+
+def hidden(x: jax.Array, width: int, layer_norm: bool, activation: str, compute_dtype: str) -> jax.Array:
+    """One hidden layer, built inside a module's nn.compact: Dense, LayerNorm (unless off), activation."""
+    x = dense(width, compute_dtype)(x)
+    x = nn.LayerNorm()(x) if layer_norm else x
+    return nn.swish(x) if activation == "swish" else nn.relu(x)
 
 
 class ResidualBlock(nn.Module):
@@ -186,13 +192,9 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
-        act = nn.swish if self.activation == "swish" else nn.relu
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
-            h = dense(self.width, self.compute_dtype)(h)
-            if self.layer_norm:
-                h = nn.LayerNorm()(h)
-            h = act(h)
+            h = hidden(h, self.width, self.layer_norm, self.activation, self.compute_dtype)
         return (h + x if self.residual else h), None
 
 
@@ -207,11 +209,7 @@ class ResidualTrunk(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = nn.swish if self.activation == "swish" else nn.relu
-        x = dense(self.width, self.compute_dtype)(x)
-        if self.layer_norm:
-            x = nn.LayerNorm()(x)
-        x = act(x)
+        x = hidden(x, self.width, self.layer_norm, self.activation, self.compute_dtype)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4)
@@ -222,7 +220,6 @@ class ResidualTrunk(nn.Module):
 
 class Encoder(nn.Module):
     """phi(s, a) or psi(g): trunk + Dense(repr_dim)."""
-
     trunk: ResidualTrunk
     repr_dim: int
 
@@ -233,7 +230,6 @@ class Encoder(nn.Module):
 
 class Actor(nn.Module):
     """pi(a | s, g): trunk + mean head + log-std head (tanh-squashed into [-5, 2])."""
-
     trunk: ResidualTrunk
     action_size: int
 
@@ -260,8 +256,6 @@ def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
-
-
 # END SHARED BLOCK: network
 
 
@@ -341,8 +335,6 @@ def shuffle_into_batches(key: jax.Array, data: dict, num_batches: int, batch_siz
     idx = order[jnp.arange(num_batches * batch_size) % num_valid]
     return {name: x[idx].reshape((num_batches, batch_size) + x.shape[1:])
             for name, x in data.items() if name in ("state", "action", "goal")}
-
-
 # END SHARED BLOCK: replay buffer
 
 
@@ -374,11 +366,8 @@ def infonce_loss(logits: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array
 
 
 def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the tanh change of variables in the
-    paper's form log(1 - tanh(u)^2 + 1e-6), not the exact log(1 - tanh(u)^2): the 1e-6 bounds each
-    dimension's correction at log(1e-6) ~ -13.8 when the action saturates (|u| > ~7), where the exact
-    term grows like -2|u| and pushes alpha's entropy estimate with it. The two agree to ~1e-6 / (1 -
-    a^2) elsewhere; deep actors start near saturation, which is where the paper's form matters."""
+    """a = tanh(u), u ~ N(mean, std); returns (a, log pi(a)) with the paper's tanh correction log(1 - tanh(u)^2
+    + 1e-6), bounded at log(1e-6) per dimension where a deep actor saturates (docs/implementation.md)."""
     std = jnp.exp(log_std)
     u = mean + std * jax.random.normal(key, mean.shape)
     log_prob_u = -0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
@@ -391,7 +380,6 @@ def sample_tanh_gaussian(key: jax.Array, mean: jax.Array, log_std: jax.Array) ->
 @flax.struct.dataclass
 class Agent:
     """Everything one CRL learner owns: actor, critic (phi and psi), log(alpha), optimiser states."""
-
     actor_params: Any
     critic_params: Any  # {"phi": ..., "psi": ...}
     log_alpha: jax.Array
@@ -445,7 +433,6 @@ def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: flo
 def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
                     bc_coef: float = 0.0) -> Callable:
     """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
-
     def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
         (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
             agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
@@ -463,18 +450,15 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
         critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
         metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
         return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
-
     return update
 
 
 def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window: int, args: Args,
-              goal_slice: tuple[int, int],
-              batch_sharding: Optional[NamedSharding]) -> tuple[Any, dict, dict, jax.Array]:
+              goal_slice: tuple[int, int], batch_sharding: Optional[NamedSharding]) -> tuple:
     """One round of training on the buffer: one window per column relabelled (buffer_sample), shuffled into
-    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any
-    pytree that update maps (the collector-learner passes all its agents). batch_sharding: where each batch
-    lives when it is split across devices. Returns (agent, the mean of every update metric, the
-    relabelling's metrics, the next key)."""
+    args.num_sgd_steps batches of args.batch_size, one update(agent, batch, key) on each in turn. agent: any pytree
+    that update maps (the collector-learner passes all its agents); batch_sharding: where each batch lives when split
+    across devices. Returns (agent, the mean of every update metric, the relabelling's metrics, the next key)."""
     key, key_sample, key_shuffle, key_sgd = jax.random.split(key, 4)
     data = buffer_sample(buf, key_sample, window, args.gamma, *goal_slice)
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
@@ -492,8 +476,6 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
 def all_finite(tree: Any) -> jax.Array:
     """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
-
-
 # END SHARED BLOCK: losses
 
 
@@ -577,7 +559,6 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["train/params_finite"] = all_finite(ts.agent)
         return ts, metrics
-
     return train_epoch
 
 
@@ -585,9 +566,7 @@ def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: in
 # SHARED BLOCK: evaluation (keep identical in crl_depth.py and crl_depth_offline.py)
 def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
     """The evaluation of one seed: one episode of episode_length steps on every eval env, fresh starts and goals, the
-    deterministic actor tanh(mean). Per-step metrics count while the episode is alive (up to and
-    including the step that terminates it)."""
-
+    deterministic actor tanh(mean). Per-step metrics count while the episode is alive (to its terminating step)."""
     def evaluate(actor_params, key: jax.Array) -> dict:
         def step(carry, _):
             env_state, alive = carry
@@ -595,7 +574,6 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
             next_state = eval_env.step(env_state, jnp.tanh(mean))
             out = (alive * next_state.metrics["success"], alive * next_state.metrics["dist"], alive)
             return (next_state, alive * (1.0 - next_state.done)), out
-
         env_state = eval_env.reset(key)
         alive0 = jnp.ones(eval_env.num_envs)
         _, (success, dist, alive) = jax.lax.scan(step, (env_state, alive0), None, length=args.episode_length)
@@ -604,7 +582,6 @@ def make_evaluate(args: Args, eval_env: VecGoalEnv, nets: Networks) -> Callable:
                 "eval/success_any": jnp.mean(jnp.max(success, axis=0)),
                 "eval/dist": jnp.mean(jnp.sum(dist, axis=0) / steps_alive),
                 "eval/episode_length": jnp.mean(steps_alive)}
-
     return evaluate
 # END SHARED BLOCK: evaluation
 
@@ -639,7 +616,6 @@ def make_ogbench_evaluate(args: Args, envs: list, nets: Networks) -> Callable:
                 break
         return {"eval/time_at_goal": float(at_goal.mean()), "eval/success_any": float(np.mean(at_goal > 0)),
                 "eval/episode_length": float(steps.mean())}
-
     return evaluate
 
 
@@ -692,7 +668,6 @@ def evaluation_fn(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[lis
     def evaluate(actor_params, keys: jax.Array) -> dict:
         outs = [ogbench_evaluate(jax.tree.map(lambda x: x[i], actor_params), keys[i]) for i in range(args.num_seeds)]
         return {k: np.array([out[k] for out in outs]) for k in outs[0]}
-
     return evaluate
 
 

@@ -72,9 +72,10 @@ class RunArgs:
     of the state, and XLA's memory and cost analysis of each program compiled for this backend from the
     shapes alone (also with --remat, when it is not set)"""
 
-    def run_flags_error(self, split: tuple[str, ...] = ()) -> Optional[str]:
+    def run_flags_error(self, split: tuple[str, ...] = (), one_run: tuple[str, ...] = ()) -> Optional[str]:
         """One line on what is wrong with the flags above, or None. split: the script's flags whose work
-        is split across the devices (each a multiple of their number)."""
+        is split across the devices (each a multiple of their number); one_run: its flags that work on one
+        run only (not with --num-seeds above 1)."""
         error = not_positive(self, ("checkpoint_every", "num_seeds"))
         if error:
             return error
@@ -87,6 +88,9 @@ class RunArgs:
             if getattr(self, name) % num_devices:
                 return (f"{flag(name)} ({getattr(self, name)}) must be a multiple of the number of devices "
                         f"({num_devices}{'' if self.num_devices else ', all local ones; set --num-devices'})")
+        given = [name for name in one_run if getattr(self, name)]
+        if given and self.num_seeds > 1:
+            return f"{flag(given[0])} works on one run: not with --num-seeds {self.num_seeds}"
         return None
 
 
