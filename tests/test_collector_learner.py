@@ -24,7 +24,7 @@ import crl_runs as R
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_collector_learner.py")
 # valid tiny settings: 80 prefill env steps, then 2 training steps of 40 env steps in one epoch
-TINY = dict(env_id="reacher", num_envs=4, episode_length=20, num_eval_envs=2, total_env_steps=160, num_epochs=1,
+TINY = dict(env_id="point_u_maze", num_envs=4, episode_length=20, num_eval_envs=2, total_env_steps=160, num_epochs=1,
             unroll_length=10, num_sgd_steps=2, batch_size=16, max_replay_size=60, min_replay_size=20, width=16,
             collector_depth=4, deep_learner_depth=8, shallow_learner_depth=4)
 
@@ -172,7 +172,7 @@ def test_tiny_end_to_end_run_writes_three_metric_families_and_plot(tmp_path, com
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = list(runs_dir.iterdir())
-    assert run_dir.name.startswith("reacher__crl_collector_learner__1__")
+    assert run_dir.name.startswith("point_u_maze__crl_collector_learner__1__")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]
     assert records[2]["env_steps"] > records[1]["env_steps"] > records[0]["env_steps"]

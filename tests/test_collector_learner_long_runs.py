@@ -24,7 +24,7 @@ from tests.run_dir_helpers import (checksummed, edit_args, error_lines, metrics,
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/test_collector_learner.py's tiny settings (the same programs, which the session's JAX cache then
 # holds): 80 prefill env steps, then 4 epochs of 2 training steps of 40 env steps
-TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
+TINY = ["--env-id", "point_u_maze", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
         "--total-env-steps", "400", "--num-epochs", "4", "--unroll-length", "10", "--num-sgd-steps", "2",
         "--batch-size", "16", "--max-replay-size", "60", "--min-replay-size", "20", "--width", "16",
         "--collector-depth", "4", "--deep-learner-depth", "8", "--shallow-learner-depth", "4",
@@ -156,7 +156,7 @@ def _drop_learner(run_dir):
     replace_state(run_dir, checksummed(R.STATE_MAGIC, payload))
 
 
-THIS_RUN = "env reacher collector depth 4 deep learner depth 8 shallow learner depth 4 width 16"
+THIS_RUN = "env point_u_maze collector depth 4 deep learner depth 8 shallow learner depth 4 width 16"
 # (flags, how to spoil the copied run directory, words of the one error line); exit status 2 for all
 BAD = [
     (["--checkpoint-every", "0"], None, "--checkpoint-every must be positive (got 0)"),
@@ -165,7 +165,7 @@ BAD = [
     (["--collector-depth", "32"], None, "--collector-depth 32 conflicts with the run's 4"),  # the default, given
     (["--width", "32"], None, "--width 32 conflicts with the run's 16"),
     (["--no-layer-norm"], None, "--layer-norm False conflicts with the run's True"),
-    (["--env-id", "ant"], None, "--env-id ant conflicts with the run's reacher"),
+    (["--env-id", "ant"], None, "--env-id ant conflicts with the run's point_u_maze"),
     (["--critic-lr", "0.1"], None, "--critic-lr 0.1 conflicts with the run's 0.0003"),
     (["--num-epochs", "8"], None, "change the run's epoch (2 training steps); change both together"),
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
@@ -181,7 +181,7 @@ BAD = [
     ([], lambda d, t: _foreign_format(d), "is a 'crl_depth_state' checkpoint, not a 'crl_collector_learner_state' one"),
     ([], lambda d, t: _drop_learner(d), "does not fit this run: learners/shallow_learner/"),
     ([], lambda d, t: edit_args(d, deep_learner_depth=16),
-     f"is for {THIS_RUN}, this run is env reacher collector depth 4 deep learner depth 16 shallow learner depth 4 "
+     f"is for {THIS_RUN}, this run is env point_u_maze collector depth 4 deep learner depth 16 shallow learner depth 4 "
      f"width 16 (differs in: deep_learner_depth)"),
     ([], lambda d, t: edit_args(d, env_id="ant"), f"is for {THIS_RUN}, this run is env ant"),
     ([], lambda d, t: (d / "args.json").write_text("{not json"), "cannot read args.json"),
@@ -226,7 +226,7 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
     args = C.cli(["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "720", "--no-checkpoint-buffer",
                   "--plot"])
     assert (args.num_epochs, args.total_env_steps) == (8, 720) and args.resume == str(straight_run)
-    assert not args.checkpoint_buffer and args.plot and args.env_id == "reacher" and args.width == 16
+    assert not args.checkpoint_buffer and args.plot and args.env_id == "point_u_maze" and args.width == 16
 
 
 def test_unwritable_run_directory_is_refused(tmp_path, cache):

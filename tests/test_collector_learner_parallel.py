@@ -24,7 +24,7 @@ from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_collector_learner.py")
 # 80 prefill env steps, then 2 epochs of 2 training steps of 40 env steps
-TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
+TINY = ["--env-id", "point_u_maze", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
         "--total-env-steps", "240", "--num-epochs", "2", "--unroll-length", "10", "--num-sgd-steps", "2",
         "--batch-size", "16", "--max-replay-size", "60", "--min-replay-size", "20", "--width", "16",
         "--collector-depth", "4", "--deep-learner-depth", "8", "--shallow-learner-depth", "4"]
@@ -73,12 +73,12 @@ def test_two_seeds_in_one_process_equal_two_single_runs(single, two_seeds):
     run_dir, records, stdout = two_seeds
     assert run_line(stdout).endswith("| seeds 1, 2 in one process")
     assert "time at goal (collector/deep/shallow, mean of 2 seeds)" in stdout
-    assert os.path.basename(run_dir).startswith("reacher__crl_collector_learner__1-2__")
+    assert os.path.basename(run_dir).startswith("point_u_maze__crl_collector_learner__1-2__")
     assert_seeds_are_single_runs(run_dir, records, single, _assert_same_run)
     assert records[-1]["deep_learner/losses/critic"] != records[-2]["deep_learner/losses/critic"]
     assert set(load_params(os.path.join(run_dir, "checkpoint_seed2.msgpack"))) == set(C.AGENTS)
     # a single run keeps its names: seed in the run name, checkpoint.msgpack, a seed field per record
-    assert os.path.basename(single[2][0]).startswith("reacher__crl_collector_learner__2__")
+    assert os.path.basename(single[2][0]).startswith("point_u_maze__crl_collector_learner__2__")
     assert [r["seed"] for r in single[2][1]] == [2, 2, 2]
 
 
