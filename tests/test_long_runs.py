@@ -22,7 +22,7 @@ from tests.run_dir_helpers import (edit_args, error_lines, metrics, npz_bytes, r
                                    truncate)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
+TINY = ["--env-id", "point_u_maze", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
         "--total-env-steps", "2000", "--num-epochs", "4", "--unroll-length", "10", "--num-sgd-steps", "2",
         "--batch-size", "16", "--max-replay-size", "60", "--min-replay-size", "20", "--width", "16",
         "--depth", "8", "--checkpoint-every", "1"]
@@ -118,7 +118,7 @@ BAD = [
     (["--depth", "16"], None, "--depth 16 conflicts with the run's 8"),
     (["--depth", "4"], None, "--depth 4 conflicts with the run's 8"),  # the default, given explicitly
     (["--no-layer-norm"], None, "--layer-norm False conflicts with the run's True"),
-    (["--env-id", "ant"], None, "--env-id ant conflicts with the run's reacher"),
+    (["--env-id", "ant"], None, "--env-id ant conflicts with the run's point_u_maze"),
     (["--critic-lr", "0.1"], None, "--critic-lr 0.1 conflicts with the run's 0.0003"),
     (["--num-seeds", "2"], None, "--num-seeds 2 conflicts with the run's 1"),
     (["--compute-dtype", "bfloat16"], None, "--compute-dtype bfloat16 conflicts with the run's float32"),
@@ -131,9 +131,9 @@ BAD = [
      "is a 'crl_depth_networks' checkpoint, not a 'crl_depth_state' one"),
     ([], lambda d, t: replace_state(d, npz_bytes(t)), "is not a crl_depth state checkpoint (wrong magic bytes)"),
     ([], lambda d, t: replace_state(d, right_magic_wrong_payload(R.STATE_MAGIC)), "is not a readable state checkpoint"),
-    ([], lambda d, t: edit_args(d, depth=4), "is for env reacher actor depth 8 critic depth 8 width 16, this run is "
-                                              "env reacher actor depth 4 critic depth 4 width 16"),
-    ([], lambda d, t: edit_args(d, env_id="ant"), "is for env reacher actor depth 8 critic depth 8 width 16, this "
+    ([], lambda d, t: edit_args(d, depth=4), "is for env point_u_maze actor depth 8 critic depth 8 width 16, this run "
+                                              "is env point_u_maze actor depth 4 critic depth 4 width 16"),
+    ([], lambda d, t: edit_args(d, env_id="ant"), "is for env point_u_maze actor depth 8 critic depth 8 width 16, this "
                                                    "run is env ant"),
     ([], lambda d, t: (d / "args.json").write_text("{not json"), "cannot read args.json"),
     ([], lambda d, t: edit_args(d, no_such_flag=1), "args.json is not a crl_depth.py args file"),
@@ -161,7 +161,7 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
     assert args.num_epochs == 8 and args.depth == 8 and args.width == 16 and args.track
     assert C.schedule(args)[2] == 12
     args = C.cli(["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "3920", "--no-checkpoint-buffer"])
-    assert args.num_epochs == 8 and not args.checkpoint_buffer and args.env_id == "reacher" and args.depth == 8
+    assert args.num_epochs == 8 and not args.checkpoint_buffer and args.env_id == "point_u_maze" and args.depth == 8
 
 
 def test_extending_a_run_from_the_command_line(straight_run, tmp_path, cache):

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 20
-# tests/test_long_runs.py's tiny reacher run (12 training steps per epoch), with 20 epochs
+# tests/test_e2e.py's tiny reacher run (12 training steps per epoch), with 20 epochs
 TINY = ("--num-envs 4 --episode-length 20 --num-eval-envs 2 --num-epochs 20 --unroll-length 10 --num-sgd-steps 2 "
         "--batch-size 16 --max-replay-size 60 --min-replay-size 20 --width 16 --checkpoint-every 1")
 STEPS = str(80 + EPOCHS * 12 * 40)  # prefill (20 steps x 4 envs) + 20 epochs of 12 x 40 env steps
