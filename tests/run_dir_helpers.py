@@ -31,8 +31,8 @@ def subprocess_env(cache=None, **extra):
     loaded from the persistent cache hangs in its collectives until XLA aborts the process (seen with
     the offline epoch), so such a run neither reads nor writes the cache."""
     env = dict(os.environ, **extra)
-    if extra.get("XLA_FLAGS") and "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
-        env["XLA_FLAGS"] = f"{extra['XLA_FLAGS']} {os.environ['XLA_FLAGS']}"  # forced devices, and the session's
+    if extra.get("XLA_FLAGS"):  # e.g. forced devices, with the session's flags (tests/conftest.py)
+        env["XLA_FLAGS"] = f"{extra['XLA_FLAGS']} {os.environ.get('XLA_FLAGS', '')}".strip()
     if "xla_force_host_platform_device_count" in env.get("XLA_FLAGS", ""):
         env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return env

@@ -50,7 +50,7 @@ def fork(directory, script, name, edits):
 
 
 # the fork's run, then its --resume, in one interpreter (one import of jax, not two), from the fork's
-# directory, with XLA's optimisation passes off (the compiles take about 40% less CPU time)
+# directory, with the session's XLA flags (tests/conftest.py: XLA's optimisation passes off)
 DRIVER = """import glob, json, runpy, sys
 script, flags, resume_flags = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 sys.argv = [script, *flags]
@@ -59,13 +59,12 @@ runpy.run_path(script, run_name="__main__")
 sys.argv = [script, "--resume", run_dir, *resume_flags]
 runpy.run_path(script, run_name="__main__")
 """
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def run_and_resume(path, flags, resume_flags, **env):
     """Runs the fork for one epoch (its checkpoint is written after it, the last epoch), then --resume
     for one more; returns (the run directory, its metrics.jsonl records, the output of both)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"XLA_FLAGS": FAST_COMPILE} | env
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | env
     proc = subprocess.run([sys.executable, "-c", DRIVER, path.name, json.dumps(flags), json.dumps(resume_flags)],
                           capture_output=True, text=True, timeout=900, cwd=path.parent, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
