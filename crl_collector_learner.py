@@ -190,8 +190,9 @@ class Args(RunArgs):
 # SHARED BLOCK: network (keep identical in all three scripts)
 # depth = number of Dense layers in the residual blocks: input Dense+LN+act, then depth/4 identical blocks of
 # 4 x (Dense, LayerNorm, act) with the skip added after the block's last activation, then the output head(s).
-# nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth; --remat recomputes each
-# block's activations in the backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
+# nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth (`unroll` of them per trip
+# of its loop: fewer trips, a graph still flat in depth); --remat recomputes each block's activations in the
+# backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
 # in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32.
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
@@ -232,13 +233,14 @@ class ResidualTrunk(nn.Module):
     residual: bool = True
     remat: bool = False
     compute_dtype: str = "float32"
+    unroll: int = 2  # blocks per trip of the scan's loop (no effect on the numbers; see docs/results.md)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = hidden(x, self.width, self.layer_norm, self.activation, self.compute_dtype)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                         length=self.depth // 4)
+                         length=self.depth // 4, unroll=min(self.unroll, self.depth // 4))
         x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype,
                       name="blocks")(x, None)
         return x
@@ -276,9 +278,9 @@ class Networks(NamedTuple):
 
 def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
                   layer_norm: bool = True, activation: str = "swish", residual: bool = True,
-                  remat: bool = False, compute_dtype: str = "float32") -> Networks:
+                  remat: bool = False, compute_dtype: str = "float32", unroll: int = 2) -> Networks:
     def trunk(depth):
-        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype)
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype, unroll)
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
@@ -431,41 +433,83 @@ def agent_init(key: jax.Array, nets: Networks, opts: Optimizers, obs_dim: int, g
                  opts.critic.init(critic_params), opts.alpha.init(log_alpha))
 
 
-def critic_loss_fn(critic_params, nets: Networks, batch: dict, logsumexp_penalty: float):
-    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], batch["action"]], -1))
-    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
+def critic_loss_fn(sa_repr: jax.Array, g_repr: jax.Array, logsumexp_penalty: float) -> tuple[jax.Array, dict]:
+    """InfoNCE over the batch: phi(s_i, a_i) of the data's actions against psi(g_j); the positives are the
+    batch's own relabelled goals (j = i), the other rows' goals the negatives."""
     return infonce_loss(l2_energy_matrix(sa_repr, g_repr), logsumexp_penalty)
 
 
-def actor_loss_fn(actor_params, critic_params, log_alpha, nets: Networks, batch: dict, key: jax.Array,
-                  bc_coef: float = 0.0):
-    """mean(alpha * log pi(a|s,g) - f(s, a, g)), a ~ pi, on the batch's relabelled goals; plus
-    bc_coef * mean ||a - a_data||^2 (behaviour cloning, used offline; 0 online)."""
-    mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
-    action, log_prob = sample_tanh_gaussian(key, mean, log_std)
-    sa_repr = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], action], -1))
-    g_repr = nets.psi.apply(critic_params["psi"], batch["goal"])
-    q = l2_energy_pairs(sa_repr, g_repr)
-    bc = jnp.mean(jnp.sum((action - batch["action"]) ** 2, axis=-1))
+def actor_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, sa_pi_repr: jax.Array, g_repr: jax.Array,
+                  action: jax.Array, data_action: jax.Array, bc_coef: float = 0.0) -> tuple[jax.Array, dict]:
+    """mean(alpha * log pi(a|s,g) - f(s, a, g)), a ~ pi (sa_pi_repr = phi(s, a)), on the batch's relabelled goals;
+    plus bc_coef * mean ||a - a_data||^2 (behaviour cloning, used offline; 0 online)."""
+    q = l2_energy_pairs(sa_pi_repr, g_repr)
+    bc = jnp.mean(jnp.sum((action - data_action) ** 2, axis=-1))
     loss = jnp.mean(jnp.exp(log_alpha) * log_prob - q) + bc_coef * bc
     return loss, {"losses/actor": loss, "actor/entropy": -jnp.mean(log_prob), "actor/q": jnp.mean(q),
-                  "actor/bc_mse": bc, "_log_prob": log_prob}
+                  "actor/bc_mse": bc}
 
 
 def alpha_loss_fn(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
     return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-log_prob - target_entropy))
 
 
+def apply_stacked(calls: list[tuple[nn.Module, Any, jax.Array]]) -> list[jax.Array]:
+    """[module.apply(params, x) for module, params, x in calls] as ONE vmapped apply where the calls share their
+    module: the parameters stacked on a leading axis, so each layer is one batched matmul and the trunk one loop
+    for all. Inputs of other widths are zero-padded to the widest, and the input layer's kernel rows with them
+    (zero features times zero rows add nothing). Calls that differ in any other way (a fork's psi of another
+    shape) run one by one."""
+    modules, params, inputs = zip(*calls)
+    width, widths = max(x.shape[-1] for x in inputs), {x.shape[-1] for x in inputs}
+
+    def stackable(*leaves):  # equal, or the input layer's kernel: [input width, features]
+        return all(x.shape == leaves[0].shape for x in leaves) or all(
+            x.ndim == 2 and x.shape[0] in widths and x.shape[1] == leaves[0].shape[1] for x in leaves)
+
+    def stack(*leaves):
+        if all(x.shape == leaves[0].shape for x in leaves):
+            return jnp.stack(leaves)
+        return jnp.stack([jnp.pad(x, ((0, width - x.shape[0]), (0, 0))) for x in leaves])
+
+    if (any(m != modules[0] for m in modules) or any(jax.tree.structure(p) != jax.tree.structure(params[0])
+                                                   for p in params)
+            or not all(jax.tree.leaves(jax.tree.map(stackable, *params)))):
+        return [m.apply(p, x) for m, p, x in calls]
+    xs = jnp.stack([jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])]) for x in inputs])
+    return list(jax.vmap(modules[0].apply)(jax.tree.map(stack, *params), xs))
+
+
+def sgd_losses(params: tuple, nets: Networks, batch: dict, key: jax.Array, target_entropy: float,
+               logsumexp_penalty: float, bc_coef: float = 0.0) -> tuple[jax.Array, dict]:
+    """The actor, critic and alpha losses of one SGD step, summed so that ONE backward pass gives each parameter
+    set the gradient of its own loss alone: stop-gradients keep the critic (phi, psi) and log(alpha) out of the
+    actor loss, and the actor out of the alpha loss. params: (actor, critic {"phi", "psi"}, log_alpha).
+    The trunks run in two passes: the actor; then phi(s, a_data), psi(g) and phi(s, a ~ pi) stacked in one."""
+    actor_params, critic_params, log_alpha = params
+    mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+    action, log_prob = sample_tanh_gaussian(key, mean, log_std)
+    phi_fixed = jax.lax.stop_gradient(critic_params["phi"])  # the actor loss moves the actor, not phi
+    sa_repr, g_repr, sa_pi_repr = apply_stacked([
+        (nets.phi, critic_params["phi"], jnp.concatenate([batch["state"], batch["action"]], -1)),
+        (nets.psi, critic_params["psi"], batch["goal"]),
+        (nets.phi, phi_fixed, jnp.concatenate([batch["state"], action], -1))])
+    critic_loss, critic_m = critic_loss_fn(sa_repr, g_repr, logsumexp_penalty)
+    actor_loss, actor_m = actor_loss_fn(jax.lax.stop_gradient(log_alpha), log_prob, sa_pi_repr,
+                                        jax.lax.stop_gradient(g_repr), action, batch["action"], bc_coef)
+    alpha_loss = alpha_loss_fn(log_alpha, log_prob, target_entropy)
+    return actor_loss + alpha_loss + critic_loss, {**actor_m, **critic_m, "losses/alpha": alpha_loss,
+                                                   "actor/alpha": jnp.exp(log_alpha)}
+
+
 def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, logsumexp_penalty: float,
                     bc_coef: float = 0.0) -> Callable:
-    """One SGD step on one batch: actor and alpha first, then the critic. No target networks."""
+    """One SGD step on one batch: actor, alpha and critic from one set of losses at the step's parameters
+    (the actor loss sees the critic as it was before this step's critic update). No target networks."""
     def update(agent: Agent, batch: dict, key: jax.Array) -> tuple[Agent, dict]:
-        (_, actor_m), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(
-            agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)
-        log_prob = actor_m.pop("_log_prob")
-        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(agent.log_alpha, log_prob, target_entropy)
-        (_, critic_m), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            agent.critic_params, nets, batch, logsumexp_penalty)
+        (actor_grads, critic_grads, alpha_grad), metrics = jax.grad(sgd_losses, has_aux=True)(
+            (agent.actor_params, agent.critic_params, agent.log_alpha), nets, batch, key, target_entropy,
+            logsumexp_penalty, bc_coef)
 
         def apply(opt, grads, opt_state, params):
             updates, opt_state = opt.update(grads, opt_state, params)
@@ -474,7 +518,6 @@ def make_sgd_update(nets: Networks, opts: Optimizers, target_entropy: float, log
         actor_params, actor_opt = apply(opts.actor, actor_grads, agent.actor_opt, agent.actor_params)
         log_alpha, alpha_opt = apply(opts.alpha, alpha_grad, agent.alpha_opt, agent.log_alpha)
         critic_params, critic_opt = apply(opts.critic, critic_grads, agent.critic_opt, agent.critic_params)
-        metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}
         return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics
     return update
 

@@ -90,10 +90,10 @@ def test_fixed_entropy_coefficient(tmp_path):
         ("    alpha: optax.GradientTransformation\n", ""),
         ("    log_alpha = jnp.zeros(())\n", "    log_alpha = jnp.full((), math.log(0.05))  # fixed\n"),
         ("opts.critic.init(critic_params), opts.alpha.init(log_alpha))", "opts.critic.init(critic_params))"),
-        ("        alpha_loss, alpha_grad = jax.value_and_grad(alpha_loss_fn)(agent.log_alpha, log_prob, target_entropy)\n",
-         ""),
+        ("    alpha_loss = alpha_loss_fn(log_alpha, log_prob, target_entropy)\n", ""),
+        ("    return actor_loss + alpha_loss + critic_loss, ", "    return actor_loss + critic_loss, "),
         ("        log_alpha, alpha_opt = apply(opts.alpha, alpha_grad, agent.alpha_opt, agent.log_alpha)\n", ""),
-        ('"losses/alpha": alpha_loss, ', ""),
+        ('"losses/alpha": alpha_loss,', ""),
         ("Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt)",
          "Agent(actor_params, critic_params, agent.log_alpha, actor_opt, critic_opt)"),
         ("optax.adam(args.critic_lr), optax.adam(args.alpha_lr))", "optax.adam(args.critic_lr))"),
@@ -126,13 +126,19 @@ def test_target_critic(tmp_path):
         ("    alpha_opt: Any\n", "    alpha_opt: Any\n    target_critic_params: Any  # Polyak average of critic_params\n"),
         ("opts.critic.init(critic_params), opts.alpha.init(log_alpha))",
          "opts.critic.init(critic_params), opts.alpha.init(log_alpha), critic_params)"),
-        ("agent.actor_params, agent.critic_params, agent.log_alpha, nets, batch, key, bc_coef)",
-         "agent.actor_params, agent.target_critic_params, agent.log_alpha, nets, batch, key, bc_coef)"),
-        ('        metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha)}\n'
-         "        return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics\n",
+        ("    actor_params, critic_params, log_alpha = params\n",
+         "    actor_params, critic_params, log_alpha, target_params = params\n"),
+        ('    phi_fixed = jax.lax.stop_gradient(critic_params["phi"])',
+         '    phi_fixed = jax.lax.stop_gradient(target_params["phi"])'),
+        ("jax.lax.stop_gradient(g_repr), action, batch",
+         'nets.psi.apply(jax.lax.stop_gradient(target_params["psi"]), batch["goal"]), action, batch'),
+        ("        (actor_grads, critic_grads, alpha_grad), metrics = jax.grad(sgd_losses, has_aux=True)(\n"
+         "            (agent.actor_params, agent.critic_params, agent.log_alpha), ",
+         "        (actor_grads, critic_grads, alpha_grad, _), metrics = jax.grad(sgd_losses, has_aux=True)(\n"
+         "            (agent.actor_params, agent.critic_params, agent.log_alpha, agent.target_critic_params), "),
+        ("        return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt), metrics\n",
          "        target = jax.tree.map(lambda t, p: 0.9 * t + 0.1 * p, agent.target_critic_params, critic_params)\n"
-         '        metrics = {**actor_m, **critic_m, "losses/alpha": alpha_loss, "actor/alpha": jnp.exp(agent.log_alpha),\n'
-         '                   "critic/target_lag": optax.global_norm(jax.tree.map(jnp.subtract, critic_params, target))}\n'
+         '        metrics["critic/target_lag"] = optax.global_norm(jax.tree.map(jnp.subtract, critic_params, target))\n'
          "        return Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt, target), metrics\n"),
     ])
     run_dir, records, _ = run_and_resume(path, ONLINE, ONLINE_RESUME)
@@ -167,7 +173,7 @@ def test_offline_without_behaviour_cloning(tmp_path):
         ("args.logsumexp_penalty, args.bc_coef)", "args.logsumexp_penalty)"),
         ("params | bc coef {args.bc_coef} | {num_epochs}", "params | {num_epochs}"),
         ("    loss = jnp.mean(jnp.exp(log_alpha) * log_prob - q) + bc_coef * bc\n",
-         "    logits = l2_energy_matrix(sa_repr, g_repr)  # the actor's action against every goal of the batch\n"
+         "    logits = l2_energy_matrix(sa_pi_repr, g_repr)  # the actor's action against every goal of the batch\n"
          "    loss = jnp.mean(jnp.exp(log_alpha) * log_prob) - jnp.mean(jnp.diag(jax.nn.log_softmax(logits, axis=1)))\n"),
     ])
     dataset = make_dataset(tmp_path / "antmaze-tiny-navigate-v0.npz")

@@ -98,8 +98,6 @@ def test_actor_and_alpha_losses_match_reference():
     nets, _, agent, batch = _tiny_setup()
     key = jax.random.PRNGKey(3)
     log_alpha = jnp.asarray(-0.7)
-    loss, m = jax.jit(lambda a, c: C.actor_loss_fn(a, c, log_alpha, nets, batch, key, bc_coef=0.5))(
-        agent.actor_params, agent.critic_params)
 
     @jax.jit
     def pieces(actor_params, critic_params):
@@ -109,12 +107,14 @@ def test_actor_and_alpha_losses_match_reference():
         return action, log_prob, phi, nets.psi.apply(critic_params["psi"], batch["goal"])
 
     action, log_prob, phi, psi = pieces(agent.actor_params, agent.critic_params)
+    loss, m = C.actor_loss_fn(log_alpha, log_prob, phi, psi, action, batch["action"], bc_coef=0.5)
     phi, psi = np.asarray(phi, np.float64), np.asarray(psi, np.float64)
     a, lp, data_a = np.asarray(action, np.float64), np.asarray(log_prob, np.float64), np.asarray(batch["action"], np.float64)
     alpha = math.exp(-0.7)
     terms = [alpha * lp[i] + math.sqrt(sum((phi[i, d] - psi[i, d]) ** 2 for d in range(8))) for i in range(8)]
     bc = sum(sum((a[i, d] - data_a[i, d]) ** 2 for d in range(2)) for i in range(8)) / 8
     np.testing.assert_allclose(float(loss), sum(terms) / 8 + 0.5 * bc, rtol=1e-4)
+    np.testing.assert_allclose(float(m["actor/bc_mse"]), bc, rtol=1e-4)
     target_entropy = -1.0
     alpha_loss = C.alpha_loss_fn(log_alpha, log_prob, target_entropy)
     np.testing.assert_allclose(float(alpha_loss), alpha * np.mean(-lp - target_entropy), rtol=1e-4)
@@ -123,14 +123,74 @@ def test_actor_and_alpha_losses_match_reference():
     np.testing.assert_allclose(float(g), alpha * np.mean(-lp - target_entropy), rtol=1e-4)
 
 
+def _separate_gradients(nets, agent, batch, key, target_entropy, penalty, bc_coef):
+    """The plain reference of the update's gradients: each loss differentiated on its own, every network
+    applied on its own (psi(g) twice), the actor loss w.r.t. the actor alone at the step's critic and alpha."""
+    def forward(actor_params):
+        mean, log_std = nets.actor.apply(actor_params, jnp.concatenate([batch["state"], batch["goal"]], -1))
+        return C.sample_tanh_gaussian(key, mean, log_std)
+
+    def actor_loss(actor_params):
+        action, log_prob = forward(actor_params)
+        sa = nets.phi.apply(agent.critic_params["phi"], jnp.concatenate([batch["state"], action], -1))
+        g = nets.psi.apply(agent.critic_params["psi"], batch["goal"])
+        return C.actor_loss_fn(agent.log_alpha, log_prob, sa, g, action, batch["action"], bc_coef)[0]
+
+    def critic_loss(critic_params):
+        sa = nets.phi.apply(critic_params["phi"], jnp.concatenate([batch["state"], batch["action"]], -1))
+        return C.critic_loss_fn(sa, nets.psi.apply(critic_params["psi"], batch["goal"]), penalty)[0]
+
+    log_prob = forward(agent.actor_params)[1]
+    return (jax.grad(actor_loss)(agent.actor_params), jax.grad(critic_loss)(agent.critic_params),
+            jax.grad(C.alpha_loss_fn)(agent.log_alpha, log_prob, target_entropy))
+
+
+@pytest.mark.parametrize("psi_shape", ["as phi", "other width"])
+def test_one_backward_pass_gives_each_loss_its_own_gradient(psi_shape):
+    """The update's summed losses with their stop-gradients (one backward pass; phi and psi stacked where they
+    share a shape) give the gradients of the three losses differentiated separately, in float64; a psi of another
+    width (a fork's) runs unstacked and gives them too."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        nets, opts, agent, batch = _tiny_setup()
+        if psi_shape == "other width":
+            nets = nets._replace(psi=nets.psi.clone(trunk=nets.psi.trunk.clone(width=24)))
+            agent = C.agent_init(jax.random.PRNGKey(0), nets, opts, obs_dim=5, goal_dim=2, action_size=2)
+        f64 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, tree)
+        agent, batch, key = f64(agent), f64(batch), jax.random.PRNGKey(5)
+        grads, _ = jax.jit(jax.grad(C.sgd_losses, has_aux=True), static_argnums=(1, 4, 5, 6))(
+            (agent.actor_params, agent.critic_params, agent.log_alpha), nets, batch, key, -1.0, 0.1, 0.3)
+        want = jax.jit(_separate_gradients, static_argnums=(0, 4, 5, 6))(nets, agent, batch, key, -1.0, 0.1, 0.3)
+        for got, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6)
+        assert len(jax.tree.leaves(grads)) == len(jax.tree.leaves(want)) > 20
+        assert any(float(jnp.max(jnp.abs(g))) > 1e-3 for g in jax.tree.leaves(grads[1]["psi"]))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_stacked_apply_equals_separate_applies():
+    """phi on two inputs and psi on a narrower one as one vmapped apply: each output as its own apply's."""
+    nets, _, agent, batch = _tiny_setup()
+    phi, psi = agent.critic_params["phi"], agent.critic_params["psi"]
+    sa = jnp.concatenate([batch["state"], batch["action"]], -1)
+    calls = [(nets.phi, phi, sa), (nets.psi, psi, batch["goal"]), (nets.phi, phi, sa[::-1])]
+    got = jax.jit(lambda phi, psi: C.apply_stacked([(m, {"phi": phi, "psi": psi}[k], x) for (m, _, x), k in zip(
+        calls, ("phi", "psi", "phi"))]))(phi, psi)
+    hlo = jax.jit(lambda phi, psi: C.apply_stacked([(m, {"phi": phi, "psi": psi}[k], x) for (m, _, x), k in zip(
+        calls, ("phi", "psi", "phi"))])).lower(phi, psi).as_text()
+    assert hlo.count("stablehlo.while") == 1  # one loop over the blocks for all three
+    for out, (m, p, x) in zip(got, calls):
+        np.testing.assert_allclose(np.asarray(out), np.asarray(m.apply(p, x)), rtol=1e-5, atol=1e-6)
+
+
 def test_sgd_update_actor_uses_pre_update_critic_and_all_params_move():
     """Actor and alpha update first, on the critic as it was before this step's critic update."""
     nets, opts, agent, batch = _tiny_setup()
     update = C.make_sgd_update(nets, opts, target_entropy=-1.0, logsumexp_penalty=0.1)
     key = jax.random.PRNGKey(7)
     new, metrics = jax.jit(update)(agent, batch, key)
-    actor_grads = jax.jit(jax.grad(
-        lambda p: C.actor_loss_fn(p, agent.critic_params, agent.log_alpha, nets, batch, key)[0]))(agent.actor_params)
+    actor_grads = jax.jit(_separate_gradients, static_argnums=(0, 4, 5, 6))(nets, agent, batch, key, -1.0, 0.1, 0.0)[0]
     updates, _ = opts.actor.update(actor_grads, agent.actor_opt, agent.actor_params)
     expected_actor = optax.apply_updates(agent.actor_params, updates)
     for a, b in zip(jax.tree.leaves(new.actor_params), jax.tree.leaves(expected_actor)):
