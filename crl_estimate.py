@@ -15,6 +15,7 @@ scans (the epoch, the residual trunk) its FLOPs undercount; `jaxpr_flops` counts
 """
 
 import json
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -70,6 +71,71 @@ def jaxpr_flops(jaxpr: Any) -> tuple[float, int]:
         else:
             flops += sum(float(np.prod(getattr(v.aval, "shape", ()))) for v in eqn.outvars)
     return flops, whiles
+
+
+# ops that launch nothing and compute nothing on their own, left out of executed_ops' count
+_NOT_OPS = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%\S+ = .*? ([\w-]+)\(")
+
+
+def _computations(hlo_text: str) -> dict[str, list[str]]:
+    """The instruction lines of each computation of an HLO module's text, by name."""
+    comps, current = {}, None
+    for line in hlo_text.splitlines():
+        head = re.match(r"^(?:ENTRY )?%?([\w.-]+) .*\{$", line)
+        if head:
+            current = comps.setdefault(head.group(1), [])
+        elif line.startswith("}"):
+            current = None
+        elif current is not None and _INSTRUCTION.match(line):
+            current.append(line)
+    return comps
+
+
+def executed_ops(hlo_text: str, loop_trips: Optional[int] = None) -> int:
+    """The HLO ops that a compiled program (`compiled.as_text()`, after XLA's fusion) executes: every
+    instruction but parameters, constants, tuples, get-tuple-element and bitcasts, a fusion as one op; a
+    while loop's body and condition times its known trip count (and the condition once more), a called
+    computation as its ops, a conditional as its largest branch. loop_trips: instead of the whole program, one
+    trip of the body of its while loop of that many trips (e.g. the SGD loop's, of num_sgd_steps trips).
+    A measure of the kernels a step launches that the CPU can count; on a GPU each is ~1-2 us of launch."""
+    comps, memo = _computations(hlo_text), {}
+
+    def called(line, key):
+        return re.search(key + r"=%([\w.-]+)", line).group(1)
+
+    def trips(line):
+        found = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+        if not found:
+            raise ValueError(f"a while loop without a known trip count: {line.strip()[:120]}")
+        return int(found.group(1))
+
+    def count(name):
+        if name not in memo:
+            n = 0
+            for line in comps[name]:
+                op = _INSTRUCTION.match(line).group(1)
+                if op == "while":
+                    body, cond = count(called(line, "body")), count(called(line, "condition"))
+                    n += trips(line) * (body + cond) + cond
+                elif op == "call":
+                    n += count(called(line, "to_apply"))
+                elif op == "conditional":
+                    branches = re.findall(r"%([\w.-]+)", re.search(r"branch_computations=\{([^}]*)\}", line).group(1))
+                    n += 1 + max(count(b) for b in branches)
+                elif op not in _NOT_OPS:
+                    n += 1
+            memo[name] = n
+        return memo[name]
+
+    if loop_trips is None:
+        entry = re.search(r"^ENTRY %?([\w.-]+)", hlo_text, re.M).group(1)
+        return count(entry)
+    loops = [line for lines in comps.values() for line in lines
+             if _INSTRUCTION.match(line).group(1) == "while" and trips(line) == loop_trips]
+    if len(loops) != 1:
+        raise ValueError(f"{len(loops)} while loops of {loop_trips} trips in the program (one needed)")
+    return count(called(loops[0], "body")) + count(called(loops[0], "condition"))
 
 
 def program_figures(fn: Callable, inputs: tuple, calls_per_step: Optional[int] = None) -> dict:

@@ -1,25 +1,26 @@
-"""GPU measurements in one command of under 8 minutes: `bash benchmark.sh gpu` runs this file.
+"""GPU measurements in one command of at most 8 minutes: `bash benchmark.sh gpu` runs this file.
 
-Eleven measurements, each in its own subprocess with its own time limit (a hung compile or an
+Seven measurements by default, each in its own subprocess with its own time limit (a hung compile or an
 out-of-memory stops that item alone; it is recorded as a row, status timeout or error, with what it
 had measured before), written as they finish to gpu.jsonl (one JSON object per item, flushed) and
 summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten after every item):
 
-  1 train_d4, train_d64     humanoid, the paper's defaults (512 envs x 62 steps, 800 SGD steps of
-                            batch 512, width 256, 128 eval envs x 1000 steps): compile s, s per
-                            training step, env steps/s without and with the evaluation (one per
-                            epoch of the paper's 100M-step schedule), against the paper's A100
-  2 mem_d1024[_remat]       one training step at depth 1024 (actor 512), batch 512, without and with
-                            --remat: the CPU estimate, XLA's buffer assignment on the device and the
-                            device's peak bytes; the step is shortened to 4 SGD steps after an unroll
-                            of 2 (the paper's: 800 after 62, minutes at this depth): the memory does
-                            not depend on the scans' lengths
-    fit_d1024               one SGD step at depth 1024 (actor 512): the largest batch (512 x 2^k)
-                            that runs, without and then with --remat
-  3 seeds4_d4, seeds8_d4    env steps/s of 4 and 8 seeds in one process (1 seed: train_d4)
-    bf16_d64                bfloat16 matmuls at depth 64 (float32: train_d64)
-  4 env_humanoid, env_ant,  raw env steps/s, 512 envs with random actions, no network
-    env_arm_push_easy
+  1 train_d64, train_d4     humanoid, the paper's defaults (512 envs x 62 steps, 800 SGD steps of
+                            batch 512, width 256; depth 64 with its evaluation, 128 eval envs x 1000
+                            steps): compile s, s per training step, env steps/s (with the evaluation:
+                            one per epoch of the paper's 100M-step schedule), against the paper's A100
+  2 d64_unroll1, d64_cmdbuf the GPU execution options at depth 64, beside train_d64 (the layer scan
+                            unrolled by 2, XLA's default flags): the scan not unrolled; XLA's command
+                            buffers with the loops taken in (COMMAND_BUFFERS)
+  3 seeds8_d64, seeds8_d4   8 seeds in one process (1 seed: train_d64, train_d4)
+    train_d1024             depth 1024 (actor 512) at the paper's update-to-data ratio, a 20th of its
+                            training step: env steps/s and the hours of 100M env steps (no evaluation)
+  5 extra (--only ITEM...): d64_unroll4, d64_cmdbuf_unroll1, train_d4_eval; mem_d1024[_remat] (one
+                            training step at depth 1024, 4 SGD steps after an unroll of 2, without and
+                            with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
+                            fit_d1024 (the largest batch of one SGD step at depth 1024, without and
+                            with --remat); seeds4_d4; bf16_d64; env_humanoid, env_ant,
+                            env_arm_push_easy (raw env steps/s, 512 envs, random actions, no network)
 
 The training steps run crl_depth.make_train_fns on a replay buffer filled with random states (as
 tools/speed.py: sampling, relabelling and SGD cost what they cost on real data) and the real env.
@@ -27,7 +28,7 @@ Beside each measured peak the table prints the CPU estimate of the same program:
 assignment on a CPU, compiled from the arguments' shapes (crl_estimate.program_figures), read from
 tools/gpu_bench_cpu_estimates.json, which --cpu-estimates writes on a CPU (no GPU time spent on it);
 an item whose spec differs from the file's, or that it lacks, says "no CPU estimate".
---tiny runs every item at tiny sizes on reacher (a CPU, some minutes): a check before GPU time.
+--tiny runs the items at tiny sizes on reacher (a CPU, some minutes): a check before GPU time.
 
     python tools/gpu_bench.py --tiny --out /tmp/gpu_tiny     # or: bash benchmark.sh gpu --tiny
     python tools/gpu_bench.py --cpu-estimates [--tiny] [--only ITEM...]   # (re)write the CPU estimates
@@ -63,24 +64,29 @@ TINY = dict(env_id="reacher", num_envs=4, batch_size=8, num_sgd_steps=2, unroll_
 TINY_DEPTH = {4: 4, 64: 8, 512: 8, 1024: 8}  # the GPU depths at --tiny (mem_d1024 compiles what train_d64 did)
 
 
-def items(tiny: bool) -> list[dict]:
-    """The plan: name, stage, what, limit_s (seconds) and the spec of the measurement.
+# XLA's command buffers (CUDA graphs) with the loops taken in: the loop bodies replayed as graphs instead of
+# their kernels launched one by one (the XLA flags of the d64_cmdbuf items; XLA's default leaves loops out)
+COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
 
-    The limits at the GPU sizes sum to 440 s (470 with the wheels' 30 s: the default --budget, under 8
-    minutes), fitted as start + compiles + calls: ~10 s of start (imports, the device, the random buffer),
-    a compile allowance (an env's 100-step rollout ~15 s; a training step ~25-35 s, its evaluation ~10 s
-    more: a 2-core CPU compiles these in 5-15 s and 20-60 s; a GPU's compile times are not measured yet),
-    then the calls at the paper's A100 speed (a training step ~1.7 s at depth 4, ~12.6 s at depth 64:
-    PAPER_HOURS). An item that ends before its limit leaves the seconds it did not use to the items after
-    it, so a slow compile late in the suite still has room. --tiny has limits of its own, for a laptop's CPU
-    (a 2-core CPU shared with other work took up to ~2 minutes for a training item, ~1 for an env's)."""
+
+def items(tiny: bool) -> list[dict]:
+    """The plan: name, stage, what, limit_s (seconds), extra (not in the default plan: --only names it) and the
+    spec of the measurement (a train spec's `unroll` is the trunk's scan unroll, `xla_flags` its XLA_FLAGS).
+
+    The default plan's limits sum to 450 s (480 with the wheels' 30 s: the default --budget, 8 minutes), sized
+    from one H200's figures (main at e3f9957, 2026-12-04): ~10 s of start (imports, the device, the random
+    buffer), a training step's compile 31-38 s (depth 4 to 1024: flat in depth) and its evaluation's 23 s more,
+    then the timed calls (the first a warm-up). An item that ends before its limit leaves the seconds it did not
+    use to the items after it. The extra items (the memory, batch, bfloat16, 4-seed and env measurements, and
+    more options) run with --only, in a second call. --tiny has limits of its own, for a laptop's CPU (a 2-core
+    CPU shared with other work took up to ~2 minutes for a training item, ~1 for an env's)."""
     base = TINY if tiny else PAPER
     d = (lambda x: TINY_DEPTH[x]) if tiny else (lambda x: x)
     limit = (lambda gpu_s, tiny_s: tiny_s) if tiny else (lambda gpu_s, tiny_s: gpu_s)  # seconds
 
     def train(**kw):
         return {**base, "kind": "train", "num_seeds": 1, "remat": False, "compute_dtype": "float32",
-                "evaluate": False, "calls": 2, **kw}
+                "evaluate": False, "calls": 2, "unroll": 2, "xla_flags": "", **kw}
 
     def env(env_id):
         return dict(kind="env", env_id="reacher" if tiny else env_id, num_envs=base["num_envs"],
@@ -90,28 +96,50 @@ def items(tiny: bool) -> list[dict]:
     # the memory items: one short training step (memory does not depend on how many SGD steps or env
     # steps the scans run; 800 SGD steps at depth 1024 would take minutes)
     short = dict(num_sgd_steps=4, unroll_length=2, calls=1)
+    # the depth-1024 speed: 39 SGD steps after an unroll of 3 (1,536 env steps), the paper's 1:40 ratio
+    # (800 after 62: 31,744) at a 20th of the step
+    ratio = dict(num_sgd_steps=2, unroll_length=1) if tiny else dict(num_sgd_steps=39, unroll_length=3)
     return [
-        dict(name="train_d4", stage=1, limit_s=limit(60, 200), what="humanoid depth 4, paper defaults, evaluation",
-             spec=train(depth=d(4), evaluate=True, calls=3)),
-        dict(name="train_d64", stage=1, limit_s=limit(75, 200), what="humanoid depth 64, paper defaults, evaluation",
+        dict(name="train_d64", stage=1, limit_s=limit(95, 200), what="humanoid depth 64, paper defaults, evaluation",
              spec=train(depth=d(64), evaluate=True)),
-        dict(name="mem_d1024", stage=2, limit_s=limit(40, 150),
+        dict(name="train_d4", stage=1, limit_s=limit(55, 200), what="humanoid depth 4, paper defaults",
+             spec=train(depth=d(4), calls=3)),
+        dict(name="d64_unroll1", stage=2, limit_s=limit(60, 150), what="depth 64, the layer scan not unrolled",
+             spec=train(depth=d(64), unroll=1)),
+        dict(name="d64_cmdbuf", stage=2, limit_s=limit(60, 150), what="depth 64, command buffers with the loops",
+             spec=train(depth=d(64), xla_flags=COMMAND_BUFFERS)),
+        dict(name="seeds8_d64", stage=3, limit_s=limit(80, 150), what="8 seeds in one process, depth 64",
+             spec=train(depth=d(64), num_seeds=8)),
+        dict(name="train_d1024", stage=3, limit_s=limit(55, 150),
+             what="depth 1024 (actor 512), 39 SGD steps after an unroll of 3 (the paper's ratio)",
+             spec=train(depth=d(1024), actor_depth=d(512), **ratio)),
+        dict(name="seeds8_d4", stage=3, limit_s=limit(45, 150), what="8 seeds in one process, depth 4",
+             spec=train(depth=d(4), num_seeds=8)),
+        # extra: --only
+        dict(name="d64_unroll4", stage=5, limit_s=limit(60, 150), extra=True, what="depth 64, layer scan unrolled by 4",
+             spec=train(depth=d(64), unroll=4)),
+        dict(name="d64_cmdbuf_unroll1", stage=5, limit_s=limit(60, 150), extra=True,
+             what="depth 64, command buffers with the loops, the layer scan not unrolled",
+             spec=train(depth=d(64), unroll=1, xla_flags=COMMAND_BUFFERS)),
+        dict(name="train_d4_eval", stage=5, limit_s=limit(80, 200), extra=True,
+             what="humanoid depth 4, paper defaults, evaluation", spec=train(depth=d(4), evaluate=True, calls=3)),
+        dict(name="mem_d1024", stage=5, limit_s=limit(40, 150), extra=True,
              what="training step, depth 1024 (actor 512), batch 512, 4 SGD steps after an unroll of 2",
              spec=train(depth=d(1024), actor_depth=d(512), **short)),
-        dict(name="mem_d1024_remat", stage=2, limit_s=limit(40, 150), what="same, --remat",
+        dict(name="mem_d1024_remat", stage=5, limit_s=limit(40, 150), extra=True, what="same, --remat",
              spec=train(depth=d(1024), actor_depth=d(512), remat=True, **short)),
-        dict(name="fit_d1024", stage=2, limit_s=limit(30, 150), what="largest batch of one SGD step, depth 1024 (actor 512)",
+        dict(name="fit_d1024", stage=5, limit_s=limit(30, 150), extra=True,
+             what="largest batch of one SGD step, depth 1024 (actor 512)",
              spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches,
                        num_sgd_steps=1)),  # (one SGD step: a training step's 800 of batch 65,536 exceed its data)
-        dict(name="seeds4_d4", stage=3, limit_s=limit(35, 150), what="4 seeds in one process, depth 4, one timed call",
-             spec=train(depth=d(4), num_seeds=4, calls=1)),
-        dict(name="seeds8_d4", stage=3, limit_s=limit(35, 150), what="8 seeds in one process, depth 4, one timed call",
-             spec=train(depth=d(4), num_seeds=8, calls=1)),
-        dict(name="bf16_d64", stage=3, limit_s=limit(35, 150), what="bfloat16 matmuls, depth 64, one timed call",
+        dict(name="seeds4_d4", stage=5, limit_s=limit(35, 150), extra=True,
+             what="4 seeds in one process, depth 4, one timed call", spec=train(depth=d(4), num_seeds=4, calls=1)),
+        dict(name="bf16_d64", stage=5, limit_s=limit(35, 150), extra=True, what="bfloat16 matmuls, depth 64, one timed call",
              spec=train(depth=d(64), compute_dtype="bfloat16", calls=1)),
-        dict(name="env_humanoid", stage=4, limit_s=limit(30, 90), what="humanoid stepped alone", spec=env("humanoid")),
-        dict(name="env_ant", stage=4, limit_s=limit(30, 90), what="ant stepped alone", spec=env("ant")),
-        dict(name="env_arm_push_easy", stage=4, limit_s=limit(30, 90), what="arm_push_easy stepped alone",
+        dict(name="env_humanoid", stage=5, limit_s=limit(30, 90), extra=True, what="humanoid stepped alone",
+             spec=env("humanoid")),
+        dict(name="env_ant", stage=5, limit_s=limit(30, 90), extra=True, what="ant stepped alone", spec=env("ant")),
+        dict(name="env_arm_push_easy", stage=5, limit_s=limit(30, 90), extra=True, what="arm_push_easy stepped alone",
              spec=env("arm_push_easy")),
     ]
 
@@ -175,7 +203,7 @@ def build(spec: dict, remat: bool, batch_size: int):
         raise ValueError(error)
     env = E.VecGoalEnv(E.make_env(args.env_id), args.num_envs, args.episode_length)
     nets = C.make_networks(args.actor_depth or args.depth, args.depth, args.width, args.repr_dim, env.action_size,
-                           remat=remat, compute_dtype=args.compute_dtype)
+                           remat=remat, compute_dtype=args.compute_dtype, unroll=spec.get("unroll", 2))
     opts = C.Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
     return args, env, nets, opts
 
@@ -504,6 +532,8 @@ def last_record(out: str) -> dict:
 
 def run_item(item: dict, timeout: float, env: dict, log) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(item["spec"])]
+    if item["spec"].get("xla_flags"):
+        env = dict(env, XLA_FLAGS=" ".join(x for x in (env.get("XLA_FLAGS"), item["spec"]["xla_flags"]) if x))
     t0 = time.perf_counter()
     # output into files, not pipes: nothing the child leaves behind can hold the parent up reading them.
     # process_group=0: its own process group, killed whole on a timeout, but in this process session (a
@@ -644,13 +674,20 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
         lines.append(f"| {depth} | {PAPER_HOURS[depth]} | {PAPER_STEPS / PAPER_HOURS[depth] / 3600:,.0f} | "
                      f"{fmt(r.get('env_steps_per_s_with_eval'))} | {fmt(r.get('train_env_steps_per_s'))} | "
                      f"{fmt(r.get('projected_hours'), '.2f')} |")
-    one, bf = by.get("train_d4", {}).get("train_env_steps_per_s"), by.get("bf16_d64", {}).get("step_s")
+    bf = by.get("bf16_d64", {}).get("step_s")
     notes = []
-    for name, n in (("seeds4_d4", 4), ("seeds8_d4", 8)):
-        sps = by.get(name, {}).get("train_env_steps_per_s")
+    for name, n, base in (("seeds4_d4", 4, "train_d4"), ("seeds8_d4", 8, "train_d4"), ("seeds8_d64", 8, "train_d64")):
+        sps, one = by.get(name, {}).get("train_env_steps_per_s"), by.get(base, {}).get("train_env_steps_per_s")
         if one and sps:
-            notes.append(f"{n} seeds: {sps / one:.2f}x the env steps/s of 1 seed")
+            notes.append(f"{n} seeds at depth {base[7:]}: {sps / one:.2f}x the env steps/s of 1 seed")
     f32 = by.get("train_d64", {}).get("step_s")
+    options = [f"{name} {by[name]['step_s'] / f32:.2f}" for name in by if name.startswith("d64_") and by[name].get("step_s")]
+    if f32 and options:
+        notes.append("step time at depth 64 against train_d64's (unroll 2, XLA's default flags): " + ", ".join(options))
+    deep = by.get("train_d1024", {}).get("train_env_steps_per_s")
+    if deep:
+        notes.append(f"depth 1024 (actor 512): {deep:,.0f} env steps/s, {PAPER_STEPS / deep / 3600:.1f} h for 100M "
+                     "env steps without evaluation (the paper: 134 h)")
     if bf and f32:
         notes.append(f"bfloat16 / float32 step time at depth 64: {bf / f32:.2f}")
     if any(name.startswith("mem") for name in by):
@@ -698,9 +735,9 @@ def main() -> None:
             p.error(f"unknown item '{name}' (one of: {', '.join(names)})")
     if a.item_timeout is not None and a.item_timeout <= 0 or a.budget is not None and a.budget <= 0:
         p.error("--item-timeout and --budget need positive seconds")
-    budget = a.budget or sum(i["limit_s"] for i in items(a.tiny)) + 30.0
+    plan = [i for i in items(a.tiny) if i["name"] in a.only] if a.only else [i for i in items(a.tiny) if not i.get("extra")]
+    budget = a.budget or sum(i["limit_s"] for i in plan) + 30.0
     estimates_path = os.path.join(ROOT, a.estimates or ESTIMATES)
-    plan = [i for i in items(a.tiny) if not a.only or i["name"] in a.only]
     if a.cpu_estimates:
         if os.path.exists(estimates_path):  # merged into: it must be one
             try:
