@@ -141,7 +141,7 @@ def test_speed_tables(tmp_path):
                 max_replay_size=1000, target="network", remat=False, status="ok", backend="cpu", num_params=1000,
                 lower_s=1.0, xla_compile_s=4.0, compile_s=5.0, hlo_ops=6000, step_s=0.01, env_steps_per_s=3968.0,
                 xla_bytes=2**21, rss_peak_bytes=2**30)
-    rows = [dict(base, impl="scan", depth=4), dict(base, impl="scan", depth=64),
+    rows = [dict(base, impl="scan", depth=4), dict(base, impl="scan", depth=64, sgd_step_ops=4713),
             dict(base, impl="unrolled", depth=4, compile_s=10.0, hlo_ops=9000, xla_bytes=2**22),
             {**{k: base[k] for k in ("env_id", "width", "batch_size", "target", "remat")}, "impl": "unrolled",
              "depth": 64, "status": "timeout", "error": "timed out after 300 s"}]
@@ -150,6 +150,8 @@ def test_speed_tables(tmp_path):
     text = (root / "summary.md").read_text()
     assert "| 4 | 5.0 | 10.0 | 2.0x | 6,000 | 9,000 | 2.0 | 4.0 |" in text
     assert "| 64 | 5.0 | timeout: timed out after 300 s | — |" in text
+    assert "| scan | 64 | 1,000 | 5.0 (1.0 / 4.0) | 6,000 | 4,713 | 10.0 |" in text  # ops per SGD step
+    assert "| scan | 4 | 1,000 | 5.0 (1.0 / 4.0) | 6,000 | — | 10.0 |" in text  # (a record from before that figure)
     assert (root / "speed.png").exists()
 
 
@@ -246,6 +248,7 @@ def test_speed_measure_network_step():
     r = speed.measure(spec)
     assert r["status"] == "ok" and r["params_finite"]
     assert r["compile_s"] > 0 and r["step_s"] > 0 and r["xla_bytes"] > 0 and r["hlo_ops"] > 0
+    assert r["sgd_step_ops"] > 0  # the ops one SGD step executes, its block loop's trips counted
     assert r["env_steps_per_s"] == pytest.approx(512 * 62 / 800 / r["step_s"])
     assert r["seed_axis"] is False  # one seed: the plain SGD step, as before --num-seeds
 

@@ -19,8 +19,10 @@ import gpu_bench  # noqa: E402
 
 GiB = 2**30
 
-NUMERIC = {"train_d4": ("compile_s", "step_s", "train_env_steps_per_s", "eval_s", "env_steps_per_s_with_eval",
-                        "projected_hours", "xla_bytes"),
+NUMERIC = {"train_d4": ("compile_s", "step_s", "train_env_steps_per_s", "xla_bytes"),
+           "d64_unroll1": ("compile_s", "step_s", "train_env_steps_per_s"),
+           "train_d1024": ("compile_s", "step_s", "train_env_steps_per_s"),
+           "train_d4_eval": ("eval_s", "env_steps_per_s_with_eval", "projected_hours"),
            "fit_d1024": ("largest_batch",),
            "seeds4_d4": ("compile_s", "step_s", "train_env_steps_per_s"),
            "env_humanoid": ("compile_s", "step_s", "env_steps_per_s")}
@@ -74,14 +76,15 @@ def test_tiny_one_item_of_every_stage(tmp_path, tiny_estimates):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meta, *recs = _records(out)
     assert meta["item"] == "meta" and meta["tiny"] is True
-    assert [r["item"] for r in recs] == list(NUMERIC) and [r["stage"] for r in recs] == [1, 2, 3, 4]
+    assert [r["item"] for r in recs] == list(NUMERIC) and [r["stage"] for r in recs] == [1, 2, 3, 5, 5, 5, 5]
     for r in recs:
         assert r["status"] == "ok" and r["backend"] == "cpu", r
         for field in NUMERIC[r["item"]]:
             assert isinstance(r[field], (int, float)) and r[field] > 0, (r["item"], field, r.get(field))
-    d4, fit, seeds, env = recs
+    d4, unroll1, deep, d4_eval, fit, seeds, env = recs
     assert d4["env_steps_per_call"] == 4 * 5 and seeds["env_steps_per_call"] == 4 * 4 * 5  # seeds x envs x unroll
-    assert d4["train_env_steps_per_s"] > d4["env_steps_per_s_with_eval"] and d4["params_finite"] is True
+    assert deep["env_steps_per_call"] == 4 * 1 and unroll1["spec"]["unroll"] == 1 and d4["spec"]["unroll"] == 2
+    assert d4_eval["train_env_steps_per_s"] > d4_eval["env_steps_per_s_with_eval"] and d4["params_finite"] is True
     assert len(d4["step_times_s"]) == 3 and d4["step_s"] == statistics.median(d4["step_times_s"][1:])  # after a warm-up
     assert fit["largest_batch"] == 16 and [t["batch_size"] for t in fit["tried"]] == [8, 16]
     # the estimates compiled from shapes are the programs these items compiled from real arrays
@@ -90,7 +93,7 @@ def test_tiny_one_item_of_every_stage(tmp_path, tiny_estimates):
     assert env["env_steps_per_s"] * env["step_s"] == pytest.approx(env["env_steps_per_call"]) and env["env_steps_per_call"] == 4 * 5
     md = (out / "gpu.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line.split("|")[2].strip() in NUMERIC]
-    assert len(rows) == 4 and all("| ok |" in row for row in rows)
+    assert len(rows) == len(NUMERIC) and all("| ok |" in row for row in rows)
     cells = {row.split("|")[2].strip(): [c.strip() for c in row.split("|")[7:11]] for row in rows}
     assert cells["train_d4"][0] == cells["train_d4"][1] == gpu_bench.size(d4["xla_bytes"])  # CPU: estimate = XLA here
     assert cells["seeds4_d4"][0] == "no CPU estimate" and cells["env_humanoid"] == [""] * 4
@@ -127,13 +130,13 @@ def test_bad_input_and_dry_run(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
     proc = _bash("--dry-run", "--results-root", str(tmp_path), timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert "plan: " in proc.stdout and "11 items" in proc.stdout and "dry run: nothing run" in proc.stdout
+    assert "plan: " in proc.stdout and "5 items" in proc.stdout and "dry run: nothing run" in proc.stdout
     limits = [int(line.split("(")[1].split(" s)")[0]) for line in proc.stdout.splitlines() if line.startswith("  [")]
-    assert len(limits) == 11 and 30 + sum(limits) < 8 * 60  # the wheels' 30 s included
+    assert len(limits) == 5 and 30 + sum(limits) < 8 * 60  # the wheels' 30 s included
     assert f"limits sum to {sum(limits)} s, budget {sum(limits) + 30} s" in proc.stdout
     proc = _bash("--dry-run", "--tiny", "--results-root", str(tmp_path), timeout=30)
     tiny = [int(line.split("(")[1].split(" s)")[0]) for line in proc.stdout.splitlines() if line.startswith("  [")]
-    assert proc.returncode == 0 and len(tiny) == 11 and all(t > g for t, g in zip(tiny, limits))
+    assert proc.returncode == 0 and len(tiny) == 5 and all(t > g for t, g in zip(tiny, limits))
     assert f"limits sum to {sum(tiny)} s, budget {sum(tiny) + 30} s" in proc.stdout
     assert sorted(os.listdir(tmp_path)) == ["bad.json"]
 
@@ -144,15 +147,23 @@ def test_table_compares_seeds_and_bfloat16_to_their_baselines():
     recs = [{"item": "train_d4", "stage": 1, "what": "w", "status": "ok", "train_env_steps_per_s": 20_000.0,
              "env_steps_per_s_with_eval": 19_000.0, "eval_s": 2.0, "step_s": 1.5, "compile_s": 30.0,
              "projected_hours": 1.46, "backend": "gpu", "device": "H200", "jax": "0.11.2"},
-            {"item": "train_d64", "stage": 1, "what": "w", "status": "ok", "step_s": 4.0},
-            {"item": "seeds4_d4", "stage": 3, "what": "w", "status": "ok", "train_env_steps_per_s": 50_000.0},
-            {"item": "seeds8_d4", "stage": 3, "what": "w", "status": "timeout", "error": "timed out after 40 s"},
-            {"item": "bf16_d64", "stage": 3, "what": "w", "status": "ok", "step_s": 3.0}]
+            {"item": "train_d64", "stage": 1, "what": "w", "status": "ok", "step_s": 4.0,
+             "train_env_steps_per_s": 8_000.0},
+            {"item": "d64_unroll1", "stage": 2, "what": "w", "status": "ok", "step_s": 4.4},
+            {"item": "d64_cmdbuf", "stage": 5, "what": "w", "status": "timeout", "error": "timed out after 60 s"},
+            {"item": "seeds8_d64", "stage": 3, "what": "w", "status": "ok", "train_env_steps_per_s": 40_000.0},
+            {"item": "train_d1024", "stage": 3, "what": "w", "status": "ok", "train_env_steps_per_s": 1_000.0},
+            {"item": "seeds4_d4", "stage": 5, "what": "w", "status": "ok", "train_env_steps_per_s": 50_000.0},
+            {"item": "seeds8_d4", "stage": 5, "what": "w", "status": "timeout", "error": "timed out after 40 s"},
+            {"item": "bf16_d64", "stage": 5, "what": "w", "status": "ok", "step_s": 3.0}]
     md = gpu_bench.table(recs, meta)
-    assert "4 seeds: 2.50x the env steps/s of 1 seed" in md and "8 seeds" not in md
+    assert "4 seeds at depth 4: 2.50x the env steps/s of 1 seed" in md and "8 seeds at depth 4" not in md
+    assert "8 seeds at depth 64: 5.00x the env steps/s of 1 seed" in md
+    assert "step time at depth 64 against train_d64's (unroll 2, XLA's default flags): d64_unroll1 1.10;" in md
+    assert "depth 1024 (actor 512): 1,000 env steps/s, 27.8 h for 100M env steps" in md
     assert "bfloat16 / float32 step time at depth 64: 0.75" in md
     assert "| 4 | 1.48 | 18,769 | 19,000 | 20,000 | 1.46 |" in md
-    assert "| 3 | seeds8_d4 | w | timeout: timed out after 40 s |" in md
+    assert "| 5 | seeds8_d4 | w | timeout: timed out after 40 s |" in md
     assert "device: H200 (gpu)" in md and "jax 0.11.2" in md
 
 

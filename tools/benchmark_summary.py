@@ -366,17 +366,18 @@ def speed_tables(records: list) -> list[str]:
                 else f"{r0['env_id']}, {r0['num_envs']} envs x {r0['unroll_length']} steps, {r0['num_sgd_steps']} SGD steps of "
                      f"batch {r0['batch_size']}, width {r0['width']}, replay {r0['max_replay_size']} x {r0['num_envs']}")
         lines += [f"**{title}** ({what})", "",
-                  "| network | depth | params | compile s (trace+lower / XLA) | HLO ops | ms per step | env steps/s at 1:40 | memory MiB | process peak RSS MiB |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| network | depth | params | compile s (trace+lower / XLA) | HLO ops | ops executed per SGD step | ms per step | env steps/s at 1:40 | memory MiB | process peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(rows, key=lambda r: (r["impl"] != "scan", r["remat"], speed_variant(r)[0] != "float32",
                                               speed_variant(r)[1], r["depth"])):
             name = speed_name(r)
             if r.get("status") != "ok":
-                lines.append(f"| {name} | {r['depth']} | — | {r.get('status')}: {r.get('error', '')} | — | — | — | — | — |")
+                lines.append(f"| {name} | {r['depth']} | — | {r.get('status')}: {r.get('error', '')} | — | — | — | — | — | — |")
                 continue
             mem = r.get("device_peak_bytes", r["xla_bytes"])
             lines.append(f"| {name} | {r['depth']} | {r['num_params']:,} | {r['compile_s']:.1f} ({r['lower_s']:.1f} / "
-                         f"{r['xla_compile_s']:.1f}) | {r['hlo_ops']:,} | {1e3 * r['step_s']:,.1f} | "
+                         f"{r['xla_compile_s']:.1f}) | {r['hlo_ops']:,} | {format(r['sgd_step_ops'], ',') if r.get('sgd_step_ops') else '—'} | "
+                         f"{1e3 * r['step_s']:,.1f} | "
                          f"{r['env_steps_per_s']:,.0f} | {mib(mem)} | {mib(r['rss_peak_bytes'])} |")
         lines.append("")
     scan = {r["depth"]: r for r in ok if r["target"] == "network" and r["impl"] == "scan" and not r["remat"]

@@ -1,6 +1,6 @@
 """GPU measurements in one command of at most 8 minutes: `bash benchmark.sh gpu` runs this file.
 
-Seven measurements by default, each in its own subprocess with its own time limit (a hung compile or an
+Five measurements by default, each in its own subprocess with its own time limit (a hung compile or an
 out-of-memory stops that item alone; it is recorded as a row, status timeout or error, with what it
 had measured before), written as they finish to gpu.jsonl (one JSON object per item, flushed) and
 summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten after every item):
@@ -9,13 +9,12 @@ summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten 
                             batch 512, width 256; depth 64 with its evaluation, 128 eval envs x 1000
                             steps): compile s, s per training step, env steps/s (with the evaluation:
                             one per epoch of the paper's 100M-step schedule), against the paper's A100
-  2 d64_unroll1, d64_cmdbuf the GPU execution options at depth 64, beside train_d64 (the layer scan
-                            unrolled by 2, XLA's default flags): the scan not unrolled; XLA's command
-                            buffers with the loops taken in (COMMAND_BUFFERS)
-  3 seeds8_d64, seeds8_d4   8 seeds in one process (1 seed: train_d64, train_d4)
+  2 d64_unroll1               the layer scan's unroll at depth 64, beside train_d64 (unrolled by 2)
+  3 seeds8_d64              8 seeds in one process (1 seed: train_d64)
     train_d1024             depth 1024 (actor 512) at the paper's update-to-data ratio, a 20th of its
                             training step: env steps/s and the hours of 100M env steps (no evaluation)
-  5 extra (--only ITEM...): d64_unroll4, d64_cmdbuf_unroll1, train_d4_eval; mem_d1024[_remat] (one
+  5 extra (--only ITEM...): seeds8_d4; d64_cmdbuf (XLA's command buffers with the loops taken in,
+                            COMMAND_BUFFERS), d64_cmdbuf_unroll1, d64_unroll4, train_d4_eval; mem_d1024[_remat] (one
                             training step at depth 1024, 4 SGD steps after an unroll of 2, without and
                             with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
                             fit_d1024 (the largest batch of one SGD step at depth 1024, without and
@@ -73,12 +72,12 @@ def items(tiny: bool) -> list[dict]:
     """The plan: name, stage, what, limit_s (seconds), extra (not in the default plan: --only names it) and the
     spec of the measurement (a train spec's `unroll` is the trunk's scan unroll, `xla_flags` its XLA_FLAGS).
 
-    The default plan's limits sum to 450 s (480 with the wheels' 30 s: the default --budget, 8 minutes), sized
-    from one H200's figures (main at e3f9957, 2026-12-04): ~10 s of start (imports, the device, the random
-    buffer), a training step's compile 31-38 s (depth 4 to 1024: flat in depth) and its evaluation's 23 s more,
-    then the timed calls (the first a warm-up). An item that ends before its limit leaves the seconds it did not
-    use to the items after it. The extra items (the memory, batch, bfloat16, 4-seed and env measurements, and
-    more options) run with --only, in a second call. --tiny has limits of its own, for a laptop's CPU (a 2-core
+    The default plan's limits sum to 437 s (467 with the wheels' 30 s: the default --budget, under 8 minutes):
+    each the wall time that item took on one H200 (2026-12-04, docs/results.md) and 5-10% more. There, a training
+    step compiled in 25-51 s (depth 4 to 1024: flat in depth; 8 seeds 51 s), an evaluation in ~20 s more, and
+    the 8 seeds' random buffers (8 x 5.5 GB) took ~40 s to build. An item that ends before its limit leaves the
+    seconds it did not use to the items after it. The extra items (8 seeds at depth 4, command buffers, more
+    options; the memory, batch, bfloat16, 4-seed and env measurements) run with --only, in a second call. --tiny has limits of its own, for a laptop's CPU (a 2-core
     CPU shared with other work took up to ~2 minutes for a training item, ~1 for an env's)."""
     base = TINY if tiny else PAPER
     d = (lambda x: TINY_DEPTH[x]) if tiny else (lambda x: x)
@@ -100,22 +99,23 @@ def items(tiny: bool) -> list[dict]:
     # (800 after 62: 31,744) at a 20th of the step
     ratio = dict(num_sgd_steps=2, unroll_length=1) if tiny else dict(num_sgd_steps=39, unroll_length=3)
     return [
-        dict(name="train_d64", stage=1, limit_s=limit(95, 200), what="humanoid depth 64, paper defaults, evaluation",
+        dict(name="train_d64", stage=1, limit_s=limit(105, 200), what="humanoid depth 64, paper defaults, evaluation",
              spec=train(depth=d(64), evaluate=True)),
-        dict(name="train_d4", stage=1, limit_s=limit(55, 200), what="humanoid depth 4, paper defaults",
+        dict(name="train_d4", stage=1, limit_s=limit(58, 200), what="humanoid depth 4, paper defaults",
              spec=train(depth=d(4), calls=3)),
-        dict(name="d64_unroll1", stage=2, limit_s=limit(60, 150), what="depth 64, the layer scan not unrolled",
+        dict(name="d64_unroll1", stage=2, limit_s=limit(72, 150), what="depth 64, the layer scan not unrolled",
              spec=train(depth=d(64), unroll=1)),
-        dict(name="d64_cmdbuf", stage=2, limit_s=limit(60, 150), what="depth 64, command buffers with the loops",
-             spec=train(depth=d(64), xla_flags=COMMAND_BUFFERS)),
-        dict(name="seeds8_d64", stage=3, limit_s=limit(80, 150), what="8 seeds in one process, depth 64",
+        dict(name="seeds8_d64", stage=3, limit_s=limit(130, 150), what="8 seeds in one process, depth 64",
              spec=train(depth=d(64), num_seeds=8)),
-        dict(name="train_d1024", stage=3, limit_s=limit(55, 150),
+        dict(name="train_d1024", stage=3, limit_s=limit(72, 150),
              what="depth 1024 (actor 512), 39 SGD steps after an unroll of 3 (the paper's ratio)",
              spec=train(depth=d(1024), actor_depth=d(512), **ratio)),
-        dict(name="seeds8_d4", stage=3, limit_s=limit(45, 150), what="8 seeds in one process, depth 4",
-             spec=train(depth=d(4), num_seeds=8)),
         # extra: --only
+        dict(name="seeds8_d4", stage=5, limit_s=limit(75, 150), extra=True, what="8 seeds in one process, depth 4",
+             spec=train(depth=d(4), num_seeds=8)),
+        dict(name="d64_cmdbuf", stage=5, limit_s=limit(90, 150), extra=True,
+             what="depth 64, command buffers with the loops, one timed call",
+             spec=train(depth=d(64), xla_flags=COMMAND_BUFFERS, calls=1)),
         dict(name="d64_unroll4", stage=5, limit_s=limit(60, 150), extra=True, what="depth 64, layer scan unrolled by 4",
              spec=train(depth=d(64), unroll=4)),
         dict(name="d64_cmdbuf_unroll1", stage=5, limit_s=limit(60, 150), extra=True,
@@ -681,7 +681,8 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
         if one and sps:
             notes.append(f"{n} seeds at depth {base[7:]}: {sps / one:.2f}x the env steps/s of 1 seed")
     f32 = by.get("train_d64", {}).get("step_s")
-    options = [f"{name} {by[name]['step_s'] / f32:.2f}" for name in by if name.startswith("d64_") and by[name].get("step_s")]
+    options = [f"{name} {by[name]['step_s'] / f32:.2f}" for name in by
+               if f32 and name.startswith("d64_") and by[name].get("step_s")]
     if f32 and options:
         notes.append("step time at depth 64 against train_d64's (unroll 2, XLA's default flags): " + ", ".join(options))
     deep = by.get("train_d1024", {}).get("train_env_steps_per_s")

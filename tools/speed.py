@@ -103,6 +103,7 @@ def measure(spec: dict) -> dict:
 
     import crl_depth as C
     import crl_envs as E
+    from crl_estimate import executed_ops
 
     env_spec = E.ENVS[spec["env_id"]]
     env = E.make_env(spec["env_id"])
@@ -182,6 +183,10 @@ def measure(spec: dict) -> dict:
     compiled = lowered.compile()
     t2 = time.perf_counter()
     hlo_ops = sum(1 for line in lowered.as_text().splitlines() if " = " in line)
+    try:  # the ops one SGD step executes (the launches of a GPU's step): the update's, or one trip of the SGD loop's
+        sgd_step_ops = executed_ops(compiled.as_text(), None if spec["target"] == "network" else spec["num_sgd_steps"])
+    except ValueError:  # another loop of as many trips: no figure rather than a wrong one
+        sgd_step_ops = None
 
     def call(state):
         out = compiled(state, *extra)
@@ -203,6 +208,7 @@ def measure(spec: dict) -> dict:
     result = {
         "status": "ok", "backend": device.platform, "device": device.device_kind, "num_params": int(num_params),
         "lower_s": t1 - t0, "xla_compile_s": t2 - t1, "compile_s": t2 - t0, "hlo_ops": hlo_ops,
+        "sgd_step_ops": sgd_step_ops,
         "step_s": step_s, "step_s_min": float(min(times)), "env_steps_per_call": env_steps_per_call,
         "env_steps_per_s": env_steps_per_call / step_s, "params_finite": finite, "seed_axis": seed_axis,
         # XLA's buffer assignment: temporaries + arguments + outputs, less outputs aliased to donated arguments
