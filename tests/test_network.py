@@ -140,12 +140,13 @@ def _loss_hlo_size(depth, remat=False):
 
 
 def test_graph_size_independent_of_depth():
-    """Structural: a depth-1024 network's forward+backward graph is no larger than depth 8's."""
+    """Structural: a depth-1024 network's forward+backward graph is no larger than depth 16's (the block scan
+    runs 2 blocks a trip from depth 8 on; depth 8's 2 blocks are one trip, which XLA's loop may drop)."""
     for remat in (False, True):
-        hlo8, eqns8 = _loss_hlo_size(8, remat)
+        hlo16, eqns16 = _loss_hlo_size(16, remat)
         hlo1024, eqns1024 = _loss_hlo_size(1024, remat)
-        assert eqns1024 == eqns8
-        assert hlo1024 <= 1.05 * hlo8, (hlo8, hlo1024)
+        assert eqns1024 == eqns16
+        assert hlo1024 <= 1.05 * hlo16, (hlo16, hlo1024)
 
 
 def test_remat_same_values_and_gradients():
