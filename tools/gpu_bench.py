@@ -13,7 +13,7 @@ summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten 
   3 seeds8_d64              8 seeds in one process (1 seed: train_d64)
     train_d1024             depth 1024 (actor 512) at the paper's update-to-data ratio, a 20th of its
                             training step: env steps/s and the hours of 100M env steps (no evaluation)
-  5 extra (--only ITEM...): seeds8_d4; d64_cmdbuf (XLA's command buffers with the loops taken in,
+  5 extra (--only ITEM...): seeds8_d4, seeds8_d64_bf16; d64_cmdbuf (XLA's command buffers with the loops taken in,
                             COMMAND_BUFFERS), d64_cmdbuf_unroll1, d64_unroll4, train_d4_eval; mem_d1024[_remat] (one
                             training step at depth 1024, 4 SGD steps after an unroll of 2, without and
                             with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
@@ -75,10 +75,12 @@ def items(tiny: bool) -> list[dict]:
     The default plan's limits sum to 437 s (467 with the wheels' 30 s: the default --budget, under 8 minutes):
     each the wall time that item took on one H200 (2026-12-04, docs/results.md) and 5-10% more. There, a training
     step compiled in 25-51 s (depth 4 to 1024: flat in depth; 8 seeds 51 s), an evaluation in ~20 s more, and
-    the 8 seeds' random buffers (8 x 5.5 GB) took ~40 s to build. An item that ends before its limit leaves the
-    seconds it did not use to the items after it. The extra items (8 seeds at depth 4, command buffers, more
-    options; the memory, batch, bfloat16, 4-seed and env measurements) run with --only, in a second call. --tiny has limits of its own, for a laptop's CPU (a 2-core
-    CPU shared with other work took up to ~2 minutes for a training item, ~1 for an env's)."""
+    the 8 seeds' item spent ~30 s before its compile (the start and 8 x 5.5 GB of random buffers). An item that
+    ends before its limit leaves the seconds it did not use to the items after it. The extra items (8 seeds at
+    depth 4, command buffers, more options; the memory, batch, bfloat16, 4-seed and env measurements) run with
+    --only, in a second call; their limits follow the same compile times (bf16_d64 took 65 s), the rest is not
+    measured yet. --tiny has limits of its own, for a laptop's CPU (a 2-core CPU shared with other work took up
+    to ~2 minutes for a training item, ~1 for an env's)."""
     base = TINY if tiny else PAPER
     d = (lambda x: TINY_DEPTH[x]) if tiny else (lambda x: x)
     limit = (lambda gpu_s, tiny_s: tiny_s) if tiny else (lambda gpu_s, tiny_s: gpu_s)  # seconds
@@ -113,33 +115,36 @@ def items(tiny: bool) -> list[dict]:
         # extra: --only
         dict(name="seeds8_d4", stage=5, limit_s=limit(75, 150), extra=True, what="8 seeds in one process, depth 4",
              spec=train(depth=d(4), num_seeds=8)),
+        dict(name="seeds8_d64_bf16", stage=5, limit_s=limit(130, 150), extra=True,
+             what="8 seeds in one process, depth 64, bfloat16 matmuls (where the arithmetic starts to count)",
+             spec=train(depth=d(64), num_seeds=8, compute_dtype="bfloat16")),
         dict(name="d64_cmdbuf", stage=5, limit_s=limit(90, 150), extra=True,
              what="depth 64, command buffers with the loops, one timed call",
              spec=train(depth=d(64), xla_flags=COMMAND_BUFFERS, calls=1)),
-        dict(name="d64_unroll4", stage=5, limit_s=limit(60, 150), extra=True, what="depth 64, layer scan unrolled by 4",
+        dict(name="d64_unroll4", stage=5, limit_s=limit(75, 150), extra=True, what="depth 64, layer scan unrolled by 4",
              spec=train(depth=d(64), unroll=4)),
-        dict(name="d64_cmdbuf_unroll1", stage=5, limit_s=limit(60, 150), extra=True,
+        dict(name="d64_cmdbuf_unroll1", stage=5, limit_s=limit(90, 150), extra=True,
              what="depth 64, command buffers with the loops, the layer scan not unrolled",
              spec=train(depth=d(64), unroll=1, xla_flags=COMMAND_BUFFERS)),
-        dict(name="train_d4_eval", stage=5, limit_s=limit(80, 200), extra=True,
+        dict(name="train_d4_eval", stage=5, limit_s=limit(85, 200), extra=True,
              what="humanoid depth 4, paper defaults, evaluation", spec=train(depth=d(4), evaluate=True, calls=3)),
-        dict(name="mem_d1024", stage=5, limit_s=limit(40, 150), extra=True,
+        dict(name="mem_d1024", stage=5, limit_s=limit(60, 150), extra=True,
              what="training step, depth 1024 (actor 512), batch 512, 4 SGD steps after an unroll of 2",
              spec=train(depth=d(1024), actor_depth=d(512), **short)),
-        dict(name="mem_d1024_remat", stage=5, limit_s=limit(40, 150), extra=True, what="same, --remat",
+        dict(name="mem_d1024_remat", stage=5, limit_s=limit(60, 150), extra=True, what="same, --remat",
              spec=train(depth=d(1024), actor_depth=d(512), remat=True, **short)),
-        dict(name="fit_d1024", stage=5, limit_s=limit(30, 150), extra=True,
+        dict(name="fit_d1024", stage=5, limit_s=limit(150, 150), extra=True,
              what="largest batch of one SGD step, depth 1024 (actor 512)",
              spec=dict(base, kind="fit", depth=d(1024), actor_depth=d(512), compute_dtype="float32", batches=batches,
                        num_sgd_steps=1)),  # (one SGD step: a training step's 800 of batch 65,536 exceed its data)
-        dict(name="seeds4_d4", stage=5, limit_s=limit(35, 150), extra=True,
+        dict(name="seeds4_d4", stage=5, limit_s=limit(75, 150), extra=True,
              what="4 seeds in one process, depth 4, one timed call", spec=train(depth=d(4), num_seeds=4, calls=1)),
-        dict(name="bf16_d64", stage=5, limit_s=limit(35, 150), extra=True, what="bfloat16 matmuls, depth 64, one timed call",
+        dict(name="bf16_d64", stage=5, limit_s=limit(70, 150), extra=True, what="bfloat16 matmuls, depth 64, one timed call",
              spec=train(depth=d(64), compute_dtype="bfloat16", calls=1)),
-        dict(name="env_humanoid", stage=5, limit_s=limit(30, 90), extra=True, what="humanoid stepped alone",
+        dict(name="env_humanoid", stage=5, limit_s=limit(45, 90), extra=True, what="humanoid stepped alone",
              spec=env("humanoid")),
-        dict(name="env_ant", stage=5, limit_s=limit(30, 90), extra=True, what="ant stepped alone", spec=env("ant")),
-        dict(name="env_arm_push_easy", stage=5, limit_s=limit(30, 90), extra=True, what="arm_push_easy stepped alone",
+        dict(name="env_ant", stage=5, limit_s=limit(45, 90), extra=True, what="ant stepped alone", spec=env("ant")),
+        dict(name="env_arm_push_easy", stage=5, limit_s=limit(45, 90), extra=True, what="arm_push_easy stepped alone",
              spec=env("arm_push_easy")),
     ]
 
