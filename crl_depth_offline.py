@@ -207,7 +207,7 @@ class ResidualTrunk(nn.Module):
     residual: bool = True
     remat: bool = False
     compute_dtype: str = "float32"
-    unroll: int = 2  # blocks per trip of the scan's loop (no effect on the numbers; see docs/results.md)
+    unroll: int = 2  # blocks per trip of the scan's loop: the same math in fewer trips (docs/results.md)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -432,8 +432,9 @@ def apply_stacked(calls: list[tuple[nn.Module, Any, jax.Array]]) -> list[jax.Arr
     """[module.apply(params, x) for module, params, x in calls] as ONE vmapped apply where the calls share their
     module: the parameters stacked on a leading axis, so each layer is one batched matmul and the trunk one loop
     for all. Inputs of other widths are zero-padded to the widest, and the input layer's kernel rows with them
-    (zero features times zero rows add nothing). Calls that differ in any other way (a fork's psi of another
-    shape) run one by one."""
+    (zero features times zero rows add nothing): this assumes, as every network here, that the module's first
+    op on its input is a Dense (a fork that first normalises the raw input must not stack inputs of other
+    widths). Calls that differ in any other way (a fork's psi of another shape) run one by one."""
     modules, params, inputs = zip(*calls)
     width, widths = max(x.shape[-1] for x in inputs), {x.shape[-1] for x in inputs}
 

@@ -75,7 +75,7 @@ def jaxpr_flops(jaxpr: Any) -> tuple[float, int]:
 
 # ops that launch nothing and compute nothing on their own, left out of executed_ops' count
 _NOT_OPS = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
-_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%\S+ = .*? ([\w-]+)\(")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?[\w.-]+ = .*? ([\w-]+)\(")
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -102,13 +102,16 @@ def executed_ops(hlo_text: str, loop_trips: Optional[int] = None) -> int:
     comps, memo = _computations(hlo_text), {}
 
     def called(line, key):
-        return re.search(key + r"=%([\w.-]+)", line).group(1)
-
-    def trips(line):
-        found = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+        found = re.search(key + r"=%?([\w.-]+)", line)
         if not found:
+            raise ValueError(f"no {key}= in: {line.strip()[:120]}")
+        return found.group(1)
+
+    def trips(line, required=True):
+        found = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+        if not found and required:
             raise ValueError(f"a while loop without a known trip count: {line.strip()[:120]}")
-        return int(found.group(1))
+        return int(found.group(1)) if found else None
 
     def count(name):
         if name not in memo:
@@ -120,19 +123,23 @@ def executed_ops(hlo_text: str, loop_trips: Optional[int] = None) -> int:
                     n += trips(line) * (body + cond) + cond
                 elif op == "call":
                     n += count(called(line, "to_apply"))
-                elif op == "conditional":
-                    branches = re.findall(r"%([\w.-]+)", re.search(r"branch_computations=\{([^}]*)\}", line).group(1))
+                elif op == "conditional":  # branch_computations={...}, or true_computation= / false_computation=
+                    listed = re.search(r"branch_computations=\{([^}]*)\}", line)
+                    branches = (re.findall(r"%?([\w.-]+)", listed.group(1)) if listed else
+                                [called(line, "true_computation"), called(line, "false_computation")])
                     n += 1 + max(count(b) for b in branches)
                 elif op not in _NOT_OPS:
                     n += 1
             memo[name] = n
         return memo[name]
 
+    if not any(comps.values()):
+        raise ValueError("no HLO instructions found in the text")
     if loop_trips is None:
         entry = re.search(r"^ENTRY %?([\w.-]+)", hlo_text, re.M).group(1)
         return count(entry)
     loops = [line for lines in comps.values() for line in lines
-             if _INSTRUCTION.match(line).group(1) == "while" and trips(line) == loop_trips]
+             if _INSTRUCTION.match(line).group(1) == "while" and trips(line, required=False) == loop_trips]
     if len(loops) != 1:
         raise ValueError(f"{len(loops)} while loops of {loop_trips} trips in the program (one needed)")
     return count(called(loops[0], "body")) + count(called(loops[0], "condition"))

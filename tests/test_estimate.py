@@ -193,6 +193,17 @@ def test_executed_ops_count_every_loop_trip():
     assert X.executed_ops(fourteen) - X.executed_ops(seven) == 7 * body
     with pytest.raises(ValueError, match="0 while loops of 3 trips"):
         X.executed_ops(seven, loop_trips=3)
+    # a loop of unknown trips beside it: one trip of the known loop is still counted, the whole program is not
+    g = lambda x: (jax.lax.scan(lambda c, _: (jnp.tanh(jnp.sin(c) @ w) @ w, None), x, None, length=7)[0],
+                   jax.lax.while_loop(lambda c: jnp.sum(c) < 100.0, lambda c: c * 2.0 + 1.0, x))
+    text = jax.jit(g).lower(jnp.ones((4, 8))).compile().as_text()
+    assert X.executed_ops(text, loop_trips=7) == body
+    with pytest.raises(ValueError, match="without a known trip count"):
+        X.executed_ops(text)
+    # a conditional counts as itself and its largest branch
+    h = lambda i, x: jax.lax.switch(i, [lambda x: x @ w, lambda x: jnp.sin(x) @ w @ w], x)
+    one = jax.jit(lambda x: jnp.sin(x) @ w @ w).lower(jnp.ones((4, 8))).compile().as_text()
+    assert X.executed_ops(jax.jit(h).lower(1, jnp.ones((4, 8))).compile().as_text()) >= 1 + X.executed_ops(one)
 
 
 def sgd_step_ops(depth: int) -> int:

@@ -159,11 +159,14 @@ def test_table_compares_seeds_and_bfloat16_to_their_baselines():
     md = gpu_bench.table(recs, meta)
     assert "4 seeds at depth 4: 2.50x the env steps/s of 1 seed" in md and "8 seeds at depth 4" not in md
     assert "8 seeds at depth 64: 5.00x the env steps/s of 1 seed" in md
-    assert "step time at depth 64 against train_d64's (unroll 2, XLA's default flags): d64_unroll1 1.10;" in md
+    assert "step time at depth 64 against train_d64's (unroll 2, no XLA flags added): d64_unroll1 1.10;" in md
     assert "depth 1024 (actor 512): 1,000 env steps/s, 27.8 h for 100M env steps" in md
     assert "bfloat16 / float32 step time at depth 64: 0.75" in md
     assert "| 4 | 1.48 | 18,769 | 19,000 | 20,000 | 1.46 |" in md
     assert "| 5 | seeds8_d4 | w | timeout: timed out after 40 s |" in md
+    with_eval = {"item": "train_d4_eval", "stage": 5, "what": "w", "status": "ok", "train_env_steps_per_s": 21_000.0,
+                 "env_steps_per_s_with_eval": 20_000.0, "eval_s": 2.0, "projected_hours": 1.39}
+    assert "| 4 | 1.48 | 18,769 | 20,000 | 21,000 | 1.39 |" in gpu_bench.table(recs + [with_eval], meta)
     assert "device: H200 (gpu)" in md and "jax 0.11.2" in md
 
 
