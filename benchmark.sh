@@ -49,9 +49,10 @@ suites
           (heatmap_{env}.png) and env steps/s of the point mazes alone (tools/env_speed.py,
           env_speed.jsonl). About an hour on 2 CPU cores.
   gpu     tools/gpu_bench.py, its own options (bash benchmark.sh gpu --help; --tiny: a CPU check): humanoid
-          env steps/s at depths 4 and 64 against the paper, depth-1024 memory +- remat and largest batch,
-          4 and 8 seeds, bf16, raw env steps/s; 11 items, each its own process and time limit, under 8
-          minutes in all; gpu.jsonl and gpu.md in $OUT (else benchmark_results/gpu__...).
+          env steps/s at depths 4, 64 and 1024 against the paper, the layer scan's unroll, 8 seeds; 5 items,
+          each its own process and time limit, sized to under 8 minutes in all (--only ITEM...: the extra
+          items: memory, largest batch, bf16, command buffers, envs); gpu.jsonl and gpu.md in --out DIR
+          (default benchmark_results/gpu__...).
 
 options
   --envs ENV...            paper: env ids (quick: default reacher; probe: point_big_maze)

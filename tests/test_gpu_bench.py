@@ -30,7 +30,6 @@ NUMERIC = {"train_d4": ("compile_s", "step_s", "train_env_steps_per_s", "xla_byt
 
 def _bash(*args, timeout=300):
     env = dict(os.environ, PYTHON=sys.executable)
-    env.pop("OUT", None)
     return subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), "gpu", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=ROOT)
 

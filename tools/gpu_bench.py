@@ -731,7 +731,7 @@ def main() -> None:
     p.add_argument("--cpu-estimates", action="store_true",
                    help="instead of measuring: compile each training and fit item's programs on the CPU from their "
                         "shapes and write their memory figures into --estimates (merged with what it holds)")
-    p.add_argument("--out", metavar="DIR", help="results directory (default: $OUT if set, else "
+    p.add_argument("--out", metavar="DIR", help="results directory (default: "
                                                 "RESULTS_ROOT/gpu__{date}__{git describe})")
     p.add_argument("--results-root", default="benchmark_results", metavar="DIR")
     p.add_argument("--wheels", default=".whl", metavar="DIR",
@@ -773,7 +773,7 @@ def main() -> None:
     has_wheels = os.path.isdir(wheels) and any(f.endswith(".whl") for f in os.listdir(wheels))
     describe = sh(["git", "describe", "--always", "--dirty"]) or "nogit"
     date = datetime.datetime.now()
-    out = a.out or os.environ.get("OUT") or os.path.join(
+    out = a.out or os.path.join(
         a.results_root, f"gpu{'-tiny' if a.tiny else ''}__{date:%Y-%m-%d}__{describe}")
     jsonl, md = os.path.join(out, "gpu.jsonl"), os.path.join(out, "gpu.md")
     if os.path.exists(jsonl):
