@@ -447,22 +447,16 @@ def apply_stacked(calls: list[tuple[nn.Module, Any, jax.Array]]) -> list[jax.Arr
     widths). Calls that differ in any other way (a fork's psi of another shape) run one by one."""
     modules, params, inputs = zip(*calls)
     width, widths = max(x.shape[-1] for x in inputs), {x.shape[-1] for x in inputs}
-
-    def stackable(*leaves):  # equal, or the input layer's kernel: [input width, features]
-        return all(x.shape == leaves[0].shape for x in leaves) or all(
+    same = (all(m == modules[0] for m in modules)
+            and all(jax.tree.structure(p) == jax.tree.structure(params[0]) for p in params))
+    if not same or not all(len({x.shape for x in leaves}) == 1 or all(  # equal, or the input layer's kernel
             x.ndim == 2 and x.shape[0] in widths and x.shape[1] == leaves[0].shape[1] for x in leaves)
-
-    def stack(*leaves):
-        if all(x.shape == leaves[0].shape for x in leaves):
-            return jnp.stack(leaves)
-        return jnp.stack([jnp.pad(x, ((0, width - x.shape[0]), (0, 0))) for x in leaves])
-
-    if (any(m != modules[0] for m in modules) or any(jax.tree.structure(p) != jax.tree.structure(params[0])
-                                                   for p in params)
-            or not all(jax.tree.leaves(jax.tree.map(stackable, *params)))):
+                           for leaves in zip(*map(jax.tree.leaves, params))):
         return [m.apply(p, x) for m, p, x in calls]
-    xs = jnp.stack([jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])]) for x in inputs])
-    return list(jax.vmap(modules[0].apply)(jax.tree.map(stack, *params), xs))
+    pad = lambda x, axis: jnp.pad(x, [(0, width - n if i == axis else 0) for i, n in enumerate(x.shape)])
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves if len({x.shape for x in leaves}) == 1
+                                                     else [pad(x, 0) for x in leaves]), *params)
+    return list(jax.vmap(modules[0].apply)(stacked, jnp.stack([pad(x, x.ndim - 1) for x in inputs])))
 
 
 def sgd_losses(params: tuple, nets: Networks, batch: dict, key: jax.Array, target_entropy: float,

@@ -175,10 +175,9 @@ def test_stacked_apply_equals_separate_applies():
     phi, psi = agent.critic_params["phi"], agent.critic_params["psi"]
     sa = jnp.concatenate([batch["state"], batch["action"]], -1)
     calls = [(nets.phi, phi, sa), (nets.psi, psi, batch["goal"]), (nets.phi, phi, sa[::-1])]
-    got = jax.jit(lambda phi, psi: C.apply_stacked([(m, {"phi": phi, "psi": psi}[k], x) for (m, _, x), k in zip(
-        calls, ("phi", "psi", "phi"))]))(phi, psi)
-    hlo = jax.jit(lambda phi, psi: C.apply_stacked([(m, {"phi": phi, "psi": psi}[k], x) for (m, _, x), k in zip(
-        calls, ("phi", "psi", "phi"))])).lower(phi, psi).as_text()
+    stacked = jax.jit(lambda phi, psi: C.apply_stacked([(m, {"phi": phi, "psi": psi}[k], x) for (m, _, x), k in zip(
+        calls, ("phi", "psi", "phi"))]))
+    got, hlo = stacked(phi, psi), stacked.lower(phi, psi).as_text()
     assert hlo.count("stablehlo.while") == 1  # one loop over the blocks for all three
     for out, (m, p, x) in zip(got, calls):
         np.testing.assert_allclose(np.asarray(out), np.asarray(m.apply(p, x)), rtol=1e-5, atol=1e-6)
