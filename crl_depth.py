@@ -12,6 +12,7 @@ checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets
 SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely."""
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -29,7 +30,7 @@ from crl_datasets import save_crl_buffer
 from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
 from crl_plots import CriticPlotArgs
-from crl_runs import (Run, across_seeds, compile_all, describe, device_mesh, flag, not_positive, parse_args,
+from crl_runs import (Run, compile_all, describe, device_mesh, fail, flag, metrics_line, not_positive, parse_args,
                       seed_all, seed_map, split_seed_keys, state_shardings)
 
 
@@ -106,12 +107,22 @@ class Args(CriticPlotArgs):
                     f"training step each after the prefill need {prefill + self.num_epochs * per_train_step}")
         return None
 
-    def epoch_change_error(self, saved: "Args") -> Optional[str]:
-        """A resumed run (self; saved: the run's args.json) must keep the number of training steps of an epoch."""
-        if schedule(self)[::2] != schedule(saved)[::2]:
-            return (f"--num-epochs {self.num_epochs} --total-env-steps {self.total_env_steps} change the run's "
-                    f"epoch ({schedule(saved)[2]} training steps); change both together to keep it")
-        return None
+    def settle_resume(self, saved: Optional["Args"]) -> tuple["Args", Optional[str]]:
+        """--resume (self: the command line over the run's args.json, saved; None for a new run): a run keeps
+        the env steps of its epochs. --num-epochs N alone continues (or ends) it at N such epochs, the total
+        following; a --total-env-steps that changes the epoch's length is refused with the values that work."""
+        if saved is None or not self.num_epochs > 0:  # a new run, or a bad --num-epochs that validation names
+            return self, None
+        prefill, per_train_step, steps = schedule(saved)
+        if self.total_env_steps == saved.total_env_steps and self.num_epochs != saved.num_epochs:
+            self = dataclasses.replace(self, total_env_steps=prefill + self.num_epochs * steps * per_train_step)
+        if schedule(self)[::2] != (prefill, steps):
+            low, high = (prefill + self.num_epochs * n * per_train_step for n in (steps, steps + 1))
+            return self, (f"--num-epochs {self.num_epochs} --total-env-steps {self.total_env_steps} change the run's "
+                          f"epoch ({steps} training steps of {per_train_step:,} env steps); give --num-epochs "
+                          f"{self.num_epochs} alone (the total follows: {low:,}) or a --total-env-steps from "
+                          f"{low:,} to {high - 1:,}")
+        return self, None
 # END SHARED BLOCK: online flags
 # SHARED BLOCK: algorithm flags (keep identical in all three scripts)
     gamma: float = 0.99
@@ -522,8 +533,9 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
 
 
 def all_finite(tree: Any) -> jax.Array:
-    """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
+    """1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite, else NaN: a metric that the
+    divergence guard, which checks every metric, stops on."""
+    return jnp.where(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])), 1.0, jnp.nan)
 # END SHARED BLOCK: losses
 
 
@@ -535,6 +547,16 @@ class TrainState:
     buffer: Buffer
     key: jax.Array
     env_steps: jax.Array
+
+
+def fresh_state(args: Args, spec: Any, env: VecGoalEnv, nets: Networks, opts: Optimizers, key_agent: jax.Array,
+                key_env: jax.Array, key: jax.Array) -> TrainState:
+    """The training state a run starts from, of ONE seed (main maps it over the seeds): fresh networks and
+    optimisers, reset envs, an empty replay buffer, the training key, no env steps."""
+    agent = agent_init(key_agent, nets, opts, spec.obs_dim, spec.goal_end - spec.goal_start, env.action_size)
+    return TrainState(agent=agent, env_state=env.reset(key_env),
+                      buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
+                      key=key, env_steps=jnp.zeros((), jnp.int32))
 
 
 # SHARED BLOCK: collection (keep identical in crl_depth.py and crl_collector_learner.py)
@@ -700,63 +722,33 @@ def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: An
                                                                            ts.agent.critic_params))], run.dir)
 
 
-def main(args: Args) -> Optional[dict]:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
-    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
-    if args.load:  # --plot-critic from saved checkpoints, no training
-        return args.plot_checkpoints(args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
-                                     {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size))
-    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
-    run = Run(args, args.env_id, state_header(args),
-              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
-    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
-    key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
-    # devices: with more than one, training envs, replay buffer and SGD batches are split across them
-    devices, mesh = device_mesh(args.num_devices, "envs")
-
-    # envs and networks
+def build(args: Args) -> tuple[Any, VecGoalEnv, VecGoalEnv, Networks, Optimizers]:
+    """The envs (training and evaluation), networks and optimisers of a run of args."""
     spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
-    nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, env.action_size,
-                         args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
+    nets = make_networks(args.actor_depth or args.depth, args.critic_depth or args.depth, args.width, args.repr_dim,
+                         env.action_size, args.layer_norm, args.activation, args.residual, args.remat,
+                         args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    return spec, env, eval_env, nets, opts
 
-    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
-    # anything is compiled or written (saved with --no-checkpoint-buffer: an empty buffer, refilled below)
-    def fresh_state(key_agent: jax.Array, key_env: jax.Array, key: jax.Array) -> TrainState:  # one seed
-        agent = agent_init(key_agent, nets, opts, spec.obs_dim, spec.goal_end - spec.goal_start, env.action_size)
-        return TrainState(agent=agent, env_state=env.reset(key_env),
-                          buffer=buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size),
-                          key=key, env_steps=jnp.zeros((), jnp.int32))
 
-    actor_params = lambda ts: ts.agent.actor_params  # noqa: E731 (what acts in the evaluation)
-
-# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
-    start_epoch, refill, fresh = 1, True, seed_map(fresh_state, args.num_seeds)  # fresh: of every seed
-    if args.estimate:  # the shapes alone: nothing is allocated, read or written
-        ts = jax.eval_shape(fresh, key_agent, key_env, key)
-    elif args.resume:
-        shapes = jax.eval_shape(fresh, key_agent, key_env, key)
-        header, ckpt_epoch, saved = run.load(lambda header: {
-            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
-        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
-        refill = not header.get("has_buffer")
-        if refill:
-            ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
-    else:
-        ts = jax.jit(fresh)(key_agent, key_env, key)
-    if not args.estimate:  # every leaf its own copy, so ts can be donated
-        ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))
-# END SHARED BLOCK: online training state
-    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
-
-    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); prefill and
-    # epoch donate the state. With several devices the env state and the buffer are split along their env
-    # axis (1 and 2, after the seed axis), the rest replicated, and XLA inserts the communication
+def programs(args: Args, spec: Any, env: VecGoalEnv, eval_env: VecGoalEnv, nets: Networks, opts: Optimizers,
+             ts: TrainState, mesh: Optional[jax.sharding.Mesh]) -> tuple[Callable, Callable, Callable, Any, Any]:
+    """The prefill, epoch and evaluation of every seed (seed_map: vmap over the leading seed axis), jitted
+    for a state like ts on mesh (jit_online), with the state's shardings."""
     prefill_fn, epoch_fn = (seed_map(fn, args.num_seeds) for fn in make_train_fns(
         args, env, nets, opts, (spec.goal_start, spec.goal_end),
         NamedSharding(mesh, PartitionSpec(None, "envs")) if mesh else None))
-    evaluate = seed_map(make_evaluate(args, eval_env, nets), args.num_seeds)
+    return jit_online(prefill_fn, epoch_fn, seed_map(make_evaluate(args, eval_env, nets), args.num_seeds), ts, mesh)
+
+
 # SHARED BLOCK: online jit (keep identical in crl_depth.py and crl_collector_learner.py)
+def jit_online(prefill_fn: Callable, epoch_fn: Callable, evaluate: Callable, ts: Any,
+               mesh: Optional[jax.sharding.Mesh]) -> tuple[Callable, Callable, Callable, Any, Any]:
+    """jit of prefill, epoch (both donate the state) and evaluation; returns them with the state's shardings
+    and the replicated sharding (both None on one device). With several devices the env state and the buffer
+    are split along their env axis (1 and 2, after the seed axis), the rest replicated, and XLA inserts the
+    communication."""
     shardings = replicated = None
     if mesh:
         shardings = state_shardings(ts, mesh, split={"env_state": 1, "buffer": 2})
@@ -764,15 +756,77 @@ def main(args: Args) -> Optional[dict]:
     prefill_fn = jax.jit(prefill_fn, in_shardings=shardings and (shardings,), out_shardings=shardings, donate_argnums=0)
     epoch_fn = jax.jit(epoch_fn, in_shardings=shardings and (shardings,),
                        out_shardings=shardings and (shardings, replicated), donate_argnums=0)
-    evaluate = jax.jit(evaluate, out_shardings=replicated)
-    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
-        report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
-            "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), steps_per_epoch),
-            "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
-        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
-            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
-        return report
+    return prefill_fn, epoch_fn, jax.jit(evaluate, out_shardings=replicated), shardings, replicated
 # END SHARED BLOCK: online jit
+
+
+def estimate_run(args: Args) -> dict:
+    """--estimate: what the run of args would need, printed and returned (crl_estimate.estimate's report), without
+    and with --remat: its programs compiled for this backend from the state's shapes alone. Nothing is trained,
+    allocated, read or written."""
+    run = Run(args, args.env_id, state_header(args),
+              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
+    key, key_agent, key_env, key_eval, _ = seed_all(args.seed, run.seeds, 5)
+    devices, mesh = device_mesh(args.num_devices, "envs")
+    spec, env, eval_env, nets, opts = build(args)
+    ts = jax.eval_shape(seed_map(functools.partial(fresh_state, args, spec, env, nets, opts), args.num_seeds),
+                        key_agent, key_env, key)
+    prefill_fn, epoch_fn, evaluate, _, _ = programs(args, spec, env, eval_env, nets, opts, ts, mesh)
+    report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
+        "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), schedule(args)[2]),
+        "evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)}, args.num_seeds, len(devices))
+    if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+        report = compare(report, estimate_run(dataclasses.replace(args, remat=True)), "without -> with --remat")
+    return report
+
+
+def plot_saved_critics(args: Args) -> None:
+    """--plot-critic --load PATH...: the critic heatmap of saved checkpoints, no training."""
+    args.plot_checkpoints(args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
+                          {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size))
+
+
+# the console line of an epoch: (label, metric, format, every seed's value too); a metric not logged is left out
+CONSOLE = (("time at goal", "eval/time_at_goal", ".1f", True), ("success", "eval/success_any", ".2f", True),
+           ("dist", "eval/dist", ".2f", True), ("critic", "losses/critic", ".3f", False),
+           ("acc", "critic/categorical_accuracy", ".2f", False), ("actor", "losses/actor", ".3f", False),
+           ("alpha", "actor/alpha", ".3g", False), ("entropy", "actor/entropy", ".2f", False))
+
+
+def main(args: Args) -> None:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
+    run = Run(args, args.env_id, state_header(args),
+              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
+    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
+    key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
+    # devices: with more than one, training envs, replay buffer and SGD batches are split across them
+    devices, mesh = device_mesh(args.num_devices, "envs")
+    spec, env, eval_env, nets, opts = build(args)
+    fresh = seed_map(functools.partial(fresh_state, args, spec, env, nets, opts), args.num_seeds)  # every seed's
+    actor_params = lambda ts: ts.agent.actor_params  # noqa: E731 (what acts in the evaluation)
+
+# SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (saved with --no-checkpoint-buffer: an empty buffer, refilled below)
+    start_epoch, refill = 1, True
+    if args.resume:
+        shapes = jax.eval_shape(fresh, key_agent, key_env, key)
+        header, ckpt_epoch, saved = run.load(lambda header: {
+            "ts": shapes if header.get("has_buffer") else shapes.replace(buffer=None), "key_eval": key_eval})
+        if ckpt_epoch > args.num_epochs:
+            fail(f"--num-epochs {args.num_epochs} ends the run before its checkpoint's epoch {ckpt_epoch} "
+                 f"({run.state_path}): give --num-epochs {ckpt_epoch} or more")
+        ts, key_eval, start_epoch = saved["ts"], saved["key_eval"], ckpt_epoch + 1
+        refill = not header.get("has_buffer")
+        if refill:
+            ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
+    else:
+        ts = jax.jit(fresh)(key_agent, key_env, key)
+    ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
+# END SHARED BLOCK: online training state
+    prefill_steps, per_train_step, steps_per_epoch = schedule(args)
+    prefill_fn, epoch_fn, evaluate, shardings, replicated = programs(args, spec, env, eval_env, nets, opts, ts, mesh)
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     run.open()
     run.announce(f"env {args.env_id} | actor depth {actor_depth} critic depth {critic_depth} width {args.width} | "
@@ -783,7 +837,7 @@ def main(args: Args) -> Optional[dict]:
     if mesh:
         ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
     compiled, compile_s = compile_all({
-        "prefill": lambda: prefill_fn.lower(ts).compile() if refill else None,
+        **({"prefill": lambda: prefill_fn.lower(ts).compile()} if refill else {}),
         "epoch": lambda: epoch_fn.lower(ts).compile(),
         "evaluation": lambda: evaluate.lower(actor_params(ts), key_eval).compile()})
 
@@ -797,9 +851,7 @@ def main(args: Args) -> Optional[dict]:
         key_eval, keys = split_seed_keys(key_eval)
         m = jax.device_get(compiled["evaluation"](actor_params(ts), keys))
         run.log(0, ts.env_steps, m, {"time/compile_s": compile_s})
-        print(f"epoch 0 (untrained) | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/"
-              f"{args.episode_length} | success {across_seeds(m['eval/success_any'], '.2f')} | "
-              f"dist {across_seeds(m['eval/dist'], '.2f')}", flush=True)
+        print(f"epoch 0 (untrained) | {metrics_line(m, CONSOLE)}", flush=True)
     for epoch in range(start_epoch, args.num_epochs + 1):
         t_epoch = time.perf_counter()  # train an epoch
         ts, train_m = compiled["epoch"](ts)
@@ -811,14 +863,8 @@ def main(args: Args) -> Optional[dict]:
         records = run.log(epoch, ts.env_steps, m, {"charts/sps": sps, "time/epoch_s": epoch_s,
                                                    "time/compile_s": compile_s})
         print(f"epoch {epoch}/{args.num_epochs} | env steps {records[0]['env_steps']:,} | SPS {sps:,.0f} | "
-              f"time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
-              f"success {across_seeds(m['eval/success_any'], '.2f')} | dist {across_seeds(m['eval/dist'], '.2f')} | "
-              f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
-              f"actor {np.mean(m['losses/actor']):.3f} | alpha {np.mean(m['actor/alpha']):.3g} | "
-              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, args.num_epochs - epoch)}",
-              flush=True)
-        run.check_finite(epoch, {name: m[name] for name in ("losses/critic", "losses/actor", "losses/alpha")},
-                         {"parameters": m["train/params_finite"]})
+              f"{metrics_line(m, CONSOLE)} | ETA {run.eta(epoch_s, args.num_epochs - epoch)}", flush=True)
+        run.check_finite(epoch, m)  # the divergence guard: every metric, parameters included
         run.checkpoint(epoch, args.num_epochs,  # checkpoint (the buffer too, unless --no-checkpoint-buffer)
                        {"ts": ts if args.checkpoint_buffer else ts.replace(buffer=None), "key_eval": key_eval},
                        has_buffer=args.checkpoint_buffer)
@@ -826,13 +872,15 @@ def main(args: Args) -> Optional[dict]:
     run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
                        "log_alpha": ts.agent.log_alpha}, state_header(args), args.num_epochs)
     write_outputs(args, run, jax.tree.map(lambda x: x[0], ts), nets, spec, key_render[0])
+    run.score({"time at goal": "eval/time_at_goal"}, args.episode_length)
     run.finish()
 
 
 def cli(argv: Optional[list[str]] = None) -> Args:
     """The command line's Args; with --resume RUN_DIR the run's own, changed by the flags given."""
-    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, Args.epoch_change_error)
+    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, Args.settle_resume)
 
 
 if __name__ == "__main__":
-    main(cli())
+    args = cli()
+    plot_saved_critics(args) if args.load else estimate_run(args) if args.estimate else main(args)

@@ -39,8 +39,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import DatasetError, DatasetFlags, OfflineData, check_env_shapes, load_dataset
 from crl_estimate import compare, estimate
 from crl_envs import VecGoalEnv, make_env
-from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, not_positive, parse_args,
-                      seed_all, seed_map, split_seed_keys, state_shardings)
+from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, metrics_line, not_positive,
+                      parse_args, seed_all, seed_map, split_seed_keys, state_shardings)
 
 
 # ======================================== Args ====================================================
@@ -85,6 +85,9 @@ class Args(RunArgs):
     """total SGD steps (each updates actor, alpha and critic on one batch)"""
     eval_every: int = 100_000
     """SGD steps between evaluations (a multiple of --num-sgd-steps dividing --num-gradient-steps)"""
+    num_epochs: Optional[int] = None
+    """epochs of --eval-every SGD steps, an evaluation after each: sets --num-gradient-steps to
+    num_epochs x eval_every (with --resume: continue the run to this many epochs)"""
     num_sgd_steps: int = 100
     """SGD steps per relabelling round: one window per column is relabelled, shuffled and split
     into this many batches"""
@@ -512,8 +515,9 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
 
 
 def all_finite(tree: Any) -> jax.Array:
-    """The divergence guard: 1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])).astype(jnp.float32)
+    """1.0 when every leaf (parameters, optimiser moments, log(alpha)) is finite, else NaN: a metric that the
+    divergence guard, which checks every metric, stops on."""
+    return jnp.where(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])), 1.0, jnp.nan)
 # END SHARED BLOCK: losses
 
 
@@ -575,6 +579,17 @@ class TrainState:
     buffer: Buffer
     key: jax.Array
     gradient_steps: jax.Array
+
+
+def fresh_state(args: Args, nets: Networks, opts: Optimizers, data: OfflineData, buffer: Buffer,
+                key_agent: jax.Array, key: jax.Array) -> TrainState:
+    """The training state a run starts from: every seed's fresh networks and optimisers (key_agent, key: one
+    per seed; every leaf gets a leading seed axis), the training keys, no gradient steps, and the dataset
+    buffer, one copy shared by all seeds."""
+    def fresh_agent(key_agent: jax.Array) -> Agent:  # one seed
+        return agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, data.action.shape[-1])
+    return TrainState(agent=jax.vmap(fresh_agent)(key_agent), buffer=buffer, key=key,
+                      gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
 
 
 def make_train_fns(args: Args, nets: Networks, opts: Optimizers, action_size: int,
@@ -712,7 +727,7 @@ def evaluation_fn(args: Args, eval_env: Optional[VecGoalEnv], envs: Optional[lis
 
 # ======================================== Main ====================================================
 # flags a resumed run may change; every other flag comes from the run's args.json
-RESUMABLE_FIELDS = ("num_gradient_steps", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
+RESUMABLE_FIELDS = ("num_gradient_steps", "num_epochs", "checkpoint_every", "track", "wandb_project_name", "wandb_entity",
                     "wandb_mode", "runs_dir", "resume", "num_devices", "estimate")
 # state.msgpack holds the whole training state: every network's params and optimiser state, log(alpha),
 # the training key, gradient steps, each with a leading seed axis; plus the epoch and the evaluation
@@ -753,12 +768,16 @@ def validate_args(args: Args) -> Optional[str]:
     return None
 
 
-def resume_error(args: Args, saved: Args) -> Optional[str]:
-    """A resumed run reads its dataset again from the path in its args.json. (That the checkpoint's
-    epoch still fits a changed --num-gradient-steps is checked by main, once the checkpoint is read.)"""
-    if not saved.dataset:
-        return f"--resume {args.resume}: args.json is not a {os.path.basename(__file__)} args file (no dataset)"
-    return None
+def settle(args: Args, saved: Optional[Args]) -> tuple[Args, Optional[str]]:
+    """--num-epochs N stands for --num-gradient-steps N x eval_every (and is not kept: args.json records the
+    gradient steps). With --resume (saved: the run's args.json) the run reads its dataset again from the path
+    there; --num-epochs or --num-gradient-steps alone continues it. (That the checkpoint's epoch still fits
+    is checked by main, once the checkpoint is read.)"""
+    if saved is not None and not saved.dataset:
+        return args, f"--resume {args.resume}: args.json is not a {os.path.basename(__file__)} args file (no dataset)"
+    if args.num_epochs is not None:
+        args = dataclasses.replace(args, num_gradient_steps=args.num_epochs * args.eval_every, num_epochs=None)
+    return args, None
 
 
 def dataset_identity(args: Args, data: OfflineData) -> dict:
@@ -791,54 +810,28 @@ def describe_run(header: dict) -> str:
             f"{header.get('critic_depth')} width {header.get('width')}")
 
 
-def main(args: Args) -> Optional[dict]:
-    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here; with --estimate
-    returns what the run would need instead (crl_estimate.estimate's report) and trains nothing."""
-    args, data, eval_env, envs, note = open_dataset(args)  # the dataset and env, checked before any work
-    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
-    num_epochs = args.num_gradient_steps // args.eval_every
-    run = Run(args, args.env_id, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
-    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
-    key, key_agent, key_diag, key_eval = seed_all(args.seed, run.seeds, 4)
-    # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
-    devices, mesh = device_mesh(args.num_devices, "batch")
-
-    # the dataset and networks
-    goal_slice, action_size = (data.goal_start, data.goal_end), data.action.shape[-1]
-    nets = make_networks(actor_depth, critic_depth, args.width, args.repr_dim, action_size,
-                         args.layer_norm, args.activation, args.residual, args.remat, args.compute_dtype)
+def build(args: Args, data: OfflineData, estimating: bool = False) -> tuple[Networks, Optimizers, Buffer]:
+    """The networks, optimisers and dataset buffer of a run of args on data (estimating: the buffer's shapes alone)."""
+    nets = make_networks(args.actor_depth or args.depth, args.critic_depth or args.depth, args.width, args.repr_dim,
+                         data.action.shape[-1], args.layer_norm, args.activation, args.residual, args.remat,
+                         args.compute_dtype)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
-    buffer = offline_buffer(data) if not args.estimate else jax.eval_shape(  # --estimate: its shapes alone
+    buffer = offline_buffer(data) if not estimating else jax.eval_shape(
         lambda s, a, e: offline_buffer(data._replace(state=s, action=a, episode_id=e)), data.state, data.action,
         data.episode_id)
+    return nets, opts, buffer
 
-    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
-    # anything is compiled or written (the checkpoint never holds the dataset: it is read again)
-    def fresh_agent(key_agent: jax.Array) -> Agent:  # one seed
-        return agent_init(key_agent, nets, opts, data.obs_dim, data.goal_end - data.goal_start, action_size)
 
-    def fresh_state() -> TrainState:  # every leaf but the dataset's has a leading seed axis
-        return TrainState(agent=jax.vmap(fresh_agent)(key_agent), buffer=buffer, key=key,
-                          gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))
-
-    start_epoch = 1
-    if args.estimate:  # the shapes alone: nothing is allocated, read or written
-        ts = jax.eval_shape(lambda: fresh_state().replace(buffer=None)).replace(buffer=buffer)
-    elif args.resume:
-        shapes = jax.eval_shape(fresh_state)
-        _, ckpt_epoch, saved = run.load(lambda header: {"ts": shapes.replace(buffer=None), "key_eval": key_eval})
-        if ckpt_epoch > num_epochs:
-            fail(f"--num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
-                 f"its checkpoint's epoch {ckpt_epoch} ({run.state_path})")
-        ts, key_eval, start_epoch = saved["ts"].replace(buffer=buffer), saved["key_eval"], ckpt_epoch + 1
-    else:
-        ts = fresh_state()
-    # jit: every function runs on all seeds at once (seed_map: vmap over the leading seed axis); the dataset
-    # buffer is not mapped (in_axes None): one copy serves every seed. The epoch donates the state. With
-    # several devices the whole state is replicated on every device; jit splits each batch and inserts the
-    # all-reduces
+def programs(args: Args, data: OfflineData, nets: Networks, opts: Optimizers, ts: TrainState,
+             mesh: Optional[jax.sharding.Mesh]) -> tuple[Callable, Callable, Callable, Any, Any]:
+    """The epoch, the diagnostics' fixed batch (probe) and the diagnostics of every seed, jitted for a state like
+    ts, and the state's shardings. Every function runs on all seeds at once (seed_map: vmap over the leading seed
+    axis); the dataset buffer is not mapped (in_axes None): one copy serves every seed. The epoch donates the
+    state. With several devices the whole state is replicated on every device; jit splits each batch and inserts
+    the all-reduces."""
+    goal_slice = (data.goal_start, data.goal_end)
     axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)
-    epoch_fn = seed_map(make_train_fns(args, nets, opts, action_size, goal_slice,
+    epoch_fn = seed_map(make_train_fns(args, nets, opts, data.action.shape[-1], goal_slice,
                                        NamedSharding(mesh, PartitionSpec(None, "batch")) if mesh else None),
                         args.num_seeds, in_axes=(axes,), out_axes=(axes, 0))
     shardings = replicated = None
@@ -855,20 +848,70 @@ def main(args: Args) -> Optional[dict]:
 
     probe_fn = jax.jit(seed_map(probe, args.num_seeds, in_axes=(None, 0)))
     diagnostics = jax.jit(seed_map(make_diagnostics(nets, args.logsumexp_penalty), args.num_seeds))
+    return epoch_fn, probe_fn, diagnostics, shardings, replicated
+
+
+def estimate_run(args: Args) -> dict:
+    """--estimate: what the run of args would need, printed and returned (crl_estimate.estimate's report), without
+    and with --remat: its programs compiled for this backend from the shapes alone. The dataset is read and
+    checked; nothing is trained, allocated on the device or written."""
+    args, data, eval_env, envs, _ = open_dataset(args)
+    run = Run(args, args.env_id, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
+    key, key_agent, key_diag, key_eval = seed_all(args.seed, run.seeds, 4)
+    devices, mesh = device_mesh(args.num_devices, "batch")
+    nets, opts, buffer = build(args, data, estimating=True)
+    ts = jax.eval_shape(lambda k, kk: fresh_state(args, nets, opts, data, None, k, kk), key_agent, key).replace(
+        buffer=buffer)
+    epoch_fn, probe_fn, diagnostics, _, _ = programs(args, data, nets, opts, ts, mesh)
     evaluate = evaluation_fn(args, eval_env, envs, nets)
-    if args.estimate:  # what the run needs: these programs compiled for this backend from the shapes, and no run
-        diag_batch = jax.eval_shape(probe_fn, ts.buffer, key_diag)
-        report = estimate(run.describe(run.header) + f", remat {args.remat}", {
-            "actor": ts.agent.actor_params, "critic": ts.agent.critic_params}, {
-            "parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
-            "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
-            "dataset": ts.buffer}, {
-            "epoch": (epoch_fn, (ts,), args.eval_every), "diagnostics": (diagnostics, (ts.agent, diag_batch), None),
-            **({"evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)} if eval_env is not None else {})},
-            args.num_seeds, len(devices))
-        if not args.remat:  # the same run with --remat, to show what rematerialisation saves
-            report = compare(report, main(dataclasses.replace(args, remat=True)), "without -> with --remat")
-        return report
+    diag_batch = jax.eval_shape(probe_fn, ts.buffer, key_diag)
+    report = estimate(run.describe(run.header) + f", remat {args.remat}", {
+        "actor": ts.agent.actor_params, "critic": ts.agent.critic_params}, {
+        "parameters": (ts.agent.actor_params, ts.agent.critic_params, ts.agent.log_alpha),
+        "optimiser states": (ts.agent.actor_opt, ts.agent.critic_opt, ts.agent.alpha_opt),
+        "dataset": ts.buffer}, {
+        "epoch": (epoch_fn, (ts,), args.eval_every), "diagnostics": (diagnostics, (ts.agent, diag_batch), None),
+        **({"evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)} if eval_env is not None else {})},
+        args.num_seeds, len(devices))
+    if not args.remat:  # the same run with --remat, to show what rematerialisation saves
+        report = compare(report, estimate_run(dataclasses.replace(args, remat=True)), "without -> with --remat")
+    return report
+
+
+# the console line of an epoch: (label, metric, format, every seed's value too); a metric not logged is left out
+CONSOLE = (("time at goal", "eval/time_at_goal", ".1f", True), ("success", "eval/success_any", ".2f", True),
+           ("probe critic acc", "offline/critic_accuracy", ".2f", True), ("probe bc mse", "offline/bc_mse", ".3f", True),
+           ("critic", "losses/critic", ".3f", False), ("acc", "critic/categorical_accuracy", ".2f", False),
+           ("actor", "losses/actor", ".3f", False), ("bc", "actor/bc_mse", ".3f", False),
+           ("alpha", "actor/alpha", ".3g", False), ("entropy", "actor/entropy", ".2f", False))
+
+
+def main(args: Args) -> None:
+    """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
+    args, data, eval_env, envs, note = open_dataset(args)  # the dataset and env, checked before any work
+    actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
+    num_epochs = args.num_gradient_steps // args.eval_every
+    run = Run(args, args.env_id, state_header(args, dataset_identity(args, data)), describe_run, "gradient_steps")
+    # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
+    key, key_agent, key_diag, key_eval = seed_all(args.seed, run.seeds, 4)
+    # devices: with more than one, every SGD batch is split across them (dataset and networks replicated)
+    devices, mesh = device_mesh(args.num_devices, "batch")
+    nets, opts, buffer = build(args, data)
+
+    # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before
+    # anything is compiled or written (the checkpoint never holds the dataset: it is read again)
+    start_epoch = 1
+    if args.resume:
+        shapes = jax.eval_shape(lambda: fresh_state(args, nets, opts, data, buffer, key_agent, key))
+        _, ckpt_epoch, saved = run.load(lambda header: {"ts": shapes.replace(buffer=None), "key_eval": key_eval})
+        if ckpt_epoch > num_epochs:
+            fail(f"--num-gradient-steps {args.num_gradient_steps} ends the run at epoch {num_epochs}, before "
+                 f"its checkpoint's epoch {ckpt_epoch} ({run.state_path}): give --num-epochs {ckpt_epoch} or more")
+        ts, key_eval, start_epoch = saved["ts"].replace(buffer=buffer), saved["key_eval"], ckpt_epoch + 1
+    else:
+        ts = fresh_state(args, nets, opts, data, buffer, key_agent, key)
+    epoch_fn, probe_fn, diagnostics, shardings, replicated = programs(args, data, nets, opts, ts, mesh)
+    evaluate = evaluation_fn(args, eval_env, envs, nets)
 
     ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
     buffer = None  # only ts holds the dataset now (one copy, shared by all seeds)
@@ -890,8 +933,9 @@ def main(args: Args) -> Optional[dict]:
     compiled, compile_s = compile_all({
         "epoch": lambda: epoch_fn.lower(ts).compile(),
         "diagnostics": lambda: diagnostics.lower(ts.agent, diag_batch).compile(),
-        "evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile() if eval_env is not None
-        else evaluate})
+        **({"evaluation": lambda: evaluate.lower(ts.agent.actor_params, key_eval).compile()} if eval_env is not None
+           else {})})
+    compiled.setdefault("evaluation", evaluate)  # OGBench's envs (not compiled) or None
 
     def measure(ts: TrainState, keys: jax.Array) -> dict:
         """Diagnostics and evaluation of every seed: {name: [num_seeds] values}."""
@@ -900,20 +944,18 @@ def main(args: Args) -> Optional[dict]:
             out.update(jax.device_get(compiled["evaluation"](ts.agent.actor_params, keys)))
         return out
 
-    def summary(m: dict) -> str:
-        text = ""
-        if "eval/time_at_goal" in m:
-            text += (f" | time at goal {across_seeds(m['eval/time_at_goal'], '.1f')}/{args.episode_length} | "
-                     f"success {across_seeds(m['eval/success_any'], '.2f')}")
-        q_gap = np.asarray(m["offline/q_policy"], np.float64) - np.asarray(m["offline/q_data"], np.float64)
-        return text + (f" | probe critic acc {across_seeds(m['offline/critic_accuracy'], '.2f')} | probe bc mse "
-                       f"{across_seeds(m['offline/bc_mse'], '.3f')} | q policy - q data {across_seeds(q_gap, '.3f')}")
+    def summary(m: dict) -> str:  # the console line's metrics, and the critic's preference of the policy's actions
+        text = metrics_line(m, CONSOLE)
+        if "offline/q_policy" in m and "offline/q_data" in m:
+            q_gap = np.asarray(m["offline/q_policy"], np.float64) - np.asarray(m["offline/q_data"], np.float64)
+            text += f" | q policy - q data {across_seeds(q_gap, '.3f')}"
+        return text
 
     if not args.resume:  # epoch 0: the untrained policy, the baseline that learning must rise above
         key_eval, keys = split_seed_keys(key_eval)
         m = measure(ts, keys)
         run.log(0, ts.gradient_steps, m, {"time/compile_s": compile_s})
-        print(f"epoch 0 (untrained){summary(m)}", flush=True)
+        print(f"epoch 0 (untrained) | {summary(m)}", flush=True)
     for epoch in range(start_epoch, num_epochs + 1):
         t_epoch = time.perf_counter()  # train an epoch
         ts, train_m = compiled["epoch"](ts)
@@ -925,25 +967,22 @@ def main(args: Args) -> Optional[dict]:
         records = run.log(epoch, ts.gradient_steps, m, {"charts/gradient_steps_per_s": steps_per_s,
                                                         "time/epoch_s": epoch_s, "time/compile_s": compile_s})
         print(f"epoch {epoch}/{num_epochs} | gradient steps {records[0]['gradient_steps']:,} | "
-              f"{steps_per_s:,.0f} steps/s{summary(m)} | "
-              f"critic {np.mean(m['losses/critic']):.3f} acc {np.mean(m['critic/categorical_accuracy']):.2f} | "
-              f"actor {np.mean(m['losses/actor']):.3f} bc {np.mean(m['actor/bc_mse']):.3f} | "
-              f"alpha {np.mean(m['actor/alpha']):.3g} | "
-              f"entropy {np.mean(m['actor/entropy']):.2f} | ETA {run.eta(epoch_s, num_epochs - epoch)}", flush=True)
-        run.check_finite(epoch, {name: m[name] for name in ("losses/critic", "losses/actor", "losses/alpha")},
-                         {"parameters": m["train/params_finite"]})
+              f"{steps_per_s:,.0f} steps/s | {summary(m)} | ETA {run.eta(epoch_s, num_epochs - epoch)}", flush=True)
+        run.check_finite(epoch, m)  # the divergence guard: every metric, parameters included
         run.checkpoint(epoch, num_epochs,  # checkpoint (never the dataset)
                        {"ts": ts.replace(buffer=None), "key_eval": key_eval}, has_buffer=False)
 
     run.save_networks({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params,
                        "log_alpha": ts.agent.log_alpha}, run.header, num_epochs)
+    run.score({"time at goal": "eval/time_at_goal"}, args.episode_length)
     run.finish()
 
 
 def cli(argv: Optional[list[str]] = None) -> Args:
     """The command line's Args; with --resume RUN_DIR the run's own, changed by the flags given."""
-    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, resume_error)
+    return parse_args(Args, argv, validate_args, RESUMABLE_FIELDS, settle)
 
 
 if __name__ == "__main__":
-    main(cli())
+    args = cli()
+    estimate_run(args) if args.estimate else main(args)

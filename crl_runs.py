@@ -121,14 +121,16 @@ def format_duration(seconds: float) -> str:
 
 # --- the command line and --resume ----------------------------------------------------------------
 def parse_args(args_cls: type, argv: Optional[list[str]], validate: Callable[[Any], Optional[str]],
-               resumable: tuple[str, ...], resume_error: Callable[[Any, Any], Optional[str]]) -> Any:
+               resumable: tuple[str, ...], settle: Callable[[Any, Any], tuple[Any, Optional[str]]]) -> Any:
     """The command line's args, checked by validate (one line and exit 2 on an error). With
     --resume RUN_DIR the command line is parsed again by tyro with the run's saved args.json as the
     defaults, so a flag that is not given keeps the run's value; a given flag that changes a setting
-    outside `resumable` is refused, and so is what resume_error(new args, saved args) objects to."""
+    outside `resumable` is refused. settle(args, the saved args or None for a new run) returns the
+    args to run with (a script's rule, e.g. "--num-epochs alone extends a run") and an error or None."""
     args = tyro.cli(args_cls, args=argv)
     if args.resume is None:
-        error = validate(args)
+        args, error = settle(args, None)
+        error = error or validate(args)
         return args if error is None else fail(error)
     path = os.path.join(args.resume, "args.json")
     if not os.path.isfile(path):
@@ -150,7 +152,8 @@ def parse_args(args_cls: type, argv: Optional[list[str]], validate: Callable[[An
             flags = ", ".join("--" + n.replace("_", "-") for n in resumable if n != "resume")
             fail(f"--{field.name.replace('_', '-')} {value} conflicts with the run's {old} ({path}); a "
                  f"resumed run keeps its settings (only {flags} may change)")
-    error = validate(merged) or resume_error(merged, saved_args)
+    merged, error = settle(merged, saved_args)
+    error = error or validate(merged)
     return merged if error is None else fail(error)
 
 
@@ -223,16 +226,26 @@ def state_shardings(state: Any, mesh: jax.sharding.Mesh, split: dict[str, int]) 
 
 
 def compile_all(parts: dict[str, Callable[[], Any]]) -> tuple[dict, float]:
-    """Runs each part (a function that lowers and compiles, or returns None) in order, prints how long
-    each took, and returns ({name: what it returned}, total seconds)."""
+    """Runs each part (a function that lowers and compiles) in order, saying which it compiles before it
+    starts and how long it took, and returns ({name: what it returned}, total seconds)."""
     out, times, t0 = {}, {}, time.perf_counter()
     for name, part in parts.items():
+        print(f"compiling the {name} with XLA ...", end=" ", flush=True)
         t = time.perf_counter()
         out[name] = part()
         times[name] = time.perf_counter() - t
+        print(f"{times[name]:.1f}s", flush=True)
     total = time.perf_counter() - t0
     print(f"compiled in {total:.1f}s ({', '.join(f'{name} {s:.1f}s' for name, s in times.items())})", flush=True)
     return out, total
+
+
+def metrics_line(m: dict, fields: tuple[tuple[str, str, str, bool], ...]) -> str:
+    """An epoch's metrics for the console: " | "-joined "label value" of each field (label, metric
+    name, format, every seed) whose metric m holds; a metric m lacks is left out. The value is the
+    mean over seeds, and with every seed True and several seeds, each seed's value too."""
+    return " | ".join(f"{label} " + (across_seeds(m[name], fmt) if every_seed else format(float(np.mean(m[name])), fmt))
+                      for label, name, fmt, every_seed in fields if name in m)
 
 
 # --- checkpoint files -----------------------------------------------------------------------------
@@ -496,15 +509,13 @@ class Run:
         self.epoch_times.append(epoch_s)
         return format_duration(epochs_left * sum(self.epoch_times) / len(self.epoch_times))
 
-    def check_finite(self, epoch: int, values: dict[str, Any], flags: dict[str, Any]) -> None:
+    def check_finite(self, epoch: int, metrics: dict[str, Any]) -> None:
         """The divergence guard: one line and exit 1, before the bad state can overwrite the last good
-        checkpoint, if one of values (per-seed numbers: the losses, say) is not finite or one of flags
-        (per seed, 1.0 where all is well: "every parameter finite", say) is below 1. The names of the
-        values and flags are what the line says."""
+        checkpoint, if any value of metrics (per seed: {name: [num_seeds] numbers}) is not finite. The
+        line names each such metric (and seed)."""
         of_seed = (lambda i: f" of seed {self.seeds[i]}") if len(self.seeds) > 1 else (lambda i: "")
-        bad = [f"{name} ({float(v[i])}){of_seed(i)}" for i in range(len(self.seeds)) for name, v in values.items()
-               if not np.isfinite(v[i])]
-        bad += [f"{name}{of_seed(i)}" for i in range(len(self.seeds)) for name, v in flags.items() if v[i] < 1.0]
+        bad = [f"{name} ({float(v[i])}){of_seed(i)}" for i in range(len(self.seeds)) for name, v in metrics.items()
+               if not np.isfinite(np.asarray(v, np.float64)[i])]
         if bad:
             fail(f"non-finite {', '.join(bad)} at epoch {epoch}; last good checkpoint: "
                  f"{self.last_good or 'none (none written yet)'}", 1)
@@ -533,6 +544,26 @@ class Run:
                                  epoch, tree_to_dict(jax.tree.map(lambda x: x[i], networks)))
             except CheckpointWriteError as e:
                 fail(f"{e}; last good checkpoint: {self.last_good or 'none'}", 1)
+
+    def score(self, metrics: dict[str, str], out_of: int, last: int = 5) -> None:
+        """Prints the run's score as the paper defines it: of each metric in metrics ({label: metric name},
+        e.g. the time at goal), the mean of the last `last` evaluations after training (epochs >= 1, read
+        back from metrics.jsonl, so epochs before a --resume count), out of `out_of`; per seed, and with
+        several seeds their mean and standard error. A metric the run did not log is left out."""
+        with open(self.metrics_path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        for label, name in metrics.items():
+            per_seed = {seed: [r[name] for r in records if r["seed"] == seed and r["epoch"] >= 1 and name in r][-last:]
+                        for seed in self.seeds}
+            if not all(per_seed.values()):
+                continue
+            scores = np.array([np.mean(v) for v in per_seed.values()])
+            n = min(len(v) for v in per_seed.values())
+            text = f"score ({label}, mean of the last {n} evaluations, out of {out_of}): {scores.mean():.1f}"
+            if len(scores) > 1:
+                text += (f" ± {scores.std(ddof=1) / np.sqrt(len(scores)):.1f} (standard error over {len(scores)} "
+                         f"seeds; {', '.join(f'seed {s} {v:.1f}' for s, v in zip(self.seeds, scores))})")
+            print(text, flush=True)
 
     def finish(self) -> None:
         print(f"done: {self.dir}", flush=True)

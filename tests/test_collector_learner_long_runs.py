@@ -120,9 +120,9 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(s
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     errors = error_lines(proc.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: non-finite deep_learner/losses/"), errors
-    assert "deep_learner parameters" in errors[0]
-    assert "collector/" not in errors[0] and "collector parameters" not in errors[0]  # the collector is fine
+    assert len(errors) == 1 and errors[0].startswith("error: non-finite "), errors
+    assert "deep_learner/losses/alpha (nan)" in errors[0] and "deep_learner/train/params_finite (nan)" in errors[0]
+    assert "collector/" not in errors[0]  # the collector is fine
     assert errors[0].endswith("at epoch 3; last good checkpoint: " + str(run_dir / "state.msgpack"))
     saved = _state(run_dir / "state.msgpack")
     assert saved["epoch"] == 2 and saved["header"]["has_buffer"] is False and "buffer" not in saved["state"]["ts"]
@@ -167,7 +167,9 @@ BAD = [
     (["--no-layer-norm"], None, "--layer-norm False conflicts with the run's True"),
     (["--env-id", "ant"], None, "--env-id ant conflicts with the run's point_u_maze"),
     (["--critic-lr", "0.1"], None, "--critic-lr 0.1 conflicts with the run's 0.0003"),
-    (["--num-epochs", "8"], None, "change the run's epoch (2 training steps); change both together"),
+    (["--num-epochs", "8", "--total-env-steps", "5000"], None, "change the run's epoch (2 training steps of 40 env "
+     "steps); give --num-epochs 8 alone"),
+    (["--num-epochs", "3"], None, "--num-epochs 3 ends the run before its checkpoint's epoch 4"),
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
     # checked against the run's settings first: a flag a resumed run cannot change is named as such
     (["--shallow-learner-depth", "6"], None, "--shallow-learner-depth 6 conflicts with the run's 4"),
@@ -227,6 +229,8 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
                   "--plot"])
     assert (args.num_epochs, args.total_env_steps) == (8, 720) and args.resume == str(straight_run)
     assert not args.checkpoint_buffer and args.plot and args.env_id == "point_u_maze" and args.width == 16
+    args = C.cli(["--resume", str(straight_run), "--num-epochs", "8"])  # alone: the total follows
+    assert (args.num_epochs, args.total_env_steps, C.schedule(args)[2]) == (8, 720, 2)
 
 
 def test_unwritable_run_directory_is_refused(tmp_path, cache):

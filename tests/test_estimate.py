@@ -79,7 +79,7 @@ def online_estimate(tmp_path_factory):
     args = C.cli([*ONLINE, "--runs-dir", str(tmp / "runs"), "--estimate"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        report = C.main(args)
+        report = C.estimate_run(args)
     return args, report, out.getvalue(), tmp
 
 

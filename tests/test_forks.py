@@ -30,10 +30,10 @@ MODULES = ("crl_envs.py", "crl_runs.py", "crl_plots.py", "crl_datasets.py", "crl
 ONLINE = ["--env-id", "point_u_maze", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
           "--unroll-length", "10", "--num-sgd-steps", "1", "--batch-size", "16", "--max-replay-size", "60",
           "--min-replay-size", "20", "--width", "16", "--depth", "4", "--num-epochs", "1", "--total-env-steps", "120"]
-ONLINE_RESUME = ["--num-epochs", "2", "--total-env-steps", "160"]
+ONLINE_RESUME = ["--num-epochs", "2"]  # one more epoch of the same length (the total follows)
 OFFLINE = ["--obs-dim", "5", "--goal-start", "0", "--goal-end", "3", "--num-gradient-steps", "2", "--eval-every", "2",
            "--num-sgd-steps", "2", "--batch-size", "16", "--width", "16", "--depth", "4"]
-OFFLINE_RESUME = ["--num-gradient-steps", "4"]
+OFFLINE_RESUME = ["--num-epochs", "2"]  # one more epoch of --eval-every gradient steps
 
 
 def fork(directory, script, name, edits):
@@ -97,7 +97,6 @@ def test_fixed_entropy_coefficient(tmp_path):
         ("Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt)",
          "Agent(actor_params, critic_params, agent.log_alpha, actor_opt, critic_opt)"),
         ("optax.adam(args.critic_lr), optax.adam(args.alpha_lr))", "optax.adam(args.critic_lr))"),
-        ('("losses/critic", "losses/actor", "losses/alpha")', '("losses/critic", "losses/actor")'),
         ("Optimizers(*[optax.adam(1.0)] * 3)", "Optimizers(*[optax.adam(1.0)] * 2)"),
     ])
     run_dir, records, _ = run_and_resume(path, ONLINE, ONLINE_RESUME)
@@ -146,9 +145,17 @@ def test_target_critic(tmp_path):
     assert any(leaf.startswith("agent/target_critic_params/phi/") for leaf in state_leaves(run_dir))
 
 
-def test_new_training_state_field(tmp_path):
-    """A counter in the training state: the checkpoint carries it, so the resumed epoch counts on from it."""
-    path = fork(tmp_path / "fork", "crl_depth.py", "crl_counter.py", [
+# symmetric InfoNCE (each goal also classifies its state-action among the batch's), and the critic's categorical
+# accuracy, a metric of the console line, no longer computed; the same edits in all three scripts (the losses block)
+SYMMETRIC_INFONCE = [
+    ("    loss = jnp.mean(lse - diag) + logsumexp_penalty * jnp.mean(lse**2)\n",
+     "    lse_goals = jax.nn.logsumexp(logits, axis=0)\n"
+     "    loss = 0.5 * (jnp.mean(lse - diag) + jnp.mean(lse_goals - diag)) + logsumexp_penalty * jnp.mean(lse**2)\n"),
+    ('               "critic/categorical_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n)),\n', ""),
+]
+# a counter of trained epochs, a new field of the training state, logged as a metric
+COUNTER = {
+    "crl_depth.py": [
         ("    key: jax.Array\n    env_steps: jax.Array\n",
          "    key: jax.Array\n    env_steps: jax.Array\n    epochs_trained: jax.Array\n"),
         ("key=key, env_steps=jnp.zeros((), jnp.int32))",
@@ -156,9 +163,55 @@ def test_new_training_state_field(tmp_path):
         ('        metrics["train/params_finite"] = all_finite(ts.agent)\n',
          '        metrics["train/params_finite"] = all_finite(ts.agent)\n'
          "        ts = ts.replace(epochs_trained=ts.epochs_trained + 1)\n"
-         '        metrics["train/epochs_trained"] = ts.epochs_trained\n'),
-    ])
-    run_dir, records, _ = run_and_resume(path, ONLINE, ONLINE_RESUME)
+         '        metrics["train/epochs_trained"] = ts.epochs_trained\n')],
+    "crl_collector_learner.py": [
+        ("    key: jax.Array\n    env_steps: jax.Array\n",
+         "    key: jax.Array\n    env_steps: jax.Array\n    epochs_trained: jax.Array\n"),
+        ("key=key, env_steps=jnp.zeros((), jnp.int32))",
+         "key=key, env_steps=jnp.zeros((), jnp.int32), epochs_trained=jnp.zeros((), jnp.int32))"),
+        ('            metrics[f"{name}/train/params_finite"] = all_finite(agent)\n',
+         '            metrics[f"{name}/train/params_finite"] = all_finite(agent)\n'
+         "        ts = ts.replace(epochs_trained=ts.epochs_trained + 1)\n"
+         '        metrics["train/epochs_trained"] = ts.epochs_trained\n')],
+    "crl_depth_offline.py": [
+        ("    key: jax.Array\n    gradient_steps: jax.Array\n",
+         "    key: jax.Array\n    gradient_steps: jax.Array\n    epochs_trained: jax.Array\n"),
+        ("gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32))",
+         "gradient_steps=jnp.zeros((args.num_seeds,), jnp.int32),\n"
+         "                      epochs_trained=jnp.zeros((args.num_seeds,), jnp.int32))"),
+        ("axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0)",
+         "axes = TrainState(agent=0, buffer=None, key=0, gradient_steps=0, epochs_trained=0)"),
+        ('        metrics["train/params_finite"] = all_finite(ts.agent)\n',
+         '        metrics["train/params_finite"] = all_finite(ts.agent)\n'
+         "        ts = ts.replace(epochs_trained=ts.epochs_trained + 1)\n"
+         '        metrics["train/epochs_trained"] = ts.epochs_trained\n')],
+}
+
+
+@pytest.mark.parametrize("script", ["crl_depth.py", "crl_depth_offline.py", "crl_collector_learner.py"])
+def test_a_dropped_console_metric_and_a_new_state_field(tmp_path, script):
+    """Symmetric InfoNCE without the categorical accuracy that the console line shows (offline: nor the
+    diagnostics' accuracy, also shown), and an epoch counter in the training state: the fork trains, prints its
+    console lines without the metric, checkpoints, and --resume --num-epochs 2 continues it; the checkpoint
+    carries the counter, so the resumed epoch counts on from it."""
+    edits = SYMMETRIC_INFONCE + COUNTER[script]
+    if script == "crl_depth_offline.py":
+        edits.append(('                "offline/critic_accuracy": critic_m["critic/categorical_accuracy"],\n', ""))
+    path = fork(tmp_path / "fork", script, "crl_symmetric.py", edits)
+    if script == "crl_depth_offline.py":
+        flags = ["--dataset", str(make_dataset(tmp_path / "antmaze-tiny-navigate-v0.npz")), *OFFLINE]
+        env = {"PYTHONPATH": str(no_ogbench_dir(tmp_path / "no_ogbench"))}
+        run_dir, records, stdout = run_and_resume(path, flags, OFFLINE_RESUME, **env)
+    elif script == "crl_collector_learner.py":
+        online = ONLINE[:ONLINE.index("--depth")] + ONLINE[ONLINE.index("--depth") + 2:]
+        run_dir, records, stdout = run_and_resume(path, online + ["--collector-depth", "4", "--deep-learner-depth",
+                                                                  "4", "--shallow-learner-depth", "4"], ONLINE_RESUME)
+    else:
+        run_dir, records, stdout = run_and_resume(path, ONLINE, ONLINE_RESUME)
+    assert not any("categorical_accuracy" in name or "critic_accuracy" in name for r in records for name in r)
+    epoch_lines = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 3 and "epoch 2/2 |" in epoch_lines[-1] and "| critic " in epoch_lines[-1]
+    assert not [line for line in epoch_lines if "acc " in line], epoch_lines
     assert [r["train/epochs_trained"] for r in records[1:]] == [1, 2]
     assert "epochs_trained" in state_leaves(run_dir)
 

@@ -95,7 +95,8 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_refills_buffer(s
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     errors = error_lines(proc.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: non-finite losses/")
+    assert len(errors) == 1 and errors[0].startswith("error: non-finite ") and "losses/alpha (nan)" in errors[0]
+    assert "train/params_finite (nan)" in errors[0]  # every metric is checked, the parameters' flag included
     assert "at epoch 3; last good checkpoint: " + str(run_dir / "state.msgpack") in errors[0]
     assert _state_epoch(run_dir / "state.msgpack") == 2 and not (run_dir / "state.msgpack.tmp").exists()
     assert "epoch 4/4" not in proc.stdout
@@ -123,7 +124,10 @@ BAD = [
     (["--num-seeds", "2"], None, "--num-seeds 2 conflicts with the run's 1"),
     (["--compute-dtype", "bfloat16"], None, "--compute-dtype bfloat16 conflicts with the run's float32"),
     ([], lambda d, t: edit_args(d, num_seeds=2), "(differs in: num_seeds)"),
-    (["--num-epochs", "8"], None, "change the run's epoch (12 training steps); change both together"),
+    (["--num-epochs", "8", "--total-env-steps", "9000"], None, "--num-epochs 8 --total-env-steps 9000 change the "
+     "run's epoch (12 training steps of 40 env steps); give --num-epochs 8 alone (the total follows: 3,920) or a "
+     "--total-env-steps from 3,920 to 4,239"),
+    (["--num-epochs", "3"], None, "--num-epochs 3 ends the run before its checkpoint's epoch 4"),
     (["--num-epochs", "0"], None, "--num-epochs must be positive (got 0)"),
     ([], lambda d, t: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
     ([], lambda d, t: truncate(d), "is truncated or corrupt (checksum mismatch"),
@@ -162,17 +166,25 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
     assert C.schedule(args)[2] == 12
     args = C.cli(["--resume", str(straight_run), "--num-epochs=8", "--total-env-steps", "3920", "--no-checkpoint-buffer"])
     assert args.num_epochs == 8 and not args.checkpoint_buffer and args.env_id == "point_u_maze" and args.depth == 8
+    # --num-epochs alone: the epochs keep their 12 training steps, the total follows (80 prefill + 8 x 12 x 40)
+    args = C.cli(["--resume", str(straight_run), "--num-epochs", "8"])
+    assert (args.num_epochs, args.total_env_steps, C.schedule(args)[2]) == (8, 3920, 12)
 
 
 def test_extending_a_run_from_the_command_line(straight_run, tmp_path, cache):
-    """The README's way to extend a run: the new --total-env-steps is checked against the run's own
-    settings (4 envs), not against the defaults (it is far too small for 512 envs)."""
+    """The README's way to extend a finished run, one flag: --num-epochs 5 continues it by an epoch of the same
+    env steps; args.json records the new total; the score line covers the whole run."""
     run_dir = resume_dir(straight_run, tmp_path)
-    proc = subprocess.run(_cmd("--resume", str(run_dir), "--num-epochs", "5", "--total-env-steps", str(2000 + 480)),
+    proc = subprocess.run(_cmd("--resume", str(run_dir), "--num-epochs", "5"),
                           capture_output=True, text=True, timeout=900, cwd=tmp_path, env=subprocess_env(cache))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming from" in proc.stdout and "epoch 5/5" in proc.stdout
-    assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2, 3, 4, 5] and _state_epoch(run_dir / "state.msgpack") == 5
+    records = _metrics(run_dir)
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4, 5] and _state_epoch(run_dir / "state.msgpack") == 5
+    assert records[5]["env_steps"] - records[4]["env_steps"] == records[4]["env_steps"] - records[3]["env_steps"] == 480
+    assert json.loads((run_dir / "args.json").read_text())["total_env_steps"] == 80 + 5 * 480
+    score = np.mean([r["eval/time_at_goal"] for r in records[1:]])
+    assert f"score (time at goal, mean of the last 5 evaluations, out of 20): {score:.1f}" in proc.stdout
 
 
 def test_unwritable_run_directory_is_refused(tmp_path, capsys):

@@ -104,9 +104,9 @@ def test_divergence_guard_keeps_last_good_checkpoint_and_resume_continues(straig
     assert proc.returncode == 1, proc.stdout + proc.stderr
     (run_dir,) = list(runs.iterdir())
     errors = error_lines(proc.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: non-finite losses/"), proc.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: non-finite "), proc.stderr
     assert errors[0].endswith("at epoch 3; last good checkpoint: " + str(run_dir / "state.msgpack"))
-    assert "parameters" in errors[0]
+    assert "losses/alpha (nan)" in errors[0] and "train/params_finite (nan)" in errors[0]
     assert _state_epoch(run_dir / "state.msgpack") == 2 and not (run_dir / "state.msgpack.tmp").exists()
     assert (run_dir / "state.msgpack").read_bytes() != (straight_run / "state.msgpack").read_bytes()
     assert "epoch 4/4" not in proc.stdout and not (run_dir / "checkpoint.msgpack").exists()
@@ -146,6 +146,7 @@ BAD = [
     (["--num-gradient-steps", "7"], None, "--num-gradient-steps (7) must be a multiple of --eval-every (2)"),
     (["--num-gradient-steps", "4"], None, "--num-gradient-steps 4 ends the run at epoch 2, before its checkpoint's "
                                           "epoch 4"),
+    (["--num-epochs", "1"], None, "ends the run at epoch 1, before its checkpoint's epoch 4"),
     ([], lambda d, t, o: (d / "state.msgpack").unlink(), "no state.msgpack in it"),
     ([], lambda d, t, o: truncate(d), "is truncated or corrupt (checksum mismatch"),
     ([], lambda d, t, o: replace_state(d, (d / "checkpoint.msgpack").read_bytes()),
@@ -204,6 +205,8 @@ def test_resume_may_extend_a_run_when_the_epoch_stays_the_same(straight_run):
     args = O.cli(["--resume", str(straight_run), "--num-gradient-steps=16", "--checkpoint-every", "3", "--track"])
     assert args.num_gradient_steps == 16 and args.checkpoint_every == 3 and args.track
     assert args.depth == 4 and args.width == 16 and args.eval_every == 2 and args.dataset_format == "ogbench"
+    args = O.cli(["--resume", str(straight_run), "--num-epochs", "8"])  # 8 epochs of --eval-every 2
+    assert (args.num_gradient_steps, args.num_epochs) == (16, None)
     # a flag given with the run's own value is no conflict
     args = O.cli(["--resume", str(straight_run), "--width", "16"])
     assert args.width == 16
