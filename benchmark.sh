@@ -8,6 +8,8 @@
 #   bash benchmark.sh paper --figure NAME   # one table or figure of the paper (--list: all of them)
 #   bash benchmark.sh probe                 # CPU, about an hour: the depth comparison on a point maze
 #   bash benchmark.sh gpu                   # the first GPU numbers, one device call (tools/gpu_bench.py)
+#   bash benchmark.sh replicate             # GPU, 9 minutes: the paper's early learning curves (tools/replicate.py)
+#   bash benchmark.sh compare RUN_DIR...    # a run against the paper's learning curve of its env and depth
 #
 # Every suite writes under benchmark_results/{suite}__{YYYY-MM-DD}__{git describe}/ (paper --figure NAME:
 # paper-NAME__...; refused if it exists, but for paper --resume): meta.txt, plan.tsv, runs.tsv, logs/,
@@ -20,7 +22,7 @@ cd "$(dirname "$0")"
 
 usage() {
   cat <<'EOF'
-usage: bash benchmark.sh <quick|speed|paper|probe|gpu> [options]
+usage: bash benchmark.sh <quick|speed|paper|probe|gpu|replicate|compare> [options]
 
 suites
   quick   crl_depth.py on reacher (the README quick start's settings, 400k env steps in 16 epochs),
@@ -53,6 +55,15 @@ suites
           each its own process and time limit, sized to under 8 minutes in all (--only ITEM...: the extra
           items: memory, largest batch, bf16, command buffers, envs); gpu.jsonl and gpu.md in --out DIR
           (default benchmark_results/gpu__...).
+  replicate  tools/replicate.py, its own options (bash benchmark.sh replicate --help; --tiny: a CPU check): the
+          early part of the paper's learning curves (tools/paper_curves/) at the paper's settings, only the
+          env-step budget shortened, in one command of at most 9 minutes on one GPU: humanoid depth 4,
+          ant_hardest_maze and arm_push_easy depth 8 against 4, as many epochs as the budget allows by the
+          throughput measured as the runs go (or --throughput FILE); per epoch ours against the paper's,
+          whether each curve stayed inside the paper's band and the depths in the paper's order
+          (docs/replicate.md).
+  compare RUN_DIR...  tools/curves.py compare: runs of crl_depth.py against the paper's learning curve of
+          their env and depth, per evaluation, at the same env steps; a table and paper_curve.png.
 
 options
   --envs ENV...            paper: env ids (quick: default reacher; probe: point_big_maze)
@@ -89,9 +100,13 @@ command_line="bash benchmark.sh$(printf ' %q' "$@")"
 case "$suite" in
   quick|speed|paper|probe) shift ;;
   gpu) shift; exec "${PYTHON:-python3}" tools/gpu_bench.py "$@" ;;
+  replicate|compare)  # from where benchmark.sh was called: paths given (RUN_DIR, --out, --throughput) are relative to it
+    shift; tools=$PWD/tools; cd "$caller_pwd"
+    if [ "$suite" = replicate ]; then exec "${PYTHON:-python3}" "$tools/replicate.py" "$@"; fi
+    exec "${PYTHON:-python3}" "$tools/curves.py" compare "$@" ;;
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;
-  *) die "unknown suite '$suite' (one of: quick, speed, paper, probe, gpu; see --help)" ;;
+  *) die "unknown suite '$suite' (one of: quick, speed, paper, probe, gpu, replicate, compare; see --help)" ;;
 esac
 
 envs=() depths=() seeds=() unrolled_depths=() num_seeds=() dtypes=() datasets=()

@@ -12,6 +12,11 @@ speed measurements (speed.jsonl) if any, and writes summary.md and curves_{env}.
 - runtime: per run, exit status, wall time, compile seconds, throughput and final time at goal;
 - speed: compile seconds, time per step and memory versus depth; seeds in one process (throughput of
   N seeds versus N = 1) and bfloat16 versus float32 matmuls, where speed.jsonl has those rows.
+- against the paper's learning curves: per env and depth of crl_depth.py runs that the paper published a
+  learning curve of (tools/paper_curves/, tools/curves.py), our evaluations (mean ± s.e. over seeds, each
+  seed's value) next to the paper's at the same env steps, the difference in combined standard errors,
+  whether the curve stayed inside the paper's band, and the depth ordering at the last shared evaluation;
+  curves_{env}.png draws the paper's curve, dashed with its band ± s.e., under each such curve of ours;
 - figures: where benchmark.sh paper --figure wrote figures.tsv, one section per figure of the paper
   (tools/paper_figures.py): figure_{NAME}.png and a table of each point, ours beside the paper's
   number, our wall hours beside the paper's GPU hours, and the runs still missing.
@@ -20,6 +25,7 @@ The paper's numbers come from tools/paper_numbers.json (each with its table or f
 """
 
 import argparse
+import bisect
 import csv
 import glob
 import json
@@ -31,6 +37,7 @@ import sys
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import curves as C  # noqa: E402  (tools/curves.py: the paper's learning curves and runs set against them)
 import paper_figures  # noqa: E402  (tools/paper_figures.py: the figures' grids and the paper's values)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +116,8 @@ def load_runs(results_dir: str) -> list[dict]:
             rows = list({row["label"]: row for row in csv.DictReader(f, delimiter="\t")}.values())
     else:
         for path in sorted(glob.glob(os.path.join(results_dir, "**", "metrics.jsonl"), recursive=True)):
-            rows.append({"label": os.path.relpath(os.path.dirname(path), results_dir), "run_dir": os.path.dirname(path)})
+            rows.append({"label": os.path.relpath(os.path.dirname(path), results_dir),
+                         "run_dir": os.path.abspath(os.path.dirname(path))})  # (glob's path has results_dir in it)
     runs = []
     for row in rows:
         run = {"label": row["label"], "status": row.get("status", ""), "wall_s": row.get("wall_s", ""),
@@ -402,6 +410,61 @@ def speed_tables(records: list) -> list[str]:
     return lines + seeds_table(records) + dtype_table(records)
 
 
+def per_seed(records: list) -> list[list]:
+    """The records of each seed of a run (crl_depth.py --num-seeds writes one line per seed and epoch)."""
+    seeds: dict = {}
+    for r in records:
+        seeds.setdefault(r.get("seed"), []).append(r)
+    return list(seeds.values())
+
+
+CURVE_ROWS = 12  # a table shows every evaluation up to this many, else every n-th and the last
+
+
+def curve_sections(runs: list, curves: Optional[list] = None) -> list[str]:
+    """Against the paper's learning curves: one table per env and depth (and batch size, and settings that
+    differ from the paper's) of crl_depth.py runs that the paper published a curve of; each seed of each
+    run one curve of ours."""
+    curves = curves if curves is not None else C.load_curves()
+    groups: dict = {}
+    for run in runs:
+        if run["script"] != "crl_depth" or not run["records"]:
+            continue
+        curve, note = C.reference(run["args"], curves)
+        if curve is not None:
+            groups.setdefault((curve["env"], curve["depth"], curve["batch_size"], note), (curve, []))[1].append(run)
+    if not groups:
+        return []
+    out = ["### Against the paper's learning curves", "",
+           "Each env and depth of which the paper's authors published the learning curve (tools/paper_curves/): our "
+           "evaluations, mean ± s.e. over seeds and each seed's value, next to the paper's at the same env steps (the "
+           "prefill counted as the paper's code counts it; between two of its evaluations interpolated linearly), "
+           "and (ours - paper) / sqrt(s.e. ours² + s.e. paper²). Inside the paper's band: that difference at most "
+           f"{C.Z_MAX:g} at every evaluation the paper has a value for (docs/replicate.md). Long runs show every "
+           "n-th evaluation and the last; the verdict counts all of them.", ""]
+    last: dict = {}
+    for (env, depth, batch, note), (curve, group) in sorted(groups.items(), key=lambda kv: kv[0][:3] + (kv[0][3],)):
+        rows = C.compare_rows(C.pool(group), curve)
+        if not rows:
+            continue
+        step = -(-len(rows) // (CURVE_ROWS - 2)) if len(rows) > CURVE_ROWS else 1
+        shown = [r for i, r in enumerate(rows) if i % step == 0 or i == len(rows) - 1]
+        name = f"{env}, depth {depth}" + (f", batch {batch}" if batch != 512 else "")
+        seeds = sum(len(per_seed(r["records"])) for r in group)
+        out += [f"**{name}** ({seeds} seed{'s' * (seeds > 1)}: {', '.join(r['label'] for r in group)}; the paper's "
+                f"curve: {curve['source']}{'; our ' + note if note else ''})", "", *C.rows_table(shown), "",
+                C.verdict_line(name, C.verdict(rows)), ""]
+        if not note:
+            last.setdefault((env, batch), {})[depth] = rows
+    for (env, batch), by_depth in sorted(last.items()):
+        if len(by_depth) > 1:
+            shared = set.intersection(*({r["epoch"] for r in rows if r["paper"]} for rows in by_depth.values()))
+            o = C.ordering({d: next(r for r in rows if r["epoch"] == max(shared)) for d, rows in by_depth.items()}) \
+                if shared else None
+            out += [C.ordering_line(env + (f", batch {batch}" if batch != 512 else ""), o), ""]
+    return out
+
+
 # ==================================================================================================
 # Plots
 # ==================================================================================================
@@ -413,13 +476,19 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
 
     paths = []
     vary = varying(runs)
+    curves = C.load_curves()
     for env in sorted({r["env"] for r in runs}):
         lines: dict = {}
+        refs: dict = {}  # the paper's curve under a line of ours (crl_depth.py at the paper's network)
         for run in (r for r in runs if r["env"] == env and r["records"]):
-            xname, xs = x_axis(run["records"])
-            for label, (depth, key) in metric_series(run, vary[(run["script"], run["env"])]).items():
-                pts = {x: r[key] for x, r in zip(xs, run["records"]) if key in r}
-                lines.setdefault((run["script"], depth if depth is not None else -1, label, xname), []).append(pts)
+            for records in per_seed(run["records"]):
+                xname, xs = x_axis(records)
+                for label, (depth, key) in metric_series(run, vary[(run["script"], run["env"])]).items():
+                    pts = {x: r[key] for x, r in zip(xs, records) if key in r}
+                    line = (run["script"], depth if depth is not None else -1, label, xname)
+                    lines.setdefault(line, []).append(pts)
+                    if key == C.METRIC and xname == "env_steps":
+                        refs.setdefault(line, C.reference(run["args"], curves)[0])
         if not lines:
             continue
         xnames = sorted({k[3] for k in lines})
@@ -438,11 +507,20 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
                                     color=line.get_color(), alpha=0.25, linewidth=0)
                     ax.fill_between(xs, [min(s[x] for s in seeds) for x in xs], [max(s[x] for s in seeds) for x in xs],
                                     color=line.get_color(), alpha=0.08, linewidth=0)
+                curve = refs.get((script, depth, label, xn))
+                if curve is not None and xs:  # the paper's, over our env steps (to its evaluation after our last)
+                    n = min(len(curve["xs"]), bisect.bisect_left(curve["xs"], max(xs)) + 1)
+                    px, pm, ps = curve["xs"][:n], curve["means"][:n], curve["ses"][:n]
+                    ax.plot(px, pm, "--", color=line.get_color(), alpha=0.8, label=f"{label}, the paper's curve")
+                    ax.fill_between(px, [m - e for m, e in zip(pm, ps)], [m + e for m, e in zip(pm, ps)],
+                                    color=line.get_color(), alpha=0.12, linewidth=0, hatch="//")
             ax.set_xlabel(xname.replace("_", " "))
             ax.set_ylabel("time at goal")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(f"{env}: time at goal, mean over seeds\n(dark band ± s.e., light band min to max)", fontsize=10)
+        fig.suptitle(f"{env}: time at goal, mean over seeds\n(dark band ± s.e., light band min to max)"
+                     + ("\n(dashed: the paper's curve of the same depth, hatched band ± s.e.)" if any(refs.values()) else ""),
+                     fontsize=10)
         fig.tight_layout()
         path = os.path.join(out_dir, f"curves_{env}.png")
         fig.savefig(path, dpi=100)
@@ -710,6 +788,7 @@ def summarize(results_dir: str, check: bool = False) -> int:
                 "mean over seeds ± one standard error (sample s.d. / sqrt(seeds); none with one seed). The paper's "
                 "numbers are out of 1000 steps; a run's own episode length is in `out of`.", "",
                 "### Runtime", "", *runtime_table(runs, paper), ""]
+        out += curve_sections(runs)
         curves = plot_curves(runs, results_dir)
         out += [f"Curves: {', '.join(os.path.basename(p) for p in curves)}", ""] if curves else []
     if os.path.exists(os.path.join(results_dir, "figures.tsv")):
