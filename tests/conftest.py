@@ -28,12 +28,12 @@ import pytest  # noqa: E402
 # left to run alone at the end; files whose runs compile the same programs (the collector-learner's, the
 # tiny reacher runs of crl_depth.py) are spread out, so that the later ones find those programs in the
 # persistent cache instead of compiling them at the same time on the other worker.
-LONGEST_FIRST = ("test_point_maze_learning.py", "test_collector_learner_parallel.py", "test_e2e.py", "test_forks.py",
-                 "test_parallel.py", "test_slurm.py", "test_long_runs.py", "test_offline_parallel.py",
-                 "test_gpu_bench.py", "test_offline.py", "test_collector_learner_long_runs.py", "test_benchmark.py",
-                 "test_paper_code.py", "test_envs.py", "test_arms.py", "test_paper_figures.py",
-                 "test_collector_learner.py", "test_checkpoint_structure.py", "test_mazes.py",
-                 "test_offline_long_runs.py", "test_estimate.py")
+LONGEST_FIRST = ("test_point_maze_learning.py", "test_offline.py", "test_collector_learner_parallel.py", "test_e2e.py",
+                 "test_forks.py", "test_parallel.py", "test_long_runs.py", "test_gpu_bench.py", "test_offline_parallel.py",
+                 "test_replicate.py", "test_collector_learner_long_runs.py", "test_paper_code.py", "test_envs.py",
+                 "test_estimate.py", "test_arms.py", "test_benchmark.py", "test_paper_figures.py",
+                 "test_collector_learner.py", "test_checkpoint_structure.py", "test_losses.py", "test_mazes.py",
+                 "test_offline_long_runs.py", "test_curves.py")
 
 
 def pytest_configure(config):

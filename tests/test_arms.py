@@ -18,6 +18,8 @@ import pytest
 import crl_depth as C
 import crl_envs as E
 
+pytestmark = pytest.mark.slow  # the mjx arms compile for minutes on a CPU: python -m pytest tests/ -m slow
+
 PANDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "panda")  # reference scenes, README there
 # env id: scene, cube region centre, goal region centre, sampling half-range s
 ARMS = {

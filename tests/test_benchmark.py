@@ -264,6 +264,7 @@ def test_speed_measure_network_step_seeds_bfloat16_unrolled():
     assert r["env_steps_per_s"] == pytest.approx(2 * 512 * 62 / 800 / r["step_s"])
 
 
+@pytest.mark.slow  # speed.py's train step at 1, 2 seeds and bfloat16
 def test_speed_cli_seeds_and_dtype_train_step(tmp_path):
     """tools/speed.py --num-seeds 1 2 --compute-dtypes bfloat16 on a tiny train step: one record per N,
     with its fields; the state of two seeds is twice one seed's (a real leading seed axis)."""

@@ -21,6 +21,8 @@ pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs, error_lines,  # noqa: E402
                                    flat_params, load_params, read_records, run_line, run_script, subprocess_env)
 
+pytestmark = pytest.mark.slow  # seeds and devices: runs compared with runs: python -m pytest tests/ -m slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_collector_learner.py")
 # 80 prefill env steps, then 2 epochs of 2 training steps of 40 env steps

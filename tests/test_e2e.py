@@ -32,7 +32,8 @@ def _train(tmp_path, env_id, *extra):
     return proc, run_dir
 
 
-@pytest.mark.parametrize("env_id", ["reacher", "ant_u4_maze", "humanoid"])
+@pytest.mark.parametrize("env_id", ["reacher", pytest.param("ant_u4_maze", marks=pytest.mark.slow),
+                                    pytest.param("humanoid", marks=pytest.mark.slow)])  # slow: brax compiles
 def test_tiny_run_writes_outputs(env_id, tmp_path):
     extra = {"reacher": ["--render", "--track", "--wandb-mode", "offline"], "ant_u4_maze": ["--plot-critic"]}.get(
         env_id, [])

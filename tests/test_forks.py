@@ -83,6 +83,7 @@ def state_leaves(run_dir):
                                                sep="/"))
 
 
+@pytest.mark.slow  # a fork's tiny run and its resume
 def test_fixed_entropy_coefficient(tmp_path):
     """alpha fixed at 0.05: no alpha loss, no alpha optimiser and no alpha loss metric."""
     path = fork(tmp_path / "fork", "crl_depth.py", "crl_fixed_alpha.py", [
@@ -106,6 +107,7 @@ def test_fixed_entropy_coefficient(tmp_path):
     assert "agent/log_alpha" in leaves and not any("alpha_opt" in leaf for leaf in leaves)
 
 
+@pytest.mark.slow  # a fork's tiny run and its resume
 def test_dot_product_critic(tmp_path):
     """InfoNCE on phi . psi instead of the L2 energy -||phi - psi|| (which is never positive)."""
     path = fork(tmp_path / "fork", "crl_depth.py", "crl_dot_critic.py", [
@@ -118,6 +120,7 @@ def test_dot_product_critic(tmp_path):
     assert max(max(r["critic/logits_pos"], r["critic/logits_neg"], r["actor/q"]) for r in records[1:]) > 0
 
 
+@pytest.mark.slow  # a fork's tiny run and its resume
 def test_target_critic(tmp_path):
     """A Polyak-averaged copy of the critic in the agent scores the actor's actions; its distance to the
     critic is a new metric."""
@@ -188,7 +191,8 @@ COUNTER = {
 }
 
 
-@pytest.mark.parametrize("script", ["crl_depth.py", "crl_depth_offline.py", "crl_collector_learner.py"])
+@pytest.mark.parametrize("script", ["crl_depth.py", pytest.param("crl_depth_offline.py", marks=pytest.mark.slow),
+                                    pytest.param("crl_collector_learner.py", marks=pytest.mark.slow)])
 def test_a_dropped_console_metric_and_a_new_state_field(tmp_path, script):
     """Symmetric InfoNCE without the categorical accuracy that the console line shows (offline: nor the
     diagnostics' accuracy, also shown), and an epoch counter in the training state: the fork trains, prints its
@@ -216,6 +220,7 @@ def test_a_dropped_console_metric_and_a_new_state_field(tmp_path, script):
     assert "epochs_trained" in state_leaves(run_dir)
 
 
+@pytest.mark.slow  # a fork's tiny run and its resume
 def test_offline_without_behaviour_cloning(tmp_path):
     """crl_depth_offline.py without --bc-coef (the flag, its check and its term gone) and with a contrastive
     actor loss: the log-probability that the actor's action picks its own goal among the batch's."""
@@ -236,6 +241,7 @@ def test_offline_without_behaviour_cloning(tmp_path):
     assert "| bc coef" not in stdout and [r["gradient_steps"] for r in records] == [0, 2, 4]
 
 
+@pytest.mark.slow  # a fork's tiny run and its resume
 def test_collector_learner_with_a_third_learner(tmp_path):
     """A fourth agent, mid_learner, trains on the collector's batches and is evaluated beside the others."""
     path = fork(tmp_path / "fork", "crl_collector_learner.py", "crl_three_learners.py", [

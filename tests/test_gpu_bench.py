@@ -49,6 +49,7 @@ def tiny_estimates(tmp_path_factory):
     return path, {e["item"]: e for e in json.loads(path.read_text())["items"]}
 
 
+@pytest.mark.slow  # the suite's items compiled and run at tiny sizes on a CPU
 def test_cpu_estimates_at_tiny_sizes(tiny_estimates):
     _, entries = tiny_estimates
     assert sorted(entries) == ["fit_d1024", "train_d4"]  # an env item holds no state to estimate
@@ -67,6 +68,7 @@ def test_cpu_estimates_at_tiny_sizes(tiny_estimates):
     assert rows[1]["peak"] > rows[0]["peak"]  # a larger batch needs more
 
 
+@pytest.mark.slow  # the suite's items compiled and run at tiny sizes on a CPU
 def test_tiny_one_item_of_every_stage(tmp_path, tiny_estimates):
     out = tmp_path / "r"
     estimates, entries = tiny_estimates

@@ -25,6 +25,8 @@ from tests.run_dir_helpers import (assert_same_run, assert_seeds_are_single_runs
                                    flat_params, load_params, make_dataset, no_ogbench_dir, read_records,
                                    run_line, run_script, subprocess_env, untimed)
 
+pytestmark = pytest.mark.slow  # seeds and devices: runs compared with runs: python -m pytest tests/ -m slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
 # 2 epochs of one relabelling round (2 SGD steps of 16) each, a checkpoint every epoch

@@ -21,6 +21,8 @@ import crl_runs as R
 pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import assert_same_run, assert_seeds_are_single_runs, load_params, run_script  # noqa: E402
 
+pytestmark = pytest.mark.slow  # seeds and devices: runs compared with runs: python -m pytest tests/ -m slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "reacher", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
         "--total-env-steps", "1040", "--num-epochs", "2", "--unroll-length", "10", "--num-sgd-steps", "2",

@@ -15,6 +15,9 @@ import subprocess
 import sys
 
 from run_dir_helpers import subprocess_env
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # learning on a CPU takes minutes: python -m pytest tests/ -m slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARN = ["--env-id", "point_u_maze", "--num-envs", "128", "--episode-length", "100", "--num-eval-envs", "64",

@@ -1,4 +1,5 @@
-"""The README's two set-up commands are exactly what .ci/run runs, so CI keeps them true."""
+"""The README's set-up command and its two test commands (the default tier and the slow one) are exactly what
+.ci/run runs, so CI keeps them true."""
 
 import os
 import re
@@ -17,5 +18,6 @@ def test_readme_install_and_test_commands_are_what_ci_runs():
     install = _first_bash_block_after(readme, "## Set up and run")
     tests = _first_bash_block_after(readme, "Tests:")
     assert "pip install -r requirements.txt" in install and "crl_depth.py" in install
-    assert "pytest" in tests
-    assert install in ci and tests in ci
+    commands = [line.split("#")[0].strip() for line in tests.splitlines() if line.split("#")[0].strip()]
+    assert len(commands) == 2 and all("pytest" in c for c in commands) and commands[1].endswith("-m slow")
+    assert install in ci and all(c in ci for c in commands)  # both tiers, each a line of .ci/run
