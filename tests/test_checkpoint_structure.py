@@ -105,6 +105,7 @@ def test_a_state_that_does_not_fit_is_refused(tmp_path):
         R.load_state(path, {"format": "test_state"}, str, lambda h: {"ts": _online_state(C, "ant")})
 
 
+@pytest.mark.slow  # an mjx arm's epoch compiles
 def test_two_seeds_of_an_arm_trace_through_a_training_epoch():
     """--num-seeds with the mjx backend: the epoch of crl_depth.py, vmapped over 2 seeds, traces on an
     arm's state (jax.eval_shape: the whole prefill and epoch traced, nothing compiled) and keeps the

@@ -21,6 +21,8 @@ from tests.run_dir_helpers import (checksummed, edit_args, error_lines, metrics,
                                    replace_state, resume_dir, right_magic_wrong_payload, snapshot, start_and_kill,
                                    subprocess_env, truncate)
 
+pytestmark = pytest.mark.slow  # kill-and-resume and bad inputs of the collector's runs (crl_depth.py's in the default run)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/test_collector_learner.py's tiny settings (the same programs, which the session's JAX cache then
 # holds): 80 prefill env steps, then 4 epochs of 2 training steps of 40 env steps

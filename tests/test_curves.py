@@ -1,7 +1,9 @@
-"""The paper's learning curves (tools/paper_curves/, tools/curves.py): the files are the published bytes and the
-loader reads them as they are; the env-step axis, the interpolation, z and the verdicts against plain hand
-computations; which runs have a curve to be set against; `benchmark.sh compare` on fake runs (its table by
-hand, the PNG, refusals); and the summary's section and paper band from a fake results directory."""
+"""The paper's learning curves (tools/paper_curves/, tools/curves.py): the files are the published bytes (their
+SHA-256 against the upstream files' and against their README) and the loader reads them as they are; the env-step
+axis, the interpolation, z, the verdicts and the depth ordering (not compared within the paper's own noise) against
+plain hand computations; which runs have a curve to be set against; `benchmark.sh compare` on fake runs (its table by
+hand, runs of different settings kept apart and named in the legend, the PNG, refusals); and the summary's section
+and paper band from a fake results directory."""
 
 import hashlib
 import json
@@ -38,13 +40,25 @@ def paper_x(budget: int, num_epochs: int, k: int) -> int:
     return prefill + k * per_epoch
 
 
+# SHA-256 of the authors' files, results_data/*.json of commit 86c1f08c10d565eddabfcd00302c7b82c5934476 of
+# scaling-crl (computed from the upstream bytes, not from the copies here)
+UPSTREAM_SHA256 = {
+    "fig1_main.json": "3ae1ae1688748d311ebbcaed24639d7c9a1c2f0b1b9f9e8f69076b7bdf00a547",
+    "fig7_batch_size.json": "e8deb9b246f4bb20a3c3fce484315288826f08a9638ce7996a62a44612183a5f",
+    "fig12_scaling_limits.json": "1812d774bd3b31c9e51adac70aa0e6cb5db389a0bdea3ef53dc8cd20e486b089",
+}
+
+
 def test_files_are_the_published_bytes_with_their_source():
     readme = open(os.path.join(CURVES, "README.md")).read()
     assert "86c1f08c10d565eddabfcd00302c7b82c5934476" in readme and "arXiv 2503.14858" in readme
+    listed = dict(re.findall(r"^\| `([\w.]+\.json)` \| `([0-9a-f]{64})` \|$", readme, re.M))
+    assert listed == UPSTREAM_SHA256  # the README's sums are the upstream files'
+    assert sorted(f for f in os.listdir(CURVES) if f.endswith(".json")) == sorted(FILES)
     for name in FILES:
         assert f"results_data/{name}" in readme
         digest = hashlib.sha256(open(os.path.join(CURVES, name), "rb").read()).hexdigest()
-        assert f"| `{name}` | `{digest}` |" in readme, name
+        assert digest == UPSTREAM_SHA256[name] == listed[name], name
 
 
 def test_loader_reads_every_curve_on_the_papers_env_step_axis():
@@ -116,6 +130,16 @@ def test_verdict_and_depth_ordering_by_hand():
     o = C.ordering({4: row(0.0, 73.0), 8: row(0.0, 119.0)})  # a tie is not the paper's order
     assert o["ours"] == [[4, 8]] and not o["match"] and "depth 4 = depth 8" in C.ordering_line("e", o)
     assert C.ordering({4: row(1.0, 2.0)}) is None
+    # the paper's gap between adjacent depths in combined s.e.: (119 - 73) / sqrt(1 + 1) = 32.5; under 2: not compared
+    assert C.ordering({4: row(30.0, 73.0), 8: row(50.0, 119.0)})["paper_gap_z"] == pytest.approx(46 / math.sqrt(2))
+    row = lambda mean, paper, se: {"epoch": 3, "mean": mean, "paper": (paper, se)}  # noqa: E731
+    o = C.ordering({4: row(9.0, 10.0, 1.0), 8: row(1.0, 12.0, 1.0), 16: row(5.0, 30.0, 2.0)})
+    # the paper's order 16 > 8 > 4: gaps (30 - 12) / sqrt(4 + 1) = 8.0 and (12 - 10) / sqrt(1 + 1) = 1.41: the smaller
+    assert o["paper_gap_z"] == pytest.approx(2 / math.sqrt(2)) and o["compared"] is False and not o["match"]
+    assert C.ordering_line("e", o).endswith(": not compared: the paper's own gap there is 1.4 combined s.e., under 2 "
+                                            "(its order is within its own noise)")
+    o = C.ordering({4: row(9.0, 10.0, 0.5), 8: row(1.0, 12.0, 0.5)})  # 2 / sqrt(0.5) = 2.83: compared, NOT the same
+    assert o["compared"] and C.ordering_line("e", o).endswith(": NOT the same")
 
 
 def test_which_runs_have_a_curve():
@@ -178,10 +202,16 @@ def test_compare_a_run_against_the_papers_curve(tmp_path):
     verdict = "inside" if max(zs) <= 3 else "OUTSIDE"
     assert f"humanoid, depth 4: {verdict} the paper's band: |ours - paper| <= 3 combined s.e. at " \
            f"{sum(z <= 3 for z in zs)} of 3 evaluations" in out
-    # at epoch 3: ours depth 8 (9.0) above depth 4; the paper's order at its epoch 3
-    paper_order = "depth 8 > depth 4" if fig1["depth_mean"]["8"][2] > fig1["depth_mean"]["4"][2] else "depth 4 > depth 8"
+    # at epoch 3: ours depth 8 (9.0) above depth 4; the paper's order at its epoch 3, compared if its own gap is at
+    # least 2 combined s.e.
+    m4, m8 = fig1["depth_mean"]["4"][2], fig1["depth_mean"]["8"][2]
+    s4, s8 = fig1["depth_std_error"]["4"][2], fig1["depth_std_error"]["8"][2]
+    gap = abs(m8 - m4) / math.sqrt(s4 ** 2 + s8 ** 2)
+    paper_order = "depth 8 > depth 4" if m8 > m4 else "depth 4 > depth 8"
+    end = (f"not compared: the paper's own gap there is {gap:.1f} combined s.e., under 2" if gap < 2 else
+           "the same" if m8 > m4 else "NOT the same")
     assert re.search(r"humanoid: depth ordering at epoch 3: ours depth 8 > depth 4 \(.*\); the paper's "
-                     + paper_order, out)
+                     + paper_order + r" \(.*\): " + re.escape(end), out), out
     assert (tmp_path / "cmp.png").stat().st_size > 5000 and "plot: cmp.png" in out
     # the default plot: in the first run directory
     proc = _compare(str(tmp_path / "d8"))
@@ -203,14 +233,59 @@ def test_compare_off_the_papers_evaluations_interpolates(tmp_path):
     assert "Our settings that differ from the paper's: num_envs 256 (paper 512)" in proc.stdout
 
 
+def test_compare_keeps_runs_of_different_settings_apart(tmp_path):
+    """humanoid depth 4 at the paper's settings and at 256 envs (evaluated at the same env steps): two tables, each
+    pooling only its own runs, each named; the paper's line marked where the settings differ; the depth ordering only
+    between depths of the same settings."""
+    paper = {1: [0.0, 1.0, 2.0], 2: [0.0, 1.5, 2.5]}
+    _run(tmp_path, "d4", {"env_id": "humanoid", "depth": 4}, [1, 2], paper)
+    _run(tmp_path, "d4_256", {"env_id": "humanoid", "depth": 4, "num_envs": 256}, [1], {1: [0.0, 5.0, 6.0]})
+    _run(tmp_path, "d8_256", {"env_id": "humanoid", "depth": 8, "num_envs": 256}, [1], {1: [0.0, 7.0, 8.0]})
+    proc = _compare("d4", "d4_256", "d8_256", "--out", "mixed.png", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "## humanoid, depth 4 (the paper's settings)\n\nRuns: d4\n" in out
+    assert "## humanoid, depth 4 (num_envs 256 (paper 512))\n\nRuns: d4_256\n" in out
+    x1 = paper_x(100_000_000, 100, 1)
+    assert f"| 1 | {x1:,} | 1.25 ± 0.25 | 1.00 / 1.50 |" in out and f"| 1 | {x1:,} | 5.00 | 5.00 |" in out  # not pooled
+    assert "humanoid (num_envs 256 (paper 512)): depth ordering at epoch 2" in out and out.count("depth ordering") == 1
+    # the legend: the paper's curve under runs of other settings is marked
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    rows = C.compare_rows([(1, paper_x(100_000_000, 100, 1), [1.0])], C.find_curve(C.load_curves(), "humanoid", 4))
+    C.draw(ax, [("depth 4", rows, C.find_curve(C.load_curves(), "humanoid", 4), 0, "num_envs 256 (paper 512)"),
+                ("depth 8", rows, C.find_curve(C.load_curves(), "humanoid", 8), 1)], "t")
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert labels == ["depth 4, ours (1 seeds)", "depth 4, paper (settings differ: num_envs 256 (paper 512))",
+                      "depth 8, ours (1 seeds)", "depth 8, paper"]
+
+
 def test_compare_refusals_write_nothing(tmp_path):
     _run(tmp_path, "narrow", {"env_id": "humanoid", "depth": 4, "width": 16}, [1], {1: [0.0, 1.0]})
     _run(tmp_path, "reacher", {"env_id": "reacher", "depth": 4}, [1], {1: [0.0, 1.0]})
+    _run(tmp_path, "badargs", {"env_id": "humanoid", "depth": 4}, [1], {1: [0.0, 1.0]})
+    (tmp_path / "badargs" / "args.json").write_text('{"env_id": "humanoid", "depth": ')
+    _run(tmp_path, "listargs", {"env_id": "humanoid", "depth": 4}, [1], {1: [0.0, 1.0]})
+    (tmp_path / "listargs" / "args.json").write_text("[1, 2]")
+    _run(tmp_path, "ok", {"env_id": "humanoid", "depth": 4}, [1], {1: [0.0, 1.0]})
+    _run(tmp_path, "other_steps", {"env_id": "humanoid", "depth": 4}, [1], {1: [0.0, 1.0]}, lambda e: 1000 + 500 * e)
     (tmp_path / "empty").mkdir()
     for args, message in [(["nothere"], "no such directory: nothere"),
                           (["empty"], "no metrics.jsonl in it or below it"),
                           (["narrow"], "another network than the paper's curves: width 16 (paper 256)"),
                           (["reacher"], "the paper published no curve of reacher at depth 4"),
+                          (["badargs"], "badargs: args.json unreadable (Expecting value: line 1 column 33"),
+                          (["listargs"], "listargs: args.json is not a JSON object"),
+                          (["ok", "other_steps"], "humanoid depth 4: runs of the same settings with no evaluation at "
+                                                  "the same epoch and env steps (another --total-env-steps or"),
+                          (["ok", "--z-max", "nan"], "--z-max must be a positive finite number (got nan)"),
+                          (["ok", "--z-max", "inf"], "--z-max must be a positive finite number (got inf)"),
+                          (["ok", "--z-max", "0"], "--z-max must be a positive finite number (got 0)"),
                           (["narrow", "--out", "no/dir.png"], "--out no/dir.png: no such directory")]:
         before = sorted(str(p) for p in tmp_path.rglob("*"))
         proc = _compare(*args, cwd=str(tmp_path))

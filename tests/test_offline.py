@@ -334,6 +334,7 @@ def saved_buffer(tmp_path_factory):
     return run_dir / "buffer.npz"
 
 
+@pytest.mark.slow  # a reacher run of crl_depth.py saves the buffer
 def test_save_buffer_writes_documented_npz(saved_buffer):
     with np.load(saved_buffer, allow_pickle=False) as f:
         files = {k: f[k] for k in f.files}
@@ -351,6 +352,7 @@ def test_save_buffer_writes_documented_npz(saved_buffer):
     assert np.all(starts[..., :2] >= np.cos(0.1) - 1e-6)
 
 
+@pytest.mark.slow  # on the reacher run's saved buffer
 def test_offline_end_to_end_on_saved_buffer(saved_buffer, tmp_path):
     proc = _run("--dataset", str(saved_buffer), *OFFLINE_TINY, "--depth", "8", "--runs-dir", str(tmp_path / "runs"),
                 cwd=tmp_path, timeout=900)

@@ -22,6 +22,8 @@ from tests.run_dir_helpers import (checksummed, edit_args, error_lines, make_dat
                                    no_ogbench_dir, npz_bytes, replace_state, resume_dir, right_magic_wrong_payload,
                                    snapshot, start_and_kill, state_epoch, subprocess_env, truncate)
 
+pytestmark = pytest.mark.slow  # kill-and-resume and bad inputs of the offline runs (crl_depth.py's in the default run)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "crl_depth_offline.py")
 # 4 epochs of one relabelling round (2 SGD steps of 16) each, a checkpoint every epoch

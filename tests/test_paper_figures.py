@@ -298,6 +298,7 @@ def test_width_vs_depth_summary_has_the_logged_parameter_counts(tmp_path):
 
 
 # --- one tiny figure on reacher, for real ------------------------------------------------------------------
+@pytest.mark.slow  # a figure's reacher runs
 def test_tiny_reacher_figure_end_to_end_and_resume(tmp_path):
     """depth_sweep on reacher at depths 4 and 8, one seed, tests/test_slurm.py's tiny settings, left
     half-finished: the depth-4 run done (fake metrics), the depth-8 run not started. Its summary names the

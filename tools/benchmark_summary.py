@@ -488,7 +488,7 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
                     line = (run["script"], depth if depth is not None else -1, label, xname)
                     lines.setdefault(line, []).append(pts)
                     if key == C.METRIC and xname == "env_steps":
-                        refs.setdefault(line, C.reference(run["args"], curves)[0])
+                        refs.setdefault(line, C.reference(run["args"], curves))  # (curve, settings that differ)
         if not lines:
             continue
         xnames = sorted({k[3] for k in lines})
@@ -507,11 +507,11 @@ def plot_curves(runs: list, out_dir: str) -> list[str]:
                                     color=line.get_color(), alpha=0.25, linewidth=0)
                     ax.fill_between(xs, [min(s[x] for s in seeds) for x in xs], [max(s[x] for s in seeds) for x in xs],
                                     color=line.get_color(), alpha=0.08, linewidth=0)
-                curve = refs.get((script, depth, label, xn))
+                curve, differs = refs.get((script, depth, label, xn), (None, ""))
                 if curve is not None and xs:  # the paper's, over our env steps (to its evaluation after our last)
                     n = min(len(curve["xs"]), bisect.bisect_left(curve["xs"], max(xs)) + 1)
                     px, pm, ps = curve["xs"][:n], curve["means"][:n], curve["ses"][:n]
-                    ax.plot(px, pm, "--", color=line.get_color(), alpha=0.8, label=f"{label}, the paper's curve")
+                    ax.plot(px, pm, "--", color=line.get_color(), alpha=0.8, label=f"{label}, the paper's curve" + (f" ({differs})" if differs else ""))
                     ax.fill_between(px, [m - e for m, e in zip(pm, ps)], [m + e for m, e in zip(pm, ps)],
                                     color=line.get_color(), alpha=0.12, linewidth=0, hatch="//")
             ax.set_xlabel(xname.replace("_", " "))

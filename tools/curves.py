@@ -10,12 +10,15 @@ seed's value) next to the paper's at the same env steps (the prefill counted, as
 it; between two of the paper's evaluations its mean and standard error are interpolated linearly), and
 the difference in units of the combined standard error, z = (ours - paper) / sqrt(se_ours^2 + se_paper^2).
 Then, per curve, whether it stayed inside the paper's band (|z| <= --z-max at every evaluation the paper
-has a value for) and, for an env with several depths, whether the depths come in the paper's order at the
-last evaluation they share. It prints that and draws it (--out, default paper_curve.png in the first run
-directory): ours with its standard-error band, the paper's dashed with its own. Runs of another network
-than the paper's curves (no LayerNorm, ReLU, no residual, another width, actor and critic of different
-depths) have no curve to be set against; other settings that differ from the paper's (envs, SGD steps,
-episode length, ...) are compared and named. Errors: one line on stderr, exit 2, nothing written.
+has a value for) and, for an env with several depths of the same settings, whether the depths come in the
+paper's order at the last evaluation they share (not compared where the paper's own gap between two depths
+there is under 2 combined standard errors: its order is then within its own noise). It prints that and
+draws it (--out, default paper_curve.png in the first run directory): ours with its standard-error band,
+the paper's dashed with its own. Runs of another network than the paper's curves (no LayerNorm, ReLU, no
+residual, another width, actor and critic of different depths) have no curve to be set against; other
+settings that differ from the paper's (envs, SGD steps, episode length, ...) are compared and named, in
+the table and in the plot's legend, and runs of different settings are never pooled: each set of settings
+has its own table and line. Errors: one line on stderr, exit 2, nothing written.
 
 `list`: every curve of the three files: env, depth, batch size, evaluations, the env steps of the first
 and the last, the last value.
@@ -36,6 +39,7 @@ CURVES_DIR = os.path.join(ROOT, "tools", "paper_curves")
 PAPER_NUMBERS = os.path.join(ROOT, "tools", "paper_numbers.json")
 METRIC = "eval/time_at_goal"  # the paper's eval/episode_success: steps at goal out of the episode length
 Z_MAX = 3.0  # "inside the band": |z| <= Z_MAX at every evaluation (docs/replicate.md says why 3)
+MIN_GAP_Z = 2.0  # the depth ordering is compared only where the paper's own gap is at least this many combined s.e.
 
 # the paper's settings (arXiv 2503.14858, Table 7; crl_depth.py's defaults): a run's args.json without a
 # key has the default. NETWORK: settings of the network itself, for which the curves exist only as here.
@@ -156,16 +160,26 @@ def read_run(run_dir: str) -> dict:
     for name in ("args.json", "metrics.jsonl"):
         if not os.path.isfile(os.path.join(run_dir, name)):
             fail(f"{run_dir}: no {name} (not a run directory of crl_depth.py)")
-    with open(os.path.join(run_dir, "args.json")) as f:
-        args = json.load(f)
+    try:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            args = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(f"{run_dir}: args.json unreadable ({' '.join(str(e).split())})")
+    if not isinstance(args, dict):
+        fail(f"{run_dir}: args.json is not a JSON object")
     records = []
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a line cut short by a run stopped while writing it
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        r = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a run stopped while writing it
+                    if isinstance(r, dict):
+                        records.append(r)
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"{run_dir}: metrics.jsonl unreadable ({' '.join(str(e).split())})")
     return {"dir": run_dir, "args": args, "records": records}
 
 
@@ -259,7 +273,10 @@ def verdict(rows: list[dict], z_max: float = Z_MAX) -> dict:
 def ordering(last: dict) -> Optional[dict]:
     """last: {depth: row} at one evaluation (the same epoch for every depth), each with the paper's value.
     The depths from the highest mean to the lowest (equal means tied), ours and the paper's, and whether they
-    match; None with fewer than two depths or a depth without the paper's value."""
+    match; `paper_gap_z`: the smallest gap between two depths next to each other in the paper's order, in
+    units of their combined standard error sqrt(se_a^2 + se_b^2) (0 for equal means; infinite for unequal
+    means without errors); `compared`: that gap at least MIN_GAP_Z (else the paper's order is within its own
+    noise and `match` says nothing). None with fewer than two depths or a depth without the paper's value."""
     if len(last) < 2 or any(r["paper"] is None for r in last.values()):
         return None
 
@@ -273,8 +290,12 @@ def ordering(last: dict) -> Optional[dict]:
         return groups
 
     ours, paper = ranked(lambda d: last[d]["mean"]), ranked(lambda d: last[d]["paper"][0])
+    by_paper = sorted(last, key=lambda d: -last[d]["paper"][0])
+    gap = min(abs(z_score(last[a]["paper"][0], last[a]["paper"][1], last[b]["paper"][0], last[b]["paper"][1]))
+              for a, b in zip(by_paper, by_paper[1:]))
     return {"epoch": next(iter(last.values()))["epoch"], "ours": ours, "paper": paper,
-            "means": {d: (r["mean"], r["paper"][0]) for d, r in last.items()}, "match": ours == paper}
+            "means": {d: (r["mean"], r["paper"][0]) for d, r in last.items()}, "match": ours == paper,
+            "paper_gap_z": gap, "compared": gap >= MIN_GAP_Z}
 
 
 # ==================================================================================================
@@ -319,14 +340,19 @@ def ordering_line(name: str, o: Optional[dict]) -> str:
         text = " > ".join(" = ".join(f"depth {d}" for d in g) for g in groups)
         return text + " (" + ", ".join(fmt_mean_se(o["means"][d][which], None) for g in groups for d in g) + ")"
 
-    return (f"{name}: depth ordering at epoch {o['epoch']}: ours {order(o['ours'], 0)}; the paper's "
-            f"{order(o['paper'], 1)}: " + ("the same" if o["match"] else "NOT the same"))
+    head = f"{name}: depth ordering at epoch {o['epoch']}: ours {order(o['ours'], 0)}; the paper's {order(o['paper'], 1)}: "
+    if not o.get("compared", True):
+        return head + (f"not compared: the paper's own gap there is {o['paper_gap_z']:.1f} combined s.e., under "
+                       f"{MIN_GAP_Z:g} (its order is within its own noise)")
+    return head + ("the same" if o["match"] else "NOT the same")
 
 
 def draw(ax, series: list[tuple], title: str) -> None:
-    """series: [(label, rows, curve, colour index)]: ours (mean, band ± s.e.) solid, the paper's dashed with its
-    band, over our env steps (to the paper's evaluation after our last)."""
-    for label, rows, curve, i in series:
+    """series: [(label, rows, curve, colour index[, what differs from the paper's settings])]: ours (mean, band
+    ± s.e.) solid, the paper's dashed with its band, over our env steps (to the paper's evaluation after our
+    last); the paper's legend says "settings differ: ..." where ours were run at other settings."""
+    for label, rows, curve, i, *differs in series:
+        differs = differs[0] if differs else ""
         xs = [r["env_steps"] for r in rows]
         mean = [r["mean"] for r in rows]
         se = [r["se"] or 0.0 for r in rows]
@@ -336,7 +362,8 @@ def draw(ax, series: list[tuple], title: str) -> None:
         if curve is not None:
             n = min(len(curve["xs"]), bisect.bisect_left(curve["xs"], max(xs)) + 1)
             px, pm, ps = curve["xs"][:n], curve["means"][:n], curve["ses"][:n]
-            ax.plot(px, pm, "--", color=f"C{i}", alpha=0.8, label=f"{label}, paper")
+            ax.plot(px, pm, "--", color=f"C{i}", alpha=0.8,
+                    label=f"{label}, paper" + (f" (settings differ: {differs})" if differs else ""))
             ax.fill_between(px, [m - s for m, s in zip(pm, ps)], [m + s for m, s in zip(pm, ps)], color=f"C{i}",
                             alpha=0.12, linewidth=0, hatch="//")
     ax.set_xlabel("env steps (prefill included)")
@@ -359,25 +386,34 @@ def compare(paths: list[str], out: Optional[str], z_max: float) -> None:
             fail(f"{run['dir']}: {note}")
         if not by_epoch(run["records"]):
             fail(f"{run['dir']}: no evaluation ({METRIC}) in its metrics.jsonl yet")
-        groups.setdefault((curve["env"], curve["depth"], curve["batch_size"]), (curve, note, []))[2].append(run)
+        # runs are pooled only with runs of the same curve and the same settings
+        groups.setdefault((curve["env"], curve["batch_size"], note, curve["depth"]), (curve, []))[1].append(run)
+    notes = {}  # (env, batch, depth) -> the settings of each of its groups
+    for env, batch, note, depth in groups:
+        notes.setdefault((env, batch, depth), []).append(note)
     lines, panels, last = [], {}, {}
-    for (env, depth, batch), (curve, note, group) in sorted(groups.items()):
+    for (env, batch, note, depth), (curve, group) in sorted(groups.items()):
         rows = compare_rows(pool(group), curve)
         if not rows:
-            fail(f"{env} depth {depth}: its runs share no evaluation at the same env steps")
+            fail(f"{env} depth {depth}: runs of the same settings with no evaluation at the same epoch and env steps "
+                 f"(another --total-env-steps or --num-epochs?): {', '.join(r['dir'] for r in group)}")
         name = f"{env}, depth {depth}" + (f", batch {batch}" if batch != 512 else "")
+        differs = note.split(": ", 1)[1] if note else ""
+        if len(notes[(env, batch, depth)]) > 1:  # several settings of the same curve: each named
+            name += " (" + (differs or "the paper's settings") + ")"
         lines += [f"## {name}", "", f"Runs: {', '.join(r['dir'] for r in group)}",
                   f"The paper's curve: tools/paper_curves/{curve['source']}" + (f". Our {note}" if note else ""), "",
                   *rows_table(rows), "", verdict_line(name, verdict(rows, z_max)), ""]
-        panels.setdefault(env, []).append((f"depth {depth}" + (f", batch {batch}" if batch != 512 else ""), rows, curve,
-                                           len(panels.get(env, []))))
-        last.setdefault((env, batch), {})[depth] = rows
-    for (env, batch), by_depth in sorted(last.items()):
-        if len(by_depth) > 1:
+        label = name.split(", ", 1)[1]
+        panels.setdefault(env, []).append((label, rows, curve, len(panels.get(env, [])), differs))
+        last.setdefault((env, batch, note), {})[depth] = rows
+    for (env, batch, note), by_depth in sorted(last.items()):
+        if len(by_depth) > 1:  # the depths of the same settings
             shared = set.intersection(*({r["epoch"] for r in rows if r["paper"]} for rows in by_depth.values()))
             epoch = max(shared) if shared else None
             o = ordering({d: next(r for r in rows if r["epoch"] == epoch) for d, rows in by_depth.items()}) if epoch else None
-            lines.append(ordering_line(env, o))
+            lines.append(ordering_line(env + (f", batch {batch}" if batch != 512 else "")
+                                       + (" (" + note.split(": ", 1)[1] + ")" if note else ""), o))
     out = out or os.path.join(runs[0]["dir"], "paper_curve.png")
     import matplotlib
 
@@ -412,8 +448,8 @@ def main() -> None:
     if a.command == "list":
         list_curves()
         return
-    if a.z_max <= 0:
-        fail(f"--z-max must be positive (got {a.z_max})")
+    if not (math.isfinite(a.z_max) and a.z_max > 0):
+        fail(f"--z-max must be a positive finite number (got {a.z_max:g})")
     if a.out and not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
         fail(f"--out {a.out}: no such directory")
     compare(a.run_dirs, a.out, a.z_max)

@@ -20,23 +20,31 @@ The runs of an item go deepest first; the shallower ones run as many epochs as t
 The plan. A run costs its start (from launch to its untrained evaluation: imports, compile, prefill)
 and its epochs (seconds each, training and evaluation). Those come from the runs of this command (each
 run measures its own start and epoch as it goes), from --throughput files (the throughput.jsonl an
-earlier call wrote, or the gpu.jsonl of `bash benchmark.sh gpu`), or for a run not measured from the
-same env's deeper run (an upper bound) or from fewer seeds (scaled by seeds). The plan gives each item
-its minimum epochs, in order, while they fit in the budget (an item whose cost is not known yet is
-measured when its turn comes), then more epochs, up to T, in order, where no later item's cost is still
-unknown. It is printed first and again after each measurement; every run is started for T epochs and
-stopped after the epoch the plan gives it (at T too: what a run does after its last epoch, saving its
-networks, is not needed here), or when its next epoch would end after the budget.
+earlier call wrote, or the gpu.jsonl of `bash benchmark.sh gpu`, whose start has no prefill: a lower
+bound), or for a run not measured from the same env's deeper run (an upper bound) or from fewer seeds
+(scaled by seeds). The plan gives each item its minimum epochs, in order, while they fit in the budget
+(an item whose cost is not known yet is measured when its turn comes, if at least the smallest start and
+first epoch measured so far is left, or before any is measured, 60 s; --tiny 10 s), then more epochs, up
+to T, in order, where no later item's cost is still unknown. It is printed first and again after each
+run's first epoch; every run is started for T epochs and stopped after the epoch the plan gives it (at T
+too: what a run does after its last epoch, saving its networks, is not needed here), or when its next
+epoch would end after the runs' share of the budget.
+
+The budget. The runs end by the budget less 45 s: a run still going then is stopped (SIGTERM, then
+SIGKILL, each wait capped by the time left), which takes at most 13 s; the rest is the report's (reading
+the runs' metrics and drawing one figure; matplotlib is loaded and a figure drawn at start-up, before any
+run).
 
 Output in --out (default benchmark_results/replicate__{date}__{git describe}; refused if it exists):
 runs/, logs/, throughput.jsonl (each run's start and epoch seconds, for --throughput next time),
 replicate.md (the plan as run; per item and depth, each epoch: ours, mean ± s.e. over our seeds and each
 seed's value, next to the paper's at the same env steps, and the difference in combined standard errors;
 whether each curve stayed inside the paper's band, |difference| <= Z combined s.e. at every epoch, and
-whether the depths come in the paper's order at their last shared epoch) and replicate.png (ours over
-the paper's curves, bands ± s.e.).
+whether the depths come in the paper's order at their last shared epoch: not compared when the item ran
+fewer than its minimum epochs, or when the paper's own gap between the depths there is under 2 combined
+s.e.) and replicate.png (ours over the paper's curves, bands ± s.e.).
 
---tiny: the whole path on a CPU in about a minute: point_u_maze at tiny settings stands in for every env,
+--tiny: the whole path on a CPU: point_u_maze at tiny settings stands in for every env,
 items humanoid and ant_hardest_maze (one depth, and two depths ordered: 3 runs), 2 seeds, 3 epochs
 (minimum 2), a 4-minute budget; its epochs are set against the paper's epochs of the same number (not the
 same env steps): the verdicts then say nothing of learning. --dry-run: the plan from the
@@ -46,6 +54,7 @@ same env steps): the verdicts then say nothing of learning. --dry-run: the plan 
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import queue
@@ -76,7 +85,11 @@ TINY_FLAGS = ("--num-envs 8 --episode-length 20 --num-eval-envs 4 --unroll-lengt
               "--batch-size 16 --max-replay-size 40 --min-replay-size 20 --width 16")
 TINY_EPOCHS, TINY_MIN_EPOCHS, TINY_SEEDS, TINY_BUDGET_MIN = 3, 2, 2, 4.0
 TINY_ITEMS = ("humanoid", "ant_hardest_maze")  # one depth, and two depths ordered: the whole path in 3 runs
-RESERVE_S = 15.0  # of the budget, kept for the report and the plot
+RESERVE_S = 45.0  # of the budget, after the runs' share: stopping the last run (STOP_S at most) and the report
+STOP_S = 12.0  # a run stopped at the end of the runs' share has ended (or been given up) by STOP_S + 1 s later
+# no run of unknown cost starts with less than this left before a start and first epoch are measured (the paper's
+# settings: the compile of depth 4's training step alone took 24.8 s on one H200, docs/results.md; --tiny)
+FIRST_EPOCH_FLOOR_S, TINY_FIRST_EPOCH_FLOOR_S = 60.0, 10.0
 EPOCH_LINE = re.compile(r"^epoch (\d+)[ /]")
 
 
@@ -112,37 +125,74 @@ def read_throughput(paths: list[str], tiny: bool) -> dict:
     for path in paths:
         if not os.path.isfile(path):
             fail(f"--throughput: no such file: {path}")
-        with open(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    fail(f"--throughput {path}:{i}: not JSON ({e})")
-                if {"env_id", "depth", "num_seeds", "start_s", "epoch_s"} <= set(r):
-                    if r.get("settings") == settings:
-                        out[(r["env_id"], r["depth"], r["num_seeds"])] = {
-                            "start_s": float(r["start_s"]), "epoch_s": float(r["epoch_s"]),
-                            "source": f"{os.path.basename(path)} ({r.get('date', '?')}, {r.get('device', '?')})"}
-                elif gpu_bench_paper_row(r) and not tiny:
-                    s = r["spec"]
-                    key = (s["env_id"], s["depth"], s["num_seeds"])
-                    if "eval_s" not in r and out.get(key, {}).get("with_eval"):
-                        continue  # an item that measured the evaluation too is the better one
-                    steps = r.get("paper_train_steps_per_epoch", 31)
-                    eval_s = r.get("eval_s", 0.0)
-                    out[key] = {"with_eval": "eval_s" in r,
-                        "start_s": max(0.0, r["wall_s"] - sum(r["step_times_s"]) - eval_s),
-                        "epoch_s": steps * r["step_s"] + eval_s,
-                        "source": f"{os.path.basename(path)} item {r['item']}" + ("" if "eval_s" in r else
-                                                                                   ", no evaluation measured")}
+        try:
+            with open(path) as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"--throughput {path}: unreadable ({' '.join(str(e).split())})")
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"--throughput {path}:{i}"
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                fail(f"{where}: not JSON ({e})")
+            if not isinstance(r, dict):
+                fail(f"{where}: not a JSON object")
+            if {"env_id", "depth", "num_seeds", "start_s", "epoch_s"} <= set(r):
+                check_fields(where, r, {"env_id": str, "depth": int, "num_seeds": int, "start_s": float, "epoch_s": float})
+                if r["epoch_s"] <= 0 or r["start_s"] < 0:
+                    fail(f"{where}: epoch_s must be positive and start_s not negative")
+                if r.get("settings") == settings:
+                    out[(r["env_id"], r["depth"], r["num_seeds"])] = {
+                        "start_s": float(r["start_s"]), "epoch_s": float(r["epoch_s"]),
+                        "source": f"{os.path.basename(path)} ({r.get('date', '?')}, {r.get('device', '?')})"}
+            elif gpu_bench_paper_row(r) and not tiny:
+                check_fields(where, r, {"step_s": float, "wall_s": float, "step_times_s": list, "item": str,
+                                        **({"eval_s": float} if "eval_s" in r else {}),
+                                        **({"paper_train_steps_per_epoch": int} if "paper_train_steps_per_epoch" in r else {})})
+                check_fields(where + " spec", r["spec"], {"env_id": str, "depth": int,
+                                                          **({"num_seeds": int} if "num_seeds" in r["spec"] else {})})
+                if not all(number(t) for t in r["step_times_s"]):
+                    fail(f"{where}: step_times_s must be a list of numbers")
+                if r["step_s"] <= 0:
+                    fail(f"{where}: step_s must be positive")
+                s = r["spec"]
+                key = (s["env_id"], s["depth"], s.get("num_seeds", 1))
+                if "eval_s" not in r and out.get(key, {}).get("with_eval"):
+                    continue  # an item that measured the evaluation too is the better one
+                steps = r.get("paper_train_steps_per_epoch", 31)
+                eval_s = r.get("eval_s", 0.0)
+                out[key] = {"with_eval": "eval_s" in r, "start_lower_bound": True,
+                            "start_s": max(0.0, r["wall_s"] - sum(r["step_times_s"]) - eval_s),
+                            "epoch_s": steps * r["step_s"] + eval_s,
+                            "source": f"{os.path.basename(path)} item {r['item']}" + ("" if "eval_s" in r else
+                                                                                       ", no evaluation measured")}
     return out
+
+
+def number(v) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_fields(where: str, r: dict, types: dict) -> None:
+    """One line and exit 2 unless each field of r has its type (float: a finite number; int: an integer)."""
+    what = {str: "a string", int: "an integer", float: "a finite number", list: "a list"}
+    for key, t in types.items():
+        v = r.get(key)
+        ok = (number(v) if t is float else isinstance(v, int) and not isinstance(v, bool) if t is int
+              else isinstance(v, t))
+        if not ok:
+            fail(f"{where}: {key} must be {what[t]} (got {json.dumps(v)})")
 
 
 def gpu_bench_paper_row(r: dict) -> bool:
     """A finished training item of tools/gpu_bench.py at the paper's defaults (not --tiny)."""
-    s = r.get("spec") or {}
+    s = r.get("spec")
+    if not isinstance(s, dict):
+        return False
     paper = dict(num_envs=512, unroll_length=62, num_sgd_steps=800, batch_size=512, episode_length=1000,
                  max_replay_size=10_000, min_replay_size=1_000, width=256, remat=False, compute_dtype="float32")
     return (r.get("status") == "ok" and s.get("kind") == "train" and not s.get("actor_depth") and not s.get("xla_flags")
@@ -172,6 +222,7 @@ def cost_lookup(measured: dict, given: dict) -> Callable:
             if fewer:
                 c = known[(env, depth, fewer[-1])]
                 return {"start_s": c["start_s"], "epoch_s": c["epoch_s"] * seeds / fewer[-1],
+                        **({"start_lower_bound": True} if c.get("start_lower_bound") else {}),
                         "source": f"scaled from {fewer[-1]} seed{'s' * (fewer[-1] > 1)}, x {seeds}/{fewer[-1]} "
                                   f"({c.get('source', 'measured here')})"}
         return None
@@ -201,23 +252,40 @@ def item_need(item: dict, epochs: int, cost: Callable) -> Optional[float]:
     return total
 
 
-def plan(items: list[dict], cost: Callable, time_left: float, target: int) -> dict:
+def first_epoch_floor(known: list[dict], tiny: bool) -> tuple[float, str]:
+    """(seconds, what they are): the least time a run of unknown cost is started with: the smallest start and
+    first epoch among the costs known (measured or given), else FIRST_EPOCH_FLOOR_S (--tiny: its own)."""
+    firsts = [c["start_s"] + c["epoch_s"] for c in known if c.get("epoch_s") is not None]
+    if firsts:
+        return min(firsts), "the smallest start and first epoch known"
+    return (TINY_FIRST_EPOCH_FLOOR_S if tiny else FIRST_EPOCH_FLOOR_S), "the floor before any run is measured"
+
+
+def plan(items: list[dict], cost: Callable, time_left: float, target: int,
+         floor: tuple[float, str] = (0.0, "")) -> dict:
     """The epochs of each item (0: left out) for the time left (seconds), given what each run has done
     (run state pending, running or done, and its epochs). First each item in order at its minimum (at least
     what its runs have done; an item with a finished run at that run's epochs), if its known cost fits in what
-    is left; an item of unknown cost at its minimum (measured when it starts). A running item that no longer
-    fits keeps the most epochs that fit. Then, in order, each item of known cost one epoch more at a time, up
-    to target, while it fits and no later item's cost is unknown. Returns {"epochs", "need_s" (seconds of each
+    is left; an item of unknown cost not started yet at its minimum (measured when it starts) if more than
+    floor[0] seconds are left (floor: first_epoch_floor()), else left out. A running item that no longer fits
+    keeps the most epochs that fit. Then, in order, each item of known cost one epoch more at a time, up to
+    target, while it fits and no later item's cost is unknown. Returns {"epochs", "need_s" (seconds of each
     item still to come, None if unknown), "why" (left out or cut), "left_s"}."""
     epochs, need, why, left = {}, {}, {}, time_left
     for item in items:
         name = item["name"]
         done = [r["epochs"] for r in item["runs"] if r["state"] == "done"]
         reached = max((r["epochs"] for r in item["runs"]), default=0)
+        started = reached > 0 or any(r["state"] == "running" for r in item["runs"])
         e = min(done) if done else min(target, max(item["min_epochs"], reached))
         n = item_need(item, e, cost)
+        if n is None and not done and not started and (left <= 0 or left <= floor[0]):
+            epochs[name], need[name] = 0, 0.0
+            why[name] = (f"left out: its cost is not known, and {max(left, 0):.0f} s left is not more than "
+                         f"{floor[0]:.0f} s ({floor[1]})" if left > 0 else "left out: no time left")
+            continue
         if n is not None and n > left and not done:
-            if reached == 0 and not any(r["state"] == "running" for r in item["runs"]):
+            if not started:
                 epochs[name], need[name] = 0, 0.0
                 why[name] = (f"left out: needs {n / 60:.1f} min for its minimum of {e} epochs, "
                              f"{max(left, 0) / 60:.1f} min left")
@@ -245,7 +313,9 @@ def plan(items: list[dict], cost: Callable, time_left: float, target: int) -> di
 
 
 def plan_lines(items: list[dict], p: dict, cost: Callable, budget_s: float, elapsed_s: float) -> list[str]:
-    lines, unknown = [], 0
+    """The plan, a line a run, then the projected minutes: those of the costs known (at least, where a start is
+    a lower bound), and how many runs are of a cost not known yet; no number where no cost is known."""
+    lines, unknown, known, lower = [], 0, 0, False
     for item in items:
         name, e = item["name"], p["epochs"][item["name"]]
         for run in item["runs"]:
@@ -255,18 +325,29 @@ def plan_lines(items: list[dict], p: dict, cost: Callable, budget_s: float, elap
             if not e:
                 what = p["why"][name]
             elif c is None:
-                unknown += 1
+                unknown += run["state"] != "done"
                 what = f"{e} epochs; cost not known yet: measured by its own start and first epoch"
             else:
-                what = (f"{e} epochs: {remaining_s(run, e, c) / 60:.1f} min to go (start {c['start_s']:.0f} s + "
-                        f"{c['epoch_s']:.1f} s an epoch; {c['source']})")
+                known += run["state"] != "done"
+                bound = bool(c.get("start_lower_bound")) and run["state"] == "pending"
+                lower |= bound
+                at_least = "at least " if bound else ""
+                what = (f"{e} epochs: {at_least}{remaining_s(run, e, c) / 60:.1f} min to go (start {at_least}"
+                        f"{c['start_s']:.0f} s + {c['epoch_s']:.1f} s an epoch; {c['source']}"
+                        + ("; its start has no prefill: a lower bound" if c.get("start_lower_bound") else "") + ")")
             lines.append(f"  {run['label']} ({state}): {what}")
         if e and name in p["why"]:
             lines.append(f"  ({name}: {p['why'][name]})")
-    known = sum(n for n in p["need_s"].values() if n)
-    lines.append(f"projected: {(elapsed_s + known) / 60:.1f} min in all"
-                 + (f" ({elapsed_s / 60:.1f} so far)" if elapsed_s >= 3 else "") + f", of the {budget_s / 60:g}-minute budget"
-                 + (f"; and {unknown} run{'s' * (unknown > 1)} of cost not known yet" if unknown else ""))
+    so_far = f" ({elapsed_s / 60:.1f} so far)" if elapsed_s >= 3 else ""
+    if unknown and not known:
+        lines.append(f"projected: cost unknown until the first run's first epoch; planned from measurements as they "
+                     f"come, within the {budget_s / 60:g}-minute budget{so_far}")
+        return lines
+    total = sum(n for n in p["need_s"].values() if n)
+    lines.append(f"projected: {'at least ' if lower else ''}{(elapsed_s + total) / 60:.1f} min in all{so_far}"
+                 + (" for the runs of known cost" if unknown else "") + f", of the {budget_s / 60:g}-minute budget"
+                 + (f"; and {unknown} run{'s' * (unknown > 1)} of cost unknown until "
+                    f"{'its' if unknown == 1 else 'their'} own first epoch" if unknown else ""))
     return lines
 
 
@@ -286,23 +367,27 @@ def start_reader(proc: subprocess.Popen) -> queue.Queue:
     return q
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the run's process group (its own session), SIGKILL 10 s later if it still runs."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+def stop(proc: subprocess.Popen, until: float) -> None:
+    """SIGTERM to the run's process group (its own session); SIGKILL if it still runs after half the time left
+    to `until` (time.monotonic()); then a wait for its end up to `until`. Each wait is at most 10 s and at least
+    0.5 s: it returns by until + 1 s at the latest, the process ended or not."""
+    for sig, share in ((signal.SIGTERM, 0.5), (signal.SIGKILL, 1.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=wait)
+            proc.wait(timeout=min(10.0, max(0.5, share * (until - time.monotonic()))))
             return
         except subprocess.TimeoutExpired:
             pass
 
 
-def watch(cmd: list[str], log_path: str, on_epoch: Callable, deadline: float) -> dict:
+def watch(cmd: list[str], log_path: str, on_epoch: Callable, deadline: float, stop_by: Optional[float] = None) -> dict:
     """Runs cmd, its output to log_path; on_epoch(epoch, seconds since the start) after each epoch line
-    returns whether the run goes on. Stops it when that says no, or at the deadline (time.monotonic())."""
+    returns whether the run goes on. Stops it when that says no, or at the deadline (time.monotonic()); a stop
+    and the rest of its output take until stop_by (default deadline + STOP_S) + 1 s at the latest."""
+    stop_by = stop_by if stop_by is not None else deadline + STOP_S
     t0 = time.monotonic()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log:
@@ -329,9 +414,13 @@ def watch(cmd: list[str], log_path: str, on_epoch: Callable, deadline: float) ->
                     break
         finally:  # (also on Ctrl-C: the run is in its own session, so it would not get the interrupt)
             if stopped or not ended:
-                stop(proc)
-        proc.wait()
-        end = time.monotonic() + 5
+                stop(proc, stop_by)
+        if ended:  # its output closed: it is ending
+            try:
+                proc.wait(timeout=max(0.0, stop_by - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stop(proc, stop_by)
+        end = min(time.monotonic() + 5, stop_by)
         while not ended and time.monotonic() < end:  # the rest of its output, up to its end
             try:
                 _, line = lines.get(timeout=max(0.0, end - time.monotonic()))
@@ -340,7 +429,7 @@ def watch(cmd: list[str], log_path: str, on_epoch: Callable, deadline: float) ->
             if line is None:
                 break
             log.write(line)
-    return {"exit": proc.returncode, "stopped": stopped, "wall_s": time.monotonic() - t0}
+    return {"exit": proc.poll(), "stopped": stopped, "wall_s": time.monotonic() - t0}
 
 
 def run_dir_of(runs_dir: str) -> Optional[str]:
@@ -358,7 +447,26 @@ def sh(cmd: list[str]) -> str:
 # ==================================================================================================
 # The report
 # ==================================================================================================
-def report(items: list[dict], a: argparse.Namespace, meta: dict, out: str) -> list[str]:
+def plot_machinery():
+    """matplotlib.pyplot, loaded and one small figure drawn (on a fresh machine its font cache is built then):
+    called at start-up, so that the report's share of the budget draws only its own figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], "--", label="x")
+    ax.fill_between([0, 1], [0, 0], [1, 1], alpha=0.1, hatch="//")
+    ax.set_title("x")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.canvas.draw()
+    plt.close(fig)
+    return plt
+
+
+def report(items: list[dict], a: argparse.Namespace, meta: dict, out: str, plt=None) -> list[str]:
     """replicate.md's text (also printed) and replicate.png: per item and depth, ours against the paper's curve."""
     curves = C.load_curves()
     lines = [f"# replicate: {meta['command']}", "", "```", *(f"{k}: {v}" for k, v in meta.items() if k != "command"),
@@ -397,24 +505,25 @@ def report(items: list[dict], a: argparse.Namespace, meta: dict, out: str) -> li
             lines += [f"## {name}", "", f"{run['label']}: {run_dir}; the paper's curve: tools/paper_curves/{curve['source']}",
                       "", *C.rows_table(rows), "", C.verdict_line(name, v), ""]
             verdicts.append(C.verdict_line(name, v))
-            series.append((f"depth {run['depth']}", rows, curve, i))
+            series.append((f"depth {run['depth']}", rows, curve, i, f"--tiny: {TINY_ENV} at tiny settings" if a.tiny else ""))
             last[run["depth"]] = rows
         if len(last) > 1:
             shared = set.intersection(*({r["epoch"] for r in rows if r["paper"]} for rows in last.values()))
-            o = C.ordering({d: next(r for r in rows if r["epoch"] == max(shared)) for d, rows in last.items()}) if shared else None
-            lines += [C.ordering_line(env, o), ""]
-            verdicts.append(C.ordering_line(env, o))
+            if shared and max(shared) < item["min_epochs"]:  # before the paper's gap opens: the order says nothing
+                line = (f"{env}: depth ordering at epoch {max(shared)}: not compared: {max(shared)} epoch"
+                        f"{'s' * (max(shared) != 1)} run, fewer than the item's minimum of {item['min_epochs']}")
+            else:
+                line = C.ordering_line(env, C.ordering({d: next(r for r in rows if r["epoch"] == max(shared))
+                                                        for d, rows in last.items()}) if shared else None)
+            lines += [line, ""]
+            verdicts.append(line)
         if series:
             panels.append((env, series))
         elif item.get("why"):
             lines += [f"## {env}", "", item["why"], ""]
     lines += ["## Verdicts", "", *(f"- {v}" for v in verdicts or ["nothing compared: no run finished an epoch"]), ""]
     if panels:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = plt or plot_machinery()
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
         for ax, (env, series) in zip(axes[0], panels):
             C.draw(ax, series, f"{env}" + (f" (stand-in: {TINY_ENV}, tiny)" if a.tiny else ""))
@@ -459,10 +568,11 @@ def parse() -> argparse.Namespace:
     for flag, v in (("--seeds", a.seeds), ("--epochs", a.epochs)):
         if v < 1:
             fail(f"{flag} must be a positive integer (got {v})")
-    if not a.budget_min * 60 > RESERVE_S:
-        fail(f"--budget-min must be more than {RESERVE_S / 60:g} (the report's share; got {a.budget_min:g})")
-    if a.z_max <= 0:
-        fail(f"--z-max must be positive (got {a.z_max:g})")
+    if not (math.isfinite(a.budget_min) and a.budget_min * 60 > RESERVE_S):
+        fail(f"--budget-min must be a finite number of minutes more than {RESERVE_S / 60:g} (the share kept for "
+             f"stopping the last run and the report; got {a.budget_min:g})")
+    if not (math.isfinite(a.z_max) and a.z_max > 0):
+        fail(f"--z-max must be a positive finite number (got {a.z_max:g})")
     return a
 
 
@@ -488,17 +598,19 @@ def main() -> None:
                       "runs": runs, "about": why})
     measured: dict = {}
     cost = cost_lookup(measured, given)
+    floor = lambda: first_epoch_floor([*measured.values(), *given.values()], a.tiny)  # noqa: E731
     prefill, per_epoch = schedule(a.tiny)
     print(f"replicate: the paper's early learning curves | budget {a.budget_min:g} min | {a.seeds} seeds a run in one "
           f"process | up to {a.epochs} epochs of {per_epoch:,} env steps after a prefill of {prefill:,}"
           + (f" | --tiny: {TINY_ENV} stands in for every env" if a.tiny else ""))
     print(f"costs: {'from ' + ', '.join(a.throughput) + ', else ' if a.throughput else ''}measured by each run as it goes")
-    p = plan(items, cost, end - time.monotonic(), a.epochs)
+    p = plan(items, cost, end - time.monotonic(), a.epochs, floor())
     print("plan:")
     print("\n".join(plan_lines(items, p, cost, budget_s, time.monotonic() - t_start)), flush=True)
     if a.dry_run:
         print("dry run: nothing run, nothing written")
         return
+    plt = plot_machinery()  # before any run: the report's share of the budget does not load it
 
     os.makedirs(os.path.join(out, "logs"))
     os.makedirs(os.path.join(out, "runs"))
@@ -512,11 +624,15 @@ def main() -> None:
         for item in items:
             name = item["name"]
             for run in item["runs"]:
-                p = plan(items, cost, end - time.monotonic(), a.epochs)
+                left = end - time.monotonic()
+                p = plan(items, cost, left, a.epochs, floor())
                 e = p["epochs"][name]
                 c = cost(run["key"])
-                if not e or (c and time.monotonic() + c["start_s"] + c["epoch_s"] > end):
-                    run["ended"] = item["why"] = p["why"].get(name) or "left out: not one epoch fits in the time left"
+                first = c["start_s"] + c["epoch_s"] if c else floor()[0]  # its start and first epoch, or the floor
+                if not e or left <= 0 or first > left:
+                    run["ended"] = item["why"] = p["why"].get(name) or (
+                        f"left out: not one epoch fits in the time left ({max(left, 0):.0f} s; "
+                        + (f"its start and first epoch: {first:.0f} s)" if c else f"{floor()[0]:.0f} s, {floor()[1]})"))
                     print(f"{run['label']}: {run['ended']}", flush=True)
                     continue
                 run["planned"] = e
@@ -537,7 +653,7 @@ def main() -> None:
                     run["epochs"] = epoch
                     m["epoch_s"] = (t - m.get("start_s", 0.0)) / epoch
                     measured[run["key"]] = dict(m)
-                    q = plan(items, cost, end - time.monotonic(), a.epochs)
+                    q = plan(items, cost, end - time.monotonic(), a.epochs, floor())
                     run["planned"] = q["epochs"][name] or epoch
                     go = epoch < run["planned"] and time.monotonic() + m["epoch_s"] <= end
                     print(f"  epoch {epoch} after {t:.0f} s (start {m['start_s']:.0f} s, {m['epoch_s']:.1f} s an epoch): "
@@ -568,7 +684,7 @@ def main() -> None:
                         if other["state"] == "pending":
                             other["state"], other["ended"] = "done", f"not run: {run['label']} finished no epoch"
                     break
-    text = report(items, a, meta, out)
+    text = report(items, a, meta, out, plt)
     text.append(f"\nreplicate finished in {(time.monotonic() - t_start) / 60:.1f} min of the {a.budget_min:g}-minute "
                 f"budget | results: {out}")
     with open(os.path.join(out, "replicate.md"), "w") as f:
