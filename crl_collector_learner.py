@@ -731,6 +731,7 @@ def write_outputs(args: Args, run: Run, actor_params: dict, nets: dict[str, Netw
     if args.render:
         render_env = make_env(args.env_id, eval=True)
         for name, params in actor_params.items():
+            print(f"rendering rollout_{name}.html (compiling the env's step and the actor) ...", flush=True)
             render_rollout(os.path.join(run.dir, f"rollout_{name}.html"), render_env,
                            lambda obs: jnp.tanh(nets[name].actor.apply(params, obs)[0]), key_render,
                            args.episode_length)
@@ -866,6 +867,7 @@ def main(args: Args) -> None:
         if refill:
             ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
     else:
+        print("compiling and building the fresh training state (networks' init, envs' reset) ...", flush=True)
         ts = jax.jit(fresh)(key_agent, key_env, key)
     ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
 # END SHARED BLOCK: online training state

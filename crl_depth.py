@@ -713,10 +713,12 @@ def write_outputs(args: Args, run: Run, ts: TrainState, nets: Networks, spec: An
         save_crl_buffer(os.path.join(run.dir, "buffer.npz"), args.env_id, spec, args.episode_length,
                         buf.state[rows], buf.action[rows], buf.episode_id[rows])
     if args.render:
+        print("rendering rollout.html (compiling the env's step and the actor) ...", flush=True)
         render_rollout(os.path.join(run.dir, "rollout.html"), make_env(args.env_id, eval=True),
                        lambda obs: jnp.tanh(nets.actor.apply(ts.agent.actor_params, obs)[0]), key_render,
                        args.episode_length)
     if args.plot_critic:
+        print("drawing the critic heatmap (compiling the critic's score) ...", flush=True)
         args.write_heatmap(args.env_id, [(f"critic depth {args.critic_depth or args.depth}, width {args.width}\n"
                                           f"{run.name[:48]}", critic_score(nets, ts.agent.actor_params,
                                                                            ts.agent.critic_params))], run.dir)
@@ -782,6 +784,7 @@ def estimate_run(args: Args) -> dict:
 
 def plot_saved_critics(args: Args) -> None:
     """--plot-critic --load PATH...: the critic heatmap of saved checkpoints, no training."""
+    print("drawing the critic heatmap of the saved checkpoints (compiling the critic's score) ...", flush=True)
     args.plot_checkpoints(args.env_id, {name: getattr(args, name) for name in NETWORK_FIELDS},
                           {"env_id": args.env_id}, critic_of(args, make_env(args.env_id).action_size))
 
@@ -822,6 +825,7 @@ def main(args: Args) -> None:
         if refill:
             ts = ts.replace(buffer=jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes.buffer))
     else:
+        print("compiling and building the fresh training state (networks' init, envs' reset) ...", flush=True)
         ts = jax.jit(fresh)(key_agent, key_env, key)
     ts, key_eval = jax.tree.map(jnp.array, (ts, key_eval))  # every leaf its own copy, so ts can be donated
 # END SHARED BLOCK: online training state

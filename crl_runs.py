@@ -454,7 +454,7 @@ class Run:
             self.wandb = wandb
 
     def announce(self, what: str, num_devices: int, split: str, counts: Any, compute_dtype: str = "float32") -> None:
-        """The run's first line: its directory, what it trains, the backend, seeds, devices (with
+        """The run's header line: its directory, what it trains, the backend, seeds, devices (with
         `split` split across them) and the matmul dtype (unless float32); a resumed run says from where."""
         print(f"run {self.dir} | {what} | backend {jax.default_backend()}"
               + (f" | seeds {', '.join(map(str, self.seeds))} in one process" if len(self.seeds) > 1 else "")
