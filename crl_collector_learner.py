@@ -803,28 +803,39 @@ def actor_params(ts: TrainState) -> dict:
     return {name: a.actor_params for name, a in agents(ts).items()}
 
 
+def new_run(args: Args) -> Run:
+    """The run of args (crl_runs.Run): its directory, seeds, checkpoint header, and its name in error messages."""
+    return Run(args, args.env_id, state_header(args),
+               lambda h: describe(h, ("env_id", *(f"{a}_depth" for a in AGENTS), "width")), "env_steps")
+
+
+def sizes(ts: TrainState) -> tuple[dict, dict]:
+    """--estimate's view of a training state: the parameters to count, the parts to size."""
+    return ({f"{name} {net}": getattr(a, f"{net}_params") for name, a in agents(ts).items() for net in ("actor", "critic")},
+            {"parameters": [(a.actor_params, a.critic_params, a.log_alpha) for a in agents(ts).values()],
+             "optimiser states": [(a.actor_opt, a.critic_opt, a.alpha_opt) for a in agents(ts).values()],
+             "replay buffer": ts.buffer, "env states": ts.env_state})
+
+
+# SHARED BLOCK: online estimate (keep identical in crl_depth.py and crl_collector_learner.py)
 def estimate_run(args: Args) -> dict:
     """--estimate: what the run of args would need, printed and returned (crl_estimate.estimate's report), without
     and with --remat: its programs compiled for this backend from the state's shapes alone. Nothing is trained,
     allocated, read or written."""
-    run = Run(args, args.env_id, state_header(args),
-              lambda h: describe(h, ("env_id", *(f"{a}_depth" for a in AGENTS), "width")), "env_steps")
+    run = new_run(args)
     key, key_agent, key_env, key_eval, _ = seed_all(args.seed, run.seeds, 5)
     devices, mesh = device_mesh(args.num_devices, "envs")
     spec, env, eval_env, nets, opts = build(args)
     ts = jax.eval_shape(seed_map(functools.partial(fresh_state, args, spec, env, nets, opts), args.num_seeds),
                         key_agent, key_env, key)
     prefill_fn, epoch_fn, evaluate, _, _ = programs(args, spec, env, eval_env, nets, opts, ts, mesh)
-    params = {f"{name} {net}": getattr(a, f"{net}_params") for name, a in agents(ts).items() for net in ("actor", "critic")}
-    parts = {"parameters": [(a.actor_params, a.critic_params, a.log_alpha) for a in agents(ts).values()],
-             "optimiser states": [(a.actor_opt, a.critic_opt, a.alpha_opt) for a in agents(ts).values()],
-             "replay buffer": ts.buffer, "env states": ts.env_state}
-    report = estimate(run.describe(run.header) + f", remat {args.remat}", params, parts, {
+    report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
         "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), schedule(args)[2]),
         "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
     if not args.remat:  # the same run with --remat, to show what rematerialisation saves
         report = compare(report, estimate_run(dataclasses.replace(args, remat=True)), "without -> with --remat")
     return report
+# END SHARED BLOCK: online estimate
 
 
 # the console line of an epoch, each value collector/deep/shallow (the mean over seeds): (label, metric, format);
@@ -842,8 +853,7 @@ def per_agent(m: dict, fields: tuple[tuple[str, str, str], ...]) -> str:
 def main(args: Args) -> None:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
     depths = {name: getattr(args, f"{name}_depth") for name in AGENTS}
-    run = Run(args, args.env_id, state_header(args),
-              lambda h: describe(h, ("env_id", *(f"{a}_depth" for a in AGENTS), "width")), "env_steps")
+    run = new_run(args)
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them

@@ -697,6 +697,17 @@ def state_header(args: Args) -> dict:
                                                       "num_envs", "episode_length", "max_replay_size", "num_seeds")}}
 
 
+def new_run(args: Args) -> Run:
+    """The run of args (crl_runs.Run): its directory, seeds, checkpoint header, and its name in error messages."""
+    return Run(args, args.env_id, state_header(args),
+               lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
+
+
+def actor_params(ts: TrainState) -> Any:
+    """What acts in the evaluation: the actor's parameters."""
+    return ts.agent.actor_params
+
+
 def sizes(ts: TrainState) -> tuple[dict, dict]:
     """--estimate's view of a training state: the parameters to count, the parts to size."""
     return ({"actor": ts.agent.actor_params, "critic": ts.agent.critic_params},
@@ -762,12 +773,12 @@ def jit_online(prefill_fn: Callable, epoch_fn: Callable, evaluate: Callable, ts:
 # END SHARED BLOCK: online jit
 
 
+# SHARED BLOCK: online estimate (keep identical in crl_depth.py and crl_collector_learner.py)
 def estimate_run(args: Args) -> dict:
     """--estimate: what the run of args would need, printed and returned (crl_estimate.estimate's report), without
     and with --remat: its programs compiled for this backend from the state's shapes alone. Nothing is trained,
     allocated, read or written."""
-    run = Run(args, args.env_id, state_header(args),
-              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
+    run = new_run(args)
     key, key_agent, key_env, key_eval, _ = seed_all(args.seed, run.seeds, 5)
     devices, mesh = device_mesh(args.num_devices, "envs")
     spec, env, eval_env, nets, opts = build(args)
@@ -776,10 +787,11 @@ def estimate_run(args: Args) -> dict:
     prefill_fn, epoch_fn, evaluate, _, _ = programs(args, spec, env, eval_env, nets, opts, ts, mesh)
     report = estimate(run.describe(run.header) + f", remat {args.remat}", *sizes(ts), {
         "prefill": (prefill_fn, (ts,), None), "epoch": (epoch_fn, (ts,), schedule(args)[2]),
-        "evaluation": (evaluate, (ts.agent.actor_params, key_eval), None)}, args.num_seeds, len(devices))
+        "evaluation": (evaluate, (actor_params(ts), key_eval), None)}, args.num_seeds, len(devices))
     if not args.remat:  # the same run with --remat, to show what rematerialisation saves
         report = compare(report, estimate_run(dataclasses.replace(args, remat=True)), "without -> with --remat")
     return report
+# END SHARED BLOCK: online estimate
 
 
 def plot_saved_critics(args: Args) -> None:
@@ -799,15 +811,13 @@ CONSOLE = (("time at goal", "eval/time_at_goal", ".1f", True), ("success", "eval
 def main(args: Args) -> None:
     """Trains (or with --resume continues) a run of args, checked by cli() before it gets here."""
     actor_depth, critic_depth = args.actor_depth or args.depth, args.critic_depth or args.depth
-    run = Run(args, args.env_id, state_header(args),
-              lambda h: describe(h, ("env_id", "actor_depth", "critic_depth", "width")), "env_steps")
+    run = new_run(args)
     # seeding: seed i of --num-seeds draws exactly the keys a single run with --seed seed+i draws
     key, key_agent, key_env, key_eval, key_render = seed_all(args.seed, run.seeds, 5)
     # devices: with more than one, training envs, replay buffer and SGD batches are split across them
     devices, mesh = device_mesh(args.num_devices, "envs")
     spec, env, eval_env, nets, opts = build(args)
     fresh = seed_map(functools.partial(fresh_state, args, spec, env, nets, opts), args.num_seeds)  # every seed's
-    actor_params = lambda ts: ts.agent.actor_params  # noqa: E731 (what acts in the evaluation)
 
 # SHARED BLOCK: online training state (keep identical in crl_depth.py and crl_collector_learner.py)
     # the training state: fresh, or with --resume the checkpoint's, checked against a fresh state before

@@ -918,6 +918,7 @@ def main(args: Args) -> None:
     if mesh:
         ts, key_eval = jax.device_put(ts, shardings), jax.device_put(key_eval, replicated)
     # a fixed batch of relabelled transitions per seed (the one a single run of that seed draws)
+    print("compiling and drawing the diagnostics' fixed batch ...", flush=True)
     diag_batch = probe_fn(ts.buffer, key_diag)
     num_params = sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))
     run.open()

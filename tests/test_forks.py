@@ -1,10 +1,12 @@
 """A fork runs: each script, copied into an empty directory beside the five modules (crl_envs.py,
 crl_runs.py, crl_plots.py, crl_datasets.py, crl_estimate.py, unchanged) and edited there as a researcher would, trains
-one tiny epoch, writes its checkpoint and continues from it with --resume for a second epoch. Every
-edit is asserted to apply exactly once, so this test fails loudly when a script changes under it;
-nothing but the fork's own file is edited. The six forks: a fixed entropy coefficient, a dot-product
-critic, a target critic, a new field of the training state, offline CRL with another actor loss and
-no behaviour cloning, and a collector / learner run with a third learner."""
+one tiny epoch, writes its checkpoint and continues from it with --resume --num-epochs 2 (one flag) for a
+second epoch. Every edit is asserted to apply exactly once, so this test fails loudly when a script changes
+under it; nothing but the fork's own file is edited. The forks: a fixed entropy coefficient, a dot-product
+critic, a target critic, symmetric InfoNCE without a metric the console line shows plus a new field of the
+training state (in each of the three scripts), offline CRL with another actor loss and no behaviour cloning,
+and a collector / learner run with a third learner. The crl_depth.py fork of the dropped metric runs in the
+default test tier, the others under -m slow."""
 
 import ast
 import dataclasses

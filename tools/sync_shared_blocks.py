@@ -26,6 +26,7 @@ BLOCKS = {
     "evaluation": (REFERENCE, "crl_depth_offline.py"),
     "online training state": (REFERENCE, "crl_collector_learner.py"),
     "online jit": (REFERENCE, "crl_collector_learner.py"),
+    "online estimate": (REFERENCE, "crl_collector_learner.py"),
     "online compile": (REFERENCE, "crl_collector_learner.py"),
 }
 
