@@ -776,6 +776,8 @@ def settle(args: Args, saved: Optional[Args]) -> tuple[Args, Optional[str]]:
     if saved is not None and not saved.dataset:
         return args, f"--resume {args.resume}: args.json is not a {os.path.basename(__file__)} args file (no dataset)"
     if args.num_epochs is not None:
+        if args.num_epochs < 1:
+            return args, f"--num-epochs must be positive (got {args.num_epochs})"
         args = dataclasses.replace(args, num_gradient_steps=args.num_epochs * args.eval_every, num_epochs=None)
     return args, None
 

@@ -251,6 +251,7 @@ def test_cli_bad_input_exit_2_one_line_nothing_written(tmp_path):
           "--num-gradient-steps", "2"],
          "error: shape mismatch between dataset and env reacher: the env has observations of 13 and actions of 2"),
         (["--depth", "6", "--dataset", "keys.npz"], "error: --depth must be a positive multiple of 4 (got 6)"),
+        (["--num-epochs", "0", "--dataset", "keys.npz"], "error: --num-epochs must be positive (got 0)"),
         (["--dataset", str(_text(tmp_path / "table.csv", "observations,actions\n0,1\n"))],
          f"error: --dataset {tmp_path / 'table.csv'}: not an .npz file"),
     ]:

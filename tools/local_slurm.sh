@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node SLURM cluster on this machine, from Debian's packages, for testing `benchmark.sh paper
+# A single-node SLURM cluster on the machine it runs on, from Debian's packages, for testing `benchmark.sh paper
 # --slurm` against a real scheduler (tests/test_slurm.py; .ci/run installs the packages):
 #
 #   apt-get install -y slurmctld slurmd slurm-client munge    # Debian 12: slurm-wlm 22.05, munge 0.5.15
