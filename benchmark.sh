@@ -7,7 +7,7 @@
 #   bash benchmark.sh paper --envs humanoid --depths 4 16 64   # the GPU sweep, paper step budgets
 #   bash benchmark.sh paper --figure NAME   # one table or figure of the paper (--list: all of them)
 #   bash benchmark.sh probe                 # CPU, about an hour: the depth comparison on a point maze
-#   bash benchmark.sh gpu                   # the first GPU numbers, one device call (tools/gpu_bench.py)
+#   bash benchmark.sh gpu                   # the GPU numbers, one device call (tools/bench.py gpu)
 #   bash benchmark.sh replicate             # GPU, 9 minutes: the paper's early learning curves (tools/replicate.py)
 #   bash benchmark.sh compare RUN_DIR...    # a run against the paper's learning curve of its env and depth
 #
@@ -29,10 +29,11 @@ suites
           then crl_depth_offline.py on the buffer that run saved (1,200 SGD steps) and
           crl_collector_learner.py (60k env steps), each if present; records compile s, SPS and time
           at goal per run; exits 1 on a crash or a non-finite metric. 5-15 minutes on 2 CPU cores.
-  speed   tools/speed.py: compile s, time per step and memory vs depth, for one SGD step (network
-          alone) and one full training step, with and without --remat, plus an unrolled network.
+  speed   tools/bench.py sweep: compile s, time per step, memory and the ops one SGD step executes vs
+          depth, for one SGD step (network alone) and one full training step, with and without --remat,
+          plus an unrolled network.
           Defaults: GPU width 256 batch 512 (512 envs, 800 SGD steps); CPU width 64 batch 64 (16 envs).
-          Then two more tools/speed.py runs, of the training step without remat only (appended to the
+          Then two more sweeps, of the training step without remat only (appended to the
           same speed.jsonl; their float32 / N = 1 baselines are the depth sweep's own rows):
             seeds in one process: --num-seeds 2 4 8 at the smallest depth (the cost of seeds 2..N);
             bfloat16 vs float32:  --compute-dtypes bfloat16 at every depth of the sweep.
@@ -48,13 +49,13 @@ suites
   probe   the paper's depth comparison at CPU scale (docs/point_mazes.md): crl_depth.py on point_big_maze
           (pure-JAX point mazes), depths 4 16 64, seeds 1 2 3, the settings of PROBE below; then the
           critic heatmaps of the shallowest and the deepest network (seed 1) side by side
-          (heatmap_{env}.png) and env steps/s of the point mazes alone (tools/env_speed.py,
+          (heatmap_{env}.png) and env steps/s of the point mazes alone (tools/bench.py env,
           env_speed.jsonl). About an hour on 2 CPU cores.
-  gpu     tools/gpu_bench.py, its own options (bash benchmark.sh gpu --help; --tiny: a CPU check): humanoid
-          env steps/s at depths 4, 64 and 1024 against the paper, the layer scan's unroll, 8 seeds; 5 items,
-          each its own process and time limit, sized to under 8 minutes in all (--only ITEM...: the extra
-          items: memory, largest batch, bf16, command buffers, envs); gpu.jsonl and gpu.md in --out DIR
-          (default benchmark_results/gpu__...).
+  gpu     tools/bench.py gpu, its own options (bash benchmark.sh gpu --help; --tiny: a CPU check): humanoid
+          env steps/s at depths 4, 64 and 1024 against the paper, command buffers beside the depth-64 step,
+          8 seeds at depths 64 and 4; 5 items, each its own process and time limit, 8 minutes in all
+          (--only ITEM...: the extra items: the scan's unroll, memory, largest batch, bf16, envs); gpu.jsonl
+          and gpu.md in --out DIR (default benchmark_results/gpu__...).
   replicate  tools/replicate.py, its own options (bash benchmark.sh replicate --help; --tiny: a CPU check): the
           early part of the paper's learning curves (tools/paper_curves/) at the paper's settings, only the
           env-step budget shortened, in one command of at most 9 minutes on one GPU: humanoid depth 4,
@@ -75,7 +76,7 @@ options
   --timeout S              speed: seconds allowed for one measurement (default 600)
   --num-seeds N...         speed: seeds in one process for the seeds sweep (default 1 2 4 8; 1 alone: no sweep)
   --compute-dtypes T...    speed: matmul dtypes compared (float32, bfloat16; default both; float32 alone: none)
-  --extra "FLAGS"          extra flags for every training run (quick/paper) or for tools/speed.py
+  --extra "FLAGS"          extra flags for every training run (quick/paper) or for tools/bench.py sweep
   --results-root DIR       where the results directory goes (default benchmark_results)
   --figure NAME            paper: the runs of one result of the paper (NAME or all; --list names them);
                            --envs, --depths and --seeds replace the figure's own
@@ -99,7 +100,7 @@ suite=${1:-}
 command_line="bash benchmark.sh$(printf ' %q' "$@")"
 case "$suite" in
   quick|speed|paper|probe) shift ;;
-  gpu) shift; exec "${PYTHON:-python3}" tools/gpu_bench.py "$@" ;;
+  gpu) shift; exec "${PYTHON:-python3}" tools/bench.py gpu "$@" ;;
   replicate|compare)  # from where benchmark.sh was called: paths given (RUN_DIR, --out, --throughput) are relative to it
     shift; tools=$PWD/tools; cd "$caller_pwd"
     if [ "$suite" = replicate ]; then exec "${PYTHON:-python3}" "$tools/replicate.py" "$@"; fi
@@ -251,7 +252,7 @@ case "$suite" in
         "--env-id $env --collector-depth $deep --deep-learner-depth $deep --shallow-learner-depth 4 --seed $seed --total-env-steps $((steps * 3 / 20)) --num-epochs 2 $QUICK $extra"
     done; done; done ;;
   speed)
-    # up to three tools/speed.py runs, one line each in speed_runs: "what<TAB>flags"; all append to speed.jsonl
+    # up to three sweeps (tools/bench.py sweep), one line each in speed_runs: "what<TAB>flags"; all append to speed.jsonl
     [ ${#depths[@]} -gt 0 ] || depths=(4 16 64 256 1024)
     [ ${#num_seeds[@]} -gt 0 ] || num_seeds=(1 2 4 8)
     [ ${#dtypes[@]} -gt 0 ] || dtypes=(float32 bfloat16)
@@ -310,10 +311,10 @@ if [ -n "$resume" ] && ! diff -q <(printf '%s\n' "${plan[@]}") "$results/plan.ts
 fi
 echo "benchmark $suite${figure:+ --figure $figure} | results: $results${resume:+ (resumed)}"
 if [ "$suite" = speed ]; then
-  echo "plan: ${#speed_runs[@]} tools/speed.py runs"
+  echo "plan: ${#speed_runs[@]} tools/bench.py sweep runs"
   for i in "${!speed_runs[@]}"; do
     IFS=$'\t' read -r what flags <<<"${speed_runs[$i]}"
-    echo "  [$((i + 1))/${#speed_runs[@]}] $what: $PYTHON tools/speed.py --out $results/speed.jsonl$flags"
+    echo "  [$((i + 1))/${#speed_runs[@]}] $what: $PYTHON tools/bench.py sweep --out $results/speed.jsonl --log $results/logs/speed_measurements.log$flags"
   done
 else
   echo "plan: ${#plan[@]} runs"
@@ -359,11 +360,11 @@ status=0
 if [ "$suite" = speed ]; then
   for i in "${!speed_runs[@]}"; do
     IFS=$'\t' read -r what flags <<<"${speed_runs[$i]}"
-    echo "[$((i + 1))/${#speed_runs[@]}] tools/speed.py: $what | elapsed $(elapsed)"
+    echo "[$((i + 1))/${#speed_runs[@]}] tools/bench.py sweep: $what | elapsed $(elapsed)"
     # shellcheck disable=SC2206
     args=($flags)
     set +e
-    "$PYTHON" tools/speed.py --out "$results/speed.jsonl" "${args[@]}" 2>&1 | tee -a "$results/logs/speed.log" |
+    "$PYTHON" tools/bench.py sweep --out "$results/speed.jsonl" --log "$results/logs/speed_measurements.log" "${args[@]}" 2>&1 | tee -a "$results/logs/speed.log" |
       grep --line-buffered -v -E 'warnings.warn|UserWarning|Failed to import warp'
     st=${PIPESTATUS[0]}
     set -e
@@ -444,8 +445,8 @@ if [ "$suite" = probe ]; then
         >>"$results/logs/heatmaps.log" 2>&1 || { status=1; echo "  FAILED; log: $results/logs/heatmaps.log"; }
     fi
   done
-  echo "env steps/s of the point mazes alone (tools/env_speed.py)"
-  "$PYTHON" tools/env_speed.py --out "$results/env_speed.jsonl" 2>&1 | tee "$results/logs/env_speed.log" | grep '^|' ||
+  echo "env steps/s of the point mazes alone (tools/bench.py env)"
+  "$PYTHON" tools/bench.py env --out "$results/env_speed.jsonl" 2>&1 | tee "$results/logs/env_speed.log" | grep '^|' ||
     { status=1; echo "  FAILED; log: $results/logs/env_speed.log"; }
 fi
 echo "load average at end (1/5/15 min): $(load)" >>"$results/meta.txt"

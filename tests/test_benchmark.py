@@ -1,7 +1,7 @@
 """benchmark.sh and its helpers: the summary's statistics (mean ± standard error of each seed's last 5
 evaluations) against a hand computation, the paper's numbers read from tools/paper_numbers.json, the checks that
 make `quick` fail, the speed tables (seeds in one process, bfloat16 vs float32 included), the unrolled
-comparison network of tools/speed.py, tools/speed.py's seeds and dtype options (two tiny real
+comparison network of tools/bench.py, its sweep's seeds and dtype options and its env plan (tiny real
 measurements), and benchmark.sh's refusals and plans. No suite is run for real here."""
 
 import json
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import benchmark_summary as S  # noqa: E402
-import speed  # noqa: E402
+import bench  # noqa: E402
 
 import crl_depth as C  # noqa: E402
 
@@ -166,7 +166,7 @@ def _speed_row(depth, step_s, dtype="float32", num_seeds=1, target="train_step",
 
 def test_speed_seeds_and_bfloat16_tables(tmp_path):
     """summary.md's "seeds in one process" and "bfloat16 vs float32" tables, checked against numbers
-    computed here from the rows; rows written by three speed.py runs as benchmark.sh makes them (the
+    computed here from the rows; rows written by three sweeps (tools/bench.py sweep) as benchmark.sh makes them (the
     N = 1 and float32 baselines come from the depth sweep)."""
     root = _results(tmp_path)
     step = {1: 0.25, 2: 0.30, 4: 0.40, 8: 0.80}  # seconds per train step with N seeds (depth 4, float32)
@@ -206,22 +206,24 @@ def test_speed_plan_and_describe_defaults_unchanged():
              depths=[4, 16], unrolled_depths=[4], remat="both", compute_dtypes=["float32"], num_seeds=[1])
     import argparse
 
-    specs = speed.plan(argparse.Namespace(**p))
+    specs = bench.sweep_plan(argparse.Namespace(**p))
     assert len(specs) == 2 * 2 * 2 + 1 and all(s["compute_dtype"] == "float32" and s["num_seeds"] == 1 for s in specs)
-    assert speed.describe(specs[0]) == "network    scan     depth    4"
-    specs = speed.plan(argparse.Namespace(**{**p, "targets": ["train_step"], "remat": "off", "depths": [4],
+    assert [s["kind"] for s in specs] == ["sgd"] * 4 + ["train"] * 4 + ["sgd"]  # the network alone, the train step
+    assert all(s["calls"] == 4 and s["min_replay_size"] == 1000 for s in specs)  # a warm-up and 3 timed calls
+    assert bench.describe(specs[0]) == "network    scan     depth    4"
+    specs = bench.sweep_plan(argparse.Namespace(**{**p, "targets": ["train_step"], "remat": "off", "depths": [4],
                                              "compute_dtypes": ["float32", "bfloat16"], "num_seeds": [1, 2]}))
     assert [(s["compute_dtype"], s["num_seeds"]) for s in specs] == [
         ("float32", 1), ("float32", 2), ("bfloat16", 1), ("bfloat16", 2)]
-    assert speed.describe(specs[-1]) == "train_step scan     depth    4 bfloat16 x2 seeds"
+    assert bench.describe(specs[-1]) == "train_step scan     depth    4 bfloat16 x2 seeds"
 
 
 def test_unrolled_network_matches_scanned_and_its_graph_grows():
-    """tools/speed.py's unrolled comparison computes the same function as crl_depth's scanned trunk
+    """tools/bench.py's unrolled comparison computes the same function as crl_depth's scanned trunk
     (same parameters, moved from the stacked block axis to one layer each), and only its graph grows."""
     depth, width = 8, 8
     scanned = C.ResidualTrunk(depth, width)
-    unrolled = speed.unrolled_trunk_class()(depth, width)
+    unrolled = bench.unrolled_trunk_class()(depth, width)
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
     ps = scanned.init(jax.random.PRNGKey(0), x)["params"]
     pu = jax.tree.map(lambda a: a, unrolled.init(jax.random.PRNGKey(0), x)["params"])
@@ -242,11 +244,23 @@ def test_unrolled_network_matches_scanned_and_its_graph_grows():
     assert ops(unrolled.__class__, 64) > 10 * ops(unrolled.__class__, 4)
 
 
+def _measure(spec):
+    """One measurement in this process, as a child of tools/bench.py makes it: its record."""
+    record = {}
+
+    def emit(**fields):
+        record.update(fields)
+
+    emit.record = record
+    {"sgd": bench.measure_sgd, "train": bench.measure_train, "env": bench.measure_env}[spec["kind"]](spec, emit)
+    return record
+
+
 def test_speed_measure_network_step():
-    spec = dict(env_id="reacher", width=8, batch_size=8, repr_dim=4, iters=1, target="network", impl="scan", depth=8,
-                remat=True, num_envs=4, unroll_length=10, num_sgd_steps=1, episode_length=20, max_replay_size=40)
-    r = speed.measure(spec)
-    assert r["status"] == "ok" and r["params_finite"]
+    spec = dict(kind="sgd", env_id="reacher", width=8, batch_size=8, repr_dim=4, calls=2, target="network",
+                impl="scan", depth=8, remat=True, compute_dtype="float32", num_seeds=1)
+    r = _measure(spec)
+    assert r["params_finite"]
     assert r["compile_s"] > 0 and r["step_s"] > 0 and r["xla_bytes"] > 0 and r["hlo_ops"] > 0
     assert r["sgd_step_ops"] > 0  # the ops one SGD step executes, its block loop's trips counted
     assert r["env_steps_per_s"] == pytest.approx(512 * 62 / 800 / r["step_s"])
@@ -254,22 +268,21 @@ def test_speed_measure_network_step():
 
 
 def test_speed_measure_network_step_seeds_bfloat16_unrolled():
-    spec = dict(env_id="reacher", width=8, batch_size=8, repr_dim=4, iters=1, target="network", impl="unrolled",
-                depth=4, remat=False, num_envs=4, unroll_length=10, num_sgd_steps=1, episode_length=20,
-                max_replay_size=40, compute_dtype="bfloat16", num_seeds=2)
-    r = speed.measure(spec)
-    assert r["status"] == "ok" and r["params_finite"]
+    spec = dict(kind="sgd", env_id="reacher", width=8, batch_size=8, repr_dim=4, calls=2, target="network",
+                impl="unrolled", depth=4, remat=False, compute_dtype="bfloat16", num_seeds=2)
+    r = _measure(spec)
+    assert r["params_finite"]
     assert r["env_steps_per_call"] == pytest.approx(2 * 512 * 62 / 800)  # two seeds' SGD steps per call
     assert r["seed_axis"] is True
     assert r["env_steps_per_s"] == pytest.approx(2 * 512 * 62 / 800 / r["step_s"])
 
 
-@pytest.mark.slow  # speed.py's train step at 1, 2 seeds and bfloat16
+@pytest.mark.slow  # the sweep's train step at 1, 2 seeds and bfloat16
 def test_speed_cli_seeds_and_dtype_train_step(tmp_path):
-    """tools/speed.py --num-seeds 1 2 --compute-dtypes bfloat16 on a tiny train step: one record per N,
+    """tools/bench.py sweep --num-seeds 1 2 --compute-dtypes bfloat16 on a tiny train step: one record per N,
     with its fields; the state of two seeds is twice one seed's (a real leading seed axis)."""
     out = tmp_path / "speed.jsonl"
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "speed.py"), "--out", str(out), "--targets", "train_step",
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "bench.py"), "sweep", "--out", str(out), "--targets", "train_step",
            "--remat", "off", "--depths", "4", "--width", "16", "--batch-size", "8", "--env-id", "reacher",
            "--num-envs", "4", "--unroll-length", "5", "--num-sgd-steps", "2", "--episode-length", "10",
            "--max-replay-size", "20", "--iters", "1", "--num-seeds", "1", "2", "--compute-dtypes", "bfloat16"]
@@ -284,6 +297,8 @@ def test_speed_cli_seeds_and_dtype_train_step(tmp_path):
         assert r["seed_axis"] is (r["num_seeds"] > 1)  # as crl_depth.py: one seed runs the plain step
         assert r["env_steps_per_call"] == r["num_seeds"] * 4 * 5  # N x num_envs x unroll_length
         assert r["env_steps_per_s"] == pytest.approx(r["env_steps_per_call"] / r["step_s"])
+        assert r["sgd_step_ops"] > 0 and r["hlo_ops"] > 0 and r["lower_s"] + r["xla_compile_s"] == pytest.approx(
+            r["compile_s"])
     assert recs[0]["num_params"] == recs[1]["num_params"]  # one seed's
     assert recs[1]["xla_argument_bytes"] == 2 * recs[0]["xla_argument_bytes"]
 
@@ -318,7 +333,7 @@ def test_benchmark_sh_speed_plan(tmp_path):
     proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "plan: 3 tools/speed.py runs" in out
+    assert "plan: 3 tools/bench.py sweep runs" in out
     assert "--depths 4 16 64 256 1024\n" in out  # the depth sweep: as before
     assert "seeds in one process" in out and "--targets train_step --remat off --depths 4 --num-seeds 2 4 8\n" in out
     assert ("bfloat16 vs float32" in out and
@@ -326,10 +341,10 @@ def test_benchmark_sh_speed_plan(tmp_path):
     proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path), "--depths", "16", "8", "--num-seeds", "1", "3",
                  "--compute-dtypes", "float32", "--width", "32")
     assert proc.returncode == 0, proc.stderr
-    assert "plan: 2 tools/speed.py runs" in proc.stdout and "bfloat16" not in proc.stdout
+    assert "plan: 2 tools/bench.py sweep runs" in proc.stdout and "bfloat16" not in proc.stdout
     assert "--width 32 --targets train_step --remat off --depths 8 --num-seeds 3\n" in proc.stdout
     proc = _bash("speed", "--dry-run", "--results-root", str(tmp_path), "--num-seeds", "1", "--compute-dtypes", "float32")
-    assert "plan: 1 tools/speed.py runs" in proc.stdout
+    assert "plan: 1 tools/bench.py sweep runs" in proc.stdout
     proc = _bash("speed", "--compute-dtypes", "float16")
     assert proc.returncode == 2 and "float32 or bfloat16" in proc.stderr
     proc = _bash("quick", "--num-seeds", "2")
@@ -363,7 +378,7 @@ def test_benchmark_sh_probe_plan_and_refusals(tmp_path):
 
 
 def test_summary_env_speed_table_and_seed_range(tmp_path):
-    """summarize lists tools/env_speed.py's rows and the heatmaps found, and draws the curves."""
+    """summarize lists tools/bench.py env's rows and the heatmaps found, and draws the curves."""
     res = _results(tmp_path)
     for seed, values in ((1, [0.0, 10.0, 30.0]), (2, [0.0, 20.0, 50.0])):
         _write_run(res, f"crl_depth__point_u_maze__d4__s{seed}", {"exp_name": "crl_depth", "env_id": "point_u_maze",
@@ -381,15 +396,23 @@ def test_summary_env_speed_table_and_seed_range(tmp_path):
 
 
 def test_env_speed_tool(tmp_path):
+    """tools/bench.py env: one row per env id with the median of the calls after the first; bad input is one line,
+    exit status 2, nothing written."""
     out = tmp_path / "env_speed.jsonl"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "env_speed.py"), "--env-ids", "point_u_maze",
-                           "--num-envs", "8", "--steps", "20", "--repeats", "2", "--out", str(out)],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "env", "--env-ids", "point_u_maze",
+                           "--num-envs", "8", "--steps", "20", "--calls", "3", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row["env_id"] == "point_u_maze" and row["num_envs"] == 8 and row["steps"] == 20
-    assert row["env_steps_per_s"] == pytest.approx(8 * 20 / row["best_call_s"], rel=1e-3)
+    assert row["env_id"] == "point_u_maze" and row["num_envs"] == 8 and row["steps"] == 20 and row["status"] == "ok"
+    assert row["env_steps_per_s"] == pytest.approx(8 * 20 / row["step_s"], rel=1e-6) and row["compile_s"] > 0
     assert "| point_u_maze | 8 |" in proc.stdout
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "env_speed.py"), "--env-ids", "bogus"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "unknown env id 'bogus'" in proc.stderr
+    for flags, message in ((["--env-ids", "bogus"], "unknown env id 'bogus'"), (["--calls", "0"], "--calls must be at least 1")):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "env", *flags, "--out",
+                               str(tmp_path / "bad.jsonl")], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {message}" + (
+            f" (one of: {', '.join(__import__('crl_envs').ENVS)})" if "bogus" in message else "")]
+        assert not (tmp_path / "bad.jsonl").exists()
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "speed"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: the first argument names the plan: gpu, sweep, env")

@@ -20,7 +20,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import gpu_bench  # noqa: E402
+import bench  # noqa: E402
 import replicate as R  # noqa: E402
 
 
@@ -117,19 +117,19 @@ def test_costs_from_this_command_files_deeper_runs_and_fewer_seeds():
 
 
 def _gpu_row(**kw):
-    """A train_d4 row of gpu.jsonl as tools/gpu_bench.py writes it."""
-    item = next(i for i in gpu_bench.items(False) if i["name"] == "train_d4")
+    """A train_d4 row of gpu.jsonl as `tools/bench.py gpu` writes it."""
+    item = next(i for i in bench.items(False) if i["name"] == "train_d4")
     return {"item": "train_d4", "stage": 1, "status": "ok", "spec": item["spec"], "paper_train_steps_per_epoch": 31,
             "step_s": 0.5, "step_times_s": [0.9, 0.5, 0.5], "wall_s": 41.9, **kw}
 
 
-def test_dry_run_plan_from_a_gpu_bench_result(tmp_path):
+def test_dry_run_plan_from_a_gpu_result(tmp_path):
     gpu = tmp_path / "gpu.jsonl"
     gpu.write_text(json.dumps({"item": "meta"}) + "\n" + json.dumps(_gpu_row()) + "\n")
     proc = _bash("--dry-run", "--items", "humanoid", "--throughput", "gpu.jsonl", "--out", "never", cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     # by hand: one seed's epoch 31 x 0.5 s = 15.5 s, three seeds in one process at most 3x: 46.5 s; start 41.9 - 1.9 =
-    # 40 s, a lower bound (gpu_bench has no prefill). 9 minutes less the 45 s kept: 495 s. Minimum 5 epochs: 40 + 5 x
+    # 40 s, a lower bound (the gpu plan has no prefill). 9 minutes less the 45 s kept: 495 s. Minimum 5 epochs: 40 + 5 x
     # 46.5 = 272.5 s, then one at a time: 40 + 9 x 46.5 = 458.5 s <= 495 < 40 + 10 x 46.5 = 505: 9 epochs.
     start, epoch = 41.9 - 1.9, 3 * 31 * 0.5
     assert (f"crl_depth__humanoid__d4__s1-3 (to run): 9 epochs: at least {(start + 9 * epoch) / 60:.1f} min to go (start "

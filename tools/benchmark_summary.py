@@ -808,7 +808,7 @@ def summarize(results_dir: str, check: bool = False) -> int:
     if os.path.exists(env_speed_path):
         rows, bad = read_jsonl(env_speed_path)
         problems += bad
-        out += ["### Env steps/s, envs stepped alone (tools/env_speed.py)", "",
+        out += ["### Env steps/s, envs stepped alone (tools/bench.py env)", "",
                 "| env | envs | env steps/s (auto reset included) | compile s | backend |", "|---|---|---|---|---|",
                 *(f"| {r['env_id']} | {r['num_envs']:,} | {r['env_steps_per_s']:,} | {r['compile_s']:.1f} | "
                   f"{r['backend']} |" for r in rows), ""]

@@ -8,7 +8,7 @@
 # dependencies, for Linux x86-64, and keeps those that a JAX GPU image (jax and jaxlib with CUDA,
 # flax, optax, numpy, scipy) does not already have; the image's own versions of those stay in use.
 # Copy the repository with .whl/ to the GPU machine and run `bash benchmark.sh gpu` there:
-# tools/gpu_bench.py installs .whl/*.whl into a --target folder first and puts it on the PYTHONPATH
+# `tools/bench.py gpu` installs .whl/*.whl into a --target folder first and puts it on the PYTHONPATH
 # of every measurement. A GPU machine with nothing installed needs every package instead:
 #   pip download -r requirements.txt "jax[cuda12]==0.10.2" -d wheels/     # here
 #   pip install --no-index --find-links wheels/ -r requirements.txt "jax[cuda12]==0.10.2"   # there

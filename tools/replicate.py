@@ -116,7 +116,7 @@ def total_env_steps(epochs: int, tiny: bool) -> int:
 # ==================================================================================================
 def read_throughput(paths: list[str], tiny: bool) -> dict:
     """{(env, depth, seeds): cost} from throughput.jsonl rows (this tool's) and gpu.jsonl rows of
-    tools/gpu_bench.py (its training items at the paper's defaults: the epoch is the paper's 31 training
+    `tools/bench.py gpu` (its training items at the paper's defaults: the epoch is the paper's 31 training
     steps at its step time plus its evaluation, where it measured one; the start is the item's wall time less
     its training steps and evaluation). A later row replaces an earlier one of the same run (but a gpu.jsonl
     row without an evaluation does not replace one with)."""
@@ -148,7 +148,7 @@ def read_throughput(paths: list[str], tiny: bool) -> dict:
                     out[(r["env_id"], r["depth"], r["num_seeds"])] = {
                         "start_s": float(r["start_s"]), "epoch_s": float(r["epoch_s"]),
                         "source": f"{os.path.basename(path)} ({r.get('date', '?')}, {r.get('device', '?')})"}
-            elif gpu_bench_paper_row(r) and not tiny:
+            elif gpu_paper_row(r) and not tiny:
                 check_fields(where, r, {"step_s": float, "wall_s": float, "step_times_s": list, "item": str,
                                         **({"eval_s": float} if "eval_s" in r else {}),
                                         **({"paper_train_steps_per_epoch": int} if "paper_train_steps_per_epoch" in r else {})})
@@ -188,8 +188,8 @@ def check_fields(where: str, r: dict, types: dict) -> None:
             fail(f"{where}: {key} must be {what[t]} (got {json.dumps(v)})")
 
 
-def gpu_bench_paper_row(r: dict) -> bool:
-    """A finished training item of tools/gpu_bench.py at the paper's defaults (not --tiny)."""
+def gpu_paper_row(r: dict) -> bool:
+    """A finished training item of `tools/bench.py gpu` at the paper's defaults (not --tiny)."""
     s = r.get("spec")
     if not isinstance(s, dict):
         return False

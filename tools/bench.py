@@ -1,36 +1,54 @@
-"""GPU measurements in one command of at most 8 minutes: `bash benchmark.sh gpu` runs this file.
+"""The one measurement tool: speed, memory and the ops a step executes, for the training step, the SGD step
+alone and the envs stepped alone; at the paper's sizes on a GPU, at small sizes on a CPU. Three plans, each
+a list of measurements run one by one, each in its own process with its own time limit (a hung compile or an
+out-of-memory stops that measurement alone; it is recorded as a row, status timeout or error):
 
-Five measurements by default, each in its own subprocess with its own time limit (a hung compile or an
-out-of-memory stops that item alone; it is recorded as a row, status timeout or error, with what it
-had measured before), written as they finish to gpu.jsonl (one JSON object per item, flushed) and
-summarised in gpu.md (a markdown table to paste into docs/results.md, rewritten after every item):
+  python tools/bench.py gpu [--tiny] [--only ITEM...]   `bash benchmark.sh gpu`: the GPU numbers in one call
+                                                        of at most 8 minutes (gpu.jsonl, gpu.md)
+  python tools/bench.py sweep [--depths D...] ...       `bash benchmark.sh speed`: compile s, time per step,
+                                                        memory and ops against depth (speed.jsonl)
+  python tools/bench.py env [--env-ids ENV...] ...      envs stepped alone, env steps/s (`benchmark.sh probe`)
+
+The measurements (kinds): train, one training step of crl_depth.make_train_fns (collect, insert, sample and
+relabel, the SGD steps) on a replay buffer filled with random states (sampling, relabelling and SGD cost what
+they cost on real data) and the real env, with its evaluation where asked; sgd, one SGD step alone
+(crl_depth.make_sgd_update on a random batch; the scanned network, or a plain unrolled one for comparison);
+fit, the largest batch of one SGD step; env, num_envs copies of an env stepped with random actions. Each
+records compile seconds, seconds per call (the median of the calls after the first, a warm-up), env steps/s,
+XLA's buffer assignment (and on a GPU the device's peak), and the HLO ops one SGD step executes
+(crl_estimate.executed_ops: on a GPU each is a kernel or a loop step).
+
+The gpu plan. Five items by default, written as they finish to gpu.jsonl (one JSON object per item, flushed)
+and summarised in gpu.md (a markdown table, rewritten after every item):
 
   1 train_d64, train_d4     humanoid, the paper's defaults (512 envs x 62 steps, 800 SGD steps of
                             batch 512, width 256; depth 64 with its evaluation, 128 eval envs x 1000
                             steps): compile s, s per training step, env steps/s (with the evaluation:
-                            one per epoch of the paper's 100M-step schedule), against the paper's A100
-  2 d64_unroll1               the layer scan's unroll at depth 64, beside train_d64 (unrolled by 2)
-  3 seeds8_d64              8 seeds in one process (1 seed: train_d64)
-    train_d1024             depth 1024 (actor 512) at the paper's update-to-data ratio, a 20th of its
+                            one per epoch of the paper's 100M-step schedule), against the paper's A100;
+                            train_d64 then times the same step with XLA's command buffers taking in
+                            the loops (a compile option), beside its own
+  2 seeds8_d64, seeds8_d4   8 seeds in one process (1 seed: train_d64, train_d4)
+  3 train_d1024             depth 1024 (actor 512) at the paper's update-to-data ratio, a 20th of its
                             training step: env steps/s and the hours of 100M env steps (no evaluation)
-  5 extra (--only ITEM...): seeds8_d4, seeds8_d64_bf16; d64_cmdbuf (XLA's command buffers with the loops taken in,
-                            COMMAND_BUFFERS), d64_cmdbuf_unroll1, d64_unroll4, train_d4_eval; mem_d1024[_remat] (one
+  5 extra (--only ITEM...): d64_unroll1, d64_unroll4, seeds8_d64_bf16; d64_cmdbuf (command buffers as
+                            XLA_FLAGS, COMMAND_BUFFERS), d64_cmdbuf_unroll1, train_d4_eval; mem_d1024[_remat] (one
                             training step at depth 1024, 4 SGD steps after an unroll of 2, without and
                             with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
                             fit_d1024 (the largest batch of one SGD step at depth 1024, without and
                             with --remat); seeds4_d4; bf16_d64; env_humanoid, env_ant,
                             env_arm_push_easy (raw env steps/s, 512 envs, random actions, no network)
 
-The training steps run crl_depth.make_train_fns on a replay buffer filled with random states (as
-tools/speed.py: sampling, relabelling and SGD cost what they cost on real data) and the real env.
-Beside each measured peak the table prints the CPU estimate of the same program: XLA's buffer
-assignment on a CPU, compiled from the arguments' shapes (crl_estimate.program_figures), read from
-tools/gpu_bench_cpu_estimates.json, which --cpu-estimates writes on a CPU (no GPU time spent on it);
-an item whose spec differs from the file's, or that it lacks, says "no CPU estimate".
---tiny runs the items at tiny sizes on reacher (a CPU, some minutes): a check before GPU time.
+Beside each measured peak gpu.md prints the CPU estimate of the same program: XLA's buffer assignment on a
+CPU, compiled from the arguments' shapes (crl_estimate.program_figures), read from
+tools/gpu_bench_cpu_estimates.json, which `gpu --cpu-estimates` writes on a CPU (no GPU time spent on it);
+an item whose spec differs from the file's, or that it lacks, says "no CPU estimate". --tiny runs the items
+at tiny sizes on reacher (a CPU, some minutes): a check before GPU time.
 
-    python tools/gpu_bench.py --tiny --out /tmp/gpu_tiny     # or: bash benchmark.sh gpu --tiny
-    python tools/gpu_bench.py --cpu-estimates [--tiny] [--only ITEM...]   # (re)write the CPU estimates
+    python tools/bench.py gpu --tiny --out /tmp/gpu_tiny     # or: bash benchmark.sh gpu --tiny
+    python tools/bench.py gpu --cpu-estimates [--tiny] [--only ITEM...]   # (re)write the CPU estimates
+    python tools/bench.py sweep --depths 4 16 64 --out speed.jsonl        # CPU sizes on a CPU, the paper's on a GPU
+    python tools/bench.py sweep --targets train_step --remat off --depths 4 --num-seeds 1 2 4 8
+    python tools/bench.py env --env-ids point_u_maze point_big_maze --num-envs 1024 --out env_speed.jsonl
 """
 
 import argparse
@@ -55,6 +73,7 @@ PAPER_HOURS = {4: 1.48, 64: 10.99}
 # the paper's limit test: depth 1024 on humanoid_u_maze, about 120M env steps, 134.15 h (the same source)
 PAPER_LIMIT_TEST = "the paper's limit test: 134 h for about 120M steps of humanoid_u_maze at depth 1024"
 PAPER_STEPS = 100_000_000
+UPDATES_PER_ENV_STEP = 800 / (512 * 62)  # the paper's 1:40 ratio: 800 SGD steps per 31,744 env steps
 
 # the paper's defaults (arXiv 2503.14858, table 7); --tiny: sizes that run in seconds on a CPU
 PAPER = dict(env_id="humanoid", num_envs=512, batch_size=512, num_sgd_steps=800, unroll_length=62,
@@ -66,30 +85,38 @@ TINY_DEPTH = {4: 4, 64: 8, 512: 8, 1024: 8}  # the GPU depths at --tiny (mem_d10
 
 
 # XLA's command buffers (CUDA graphs) with the loops taken in: the loop bodies replayed as graphs instead of
-# their kernels launched one by one (the XLA flags of the d64_cmdbuf items; XLA's default leaves loops out)
-COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
+# their kernels launched one by one (XLA's default leaves loops out): as XLA_FLAGS for a process (the extra
+# d64_cmdbuf items), or as a compile option of one program (train_d64's variant)
+COMMAND_BUFFER_KINDS = "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
+COMMAND_BUFFERS = f"--xla_gpu_enable_command_buffer={COMMAND_BUFFER_KINDS}"
 
 
 def items(tiny: bool) -> list[dict]:
     """The plan: name, stage, what, limit_s (seconds), extra (not in the default plan: --only names it) and the
-    spec of the measurement (a train spec's `unroll` is the trunk's scan unroll, `xla_flags` its XLA_FLAGS).
+    spec of the measurement (a train spec's `unroll` is the trunk's scan unroll, `xla_flags` its XLA_FLAGS,
+    `variants` other programs of the same step timed in the same process on the same state: another unroll,
+    matmul dtype or compile options).
 
-    The default plan's limits sum to 445 s (475 with the wheels' 30 s: the default --budget, under 8 minutes):
-    each the wall time that item took on one H200 (2026-12-04, docs/results.md) and 5-10% more. There, a training
-    step compiled in 25-51 s (depth 4 to 1024: flat in depth; 8 seeds 51 s), an evaluation in ~20 s more, and
-    the 8 seeds' item spent ~30 s before its compile (the start and 8 x 5.5 GB of random buffers). An item that
-    ends before its limit leaves the seconds it did not use to the items after it. The extra items (8 seeds at
-    depth 4, command buffers, more options; the memory, batch, bfloat16, 4-seed and env measurements) run with
-    --only, in a second call; their limits follow the same compile times (bf16_d64 took 65 s), the rest is not
-    measured yet. --tiny has limits of its own, for a laptop's CPU (a 2-core CPU shared with other work took up
-    to ~2 minutes for a training item, ~1 for an env's)."""
+    The default plan's limits sum to 450 s (480 with the wheels' 30 s: the default --budget, 8 minutes): each
+    the wall time that item took on one H200 (2026-12-04, docs/results.md), less what it no longer does, and
+    5-10% more. There, a process's start and its state took ~23 s (8 seeds: ~30 s, 8 x 5.5 GB of random
+    buffers), a training step compiled in 25-51 s (depth 4 to 1024: flat in depth; 8 seeds 51 s), an
+    evaluation in ~20 s more, a depth-64 step took 7.9-8.7 s and its first call was within 1% of the later
+    ones: so the 8 seeds' items and depth 1024 time one call (no warm-up call), and train_d64 times its
+    variant (command buffers) in its own process (~32 s to compile, one call) instead of a process of its own.
+    seeds8_d4 is not measured yet (its limit: its 1-seed item's and the 8 seeds' state). An item that ends
+    before its limit leaves the seconds it did not use to the items after it; the budget ends the call at 8
+    minutes whatever happens. The extra items (the unroll, command buffers as XLA_FLAGS, the memory, batch,
+    bfloat16, 4-seed and env measurements) run with --only, in a second call. --tiny has limits of its own,
+    for a laptop's CPU (a 2-core CPU shared with other work took up to ~2 minutes for a training item, ~1
+    for an env's)."""
     base = TINY if tiny else PAPER
     d = (lambda x: TINY_DEPTH[x]) if tiny else (lambda x: x)
     limit = (lambda gpu_s, tiny_s: tiny_s) if tiny else (lambda gpu_s, tiny_s: gpu_s)  # seconds
 
     def train(**kw):
         return {**base, "kind": "train", "num_seeds": 1, "remat": False, "compute_dtype": "float32",
-                "evaluate": False, "calls": 2, "unroll": 2, "xla_flags": "", **kw}
+                "evaluate": False, "calls": 2, "unroll": 2, "xla_flags": "", "variants": [], **kw}
 
     def env(env_id):
         return dict(kind="env", env_id="reacher" if tiny else env_id, num_envs=base["num_envs"],
@@ -103,20 +130,22 @@ def items(tiny: bool) -> list[dict]:
     # (800 after 62: 31,744) at a 20th of the step
     ratio = dict(num_sgd_steps=2, unroll_length=1) if tiny else dict(num_sgd_steps=39, unroll_length=3)
     return [
-        dict(name="train_d64", stage=1, limit_s=limit(105, 200), what="humanoid depth 64, paper defaults, evaluation",
-             spec=train(depth=d(64), evaluate=True)),
-        dict(name="train_d4", stage=1, limit_s=limit(58, 200), what="humanoid depth 4, paper defaults",
+        dict(name="train_d64", stage=1, limit_s=limit(150, 250),
+             what="humanoid depth 64, paper defaults, evaluation; command buffers with the loops, same process",
+             spec=train(depth=d(64), evaluate=True, variants=[
+                 {"name": "cmdbuf", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS}}])),
+        dict(name="train_d4", stage=1, limit_s=limit(55, 200), what="humanoid depth 4, paper defaults",
              spec=train(depth=d(4), calls=3)),
-        dict(name="d64_unroll1", stage=2, limit_s=limit(80, 150), what="depth 64, the layer scan not unrolled",
-             spec=train(depth=d(64), unroll=1)),
-        dict(name="seeds8_d64", stage=3, limit_s=limit(130, 150), what="8 seeds in one process, depth 64",
-             spec=train(depth=d(64), num_seeds=8)),
-        dict(name="train_d1024", stage=3, limit_s=limit(72, 150),
-             what="depth 1024 (actor 512), 39 SGD steps after an unroll of 3 (the paper's ratio)",
-             spec=train(depth=d(1024), actor_depth=d(512), **ratio)),
-        # extra: --only
-        dict(name="seeds8_d4", stage=5, limit_s=limit(75, 150), extra=True, what="8 seeds in one process, depth 4",
+        dict(name="seeds8_d64", stage=2, limit_s=limit(110, 150), what="8 seeds in one process, depth 64, one call",
+             spec=train(depth=d(64), num_seeds=8, calls=1)),
+        dict(name="seeds8_d4", stage=2, limit_s=limit(70, 150), what="8 seeds in one process, depth 4",
              spec=train(depth=d(4), num_seeds=8)),
+        dict(name="train_d1024", stage=3, limit_s=limit(65, 150),
+             what="depth 1024 (actor 512), 39 SGD steps after an unroll of 3 (the paper's ratio), one call",
+             spec=train(depth=d(1024), actor_depth=d(512), calls=1, **ratio)),
+        # extra: --only
+        dict(name="d64_unroll1", stage=5, limit_s=limit(80, 150), extra=True, what="depth 64, the layer scan not unrolled",
+             spec=train(depth=d(64), unroll=1)),
         dict(name="seeds8_d64_bf16", stage=5, limit_s=limit(130, 150), extra=True,
              what="8 seeds in one process, depth 64, bfloat16 matmuls (where the arithmetic starts to count)",
              spec=train(depth=d(64), num_seeds=8, compute_dtype="bfloat16")),
@@ -188,7 +217,31 @@ def memory_analysis(compiled) -> dict:
     except Exception:
         return {}
     return {"xla_bytes": parts["temp"] + parts["argument"] + parts["output"] - parts["alias"],
-            "xla_temp_bytes": parts["temp"], "xla_argument_bytes": parts["argument"]}
+            **{f"xla_{k}_bytes": v for k, v in parts.items()}}
+
+
+def rss_peak() -> int:
+    """The peak resident set of this process (jax, the envs and the compiler included), bytes."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def stablehlo_ops(lowered) -> int:
+    """The ops of a lowered program's StableHLO (before XLA): the graph's size, flat in depth when scanned."""
+    return sum(1 for line in lowered.as_text().splitlines() if " = " in line)
+
+
+def sgd_step_ops(compiled, num_sgd_steps: Optional[int]) -> Optional[int]:
+    """The HLO ops one SGD step executes (crl_estimate.executed_ops): one trip of the program's loop of
+    num_sgd_steps trips, or the whole program for None (an SGD step alone); None where another loop has as
+    many trips (no figure rather than a wrong one)."""
+    from crl_estimate import executed_ops
+
+    try:
+        return executed_ops(compiled.as_text(), num_sgd_steps)
+    except ValueError:
+        return None
 
 
 def build(spec: dict, remat: bool, batch_size: int):
@@ -203,7 +256,7 @@ def build(spec: dict, remat: bool, batch_size: int):
                   num_sgd_steps=spec["num_sgd_steps"], batch_size=batch_size, max_replay_size=spec["max_replay_size"],
                   min_replay_size=spec["min_replay_size"], total_env_steps=spec["total_env_steps"],
                   num_epochs=spec["num_epochs"], depth=spec["depth"], actor_depth=spec.get("actor_depth"),
-                  width=spec["width"], remat=remat, compute_dtype=spec["compute_dtype"],
+                  width=spec["width"], repr_dim=spec.get("repr_dim", C.Args.repr_dim), remat=remat, compute_dtype=spec["compute_dtype"],
                   num_seeds=spec.get("num_seeds", 1))
     error = C.validate_args(args)
     if error:
@@ -280,7 +333,7 @@ def measure_train(spec: dict, emit) -> None:
     import crl_runs as R
 
     p = train_program(spec)
-    args, env, nets, n, keys = p["args"], p["env"], p["nets"], p["n"], p["keys"]
+    args, nets, n, keys = p["args"], p["nets"], p["n"], p["keys"]
     per_train_step, steps_per_epoch = p["per_train_step"], p["steps_per_epoch"]
     ts = p["init"](keys)
     # every leaf its own buffer, so that the state can be donated (small leaves may share a constant);
@@ -290,9 +343,13 @@ def measure_train(spec: dict, emit) -> None:
          env_steps_per_call=n * per_train_step, paper_train_steps_per_epoch=steps_per_epoch, phase="state built")
 
     t = time.perf_counter()
-    epoch_c = p["epoch"].lower(ts).compile()
+    lowered = p["epoch"].lower(ts)
+    lower_s = time.perf_counter() - t
+    epoch_c = lowered.compile()
     compile_s = time.perf_counter() - t
-    emit(compile_train_s=compile_s, compile_s=compile_s, **memory_analysis(epoch_c), phase="train step compiled")
+    emit(compile_train_s=compile_s, compile_s=compile_s, lower_s=lower_s, xla_compile_s=compile_s - lower_s,
+         hlo_ops=stablehlo_ops(lowered), sgd_step_ops=sgd_step_ops(epoch_c, args.num_sgd_steps), seed_axis=n > 1,
+         **memory_analysis(epoch_c), phase="train step compiled")
     if spec["evaluate"]:
         eval_env = E.VecGoalEnv(E.make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
         key_eval = keys[:, 0]
@@ -310,7 +367,8 @@ def measure_train(spec: dict, emit) -> None:
         finite = finite and bool(jnp.all(metrics["train/params_finite"] == 1))
         step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]  # the first call: a warm-up
         emit(first_step_s=times[0], step_s=step_s, step_times_s=times, params_finite=finite,
-             train_env_steps_per_s=n * per_train_step / step_s, **memory_now(), phase=f"training step {i + 1}")
+             train_env_steps_per_s=n * per_train_step / step_s, env_steps_per_s=n * per_train_step / step_s,
+             rss_peak_bytes=rss_peak(), **memory_now(), phase=f"training step {i + 1}")
     if spec["evaluate"]:
         # one timed call, no warm-up: compiled ahead of time, on a device the training steps warmed up
         t = time.perf_counter()
@@ -320,6 +378,19 @@ def measure_train(spec: dict, emit) -> None:
         emit(eval_s=eval_s, eval_env_steps=args.num_eval_envs * args.episode_length,
              env_steps_per_s_with_eval=n * steps_per_epoch * per_train_step / epoch_s,
              projected_hours=(compile_s + spec["num_epochs"] * epoch_s) / 3600, **memory_now(), phase="evaluated")
+    variants = {}
+    for v in spec.get("variants", []):  # the same step, another program: compiled, then one call on a warm device
+        other = train_program({**spec, **{k: v[k] for k in ("unroll", "compute_dtype") if k in v}})
+        t = time.perf_counter()
+        compiled = other["epoch"].lower(ts).compile(compiler_options=v.get("compiler_options"))
+        v_compile_s = time.perf_counter() - t
+        t = time.perf_counter()
+        ts, metrics = compiled(ts)
+        jax.block_until_ready((ts, metrics))
+        v_step_s = time.perf_counter() - t
+        variants[v["name"]] = {"compile_s": v_compile_s, "step_s": v_step_s, "train_env_steps_per_s": n * per_train_step / v_step_s,
+                               "params_finite": bool(jnp.all(metrics["train/params_finite"] == 1))}
+        emit(variants=variants, **memory_now(), phase=f"variant {v['name']}")
 
 
 def measure_fit(spec: dict, emit) -> None:
@@ -361,21 +432,30 @@ def measure_fit(spec: dict, emit) -> None:
                 break
 
 
+def random_rollout(env, steps: int):
+    """roll(state, key) -> state: `steps` steps of env (a crl_envs.VecGoalEnv, auto reset included) with actions
+    uniform in [-1, 1] drawn inside one lax.scan."""
+    import jax
+
+    def roll(state, key):
+        def step(state, k):
+            action = jax.random.uniform(k, (env.num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            return env.step(state, action), None
+
+        return jax.lax.scan(step, state, jax.random.split(key, steps))[0]
+
+    return roll
+
+
 def measure_env(spec: dict, emit) -> None:
     import jax
 
     import crl_envs as E
-    from env_speed import random_rollout  # tools/env_speed.py: the same random-action loop
 
     env = E.VecGoalEnv(E.make_env(spec["env_id"]), spec["num_envs"], spec["episode_length"])
-    rollout = random_rollout(env, spec["steps"])
-
-    def roll(state, key):
-        return rollout(state, key)[0]
-
     state, key = env.reset(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
     t = time.perf_counter()
-    roll_c = jax.jit(roll).lower(state, key).compile()
+    roll_c = jax.jit(random_rollout(env, spec["steps"])).lower(state, key).compile()
     emit(compile_s=time.perf_counter() - t, env_steps_per_call=env.num_envs * spec["steps"], phase="compiled")
     times = []
     for i in range(spec["calls"]):
@@ -385,6 +465,103 @@ def measure_env(spec: dict, emit) -> None:
         times.append(time.perf_counter() - t)
         step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
         emit(step_s=step_s, env_steps_per_s=env.num_envs * spec["steps"] / step_s, phase=f"call {i + 1}")
+
+
+def unrolled_trunk_class():
+    """For comparison only (the sgd kind's impl "unrolled"): the same layers, initialisation and skips as
+    crl_depth.ResidualTrunk, built by a Python loop over layers, as the original code builds them: every layer
+    its own op in the compiled graph (graph size linear in depth)."""
+    import flax.linen as nn
+
+    import crl_depth as C
+
+    class UnrolledTrunk(nn.Module):
+        depth: int
+        width: int
+        layer_norm: bool = True
+        activation: str = "swish"
+        residual: bool = True
+        remat: bool = False  # accepted for the same signature as ResidualTrunk; not used
+        compute_dtype: str = "float32"  # dtype of the matmuls, as ResidualTrunk's
+
+        @nn.compact
+        def __call__(self, x):
+            act = nn.swish if self.activation == "swish" else nn.relu
+
+            def layer(h):
+                h = C.dense(self.width, self.compute_dtype)(h)
+                return act(nn.LayerNorm()(h) if self.layer_norm else h)
+
+            x = layer(x)
+            for _block in range(self.depth // 4):
+                h = x
+                for _layer in range(4):
+                    h = layer(h)
+                x = h + x if self.residual else h
+            return x
+
+    return UnrolledTrunk
+
+
+def measure_sgd(spec: dict, emit) -> None:
+    """One SGD step alone (actor, alpha and critic; crl_depth.make_sgd_update) on a random batch of the env's
+    sizes, of the scanned network or the unrolled one (spec impl); num_seeds > 1: jit(vmap(update)) over that
+    many agents and batches, as crl_depth.py --num-seeds trains them (1: the plain step). Env steps/s: what one
+    SGD step per seed stands for at the paper's 1:40 ratio."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import crl_depth as C
+    import crl_envs as E
+
+    es = E.ENVS[spec["env_id"]]
+    obs_dim, goal_dim = es.obs_dim, es.goal_end - es.goal_start
+    action_size = E.make_env(spec["env_id"]).sys.act_size()
+    n, b, depth, dtype = spec["num_seeds"], spec["batch_size"], spec["depth"], spec["compute_dtype"]
+    if spec["impl"] == "scan":
+        nets = C.make_networks(depth, depth, spec["width"], spec["repr_dim"], action_size, remat=spec["remat"],
+                               compute_dtype=dtype, unroll=spec.get("unroll", 2))
+    else:
+        trunk = unrolled_trunk_class()
+        nets = C.Networks(*(cls(trunk(depth, spec["width"], compute_dtype=dtype), size)
+                            for cls, size in ((C.Actor, action_size), (C.Encoder, spec["repr_dim"]),
+                                              (C.Encoder, spec["repr_dim"]))))
+    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    update = C.make_sgd_update(nets, opts, -0.5 * action_size, 0.1)
+
+    def one_seed(key):
+        key, key_agent, k1, k2, k3 = jax.random.split(key, 5)
+        batch = {"state": jax.random.normal(k1, (b, obs_dim)), "goal": jax.random.normal(k3, (b, goal_dim)),
+                 "action": jax.random.uniform(k2, (b, action_size), minval=-1.0, maxval=1.0)}
+        return C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, action_size), batch, key
+
+    seed_axis = n > 1  # one seed: the plain SGD step
+    keys = jnp.stack([jax.random.PRNGKey(i) for i in range(n)])
+    agent, batch, key = jax.tree.map(jnp.copy, jax.jit(jax.vmap(one_seed))(keys))  # own buffers: donatable
+    if not seed_axis:
+        agent, batch, key = jax.tree.map(lambda x: x[0], (agent, batch, key))
+    fn = jax.jit(jax.vmap(update) if seed_axis else update, donate_argnums=0)
+    num_params = sum(x[0].size if seed_axis else x.size for x in jax.tree.leaves((agent.actor_params,
+                                                                                   agent.critic_params)))
+    env_steps_per_call = n / UPDATES_PER_ENV_STEP
+    emit(num_params=int(num_params), env_steps_per_call=env_steps_per_call, seed_axis=seed_axis, phase="state built")
+    t = time.perf_counter()
+    lowered = fn.lower(agent, batch, key)
+    lower_s = time.perf_counter() - t
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t
+    emit(lower_s=lower_s, xla_compile_s=compile_s - lower_s, compile_s=compile_s, hlo_ops=stablehlo_ops(lowered),
+         sgd_step_ops=sgd_step_ops(compiled, None), **memory_analysis(compiled), phase="compiled")
+    times = []
+    for i in range(spec["calls"]):
+        t = time.perf_counter()
+        agent, _ = jax.block_until_ready(compiled(agent, batch, key))
+        times.append(time.perf_counter() - t)
+        step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(agent) if jnp.issubdtype(x.dtype, jnp.floating))
+        emit(step_s=step_s, step_s_min=min(times[1:] or times), env_steps_per_s=env_steps_per_call / step_s,
+             params_finite=finite, rss_peak_bytes=rss_peak(), **memory_now(), phase=f"call {i + 1}")
 
 
 def child(spec: dict) -> None:
@@ -398,7 +575,7 @@ def child(spec: dict) -> None:
     emit.record = record
     try:
         emit(**device_info(), phase="started")
-        {"train": measure_train, "fit": measure_fit, "env": measure_env}[spec["kind"]](spec, emit)
+        {"train": measure_train, "sgd": measure_sgd, "fit": measure_fit, "env": measure_env}[spec["kind"]](spec, emit)
     except Exception as e:
         emit(status="error", error=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}")
         sys.exit(1)
@@ -451,8 +628,8 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
 
     data = read_estimates(path) if os.path.exists(path) else {}
     data.setdefault("about", "XLA's buffer assignment on a CPU (crl_estimate.program_figures, bytes) of the "
-                             "programs tools/gpu_bench.py compiles for each item, from the shapes of their "
-                             "arguments; written by `python tools/gpu_bench.py --cpu-estimates`")
+                             "programs `tools/bench.py gpu` compiles for each item, from the shapes of their "
+                             "arguments; written by `python tools/bench.py gpu --cpu-estimates`")
     entries = data.setdefault("items", [])
     prov = {"command": command, "machine": cpu_model(), "commit": sh(["git", "describe", "--always", "--dirty"]) or "nogit",
             "jax": jax.__version__, "backend": jax.default_backend()}
@@ -537,10 +714,12 @@ def last_record(out: str) -> dict:
     return {}
 
 
-def run_item(item: dict, timeout: float, env: dict, log) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(item["spec"])]
-    if item["spec"].get("xla_flags"):
-        env = dict(env, XLA_FLAGS=" ".join(x for x in (env.get("XLA_FLAGS"), item["spec"]["xla_flags"]) if x))
+def run_child(spec: dict, timeout: float, env: dict, log, name: str) -> dict:
+    """One measurement in its own process: its last record, status ok, timeout or error, and wall_s. Its stderr
+    goes to log under a line with name."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)]
+    if spec.get("xla_flags"):
+        env = dict(env, XLA_FLAGS=" ".join(x for x in (env.get("XLA_FLAGS"), spec["xla_flags"]) if x))
     t0 = time.perf_counter()
     # output into files, not pipes: nothing the child leaves behind can hold the parent up reading them.
     # process_group=0: its own process group, killed whole on a timeout, but in this process session (a
@@ -564,7 +743,7 @@ def run_item(item: dict, timeout: float, env: dict, log) -> dict:
         err_f.seek(0)
         out, err = out_f.read(), err_f.read()
     wall = time.perf_counter() - t0
-    log.write(f"===== {item['name']} (exit {proc.returncode}, {wall:.1f} s)\n{err}\n")
+    log.write(f"===== {name} (exit {proc.returncode}, {wall:.1f} s)\n{err}\n")
     log.flush()
     record = last_record(out)
     if timed_out and record.get("status") != "ok":  # (one that finished measuring and hung on exit is ok)
@@ -572,10 +751,17 @@ def run_item(item: dict, timeout: float, env: dict, log) -> dict:
     elif record.get("status") != "ok":
         tail = (err.strip().splitlines() or ["(no output)"])[-1][:300]
         record.update(status="error", error=record.get("error") or f"exit {proc.returncode}: {tail}")
-    elif record.get("params_finite") is False:
-        record.update(status="error", error="non-finite parameters after the training steps")
+    elif record.get("params_finite") is False or any(v.get("params_finite") is False
+                                                     for v in record.get("variants", {}).values()):
+        record.update(status="error", error="non-finite parameters after the timed steps")
+    return {**record, "wall_s": round(wall, 2)}
+
+
+def run_item(item: dict, timeout: float, env: dict, log) -> dict:
+    """A gpu plan's item: run_child's record with the item's name, stage, what, limit and spec."""
+    record = run_child(item["spec"], timeout, env, log, item["name"])
     return {"item": item["name"], "stage": item["stage"], "what": item["what"], "limit_s": item["limit_s"],
-            "timeout_s": round(timeout, 1), **record, "wall_s": round(wall, 2), "spec": item["spec"]}
+            "timeout_s": round(timeout, 1), **record, "spec": item["spec"]}
 
 
 def install_wheels(wheels: str, site: str, timeout: float) -> dict:
@@ -637,6 +823,9 @@ def result_text(r: dict) -> str:
         parts.append(f"{fmt(r['train_env_steps_per_s'])} env steps/s training")
     if "env_steps_per_s_with_eval" in r:
         parts.append(f"{fmt(r['env_steps_per_s_with_eval'])} with evaluation (eval {r['eval_s']:.1f} s)")
+    for name, v in r.get("variants", {}).items():
+        parts.append(f"{name}: {v['step_s']:.3f} s per call, {fmt(v['train_env_steps_per_s'])} env steps/s "
+                     f"(compile {v['compile_s']:.1f} s)")
     return ", ".join(parts)
 
 
@@ -661,7 +850,7 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
         lines.append(f"| {r['stage']} | {r['item']} | {r['what']} | {status} | {fmt(r.get('compile_s'), '.1f')} | "
                      f"{fmt(r.get('step_s'), '.3f')} | {' | '.join(memory_columns(r, estimates, meta['tiny']))} | {result_text(r)} |")
     lines += ["", "Memory: CPU estimate: XLA's buffer assignment on a CPU of the item's program, compiled from its "
-                  "arguments' shapes (arguments + outputs - donated + temporaries; `python tools/gpu_bench.py "
+                  "arguments' shapes (arguments + outputs - donated + temporaries; `python tools/bench.py gpu "
                   f"--cpu-estimates`, {meta.get('estimates') or ESTIMATES}); XLA here: the same for this device's "
                   "compile of it; measured peak: the device allocator's peak bytes in use of the item's process "
                   "(training items: its state, the step and, for the ones with evaluation, the evaluation; "
@@ -692,6 +881,8 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
     f32 = by.get("train_d64", {}).get("step_s")
     options = [f"{name} {by[name]['step_s'] / f32:.2f}" for name in by
                if f32 and name.startswith("d64_") and by[name].get("step_s")]
+    options += [f"{name} (train_d64's process) {v['step_s'] / f32:.2f}"
+                for name, v in by.get("train_d64", {}).get("variants", {}).items() if f32]
     if f32 and options:
         notes.append("step time at depth 64 against train_d64's (unroll 2, no XLA flags added): " + ", ".join(options))
     deep = by.get("train_d1024", {}).get("train_env_steps_per_s")
@@ -714,18 +905,16 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--one":  # internal: one measurement in this process
-        return child(json.loads(sys.argv[2]))
+def gpu_main(argv: list[str]) -> None:
     names = [i["name"] for i in items(False)]
-    p = Parser(prog="bash benchmark.sh gpu", description=__doc__.split("\n\n")[0],
-               epilog="\n\n".join(__doc__.split("\n\n")[1:3]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="bash benchmark.sh gpu", description="The GPU numbers in one call of at most 8 minutes.",
+               epilog="\n\n".join(__doc__.split("\n\n")[3:6]), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny sizes on reacher, limits for a CPU: a check of every item")
     p.add_argument("--only", nargs="+", metavar="ITEM", help=f"these items only ({', '.join(names)})")
     p.add_argument("--item-timeout", type=float, metavar="S", help="seconds for every item instead of its own limit")
     p.add_argument("--budget", type=float, metavar="S",
                    help="seconds for everything, wheels included; an item gets what is left if less (default: the "
-                        "limits' sum plus the wheels' 30 s: 470, at --tiny 1,730)")
+                        "limits' sum plus the wheels' 30 s: 480, at --tiny 930)")
     p.add_argument("--estimates", metavar="FILE", help=f"the CPU estimates to print beside the measured peaks "
                                                        f"(default {ESTIMATES}, if it is there)")
     p.add_argument("--cpu-estimates", action="store_true",
@@ -739,7 +928,7 @@ def main() -> None:
     p.add_argument("--site", default=None, metavar="DIR",
                    help="where they go, put on PYTHONPATH (default: $TMPDIR/crl_gpu_site)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the results directory; run nothing")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     for name in a.only or []:
         if name not in names:
             p.error(f"unknown item '{name}' (one of: {', '.join(names)})")
@@ -759,7 +948,7 @@ def main() -> None:
         if a.dry_run:
             print(f"dry run: would write the CPU estimates of {', '.join(i['name'] for i in plan)} into {estimates_path}")
             return
-        command = "python tools/gpu_bench.py" + "".join(f" {x}" for x in sys.argv[1:])
+        command = "python tools/bench.py gpu" + "".join(f" {x}" for x in argv)
         sys.exit(1 if write_cpu_estimates(plan, a.tiny, estimates_path, command) else 0)
     estimates = None
     if a.estimates or os.path.exists(estimates_path):  # (the default file need not be there)
@@ -795,7 +984,7 @@ def main() -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.90")  # most of it for the largest batch, some left over
     meta = {"item": "meta", "tiny": a.tiny, "date": f"{date:%Y-%m-%d %H:%M}", "commit": describe,
-            "command": "bash benchmark.sh gpu" + "".join(f" {x}" for x in sys.argv[1:]),
+            "command": "bash benchmark.sh gpu" + "".join(f" {x}" for x in argv),
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
             "gpu": sh(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]),
             "python": platform.python_version(),
@@ -835,6 +1024,200 @@ def main() -> None:
     text = table(records, meta, estimates)
     print("\n" + text + f"\nbenchmark gpu: {len(plan) - failed} of {len(plan)} items ok | results: {out}")
     sys.exit(1 if failed else 0)
+
+
+# ==================================================================================================
+# The sweep: compile s, time per step, memory and ops against depth (bash benchmark.sh speed)
+# ==================================================================================================
+def has_gpu() -> bool:
+    """Asked in a child process: initialising jax here would make this process take (preallocate)
+    most of the GPU's memory that the measuring processes need."""
+    return sh([sys.executable, "-c", "import jax; print(jax.default_backend())"]).splitlines()[-1:] == ["gpu"]
+
+
+def sweep_plan(a: argparse.Namespace) -> list[dict]:
+    """The sweep's measurements: each target (network: the sgd kind; train_step: the train kind) at every
+    (remat, depth, dtype, seeds) of the scanned network, then the unrolled comparison network (network
+    target, each dtype, the smallest number of seeds). Every spec carries the fields its table rows show."""
+    common = dict(env_id=a.env_id, width=a.width, batch_size=a.batch_size, repr_dim=a.repr_dim, calls=a.iters + 1,
+                  num_envs=a.num_envs, unroll_length=a.unroll_length, num_sgd_steps=a.num_sgd_steps,
+                  episode_length=a.episode_length, max_replay_size=a.max_replay_size,
+                  min_replay_size=a.episode_length, num_eval_envs=a.num_envs, total_env_steps=PAPER_STEPS,
+                  num_epochs=100, evaluate=False, unroll=2, xla_flags="")
+    kind = {"network": "sgd", "train_step": "train"}
+    remats = {"both": (False, True), "off": (False,), "on": (True,)}[a.remat]
+    specs = [dict(common, kind=kind[target], target=target, impl="scan", depth=depth, remat=remat,
+                  compute_dtype=dtype, num_seeds=n)
+             for target in a.targets for remat in remats for depth in a.depths for dtype in a.compute_dtypes
+             for n in a.num_seeds]
+    if "network" in a.targets:
+        specs += [dict(common, kind="sgd", target="network", impl="unrolled", depth=depth, remat=False,
+                       compute_dtype=dtype, num_seeds=min(a.num_seeds))
+                  for depth in a.unrolled_depths for dtype in a.compute_dtypes]
+    return specs
+
+
+def describe(spec: dict) -> str:
+    remat = " remat" if spec["remat"] else ""
+    dtype = f" {spec['compute_dtype']}" if spec.get("compute_dtype", "float32") != "float32" else ""
+    n = spec.get("num_seeds", 1)
+    seeds = f" x{n} seeds" if n != 1 else ""
+    return f"{spec['target']:<10} {spec['impl']:<8} depth {spec['depth']:>4}{remat}{dtype}{seeds}"
+
+
+def sweep_main(argv: list[str]) -> None:
+    p = Parser(prog="python tools/bench.py sweep",
+               description="Compile s, time per step, memory and the ops of one SGD step against depth: one SGD "
+                           "step alone (network) and one training step (train_step), the scanned network with and "
+                           "without --remat, and a plain unrolled network for comparison. Sizes: the paper's on a "
+                           "GPU, small ones on a CPU (the defaults below). One JSON object per measurement "
+                           "(--out, JSON lines); `bash benchmark.sh speed` runs it and tabulates them.")
+    p.add_argument("--out", help="JSON-lines file to append one object per measurement to")
+    p.add_argument("--log", help="file for the measuring processes' stderr (default: none kept)")
+    p.add_argument("--depths", type=int, nargs="+", default=[4, 16, 64, 256, 1024], help="depths of the scanned network")
+    p.add_argument("--unrolled-depths", type=int, nargs="*", default=None,
+                   help="depths of the unrolled comparison network (default: 4 16 64 on CPU, 4 16 64 256 on GPU); "
+                        "after a timeout the larger ones are skipped")
+    p.add_argument("--targets", nargs="+", choices=["network", "train_step"], default=["network", "train_step"])
+    p.add_argument("--width", type=int, help="hidden width (default: 256 on GPU, 64 on CPU)")
+    p.add_argument("--batch-size", type=int, help="SGD batch size (default: 512 on GPU, 64 on CPU)")
+    p.add_argument("--repr-dim", type=int, default=64)
+    p.add_argument("--env-id", default="humanoid", help="env of the train step (and obs/action sizes of the network)")
+    p.add_argument("--num-envs", type=int, help="train step: parallel envs (default: 512 on GPU, 16 on CPU)")
+    p.add_argument("--unroll-length", type=int, default=62, help="train step: env steps per env")
+    p.add_argument("--num-sgd-steps", type=int, help="train step: SGD steps (default: the paper's 1:40 ratio, "
+                                                     "num_envs x unroll_length x 800 / 31,744)")
+    p.add_argument("--episode-length", type=int, default=1000, help="train step: episode and sampling-window length")
+    p.add_argument("--max-replay-size", type=int, help="train step: buffer steps per env (default: 10,000 on GPU, 1,000 on CPU)")
+    p.add_argument("--remat", choices=["both", "off", "on"], default="both",
+                   help="scanned network without and with --remat (both), or only one of them")
+    p.add_argument("--num-seeds", type=int, nargs="+", default=[1],
+                   help="seeds trained in one process (crl_depth.py --num-seeds), each measured: the state gets a "
+                        "leading seed axis of this size and the step is jit(vmap(...)) (N = 1: the plain step); env steps/s "
+                        "count all seeds")
+    p.add_argument("--compute-dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
+                   help="dtypes of the matmuls (crl_depth.py --compute-dtype), each measured")
+    p.add_argument("--iters", type=int, default=3, help="timed calls after one warm-up call")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one measurement (a subprocess)")
+    a = p.parse_args(argv)
+    import crl_envs as E  # (no jax initialised by importing it)
+
+    if a.env_id not in E.ENVS:
+        p.error(f"unknown env id '{a.env_id}' (one of: {', '.join(E.ENVS)})")
+    gpu = has_gpu()
+    a.width = a.width or (256 if gpu else 64)
+    a.batch_size = a.batch_size or (512 if gpu else 64)
+    a.num_envs = a.num_envs or (512 if gpu else 16)
+    a.max_replay_size = a.max_replay_size or (10_000 if gpu else 1_000)
+    a.num_sgd_steps = a.num_sgd_steps or max(1, round(a.num_envs * a.unroll_length * UPDATES_PER_ENV_STEP))
+    if a.unrolled_depths is None:
+        a.unrolled_depths = [4, 16, 64, 256] if gpu else [4, 16, 64]
+    for depth in a.depths + a.unrolled_depths:
+        if depth <= 0 or depth % 4:
+            p.error(f"depths must be positive multiples of 4 (got {depth})")
+    if min(a.num_seeds) < 1 or a.iters < 1 or a.timeout <= 0:
+        p.error("--num-seeds, --iters and --timeout must be positive")
+    a.num_seeds = list(dict.fromkeys(a.num_seeds))  # each once, in the order given
+    a.compute_dtypes = list(dict.fromkeys(a.compute_dtypes))
+    specs = sweep_plan(a)
+    print(f"speed: {len(specs)} measurements | backend {'gpu' if gpu else 'cpu'} | width {a.width} batch {a.batch_size} | "
+          f"train step: {a.env_id}, {a.num_envs} envs x {a.unroll_length} steps, {a.num_sgd_steps} SGD steps | "
+          + (f"matmuls {' '.join(a.compute_dtypes)} | " if a.compute_dtypes != ["float32"] else "")
+          + (f"seeds in one process {' '.join(map(str, a.num_seeds))} | " if a.num_seeds != [1] else "")
+          + f"timeout {a.timeout:.0f} s each", flush=True)
+    t_start = time.perf_counter()
+    unrolled_stop, failures = None, 0
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(a.log or os.devnull, "a") as log:
+        for i, spec in enumerate(specs, 1):
+            if spec["impl"] == "unrolled" and unrolled_stop is not None:
+                result = {"status": "skipped", "error": f"depth {unrolled_stop} already timed out", "wall_s": 0.0}
+            else:
+                result = run_child(spec, a.timeout, env, log, describe(spec))
+                if spec["impl"] == "unrolled" and result["status"] == "timeout":
+                    unrolled_stop = spec["depth"]
+            record = {**spec, **result}
+            if "peak_bytes_in_use" in record:
+                record["device_peak_bytes"] = record["peak_bytes_in_use"]
+            if a.out:
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if result["status"] == "ok":
+                peak = record.get("device_peak_bytes", record["xla_bytes"])
+                line = (f"compile {record['compile_s']:6.1f} s | step {1e3 * record['step_s']:9.1f} ms | "
+                        f"{record['env_steps_per_s']:10,.0f} env steps/s | peak {peak / 2**20:8.1f} MiB | "
+                        f"{record['hlo_ops']} HLO ops")
+            else:
+                line = f"{result['status']}: {result['error']}"
+            print(f"[{i}/{len(specs)}] {describe(spec)} | {line} | elapsed {time.perf_counter() - t_start:.0f} s",
+                  flush=True)
+            failures += spec["impl"] == "scan" and result["status"] != "ok"  # the unrolled one may time out
+    if failures:
+        print(f"speed: {failures} measurement(s) of the scanned network failed", flush=True)
+        sys.exit(1)
+
+
+# ==================================================================================================
+# Envs stepped alone (bash benchmark.sh probe)
+# ==================================================================================================
+def env_main(argv: list[str]) -> None:
+    p = Parser(prog="python tools/bench.py env",
+               description="Env steps per second of goal-conditioned envs stepped alone (no network, no learning): "
+                           "num_envs copies through crl_envs.VecGoalEnv (auto reset included, as in training), "
+                           "actions uniform in [-1, 1] drawn inside the compiled loop, --steps steps in one jitted "
+                           "lax.scan per call; the median of the calls after the first. One JSON line per env id "
+                           "(--out, appended) and a Markdown table at the end.")
+    p.add_argument("--env-ids", nargs="+", default=["point_u_maze", "point_big_maze", "point_hardest_maze"])
+    p.add_argument("--num-envs", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=1000, help="steps per call (one lax.scan)")
+    p.add_argument("--calls", type=int, default=6, help="calls, the first a warm-up")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one env (a subprocess)")
+    p.add_argument("--out", help="JSON lines file to append to")
+    a = p.parse_args(argv)
+    import crl_envs as E
+
+    for env_id in a.env_ids:
+        if env_id not in E.ENVS:
+            p.error(f"unknown env id '{env_id}' (one of: {', '.join(E.ENVS)})")
+    for name in ("num_envs", "steps", "calls"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    rows, failures = [], 0
+    for env_id in a.env_ids:
+        spec = dict(kind="env", env_id=env_id, num_envs=a.num_envs, episode_length=1000, steps=a.steps, calls=a.calls)
+        with open(os.devnull, "w") as log:
+            r = run_child(spec, a.timeout, dict(os.environ), log, env_id)
+        row = {"target": "env_step", "env_id": env_id, "num_envs": a.num_envs, "steps": a.steps,
+               **{k: r.get(k) for k in ("status", "error", "compile_s", "step_s", "env_steps_per_s", "backend")},
+               "calls": a.calls, "cpus": os.cpu_count(), "machine": platform.machine()}
+        rows.append(row)
+        failures += r["status"] != "ok"
+        print(json.dumps(row), flush=True)
+        if a.out:
+            with open(a.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print("\n| env | envs | env steps/s (auto reset included) | compile s |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['env_id']} | {r['num_envs']:,} | {fmt(r['env_steps_per_s'])} | {fmt(r['compile_s'], '.1f')} |"
+              if r["status"] == "ok" else f"| {r['env_id']} | {r['num_envs']:,} | {r['status']}: {r['error']} | |")
+    sys.exit(1 if failures else 0)
+
+
+PLANS = {"gpu": gpu_main, "sweep": sweep_main, "env": env_main}
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":  # internal: one measurement in this process
+        return child(json.loads(sys.argv[2]))
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if len(sys.argv) < 2 or sys.argv[1] not in PLANS:
+        print(f"error: the first argument names the plan: {', '.join(PLANS)} (python tools/bench.py --help)",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.path.insert(0, ROOT)
+    PLANS[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":
