@@ -393,6 +393,18 @@ def test_summary_env_speed_table_and_seed_range(tmp_path):
     assert "| point_u_maze | 1,024 | 1,024,000 | 1.5 | cpu |" in text
     assert "Critic heatmaps: heatmap_point_u_maze.png" in text
     assert os.path.exists(os.path.join(res, "curves_point_u_maze.png"))
+    with open(os.path.join(res, "env_speed.jsonl"), "a") as f:  # tools/bench.py env's rows: a float, a failure
+        f.write(json.dumps({"target": "env_step", "env_id": "point_big_maze", "num_envs": 1024, "steps": 10,
+                            "status": "ok", "compile_s": 2.25, "step_s": 0.3, "env_steps_per_s": 34133.33,
+                            "backend": "cpu"}) + "\n")
+        f.write(json.dumps({"target": "env_step", "env_id": "point_hardest_maze", "num_envs": 1024, "steps": 10,
+                            "status": "timeout", "error": "timed out after 600 s", "compile_s": None, "step_s": None,
+                            "env_steps_per_s": None, "backend": None}) + "\n")
+    assert S.summarize(res, check=True) == 1  # a failed measurement is a problem
+    text = open(os.path.join(res, "summary.md")).read()
+    assert "| point_big_maze | 1,024 | 34,133 | 2.2 | cpu |" in text
+    assert "| point_hardest_maze | 1,024 | timeout: timed out after 600 s | | |" in text
+    assert "- env point_hardest_maze: timeout timed out after 600 s" in text
 
 
 def test_env_speed_tool(tmp_path):

@@ -102,7 +102,7 @@ def items(tiny: bool) -> list[dict]:
     5-10% more. There, a process's start and its state took ~23 s (8 seeds: ~30 s, 8 x 5.5 GB of random
     buffers), a training step compiled in 25-51 s (depth 4 to 1024: flat in depth; 8 seeds 51 s), an
     evaluation in ~20 s more, a depth-64 step took 7.9-8.7 s and its first call was within 1% of the later
-    ones: so the 8 seeds' items and depth 1024 time one call (no warm-up call), and train_d64 times its
+    ones: so seeds8_d64 and depth 1024 time one call (no warm-up call), and train_d64 times its
     variant (command buffers) in its own process (~32 s to compile, one call) instead of a process of its own.
     seeds8_d4 is not measured yet (its limit: its 1-seed item's and the 8 seeds' state). An item that ends
     before its limit leaves the seconds it did not use to the items after it; the budget ends the call at 8
@@ -390,7 +390,7 @@ def measure_train(spec: dict, emit) -> None:
         v_step_s = time.perf_counter() - t
         variants[v["name"]] = {"compile_s": v_compile_s, "step_s": v_step_s, "train_env_steps_per_s": n * per_train_step / v_step_s,
                                "params_finite": bool(jnp.all(metrics["train/params_finite"] == 1))}
-        emit(variants=variants, **memory_now(), phase=f"variant {v['name']}")
+        emit(variants=variants, phase=f"variant {v['name']}")  # (the measured peak stays the step's own)
 
 
 def measure_fit(spec: dict, emit) -> None:
@@ -627,9 +627,9 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
     import jax
 
     data = read_estimates(path) if os.path.exists(path) else {}
-    data.setdefault("about", "XLA's buffer assignment on a CPU (crl_estimate.program_figures, bytes) of the "
-                             "programs `tools/bench.py gpu` compiles for each item, from the shapes of their "
-                             "arguments; written by `python tools/bench.py gpu --cpu-estimates`")
+    data["about"] = ("XLA's buffer assignment on a CPU (crl_estimate.program_figures, bytes) of the "
+                     "programs `tools/bench.py gpu` compiles for each item, from the shapes of their "
+                     "arguments; written by `python tools/bench.py gpu --cpu-estimates`")
     entries = data.setdefault("items", [])
     prov = {"command": command, "machine": cpu_model(), "commit": sh(["git", "describe", "--always", "--dirty"]) or "nogit",
             "jax": jax.__version__, "backend": jax.default_backend()}
@@ -1032,7 +1032,9 @@ def gpu_main(argv: list[str]) -> None:
 def has_gpu() -> bool:
     """Asked in a child process: initialising jax here would make this process take (preallocate)
     most of the GPU's memory that the measuring processes need."""
-    return sh([sys.executable, "-c", "import jax; print(jax.default_backend())"]).splitlines()[-1:] == ["gpu"]
+    proc = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"], capture_output=True,
+                          text=True)  # (no time limit: a GPU's start may take minutes)
+    return proc.stdout.strip().splitlines()[-1:] == ["gpu"]
 
 
 def sweep_plan(a: argparse.Namespace) -> list[dict]:
@@ -1151,7 +1153,9 @@ def sweep_main(argv: list[str]) -> None:
                 line = f"{result['status']}: {result['error']}"
             print(f"[{i}/{len(specs)}] {describe(spec)} | {line} | elapsed {time.perf_counter() - t_start:.0f} s",
                   flush=True)
-            failures += spec["impl"] == "scan" and result["status"] != "ok"  # the unrolled one may time out
+            # the unrolled network may time out or fail to compile; the scanned one must not, and no parameter
+            # of either may end non-finite
+            failures += (spec["impl"] == "scan" and result["status"] != "ok") or record.get("params_finite") is False
     if failures:
         print(f"speed: {failures} measurement(s) of the scanned network failed", flush=True)
         sys.exit(1)
@@ -1165,7 +1169,8 @@ def env_main(argv: list[str]) -> None:
                description="Env steps per second of goal-conditioned envs stepped alone (no network, no learning): "
                            "num_envs copies through crl_envs.VecGoalEnv (auto reset included, as in training), "
                            "actions uniform in [-1, 1] drawn inside the compiled loop, --steps steps in one jitted "
-                           "lax.scan per call; the median of the calls after the first. One JSON line per env id "
+                           "lax.scan per call; the median of the calls after the first (compile s: the compile "
+                           "alone, no call). One JSON line per env id "
                            "(--out, appended) and a Markdown table at the end.")
     p.add_argument("--env-ids", nargs="+", default=["point_u_maze", "point_big_maze", "point_hardest_maze"])
     p.add_argument("--num-envs", type=int, default=1024)

@@ -810,8 +810,11 @@ def summarize(results_dir: str, check: bool = False) -> int:
         problems += bad
         out += ["### Env steps/s, envs stepped alone (tools/bench.py env)", "",
                 "| env | envs | env steps/s (auto reset included) | compile s | backend |", "|---|---|---|---|---|",
-                *(f"| {r['env_id']} | {r['num_envs']:,} | {r['env_steps_per_s']:,} | {r['compile_s']:.1f} | "
-                  f"{r['backend']} |" for r in rows), ""]
+                *(f"| {r['env_id']} | {r['num_envs']:,} | {r['env_steps_per_s']:,.0f} | {r['compile_s']:.1f} | "
+                  f"{r['backend']} |" if r.get("status", "ok") == "ok" else
+                  f"| {r['env_id']} | {r['num_envs']:,} | {r['status']}: {r.get('error', '')} | | |" for r in rows), ""]
+        problems += [f"env {r['env_id']}: {r['status']} {r.get('error', '')}" for r in rows
+                     if r.get("status", "ok") != "ok"]
     heatmaps = sorted(glob.glob(os.path.join(results_dir, "heatmap_*.png")))
     if heatmaps:
         out += [f"Critic heatmaps: {', '.join(os.path.basename(p) for p in heatmaps)}", ""]
