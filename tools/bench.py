@@ -631,7 +631,11 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
                      "programs `tools/bench.py gpu` compiles for each item, from the shapes of their "
                      "arguments; written by `python tools/bench.py gpu --cpu-estimates`")
     entries = data.setdefault("items", [])
-    prov = {"command": command, "machine": cpu_model(), "commit": sh(["git", "describe", "--always", "--dirty"]) or "nogit",
+    # the commit of the code measured: changes to the estimates file itself (an earlier command's) are not "-dirty"
+    changed = [line for line in sh(["git", "status", "--porcelain", "--untracked-files=no"]).splitlines()
+               if os.path.abspath(os.path.join(ROOT, line[3:])) != os.path.abspath(path)]
+    commit = (sh(["git", "describe", "--always"]) or "nogit") + ("-dirty" if changed else "")
+    prov = {"command": command, "machine": cpu_model(), "commit": commit,
             "jax": jax.__version__, "backend": jax.default_backend()}
     failed = 0
     for item in (i for i in plan if i["spec"]["kind"] in ("train", "fit")):
