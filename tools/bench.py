@@ -632,8 +632,8 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
                      "arguments; written by `python tools/bench.py gpu --cpu-estimates`")
     entries = data.setdefault("items", [])
     # the commit of the code measured: changes to the estimates file itself (an earlier command's) are not "-dirty"
-    changed = [line for line in sh(["git", "status", "--porcelain", "--untracked-files=no"]).splitlines()
-               if os.path.abspath(os.path.join(ROOT, line[3:])) != os.path.abspath(path)]
+    changed = [name for name in sh(["git", "diff", "--name-only", "HEAD"]).splitlines()
+               if os.path.abspath(os.path.join(ROOT, name)) != os.path.abspath(path)]
     commit = (sh(["git", "describe", "--always"]) or "nogit") + ("-dirty" if changed else "")
     prov = {"command": command, "machine": cpu_model(), "commit": commit,
             "jax": jax.__version__, "backend": jax.default_backend()}
