@@ -244,6 +244,32 @@ def sgd_step_ops(compiled, num_sgd_steps: Optional[int]) -> Optional[int]:
         return None
 
 
+def compile_timed(fn, *args, **options) -> tuple:
+    """fn (jitted) lowered and compiled for args: (compiled, its figures: lower and XLA compile seconds, the
+    StableHLO ops, XLA's memory)."""
+    t = time.perf_counter()
+    lowered = fn.lower(*args)
+    lower_s = time.perf_counter() - t
+    compiled = lowered.compile(**options)
+    compile_s = time.perf_counter() - t
+    return compiled, {"lower_s": lower_s, "xla_compile_s": compile_s - lower_s, "compile_s": compile_s,
+                      "hlo_ops": stablehlo_ops(lowered), **memory_analysis(compiled)}
+
+
+def median_after_first(times: list[float]) -> float:
+    """The step time of timed calls: the median of those after the first (a warm-up), or the one call."""
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+
+def random_batch(key, batch_size: int, obs_dim: int, goal_dim: int, action_size: int) -> dict:
+    """A batch of the SGD step: states and goals normal, actions uniform in [-1, 1]."""
+    import jax
+
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {"state": jax.random.normal(k1, (batch_size, obs_dim)), "goal": jax.random.normal(k3, (batch_size, goal_dim)),
+            "action": jax.random.uniform(k2, (batch_size, action_size), minval=-1.0, maxval=1.0)}
+
+
 def build(spec: dict, remat: bool, batch_size: int):
     """Args, vectorised env, networks and optimisers of a measurement, as crl_depth.py's main builds them."""
     import optax
@@ -342,14 +368,10 @@ def measure_train(spec: dict, emit) -> None:
     emit(num_params=int(sum(x[0].size for x in jax.tree.leaves((ts.agent.actor_params, ts.agent.critic_params)))),
          env_steps_per_call=n * per_train_step, paper_train_steps_per_epoch=steps_per_epoch, phase="state built")
 
-    t = time.perf_counter()
-    lowered = p["epoch"].lower(ts)
-    lower_s = time.perf_counter() - t
-    epoch_c = lowered.compile()
-    compile_s = time.perf_counter() - t
-    emit(compile_train_s=compile_s, compile_s=compile_s, lower_s=lower_s, xla_compile_s=compile_s - lower_s,
-         hlo_ops=stablehlo_ops(lowered), sgd_step_ops=sgd_step_ops(epoch_c, args.num_sgd_steps), seed_axis=n > 1,
-         **memory_analysis(epoch_c), phase="train step compiled")
+    epoch_c, figures = compile_timed(p["epoch"], ts)
+    compile_s = figures["compile_s"]
+    emit(compile_train_s=compile_s, **figures, sgd_step_ops=sgd_step_ops(epoch_c, args.num_sgd_steps), seed_axis=n > 1,
+         phase="train step compiled")
     if spec["evaluate"]:
         eval_env = E.VecGoalEnv(E.make_env(args.env_id, eval=True), args.num_eval_envs, args.episode_length)
         key_eval = keys[:, 0]
@@ -365,7 +387,7 @@ def measure_train(spec: dict, emit) -> None:
         jax.block_until_ready((ts, metrics))
         times.append(time.perf_counter() - t)
         finite = finite and bool(jnp.all(metrics["train/params_finite"] == 1))
-        step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]  # the first call: a warm-up
+        step_s = median_after_first(times)
         emit(first_step_s=times[0], step_s=step_s, step_times_s=times, params_finite=finite,
              train_env_steps_per_s=n * per_train_step / step_s, env_steps_per_s=n * per_train_step / step_s,
              rss_peak_bytes=rss_peak(), **memory_now(), phase=f"training step {i + 1}")
@@ -381,14 +403,12 @@ def measure_train(spec: dict, emit) -> None:
     variants = {}
     for v in spec.get("variants", []):  # the same step, another program: compiled, then one call on a warm device
         other = train_program({**spec, **{k: v[k] for k in ("unroll", "compute_dtype") if k in v}})
-        t = time.perf_counter()
-        compiled = other["epoch"].lower(ts).compile(compiler_options=v.get("compiler_options"))
-        v_compile_s = time.perf_counter() - t
+        compiled, figures = compile_timed(other["epoch"], ts, compiler_options=v.get("compiler_options"))
         t = time.perf_counter()
         ts, metrics = compiled(ts)
         jax.block_until_ready((ts, metrics))
         v_step_s = time.perf_counter() - t
-        variants[v["name"]] = {"compile_s": v_compile_s, "step_s": v_step_s, "train_env_steps_per_s": n * per_train_step / v_step_s,
+        variants[v["name"]] = {"compile_s": figures["compile_s"], "step_s": v_step_s, "train_env_steps_per_s": n * per_train_step / v_step_s,
                                "params_finite": bool(jnp.all(metrics["train/params_finite"] == 1))}
         emit(variants=variants, phase=f"variant {v['name']}")  # (the measured peak stays the step's own)
 
@@ -404,10 +424,8 @@ def measure_fit(spec: dict, emit) -> None:
         start = 2 * largest["off"] if remat and largest.get("off") else spec["batches"][0]
         for b in (b for b in spec["batches"] if b >= start):
             p = sgd_program(spec, remat, b)
-            k0, k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 4)
-            agent = p["init"](k0)
-            batch = {"state": jax.random.normal(k1, (b, p["obs_dim"])), "goal": jax.random.normal(k3, (b, p["goal_dim"])),
-                     "action": jax.random.uniform(k2, (b, p["action_size"]), minval=-1.0, maxval=1.0)}
+            k0, k1 = jax.random.split(jax.random.PRNGKey(0))
+            agent, batch = p["init"](k0), random_batch(k1, b, p["obs_dim"], p["goal_dim"], p["action_size"])
             row = {"remat": remat, "batch_size": b}
             try:
                 t = time.perf_counter()
@@ -463,7 +481,7 @@ def measure_env(spec: dict, emit) -> None:
         t = time.perf_counter()
         state = jax.block_until_ready(roll_c(state, k))
         times.append(time.perf_counter() - t)
-        step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        step_s = median_after_first(times)
         emit(step_s=step_s, env_steps_per_s=env.num_envs * spec["steps"] / step_s, phase=f"call {i + 1}")
 
 
@@ -527,14 +545,14 @@ def measure_sgd(spec: dict, emit) -> None:
         nets = C.Networks(*(cls(trunk(depth, spec["width"], compute_dtype=dtype), size)
                             for cls, size in ((C.Actor, action_size), (C.Encoder, spec["repr_dim"]),
                                               (C.Encoder, spec["repr_dim"]))))
-    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
-    update = C.make_sgd_update(nets, opts, -0.5 * action_size, 0.1)
+    a = C.Args
+    opts = C.Optimizers(optax.adam(a.actor_lr), optax.adam(a.critic_lr), optax.adam(a.alpha_lr))
+    update = C.make_sgd_update(nets, opts, -a.target_entropy_scale * action_size, a.logsumexp_penalty)
 
     def one_seed(key):
-        key, key_agent, k1, k2, k3 = jax.random.split(key, 5)
-        batch = {"state": jax.random.normal(k1, (b, obs_dim)), "goal": jax.random.normal(k3, (b, goal_dim)),
-                 "action": jax.random.uniform(k2, (b, action_size), minval=-1.0, maxval=1.0)}
-        return C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, action_size), batch, key
+        key, key_agent, key_batch = jax.random.split(key, 3)
+        return (C.agent_init(key_agent, nets, opts, obs_dim, goal_dim, action_size),
+                random_batch(key_batch, b, obs_dim, goal_dim, action_size), key)
 
     seed_axis = n > 1  # one seed: the plain SGD step
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(n)])
@@ -546,22 +564,17 @@ def measure_sgd(spec: dict, emit) -> None:
                                                                                    agent.critic_params)))
     env_steps_per_call = n / UPDATES_PER_ENV_STEP
     emit(num_params=int(num_params), env_steps_per_call=env_steps_per_call, seed_axis=seed_axis, phase="state built")
-    t = time.perf_counter()
-    lowered = fn.lower(agent, batch, key)
-    lower_s = time.perf_counter() - t
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t
-    emit(lower_s=lower_s, xla_compile_s=compile_s - lower_s, compile_s=compile_s, hlo_ops=stablehlo_ops(lowered),
-         sgd_step_ops=sgd_step_ops(compiled, None), **memory_analysis(compiled), phase="compiled")
+    compiled, figures = compile_timed(fn, agent, batch, key)
+    emit(**figures, sgd_step_ops=sgd_step_ops(compiled, None), phase="compiled")
     times = []
     for i in range(spec["calls"]):
         t = time.perf_counter()
         agent, _ = jax.block_until_ready(compiled(agent, batch, key))
         times.append(time.perf_counter() - t)
-        step_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
-        finite = all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(agent) if jnp.issubdtype(x.dtype, jnp.floating))
+        step_s = median_after_first(times)
         emit(step_s=step_s, step_s_min=min(times[1:] or times), env_steps_per_s=env_steps_per_call / step_s,
-             params_finite=finite, rss_peak_bytes=rss_peak(), **memory_now(), phase=f"call {i + 1}")
+             rss_peak_bytes=rss_peak(), **memory_now(), phase=f"call {i + 1}")
+    emit(params_finite=bool(C.all_finite(agent) == 1), phase="checked")
 
 
 def child(spec: dict) -> None:
@@ -1194,8 +1207,7 @@ def env_main(argv: list[str]) -> None:
     rows, failures = [], 0
     for env_id in a.env_ids:
         spec = dict(kind="env", env_id=env_id, num_envs=a.num_envs, episode_length=1000, steps=a.steps, calls=a.calls)
-        with open(os.devnull, "w") as log:
-            r = run_child(spec, a.timeout, dict(os.environ), log, env_id)
+        r = run_child(spec, a.timeout, dict(os.environ), sys.stderr, env_id)  # (its stderr: this command's)
         row = {"target": "env_step", "env_id": env_id, "num_envs": a.num_envs, "steps": a.steps,
                **{k: r.get(k) for k in ("status", "error", "compile_s", "step_s", "env_steps_per_s", "backend")},
                "calls": a.calls, "cpus": os.cpu_count(), "machine": platform.machine()}
