@@ -159,6 +159,10 @@ def test_table_compares_seeds_and_bfloat16_to_their_baselines():
                                                                       "train_env_steps_per_s": 8_888.9}}},
             {"item": "d64_unroll1", "stage": 2, "what": "w", "status": "ok", "step_s": 4.4},
             {"item": "d64_cmdbuf", "stage": 5, "what": "w", "status": "timeout", "error": "timed out after 60 s"},
+            {"item": "d64_cmdbuf_options", "stage": 5, "what": "w", "status": "ok", "step_s": 4.1, "variants": {
+                "cmdbuf_concurrent": {"compile_s": 31.0, "step_s": 3.2, "train_env_steps_per_s": 9_920.0},
+                "cmdbuf_unroll_loops": {"error": "XlaRuntimeError: INVALID_ARGUMENT: No such compile option",
+                                        "compile_s": 0.1}}},
             {"item": "seeds8_d64", "stage": 3, "what": "w", "status": "ok", "train_env_steps_per_s": 40_000.0},
             {"item": "train_d1024", "stage": 3, "what": "w", "status": "ok", "train_env_steps_per_s": 1_000.0},
             {"item": "seeds4_d4", "stage": 5, "what": "w", "status": "ok", "train_env_steps_per_s": 50_000.0},
@@ -168,7 +172,9 @@ def test_table_compares_seeds_and_bfloat16_to_their_baselines():
     assert "4 seeds at depth 4: 2.50x the env steps/s of 1 seed" in md and "8 seeds at depth 4" not in md
     assert "8 seeds at depth 64: 5.00x the env steps/s of 1 seed" in md
     assert ("step time at depth 64 against train_d64's (unroll 2, no XLA flags added): d64_unroll1 1.10, "
-            "cmdbuf (train_d64's process) 0.90;") in md
+            "d64_cmdbuf_options 1.02, cmdbuf (train_d64's process) 0.90, cmdbuf_concurrent (d64_cmdbuf_options's "
+            "process) 0.80;") in md
+    assert "cmdbuf_unroll_loops: not compiled (XlaRuntimeError: INVALID_ARGUMENT: No such compile option)" in md
     assert "cmdbuf: 3.600 s per call, 8,889 env steps/s (compile 30.0 s)" in md
     assert "depth 1024 (actor 512): 1,000 env steps/s, 27.8 h for 100M env steps" in md
     assert "bfloat16 / float32 step time at depth 64: 0.75" in md
@@ -222,3 +228,41 @@ def test_table_shows_cpu_estimates_beside_measured_peaks():
     md = bench.table(recs, meta)  # no estimates file
     assert "| 1 | train_d4 | w | ok |  |  | no CPU estimate | 9.00 GiB | 10.00 GiB |  |" in md
     assert "CPU estimates from" not in md
+
+
+def test_command_buffer_options_are_xla_options():
+    """Every compile option of the plan's variants is one this XLA knows, with a value of its type (a CPU
+    compile checks the GPU's options too): a misspelt option would fail only on a GPU, in its call."""
+    import jax
+    import jax.numpy as jnp
+
+    plan = {i["name"]: i for i in bench.items(False)}
+    assert plan["train_d64"]["spec"]["variants"] == bench.CMDBUF_VARIANTS[:1]
+    assert [v["name"] for v in plan["d64_cmdbuf_options"]["spec"]["variants"]] == [
+        "cmdbuf", "cmdbuf_concurrent", "cmdbuf_unroll_loops"]
+    lowered = jax.jit(lambda x: 2 * x).lower(jnp.ones(3))
+    for v in bench.CMDBUF_VARIANTS:
+        lowered.compile(compiler_options=v["compiler_options"])
+    with pytest.raises(Exception, match="not a valid enum value"):
+        lowered.compile(compiler_options={"xla_gpu_enable_command_buffer": "FUSION,WHIL"})
+
+
+@pytest.mark.slow  # two compiles of a tiny training step
+def test_a_variant_that_does_not_compile_is_recorded_and_the_next_runs():
+    """A train item's variants, in this process at tiny sizes on point_u_maze: one with an option XLA refuses
+    is recorded with its error; the next, another unroll of the same step, still compiles and is timed."""
+    r = {}
+
+    def emit(**fields):
+        r.update(fields)
+
+    emit.record = r
+    spec = {**bench.TINY, "env_id": "point_u_maze", "kind": "train", "depth": 4, "num_seeds": 1, "remat": False,
+            "compute_dtype": "float32", "evaluate": False, "calls": 1, "unroll": 2, "xla_flags": "", "variants": [
+                {"name": "refused", "compiler_options": {"xla_gpu_enable_command_buffer": "NO_SUCH_KIND"}},
+                {"name": "unroll1", "unroll": 1}]}
+    bench.measure_train(spec, emit)
+    refused, unroll1 = r["variants"]["refused"], r["variants"]["unroll1"]
+    assert "NO_SUCH_KIND" in refused["error"] and "step_s" not in refused and refused["compile_s"] >= 0
+    assert unroll1["params_finite"] is True and unroll1["step_s"] > 0 and unroll1["compile_s"] > 0
+    assert unroll1["train_env_steps_per_s"] == pytest.approx(r["env_steps_per_call"] / unroll1["step_s"])

@@ -31,7 +31,8 @@ and summarised in gpu.md (a markdown table, rewritten after every item):
   3 train_d1024             depth 1024 (actor 512) at the paper's update-to-data ratio, a 20th of its
                             training step: env steps/s and the hours of 100M env steps (no evaluation)
   5 extra (--only ITEM...): d64_unroll1, d64_unroll4, seeds8_d64_bf16; d64_cmdbuf (command buffers as
-                            XLA_FLAGS, COMMAND_BUFFERS), d64_cmdbuf_unroll1, train_d4_eval; mem_d1024[_remat] (one
+                            XLA_FLAGS, COMMAND_BUFFERS), d64_cmdbuf_unroll1, d64_cmdbuf_options
+                            (CMDBUF_VARIANTS side by side in one process), train_d4_eval; mem_d1024[_remat] (one
                             training step at depth 1024, 4 SGD steps after an unroll of 2, without and
                             with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
                             fit_d1024 (the largest batch of one SGD step at depth 1024, without and
@@ -89,6 +90,15 @@ TINY_DEPTH = {4: 4, 64: 8, 512: 8, 1024: 8}  # the GPU depths at --tiny (mem_d10
 # d64_cmdbuf items), or as a compile option of one program (train_d64's variant)
 COMMAND_BUFFER_KINDS = "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
 COMMAND_BUFFERS = f"--xla_gpu_enable_command_buffer={COMMAND_BUFFER_KINDS}"
+# the command buffers' own options, each a variant of d64_cmdbuf_options beside the command buffers alone:
+# independent kernels of the graph run as concurrent regions, and loops of known trip count unrolled into it
+CMDBUF_VARIANTS = [
+    {"name": "cmdbuf", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS}},
+    {"name": "cmdbuf_concurrent", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS,
+                                                       "xla_gpu_graph_enable_concurrent_region": True}},
+    # last: the SGD loop's 800 trips unrolled into one graph may take long to build
+    {"name": "cmdbuf_unroll_loops", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS,
+                                                         "xla_gpu_command_buffer_unroll_loops": True}}]
 
 
 def items(tiny: bool) -> list[dict]:
@@ -132,8 +142,7 @@ def items(tiny: bool) -> list[dict]:
     return [
         dict(name="train_d64", stage=1, limit_s=limit(150, 250),
              what="humanoid depth 64, paper defaults, evaluation; command buffers with the loops, same process",
-             spec=train(depth=d(64), evaluate=True, variants=[
-                 {"name": "cmdbuf", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS}}])),
+             spec=train(depth=d(64), evaluate=True, variants=CMDBUF_VARIANTS[:1])),
         dict(name="train_d4", stage=1, limit_s=limit(55, 200), what="humanoid depth 4, paper defaults",
              spec=train(depth=d(4), calls=3)),
         dict(name="seeds8_d64", stage=2, limit_s=limit(110, 150), what="8 seeds in one process, depth 64, one call",
@@ -152,6 +161,9 @@ def items(tiny: bool) -> list[dict]:
         dict(name="d64_cmdbuf", stage=5, limit_s=limit(90, 150), extra=True,
              what="depth 64, command buffers with the loops",
              spec=train(depth=d(64), xla_flags=COMMAND_BUFFERS)),
+        dict(name="d64_cmdbuf_options", stage=5, limit_s=limit(210, 250), extra=True,
+             what="depth 64; then command buffers alone, with concurrent regions, with their loops unrolled",
+             spec=train(depth=d(64), variants=CMDBUF_VARIANTS)),
         dict(name="d64_unroll4", stage=5, limit_s=limit(75, 150), extra=True, what="depth 64, layer scan unrolled by 4",
              spec=train(depth=d(64), unroll=4)),
         dict(name="d64_cmdbuf_unroll1", stage=5, limit_s=limit(90, 150), extra=True,
@@ -403,7 +415,14 @@ def measure_train(spec: dict, emit) -> None:
     variants = {}
     for v in spec.get("variants", []):  # the same step, another program: compiled, then one call on a warm device
         other = train_program({**spec, **{k: v[k] for k in ("unroll", "compute_dtype") if k in v}})
-        compiled, figures = compile_timed(other["epoch"], ts, compiler_options=v.get("compiler_options"))
+        t = time.perf_counter()
+        try:
+            compiled, figures = compile_timed(other["epoch"], ts, compiler_options=v.get("compiler_options"))
+        except Exception as e:  # e.g. an option this XLA lacks: the variant's error, and the next one goes on
+            variants[v["name"]] = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
+                                   "compile_s": time.perf_counter() - t}
+            emit(variants=variants, phase=f"variant {v['name']} not compiled")
+            continue
         t = time.perf_counter()
         ts, metrics = compiled(ts)
         jax.block_until_ready((ts, metrics))
@@ -841,7 +860,8 @@ def result_text(r: dict) -> str:
     if "env_steps_per_s_with_eval" in r:
         parts.append(f"{fmt(r['env_steps_per_s_with_eval'])} with evaluation (eval {r['eval_s']:.1f} s)")
     for name, v in r.get("variants", {}).items():
-        parts.append(f"{name}: {v['step_s']:.3f} s per call, {fmt(v['train_env_steps_per_s'])} env steps/s "
+        parts.append(f"{name}: not compiled ({v['error']})" if "error" in v else
+                     f"{name}: {v['step_s']:.3f} s per call, {fmt(v['train_env_steps_per_s'])} env steps/s "
                      f"(compile {v['compile_s']:.1f} s)")
     return ", ".join(parts)
 
@@ -898,8 +918,9 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
     f32 = by.get("train_d64", {}).get("step_s")
     options = [f"{name} {by[name]['step_s'] / f32:.2f}" for name in by
                if f32 and name.startswith("d64_") and by[name].get("step_s")]
-    options += [f"{name} (train_d64's process) {v['step_s'] / f32:.2f}"
-                for name, v in by.get("train_d64", {}).get("variants", {}).items() if f32]
+    options += [f"{name} ({item}'s process) {v['step_s'] / f32:.2f}" for item in by
+                if f32 and (item == "train_d64" or item.startswith("d64_"))
+                for name, v in by[item].get("variants", {}).items() if "step_s" in v]
     if f32 and options:
         notes.append("step time at depth 64 against train_d64's (unroll 2, no XLA flags added): " + ", ".join(options))
     deep = by.get("train_d1024", {}).get("train_env_steps_per_s")
