@@ -130,12 +130,13 @@ def test_throughput_of_an_item_with_a_variant(tmp_path):
     item = next(i for i in bench.items(False) if i["name"] == "train_d64")
     row = {"item": "train_d64", "stage": 1, "status": "ok", "spec": item["spec"], "paper_train_steps_per_epoch": 31,
            "step_s": 8.0, "step_times_s": [8.0, 8.0], "eval_s": 2.0, "wall_s": 130.0,
-           "variants": {"cmdbuf": {"compile_s": 30.0, "step_s": 7.0, "train_env_steps_per_s": 4535.0},
+           "variants": {"cmdbuf": {"compile_s": 30.0, "step_s": 7.0, "train_env_steps_per_s": 4535.0},  # one call
+                        "concurrent": {"compile_s": 20.0, "first_step_s": 9.0, "step_s": 6.0, "step_times_s": [9.0, 6.0]},
                         "refused": {"error": "XlaRuntimeError: INVALID_ARGUMENT", "compile_s": 1.0}}}
     path = tmp_path / "gpu.jsonl"
     path.write_text(json.dumps({"item": "meta"}) + "\n" + json.dumps(row) + "\n")
     cost = R.read_throughput([str(path)], False)[("humanoid", 64, 1)]
-    assert cost["start_s"] == 130.0 - 16.0 - 2.0 - 37.0 - 1.0 and cost["epoch_s"] == 31 * 8.0 + 2.0 and cost["with_eval"]
+    assert cost["start_s"] == 130.0 - 16.0 - 2.0 - 37.0 - 35.0 - 1.0 and cost["epoch_s"] == 31 * 8.0 + 2.0 and cost["with_eval"]
 
 
 def test_dry_run_plan_from_a_gpu_result(tmp_path):

@@ -164,7 +164,8 @@ def read_throughput(paths: list[str], tiny: bool) -> dict:
                     continue  # an item that measured the evaluation too is the better one
                 steps = r.get("paper_train_steps_per_epoch", 31)
                 eval_s = r.get("eval_s", 0.0)
-                variants_s = sum(v["compile_s"] + v.get("step_s", 0.0) for v in r.get("variants", {}).values())  # after the step's
+                variants_s = sum(v["compile_s"] + sum(v.get("step_times_s", [v.get("step_s", 0.0)]))  # after the step's
+                                 for v in r.get("variants", {}).values())
                 out[key] = {"with_eval": "eval_s" in r, "start_lower_bound": True,
                             "start_s": max(0.0, r["wall_s"] - sum(r["step_times_s"]) - eval_s - variants_s),
                             "epoch_s": steps * r["step_s"] + eval_s,
