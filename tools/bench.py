@@ -270,6 +270,11 @@ def compile_timed(fn, *args, **options) -> tuple:
                       "hlo_ops": stablehlo_ops(lowered), **memory_analysis(compiled)}
 
 
+def error_line(e: BaseException, limit: int = 200) -> str:
+    """An exception in one line: its type and the first line of its message, cut at limit characters."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:limit]}"
+
+
 def median_after_first(times: list[float]) -> float:
     """The step time of timed calls: the median of those after the first (a warm-up), or the one call."""
     return statistics.median(times[1:]) if len(times) > 1 else times[0]
@@ -421,7 +426,7 @@ def measure_train(spec: dict, emit) -> None:
         try:
             compiled, figures = compile_timed(other["epoch"], ts, compiler_options=v.get("compiler_options"))
         except Exception as e:  # e.g. an option this XLA lacks: the variant's error, and the next one goes on
-            variants[v["name"]] = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}",
+            variants[v["name"]] = {"error": error_line(e),
                                    "compile_s": time.perf_counter() - t}
             emit(variants=variants, phase=f"variant {v['name']} not compiled")
             continue
@@ -433,8 +438,7 @@ def measure_train(spec: dict, emit) -> None:
                 jax.block_until_ready((ts, metrics))
                 times.append(time.perf_counter() - t)
         except Exception as e:  # the state went into the failed call: no variant after it can run
-            variants[v["name"]] = {"error": f"{type(e).__name__} in call {len(times) + 1}: "
-                                            f"{(str(e).splitlines() or [''])[0][:200]}",
+            variants[v["name"]] = {"error": f"call {len(times) + 1}: {error_line(e)}",
                                    "compile_s": figures["compile_s"], "step_times_s": times}
             emit(variants=variants, phase=f"variant {v['name']} failed")
             break
@@ -470,7 +474,7 @@ def measure_fit(spec: dict, emit) -> None:
                     jax.block_until_ready(compiled(agent, batch, k0))
                     row.update(status="ok", step_s=time.perf_counter() - t, **memory_now())
             except Exception as e:  # out of memory, most likely
-                row.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                row.update(status="failed", error=error_line(e))
             del agent, batch
             tried.append(row)
             if row["status"] == "ok":
@@ -621,7 +625,7 @@ def child(spec: dict) -> None:
         emit(**device_info(), phase="started")
         {"train": measure_train, "sgd": measure_sgd, "fit": measure_fit, "env": measure_env}[spec["kind"]](spec, emit)
     except Exception as e:
-        emit(status="error", error=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}")
+        emit(status="error", error=error_line(e, 300))
         sys.exit(1)
     emit(status="ok", phase="done")
 
@@ -652,7 +656,7 @@ def estimate_item(spec: dict) -> dict:
                 rows.append({"remat": remat, "batch_size": b,
                              **program_figures(p["update"], (agent, p["batch_shapes"], key))})
             except Exception as e:
-                rows.append({"remat": remat, "batch_size": b, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
+                rows.append({"remat": remat, "batch_size": b, "error": error_line(e)})
     return {"sgd": rows}
 
 
@@ -688,7 +692,7 @@ def write_cpu_estimates(plan: list[dict], tiny: bool, path: str, command: str) -
             programs = estimate_item(item["spec"])
         except Exception as e:
             failed += 1
-            print(f"{item['name']}: error {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}", flush=True)
+            print(f"{item['name']}: error {error_line(e, 300)}", flush=True)
             continue
         wall = time.perf_counter() - t
         entry = {"item": item["name"], "tiny": tiny, "spec": item["spec"], **prov,
