@@ -8,7 +8,8 @@ Read it top to bottom: Args, network, replay buffer and relabelling, losses and 
 evaluation, main (the whole run: state, fresh or --resume; jit; prefill; the epoch loop: train, evaluate, log,
 checkpoint). To try an idea, copy this file beside the modules and edit the copy; it relies only on their stated
 interfaces: crl_envs.py (ENVS, make_vec_envs), crl_runs.py (RunArgs, Run: run directory, metrics of any names,
-checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py, crl_estimate.py (any state).
+checkpoints of any pytree, --resume; seeds, devices), crl_plots.py, crl_datasets.py, crl_estimate.py (any state),
+crl_kernels.py (--fused-block).
 SHARED BLOCK banners ("keep identical in ...") are this repository's bookkeeping: a fork edits its copy freely."""
 
 import dataclasses
@@ -29,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import save_crl_buffer
 from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
+from crl_kernels import fused_residual_block
 from crl_plots import CriticPlotArgs
 from crl_runs import (Run, compile_all, describe, device_mesh, fail, flag, metrics_line, not_positive, parse_args,
                       seed_all, seed_map, split_seed_keys, state_shardings)
@@ -167,6 +169,9 @@ class Args(CriticPlotArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+    fused_block: bool = False
+    """run each residual block as fused GPU kernels (crl_kernels.py): the same parameters and math, fewer and
+    larger kernels; on a CPU the kernels run in Pallas' interpreter (slow: for checking)"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
         """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
@@ -174,6 +179,10 @@ class Args(CriticPlotArgs):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
                 return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        if self.fused_block and not (self.layer_norm and self.residual):
+            return "--fused-block runs the block with LayerNorm and its skip: drop --no-layer-norm / --no-residual"
+        if self.fused_block and self.width % 16:
+            return f"--fused-block needs a --width that is a multiple of 16 (got {self.width})"
         return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -188,7 +197,8 @@ class Args(CriticPlotArgs):
 # nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth (`unroll` of them per trip
 # of its loop: fewer trips, a graph still flat in depth); --remat recomputes each block's activations in the
 # backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
-# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32.
+# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32. fused: each
+# block, once its parameters exist, runs as fused kernels (crl_kernels.py) on the same parameters.
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -211,9 +221,12 @@ class ResidualBlock(nn.Module):
     activation: str
     residual: bool
     compute_dtype: str = "float32"
+    fused: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        if self.fused and not self.is_initializing():  # the loop below, as kernels (needs layer_norm, residual)
+            return fused_residual_block(x, self.variables["params"], self.activation, self.compute_dtype), None
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
             h = hidden(h, self.width, self.layer_norm, self.activation, self.compute_dtype)
@@ -229,6 +242,7 @@ class ResidualTrunk(nn.Module):
     remat: bool = False
     compute_dtype: str = "float32"
     unroll: int = 2  # blocks per trip of the scan's loop: the same math in fewer trips (docs/results.md)
+    fused: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -236,7 +250,7 @@ class ResidualTrunk(nn.Module):
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4, unroll=min(self.unroll, self.depth // 4))
-        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype,
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype, self.fused,
                       name="blocks")(x, None)
         return x
 
@@ -273,9 +287,10 @@ class Networks(NamedTuple):
 
 def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
                   layer_norm: bool = True, activation: str = "swish", residual: bool = True,
-                  remat: bool = False, compute_dtype: str = "float32", unroll: int = 2) -> Networks:
+                  remat: bool = False, compute_dtype: str = "float32", unroll: int = 2,
+                  fused: bool = False) -> Networks:
     def trunk(depth):
-        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype, unroll)
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype, unroll, fused)
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
@@ -740,7 +755,7 @@ def build(args: Args) -> tuple[Any, VecGoalEnv, VecGoalEnv, Networks, Optimizers
     spec, env, eval_env = make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
     nets = make_networks(args.actor_depth or args.depth, args.critic_depth or args.depth, args.width, args.repr_dim,
                          env.action_size, args.layer_norm, args.activation, args.residual, args.remat,
-                         args.compute_dtype)
+                         args.compute_dtype, fused=args.fused_block)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
     return spec, env, eval_env, nets, opts
 

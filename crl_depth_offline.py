@@ -14,7 +14,8 @@ Read it top to bottom: Args, network, replay buffer, losses, dataset, training l
 main, the whole run in view as in crl_depth.py (the training state, fresh or --resume, the jit, the
 epoch loop). The brax envs come from crl_envs.py, the reading of the two dataset formats from
 crl_datasets.py (docs/offline.md documents them) and the run plumbing (run directory, metrics,
-checkpoints, --resume, seeds) from crl_runs.py, --estimate's report from crl_estimate.py. The blocks marked SHARED BLOCK (flags, network,
+checkpoints, --resume, seeds) from crl_runs.py, --estimate's report from crl_estimate.py, --fused-block's
+kernels from crl_kernels.py. The blocks marked SHARED BLOCK (flags, network,
 replay buffer, losses, evaluation) are verbatim copies of crl_depth.py's (tests/test_shared_blocks.py);
 `diff crl_depth.py crl_depth_offline.py` shows what the offline variant changes. To try an idea, copy
 this file beside the modules and edit the copy; it relies only on their stated interfaces.
@@ -39,6 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import DatasetError, DatasetFlags, OfflineData, check_env_shapes, load_dataset
 from crl_estimate import compare, estimate
 from crl_envs import VecGoalEnv, make_env
+from crl_kernels import fused_residual_block
 from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, metrics_line, not_positive,
                       parse_args, seed_all, seed_map, split_seed_keys, state_shardings)
 
@@ -150,6 +152,9 @@ class Args(RunArgs):
     """skip connection around every block of 4 layers (--no-residual for the ablation)"""
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
+    fused_block: bool = False
+    """run each residual block as fused GPU kernels (crl_kernels.py): the same parameters and math, fewer and
+    larger kernels; on a CPU the kernels run in Pallas' interpreter (slow: for checking)"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
         """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
@@ -157,6 +162,10 @@ class Args(RunArgs):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 4 != 0):
                 return f"{flag(name)} must be a positive multiple of 4 (got {value})"
+        if self.fused_block and not (self.layer_norm and self.residual):
+            return "--fused-block runs the block with LayerNorm and its skip: drop --no-layer-norm / --no-residual"
+        if self.fused_block and self.width % 16:
+            return f"--fused-block needs a --width that is a multiple of 16 (got {self.width})"
         return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -170,7 +179,8 @@ class Args(RunArgs):
 # nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth (`unroll` of them per trip
 # of its loop: fewer trips, a graph still flat in depth); --remat recomputes each block's activations in the
 # backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
-# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32.
+# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32. fused: each
+# block, once its parameters exist, runs as fused kernels (crl_kernels.py) on the same parameters.
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -193,9 +203,12 @@ class ResidualBlock(nn.Module):
     activation: str
     residual: bool
     compute_dtype: str = "float32"
+    fused: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        if self.fused and not self.is_initializing():  # the loop below, as kernels (needs layer_norm, residual)
+            return fused_residual_block(x, self.variables["params"], self.activation, self.compute_dtype), None
         h = x
         for _layer in range(4):  # fixed 4 layers per block, independent of depth
             h = hidden(h, self.width, self.layer_norm, self.activation, self.compute_dtype)
@@ -211,6 +224,7 @@ class ResidualTrunk(nn.Module):
     remat: bool = False
     compute_dtype: str = "float32"
     unroll: int = 2  # blocks per trip of the scan's loop: the same math in fewer trips (docs/results.md)
+    fused: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -218,7 +232,7 @@ class ResidualTrunk(nn.Module):
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4, unroll=min(self.unroll, self.depth // 4))
-        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype,
+        x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype, self.fused,
                       name="blocks")(x, None)
         return x
 
@@ -255,9 +269,10 @@ class Networks(NamedTuple):
 
 def make_networks(actor_depth: int, critic_depth: int, width: int, repr_dim: int, action_size: int,
                   layer_norm: bool = True, activation: str = "swish", residual: bool = True,
-                  remat: bool = False, compute_dtype: str = "float32", unroll: int = 2) -> Networks:
+                  remat: bool = False, compute_dtype: str = "float32", unroll: int = 2,
+                  fused: bool = False) -> Networks:
     def trunk(depth):
-        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype, unroll)
+        return ResidualTrunk(depth, width, layer_norm, activation, residual, remat, compute_dtype, unroll, fused)
 
     return Networks(Actor(trunk(actor_depth), action_size), Encoder(trunk(critic_depth), repr_dim),
                     Encoder(trunk(critic_depth), repr_dim))
@@ -816,7 +831,7 @@ def build(args: Args, data: OfflineData, estimating: bool = False) -> tuple[Netw
     """The networks, optimisers and dataset buffer of a run of args on data (estimating: the buffer's shapes alone)."""
     nets = make_networks(args.actor_depth or args.depth, args.critic_depth or args.depth, args.width, args.repr_dim,
                          data.action.shape[-1], args.layer_norm, args.activation, args.residual, args.remat,
-                         args.compute_dtype)
+                         args.compute_dtype, fused=args.fused_block)
     opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
     buffer = offline_buffer(data) if not estimating else jax.eval_shape(
         lambda s, a, e: offline_buffer(data._replace(state=s, action=a, episode_id=e)), data.state, data.action,

@@ -1,5 +1,5 @@
-"""A fork runs: each script, copied into an empty directory beside the five modules (crl_envs.py,
-crl_runs.py, crl_plots.py, crl_datasets.py, crl_estimate.py, unchanged) and edited there as a researcher would, trains
+"""A fork runs: each script, copied into an empty directory beside the six modules (crl_envs.py,
+crl_runs.py, crl_plots.py, crl_datasets.py, crl_estimate.py, crl_kernels.py, unchanged) and edited there as a researcher would, trains
 one tiny epoch, writes its checkpoint and continues from it with --resume --num-epochs 2 (one flag) for a
 second epoch. Every edit is asserted to apply exactly once, so this test fails loudly when a script changes
 under it; nothing but the fork's own file is edited. The forks: a fixed entropy coefficient, a dot-product
@@ -27,7 +27,7 @@ pytest.register_assert_rewrite("tests.run_dir_helpers")
 from tests.run_dir_helpers import make_dataset, no_ogbench_dir, read_records, read_state  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ("crl_envs.py", "crl_runs.py", "crl_plots.py", "crl_datasets.py", "crl_estimate.py")
+MODULES = ("crl_envs.py", "crl_runs.py", "crl_plots.py", "crl_datasets.py", "crl_estimate.py", "crl_kernels.py")
 # one training step of 4 envs x 10 steps per epoch after a prefill of 80 env steps: epoch 1 ends at 120
 ONLINE = ["--env-id", "point_u_maze", "--num-envs", "4", "--episode-length", "20", "--num-eval-envs", "2",
           "--unroll-length", "10", "--num-sgd-steps", "1", "--batch-size", "16", "--max-replay-size", "60",
@@ -298,9 +298,9 @@ def test_crl_runs_names_no_metric_state_field_or_script_flag():
     assert read and set(read) <= run_flags and not script_flags & set(read), set(read) - run_flags
 
 
-@pytest.mark.parametrize("module", ["crl_plots.py", "crl_datasets.py", "crl_estimate.py"])
+@pytest.mark.parametrize("module", ["crl_plots.py", "crl_datasets.py", "crl_estimate.py", "crl_kernels.py"])
 def test_other_modules_take_what_they_need_as_arguments(module):
-    """crl_plots.py, crl_datasets.py and crl_estimate.py read no script's Args (no `args` at all; crl_plots.py
+    """crl_plots.py, crl_datasets.py, crl_estimate.py and crl_kernels.py read no script's Args (no `args` at all; crl_plots.py
     reads its own CriticPlotArgs flags, which crl_depth.py's Args inherits), name
     no metric, no field of a training state, agent or buffer, and no script flag (crl_datasets.py: but
     for the keys and fields of its own file format, which share names with offline flags and buffer fields)."""

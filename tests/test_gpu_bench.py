@@ -254,7 +254,8 @@ def test_command_buffer_options_are_xla_options():
 @pytest.mark.slow  # two compiles of a tiny training step
 def test_a_variant_that_does_not_compile_is_recorded_and_the_next_runs():
     """A train item's variants, in this process at tiny sizes on point_u_maze: one with an option XLA refuses
-    is recorded with its error; the next, another unroll of the same step, still compiles and is timed."""
+    is recorded with its error; the next, another unroll of the same step, still compiles and is timed, and so does
+    the step with the blocks as fused kernels."""
     r = {}
 
     def emit(**fields):
@@ -264,9 +265,10 @@ def test_a_variant_that_does_not_compile_is_recorded_and_the_next_runs():
     spec = {**bench.TINY, "env_id": "point_u_maze", "kind": "train", "depth": 4, "num_seeds": 1, "remat": False,
             "compute_dtype": "float32", "evaluate": False, "calls": 1, "unroll": 2, "xla_flags": "", "variants": [
                 {"name": "refused", "compiler_options": {"xla_gpu_enable_command_buffer": "NO_SUCH_KIND"}},
-                {"name": "unroll1", "unroll": 1}]}
+                {"name": "unroll1", "unroll": 1}, {"name": "fused", "fused_block": True}]}
     bench.measure_train(spec, emit)
-    refused, unroll1 = r["variants"]["refused"], r["variants"]["unroll1"]
+    refused, unroll1, fused = r["variants"]["refused"], r["variants"]["unroll1"], r["variants"]["fused"]
+    assert fused["params_finite"] is True and fused["step_s"] > 0  # the blocks as fused kernels, on the same state
     assert "NO_SUCH_KIND" in refused["error"] and "step_s" not in refused and refused["compile_s"] >= 0
     assert unroll1["params_finite"] is True and unroll1["step_s"] > 0 and unroll1["compile_s"] > 0
     assert unroll1["step_times_s"] == [unroll1["first_step_s"], unroll1["step_s"]]  # the second call is the timed one

@@ -32,7 +32,9 @@ and summarised in gpu.md (a markdown table, rewritten after every item):
                             training step: env steps/s and the hours of 100M env steps (no evaluation)
   5 extra (--only ITEM...): d64_unroll1, d64_unroll4, seeds8_d64_bf16; d64_cmdbuf (command buffers as
                             XLA_FLAGS, COMMAND_BUFFERS), d64_cmdbuf_unroll1, d64_cmdbuf_options
-                            (CMDBUF_VARIANTS side by side in one process), train_d4_eval; mem_d1024[_remat] (one
+                            (CMDBUF_VARIANTS side by side in one process), d64_fused (the blocks as fused
+                            kernels, --fused-block, alone and with command buffers: FUSED_VARIANTS),
+                            train_d4_eval; mem_d1024[_remat] (one
                             training step at depth 1024, 4 SGD steps after an unroll of 2, without and
                             with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
                             fit_d1024 (the largest batch of one SGD step at depth 1024, without and
@@ -99,6 +101,11 @@ CMDBUF_VARIANTS = [
     # last: the SGD loop's 800 trips unrolled into one graph may take long to build
     {"name": "cmdbuf_unroll_loops", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS,
                                                          "xla_gpu_command_buffer_unroll_loops": True}}]
+# the residual blocks as fused kernels (--fused-block, crl_kernels.py): the same state, another program; alone and
+# with command buffers (their graphs take in the kernels too)
+FUSED_VARIANTS = [{"name": "fused", "fused_block": True},
+                  {"name": "fused_cmdbuf", "fused_block": True,
+                   "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS}}]
 
 
 def items(tiny: bool) -> list[dict]:
@@ -114,11 +121,12 @@ def items(tiny: bool) -> list[dict]:
     evaluation in ~20 s more, a depth-64 step took 7.9-8.7 s and its first call was within 1% of the later
     ones: so seeds8_d64 and depth 1024 time one call (no warm-up call), and train_d64 times its
     variant (command buffers) in its own process (~32 s to compile, two calls: the first builds the graphs)
-    instead of a process of its own. d64_cmdbuf_options' limit is estimated the same way, not measured.
+    instead of a process of its own. d64_cmdbuf_options' and d64_fused's limits are estimated the same way
+    (d64_fused: its fused kernels' compile guessed at ~60 s each), not measured.
     seeds8_d4 is not measured yet (its limit: its 1-seed item's and the 8 seeds' state). An item that ends
     before its limit leaves the seconds it did not use to the items after it; the budget ends the call at 8
     minutes whatever happens. The extra items (the unroll, command buffers as XLA_FLAGS and their options as
-    compile options, the memory, batch,
+    compile options, the fused blocks, the memory, batch,
     bfloat16, 4-seed and env measurements) run with --only, in a second call. --tiny has limits of its own,
     for a laptop's CPU (a 2-core CPU shared with other work took up to ~2 minutes for a training item, ~1
     for an env's)."""
@@ -166,6 +174,9 @@ def items(tiny: bool) -> list[dict]:
         dict(name="d64_cmdbuf_options", stage=5, limit_s=limit(270, 250), extra=True,
              what="depth 64; then command buffers alone, with concurrent regions, with their loops unrolled",
              spec=train(depth=d(64), variants=CMDBUF_VARIANTS)),
+        dict(name="d64_fused", stage=5, limit_s=limit(240, 250), extra=True,
+             what="depth 64; then the blocks as fused kernels (--fused-block), alone and with command buffers",
+             spec=train(depth=d(64), variants=FUSED_VARIANTS)),
         dict(name="d64_unroll4", stage=5, limit_s=limit(75, 150), extra=True, what="depth 64, layer scan unrolled by 4",
              spec=train(depth=d(64), unroll=4)),
         dict(name="d64_cmdbuf_unroll1", stage=5, limit_s=limit(90, 150), extra=True,
@@ -302,13 +313,14 @@ def build(spec: dict, remat: bool, batch_size: int):
                   min_replay_size=spec["min_replay_size"], total_env_steps=spec["total_env_steps"],
                   num_epochs=spec["num_epochs"], depth=spec["depth"], actor_depth=spec.get("actor_depth"),
                   width=spec["width"], repr_dim=spec.get("repr_dim", C.Args.repr_dim), remat=remat, compute_dtype=spec["compute_dtype"],
-                  num_seeds=spec.get("num_seeds", 1))
+                  num_seeds=spec.get("num_seeds", 1), fused_block=spec.get("fused_block", False))
     error = C.validate_args(args)
     if error:
         raise ValueError(error)
     env = E.VecGoalEnv(E.make_env(args.env_id), args.num_envs, args.episode_length)
     nets = C.make_networks(args.actor_depth or args.depth, args.depth, args.width, args.repr_dim, env.action_size,
-                           remat=remat, compute_dtype=args.compute_dtype, unroll=spec.get("unroll", 2))
+                           remat=remat, compute_dtype=args.compute_dtype, unroll=spec.get("unroll", 2),
+                           fused=args.fused_block)
     opts = C.Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
     return args, env, nets, opts
 
@@ -421,7 +433,7 @@ def measure_train(spec: dict, emit) -> None:
              projected_hours=(compile_s + spec["num_epochs"] * epoch_s) / 3600, **memory_now(), phase="evaluated")
     variants = {}
     for v in spec.get("variants", []):  # the same step, another program: compiled, then two calls on a warm device
-        other = train_program({**spec, **{k: v[k] for k in ("unroll", "compute_dtype") if k in v}})
+        other = train_program({**spec, **{k: v[k] for k in ("unroll", "compute_dtype", "fused_block") if k in v}})
         t = time.perf_counter()
         try:
             compiled, figures = compile_timed(other["epoch"], ts, compiler_options=v.get("compiler_options"))

@@ -1,0 +1,212 @@
+"""The residual block as fused GPU kernels (`--fused-block`): the scripts' ResidualBlock (4 x Dense, LayerNorm,
+activation, then the skip) with the same parameters and the same math, in ONE kernel for its forward pass and ONE
+for its backward pass plus one batched matmul for the Dense kernels' gradients. XLA runs the plain block as ~10
+kernels forward and more backward, each on a 512 x 256 batch too small to fill a GPU; at depth 64 an SGD step
+launches thousands of them. The plain block in the scripts stays the definition; this is a faster way to run it.
+
+On a CUDA GPU the kernels are Triton kernels written with Pallas; elsewhere (CPU) the same kernels run in Pallas'
+interpreter, as plain XLA ops: slow, but the numbers can be checked anywhere (tests/test_fused_block.py holds them
+to the plain block). float32 matmuls use TF32 on the GPU, as XLA's default precision does there; bfloat16
+(--compute-dtype) rounds the matmuls' inputs to bfloat16 and accumulates in float32. The forward pass keeps each
+layer's pre-LayerNorm output (4 x rows x width per block, what the plain block keeps) for the backward pass.
+
+Interface: fused_residual_block(x, params, activation, compute_dtype), params the block's flax parameters
+({"Dense_i": {"kernel", "bias"}, "LayerNorm_i": {"scale", "bias"}}, i = 0..3), x [..., width] float32; width a
+multiple of 16."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+LN_EPS = 1e-6  # flax.linen.LayerNorm's epsilon
+BLOCK_ROWS = 16  # rows of x per kernel program: a batch of 512 is 32 programs per network (Triton's dot needs >= 16)
+NUM_WARPS = 4
+
+
+def chunk_of(width: int) -> int:
+    """The side of the square tiles the kernels cut the width into (Triton's dots take power-of-two sides >= 16)."""
+    for c in (64, 32, 16):
+        if width % c == 0:
+            return c
+    raise ValueError(f"a fused block needs a width that is a multiple of 16 (got {width})")
+
+
+# ---- the math, on lists of column tiles [rows, c] (Triton holds no wider slices of a value) ----
+def _activation(a, activation):
+    """(activation(a), sigmoid(a) for swish's derivative)"""
+    if activation == "swish":
+        s = jax.nn.sigmoid(a)
+        return a * s, s
+    return jnp.maximum(a, 0.0), None
+
+
+def _activation_grad(a, s, activation):
+    return s * (1.0 + a * (1.0 - s)) if activation == "swish" else (a > 0).astype(a.dtype)
+
+
+def _matmul(h, k_ref, layer, c, precision, dtype, transpose=False):
+    """h @ K[layer] (or h @ K[layer].T), h and the result as lists of column tiles; K read tile by tile."""
+    n = len(h)
+    out = []
+    for j in range(n):
+        acc = None
+        for i in range(n):
+            if transpose:  # tile (j, i) of K, contracted on its columns
+                w = k_ref[layer, pl.ds(j * c, c), pl.ds(i * c, c)].astype(dtype)
+                d = jax.lax.dot_general(h[i].astype(dtype), w, (((1,), (1,)), ((), ())), precision=precision,
+                                        preferred_element_type=jnp.float32)
+            else:
+                w = k_ref[layer, pl.ds(i * c, c), pl.ds(j * c, c)].astype(dtype)
+                d = jax.lax.dot_general(h[i].astype(dtype), w, (((1,), (0,)), ((), ())), precision=precision,
+                                        preferred_element_type=jnp.float32)
+            acc = d if acc is None else acc + d
+        out.append(acc)
+    return out
+
+
+def _row(ref, layer, i, c):
+    return ref[layer, pl.ds(i * c, c)][None, :]
+
+
+def _normalise(z, width):
+    """flax's LayerNorm statistics: mean and 1 / sqrt(max(E[z^2] - mean^2, 0) + eps) of each row"""
+    mean = sum(jnp.sum(t, axis=1, keepdims=True) for t in z) / width
+    mean_sq = sum(jnp.sum(t * t, axis=1, keepdims=True) for t in z) / width
+    return mean, jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + LN_EPS)
+
+
+def _layer_out(z, s_ref, lb_ref, layer, c, width, activation):
+    mean, inv = _normalise(z, width)
+    return [_activation((t - mean) * inv * _row(s_ref, layer, i, c) + _row(lb_ref, layer, i, c), activation)[0]
+            for i, t in enumerate(z)]
+
+
+# ---- the kernels: one program per BLOCK_ROWS rows ----
+def _forward_kernel(x_ref, k_ref, b_ref, s_ref, lb_ref, y_ref, *z_ref, c, width, activation, precision, dtype):
+    x = [x_ref[:, pl.ds(i * c, c)] for i in range(width // c)]
+    h = x
+    for layer in range(4):
+        z = [t + _row(b_ref, layer, i, c) for i, t in enumerate(_matmul(h, k_ref, layer, c, precision, dtype))]
+        for i, t in enumerate(z):
+            if z_ref:  # kept for the backward pass
+                z_ref[0][layer, :, pl.ds(i * c, c)] = t
+        h = _layer_out(z, s_ref, lb_ref, layer, c, width, activation)
+    for i in range(width // c):
+        y_ref[:, pl.ds(i * c, c)] = h[i] + x[i]
+
+
+def _backward_kernel(x_ref, z_ref, k_ref, s_ref, lb_ref, dy_ref, dx_ref, h_ref, dz_ref, ds_ref, dlb_ref, *,
+                     c, width, activation, precision, dtype):
+    """dx; and for the parameters' gradients: each layer's input h and the gradient dz of its Dense output (the
+    caller contracts them over the rows), the partial sums of the LayerNorm scale's and bias's gradients."""
+    tiles = range(width // c)
+    dy = [dy_ref[:, pl.ds(i * c, c)] for i in tiles]
+    dh = dy  # y = h4 + x
+    for layer in reversed(range(4)):
+        z = [z_ref[layer, :, pl.ds(i * c, c)] for i in tiles]
+        mean, inv = _normalise(z, width)
+        nhat = [(t - mean) * inv for t in z]
+        dn = []
+        for i in tiles:
+            a = nhat[i] * _row(s_ref, layer, i, c) + _row(lb_ref, layer, i, c)
+            da = dh[i] * _activation_grad(a, _activation(a, activation)[1], activation)
+            ds_ref[0, layer, pl.ds(i * c, c)] = jnp.sum(da * nhat[i], axis=0)
+            dlb_ref[0, layer, pl.ds(i * c, c)] = jnp.sum(da, axis=0)
+            dn.append(da * _row(s_ref, layer, i, c))
+        mean_dn = sum(jnp.sum(t, axis=1, keepdims=True) for t in dn) / width
+        mean_dn_nhat = sum(jnp.sum(t * n, axis=1, keepdims=True) for t, n in zip(dn, nhat)) / width
+        dz = [inv * (t - mean_dn - n * mean_dn_nhat) for t, n in zip(dn, nhat)]
+        if layer > 0:  # this layer's input: the layer below's output, recomputed from its kept z
+            h = _layer_out([z_ref[layer - 1, :, pl.ds(i * c, c)] for i in tiles], s_ref, lb_ref, layer - 1, c,
+                           width, activation)
+        else:
+            h = [x_ref[:, pl.ds(i * c, c)] for i in tiles]
+        for i in tiles:
+            dz_ref[layer, :, pl.ds(i * c, c)] = dz[i]
+            h_ref[layer, :, pl.ds(i * c, c)] = h[i]
+        dh = _matmul(dz, k_ref, layer, c, precision, dtype, transpose=True)
+    for i in tiles:
+        dx_ref[:, pl.ds(i * c, c)] = dh[i] + dy[i]
+
+
+def _spec(shape, kind):
+    """BlockSpec of an operand: "rows" cut on axis 0, "layer_rows" on axis 1, "program" one slice per program,
+    None whole (the parameters)."""
+    n = len(shape)
+    if kind == "rows":
+        return pl.BlockSpec((BLOCK_ROWS,) + shape[1:], lambda p: (p,) + (0,) * (n - 1))
+    if kind == "layer_rows":
+        return pl.BlockSpec((shape[0], BLOCK_ROWS) + shape[2:], lambda p: (0, p) + (0,) * (n - 2))
+    if kind == "program":
+        return pl.BlockSpec((1,) + shape[1:], lambda p: (p,) + (0,) * (n - 1))
+    return pl.BlockSpec(shape, lambda p: (0,) * n)
+
+
+def _run(kernel, inputs, outputs, activation, compute_dtype):
+    """kernel over the rows in programs of BLOCK_ROWS: a Triton kernel where the program is lowered for a CUDA GPU,
+    elsewhere the same kernel in Pallas' interpreter. inputs, outputs: (array or shape, kind) pairs."""
+    rows, width = inputs[0][0].shape
+    dtype = jnp.dtype(compute_dtype)
+
+    def call(gpu, *arrays):
+        # on the GPU float32 matmuls in TF32, as XLA's default precision there; the interpreter's dots are XLA's
+        precision = jax.lax.DotAlgorithmPreset.TF32_TF32_F32 if gpu and dtype == jnp.float32 else None
+        body = functools.partial(kernel, c=chunk_of(width), width=width, activation=activation,
+                                 precision=precision, dtype=dtype)
+        return pl.pallas_call(
+            body, grid=(rows // BLOCK_ROWS,), in_specs=[_spec(a.shape, kind) for a, kind in inputs],
+            out_specs=[_spec(shape, kind) for shape, kind in outputs],
+            out_shape=[jax.ShapeDtypeStruct(shape, jnp.float32) for shape, _ in outputs], interpret=not gpu,
+            compiler_params=pltriton.CompilerParams(num_warps=NUM_WARPS, num_stages=1) if gpu else None)(*arrays)
+    return jax.lax.platform_dependent(*[a for a, _ in inputs], cuda=functools.partial(call, True),
+                                      default=functools.partial(call, False))
+
+
+def _forward(x, p, activation, compute_dtype, keep_z):
+    rows, width = x.shape
+    outputs = [((rows, width), "rows")] + ([((4, rows, width), "layer_rows")] if keep_z else [])
+    return _run(_forward_kernel, [(x, "rows")] + [(a, None) for a in p], outputs, activation, compute_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _block(x, p, activation, compute_dtype):
+    return _forward(x, p, activation, compute_dtype, keep_z=False)[0]
+
+
+def _block_fwd(x, p, activation, compute_dtype):
+    y, z = _forward(x, p, activation, compute_dtype, keep_z=True)
+    return y, (x, z, p)
+
+
+def _block_bwd(activation, compute_dtype, residuals, dy):
+    x, z, (kernel, bias, scale, ln_bias) = residuals
+    rows, width = x.shape
+    programs = rows // BLOCK_ROWS
+    dx, h, dz, dscale, dln_bias = _run(
+        _backward_kernel, [(x, "rows"), (z, "layer_rows"), (kernel, None), (scale, None), (ln_bias, None),
+                           (dy, "rows")],
+        [((rows, width), "rows"), ((4, rows, width), "layer_rows"), ((4, rows, width), "layer_rows"),
+         ((programs, 4, width), "program"), ((programs, 4, width), "program")], activation, compute_dtype)
+    dtype = jnp.dtype(compute_dtype)
+    dkernel = jnp.einsum("lrk,lrn->lkn", h.astype(dtype), dz.astype(dtype), preferred_element_type=jnp.float32)
+    return dx, (dkernel, jnp.sum(dz, axis=1), jnp.sum(dscale, axis=0), jnp.sum(dln_bias, axis=0))
+
+
+_block.defvjp(_block_fwd, _block_bwd)
+
+
+def fused_residual_block(x: jax.Array, params: dict, activation: str, compute_dtype: str) -> jax.Array:
+    """ResidualBlock's output (4 x Dense, LayerNorm, activation; plus x) from its flax params, as fused kernels."""
+    p = (jnp.stack([params[f"Dense_{i}"]["kernel"] for i in range(4)]),
+         jnp.stack([params[f"Dense_{i}"]["bias"] for i in range(4)]),
+         jnp.stack([params[f"LayerNorm_{i}"]["scale"] for i in range(4)]),
+         jnp.stack([params[f"LayerNorm_{i}"]["bias"] for i in range(4)]))
+    shape, width = x.shape, x.shape[-1]
+    chunk_of(width)
+    x = x.reshape(-1, width)
+    pad = -x.shape[0] % BLOCK_ROWS  # rows of zeros to a whole number of programs (zeros add nothing to gradients)
+    y = _block(jnp.pad(x, ((0, pad), (0, 0))) if pad else x, p, activation, compute_dtype)
+    return y[:x.shape[0]].reshape(shape)

@@ -1,0 +1,125 @@
+"""--fused-block (crl_kernels.py): the residual block as fused kernels gives the plain block's numbers, forward and
+backward, alone and inside the SGD update (stacked networks, the layer scan, remat, seeds, padded rows); and its
+kernels lower to Triton kernels for a CUDA GPU. On a CPU the kernels run in Pallas' interpreter."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import crl_depth as C
+from crl_kernels import BLOCK_ROWS, fused_residual_block
+
+
+def _block_params(width, key):
+    """A ResidualBlock's parameters, LayerNorm's scale and bias moved off their init so that they count."""
+    block = C.ResidualBlock(width, True, "swish", True)
+    params = block.init(key, jnp.zeros((1, width)), None)["params"]
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    return jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def _plain(x, params, activation, compute_dtype="float32"):
+    block = C.ResidualBlock(x.shape[-1], True, activation, True, compute_dtype)
+    return block.apply({"params": params}, x, None)[0]
+
+
+def _float64_loop(x, params, activation):
+    """The block in numpy float64, row by row and layer by layer."""
+    x = np.asarray(x, np.float64)
+    out = np.empty_like(x)
+    for r in range(x.shape[0]):
+        h = x[r]
+        for i in range(4):
+            z = h @ np.asarray(params[f"Dense_{i}"]["kernel"], np.float64) + np.asarray(params[f"Dense_{i}"]["bias"])
+            var = max(np.mean(z * z) - np.mean(z) ** 2, 0.0)
+            a = (z - np.mean(z)) / np.sqrt(var + 1e-6) * np.asarray(params[f"LayerNorm_{i}"]["scale"]) \
+                + np.asarray(params[f"LayerNorm_{i}"]["bias"])
+            h = a / (1 + np.exp(-a)) if activation == "swish" else np.maximum(a, 0.0)
+        out[r] = h + x[r]
+    return out
+
+
+@pytest.mark.parametrize("activation", ["swish", "relu"])
+def test_the_fused_block_gives_the_plain_blocks_output_and_gradients(activation):
+    width, rows = 64, 2 * BLOCK_ROWS + 5  # rows not a whole number of kernel programs: padded
+    key_p, key_x, key_dy = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = _block_params(width, key_p)
+    x = jax.random.normal(key_x, (rows, width))
+    fused = lambda x, p: fused_residual_block(x, p, activation, "float32")
+    plain = lambda x, p: _plain(x, p, activation)
+    y, vjp = jax.vjp(fused, x, params)
+    y_plain, vjp_plain = jax.vjp(plain, x, params)
+    np.testing.assert_allclose(y, _float64_loop(x, params, activation), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, y_plain, rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(key_dy, y.shape)
+    grads, grads_plain = vjp(dy), vjp_plain(dy)
+    assert jax.tree.structure(grads) == jax.tree.structure(grads_plain)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        g_plain = dict(jax.tree_util.tree_leaves_with_path(grads_plain))[path]
+        scale = float(jnp.max(jnp.abs(g_plain)))
+        assert scale > 1e-3, path  # every gradient is there to compare
+        np.testing.assert_allclose(g, g_plain, atol=2e-5 * scale, rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
+def _update_setup(fused, remat=False, compute_dtype="float32"):
+    # actor depth 8 and critic depth 4: the actor's trunk alone, the critic's three calls stacked into one
+    nets = C.make_networks(8, 4, 32, 16, 3, remat=remat, compute_dtype=compute_dtype, fused=fused)
+    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    return nets, opts
+
+
+def _batch(rows, key=jax.random.PRNGKey(1)):
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {"state": jax.random.normal(k1, (rows, 10)), "goal": jax.random.normal(k2, (rows, 4)),
+            "action": jax.random.uniform(k3, (rows, 3), minval=-1.0, maxval=1.0)}
+
+
+@pytest.mark.parametrize("remat,compute_dtype,rtol", [(False, "float32", 1e-4), (True, "bfloat16", 3e-2)])
+def test_fused_networks_give_the_plain_sgd_gradients(remat, compute_dtype, rtol):
+    plain_nets, opts = _update_setup(False, remat, compute_dtype)
+    fused_nets, _ = _update_setup(True, remat, compute_dtype)
+    agent = C.agent_init(jax.random.PRNGKey(0), plain_nets, opts, 10, 4, 3)
+    fused_agent = C.agent_init(jax.random.PRNGKey(0), fused_nets, opts, 10, 4, 3)
+    assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(agent), jax.tree.leaves(fused_agent)))
+    params = (agent.actor_params, agent.critic_params, agent.log_alpha)
+    batch, key = _batch(24), jax.random.PRNGKey(2)  # 24 rows: padded to 32 in the kernels
+
+    def grads(nets):
+        return jax.jit(jax.grad(C.sgd_losses, has_aux=True), static_argnums=(1, 4, 5))(
+            params, nets, batch, key, -3.0, 0.1)
+    (g_plain, m_plain), (g_fused, m_fused) = grads(plain_nets), grads(fused_nets)
+    for name in m_plain:
+        np.testing.assert_allclose(m_fused[name], m_plain[name], rtol=rtol, atol=rtol, err_msg=name)
+    for path, g in jax.tree_util.tree_leaves_with_path(g_fused):
+        g_ref = dict(jax.tree_util.tree_leaves_with_path(g_plain))[path]
+        scale = float(jnp.max(jnp.abs(g_ref)))
+        np.testing.assert_allclose(g, g_ref, atol=rtol * max(scale, 1e-6), rtol=0, err_msg=jax.tree_util.keystr(path))
+
+
+def test_fused_networks_under_a_seed_axis_give_each_seeds_plain_update():
+    plain_nets, opts = _update_setup(False)
+    fused_nets, _ = _update_setup(True)
+    agents = jax.vmap(lambda k: C.agent_init(k, plain_nets, opts, 10, 4, 3))(jax.random.split(jax.random.PRNGKey(0), 2))
+    batches = jax.vmap(_batch, in_axes=(None, 0))(16, jax.random.split(jax.random.PRNGKey(3), 2))
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    run = lambda nets: jax.jit(jax.vmap(C.make_sgd_update(nets, opts, -3.0, 0.1)))(agents, batches, keys)
+    (plain, _), (fused, _) = run(plain_nets), run(fused_nets)
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fused_update_lowers_to_triton_kernels_for_a_cuda_gpu():
+    """Pallas lowers the kernels to Triton on this CPU (what a GPU's XLA then compiles): one kernel forward and one
+    backward for the actor's trunk and for the critic's stacked trunks, and nothing of the interpreter."""
+    nets, opts = _update_setup(True)
+    agent = jax.eval_shape(lambda: C.agent_init(jax.random.PRNGKey(0), nets, opts, 10, 4, 3))
+    batch = jax.eval_shape(lambda: _batch(512))
+    update = C.make_sgd_update(nets, opts, -3.0, 0.1)
+    text = jax.jit(update).trace(agent, batch, jax.random.PRNGKey(0)).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == 4
+    forward_only = jax.jit(lambda p, x: nets.actor.apply(p, x)).trace(
+        agent.actor_params, jax.ShapeDtypeStruct((512, 14), jnp.float32)).lower(lowering_platforms=("cuda",))
+    assert forward_only.as_text().count("__gpu$xla.gpu.triton") == 1
