@@ -33,7 +33,8 @@ and summarised in gpu.md (a markdown table, rewritten after every item):
   5 extra (--only ITEM...): d64_unroll1, d64_unroll4, seeds8_d64_bf16; d64_cmdbuf (command buffers as
                             XLA_FLAGS, COMMAND_BUFFERS), d64_cmdbuf_unroll1, d64_cmdbuf_options
                             (CMDBUF_VARIANTS side by side in one process), d64_fused (the blocks as fused
-                            kernels, --fused-block, alone and with command buffers: FUSED_VARIANTS),
+                            kernels, --fused-block: alone, with command buffers, with bfloat16 matmuls;
+                            FUSED_VARIANTS),
                             train_d4_eval; mem_d1024[_remat] (one
                             training step at depth 1024, 4 SGD steps after an unroll of 2, without and
                             with --remat: CPU estimate, XLA's buffer assignment, the device's peak);
@@ -101,11 +102,12 @@ CMDBUF_VARIANTS = [
     # last: the SGD loop's 800 trips unrolled into one graph may take long to build
     {"name": "cmdbuf_unroll_loops", "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS,
                                                          "xla_gpu_command_buffer_unroll_loops": True}}]
-# the residual blocks as fused kernels (--fused-block, crl_kernels.py): the same state, another program; alone and
-# with command buffers (their graphs take in the kernels too)
+# the residual blocks as fused kernels (--fused-block, crl_kernels.py): the same state, another program; alone, with
+# command buffers (their graphs take in the kernels too), and with bfloat16 matmuls (half the weights' traffic)
 FUSED_VARIANTS = [{"name": "fused", "fused_block": True},
                   {"name": "fused_cmdbuf", "fused_block": True,
-                   "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS}}]
+                   "compiler_options": {"xla_gpu_enable_command_buffer": COMMAND_BUFFER_KINDS}},
+                  {"name": "fused_bf16", "fused_block": True, "compute_dtype": "bfloat16"}]
 
 
 def items(tiny: bool) -> list[dict]:
@@ -174,8 +176,8 @@ def items(tiny: bool) -> list[dict]:
         dict(name="d64_cmdbuf_options", stage=5, limit_s=limit(270, 250), extra=True,
              what="depth 64; then command buffers alone, with concurrent regions, with their loops unrolled",
              spec=train(depth=d(64), variants=CMDBUF_VARIANTS)),
-        dict(name="d64_fused", stage=5, limit_s=limit(240, 250), extra=True,
-             what="depth 64; then the blocks as fused kernels (--fused-block), alone and with command buffers",
+        dict(name="d64_fused", stage=5, limit_s=limit(300, 250), extra=True,
+             what="depth 64; then the blocks as fused kernels (--fused-block): alone, with command buffers, bf16",
              spec=train(depth=d(64), variants=FUSED_VARIANTS)),
         dict(name="d64_unroll4", stage=5, limit_s=limit(75, 150), extra=True, what="depth 64, layer scan unrolled by 4",
              spec=train(depth=d(64), unroll=4)),
