@@ -23,12 +23,14 @@ from jax.experimental.pallas import triton as pltriton
 
 LN_EPS = 1e-6  # flax.linen.LayerNorm's epsilon
 BLOCK_ROWS = 16  # rows of x per kernel program: a batch of 512 is 32 programs per network (Triton's dot needs >= 16)
-NUM_WARPS = 4
+NUM_WARPS = 8
 
 
 def chunk_of(width: int) -> int:
-    """The side of the square tiles the kernels cut the width into (Triton's dots take power-of-two sides >= 16)."""
-    for c in (64, 32, 16):
+    """The side of the square tiles the kernels cut the width into (Triton's dots take power-of-two sides >= 16).
+    Tiles of 128 rather than 64 at width 256: a third of the registers spilled and a sixth of the compile time
+    (tools/triton_check.py, docs/results.md)."""
+    for c in (128, 64, 32, 16):
         if width % c == 0:
             return c
     raise ValueError(f"a fused block needs a width that is a multiple of 16 (got {width})")
