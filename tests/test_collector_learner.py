@@ -18,7 +18,6 @@ import optax
 import pytest
 
 import crl_collector_learner as C
-import crl_plots as P
 import crl_runs as R
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -25,7 +25,6 @@ error in one line, exit 1, and what submit had written is removed again.
 import argparse
 import csv
 import datetime
-import json
 import os
 import platform
 import pwd
