@@ -164,8 +164,8 @@ class Args(RunArgs):
                 return f"{flag(name)} must be a positive multiple of 4 (got {value})"
         if self.fused_block and not (self.layer_norm and self.residual):
             return "--fused-block runs the block with LayerNorm and its skip: drop --no-layer-norm / --no-residual"
-        if self.fused_block and self.width % 16:
-            return f"--fused-block needs a --width that is a multiple of 16 (got {self.width})"
+        if self.fused_block and (self.width % 16 or self.width > 512):  # wider: see crl_kernels.py
+            return f"--fused-block needs a --width that is a multiple of 16, at most 512 (got {self.width})"
         return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"

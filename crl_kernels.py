@@ -12,7 +12,10 @@ layer's pre-LayerNorm output (4 x rows x width per block, what the plain block k
 
 Interface: fused_residual_block(x, params, activation, compute_dtype), params the block's flax parameters
 ({"Dense_i": {"kernel", "bias"}, "LayerNorm_i": {"scale", "bias"}}, i = 0..3), x [..., width] float32; width a
-multiple of 16."""
+multiple of 16. The scripts take widths up to 512: a program holds its rows of every layer in registers, and
+compiled for an H100/H200 by Triton 3.9 the kernels spill 0.2-0.5 KB a thread at width 256 (6-14 s to compile a
+kernel), 3-6 KB at 512 (45-120 s); at 1024 one kernel took over 11 minutes (tools/triton_check.py,
+docs/results.md)."""
 
 import functools
 

@@ -2,6 +2,9 @@
 backward, alone and inside the SGD update (stacked networks, the layer scan, remat, seeds, padded rows); and its
 kernels lower to Triton kernels for a CUDA GPU. On a CPU the kernels run in Pallas' interpreter."""
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,3 +130,16 @@ def test_the_fused_update_lowers_to_triton_kernels_for_a_cuda_gpu():
     forward_only = jax.jit(lambda p, x: nets.actor.apply(p, x)).trace(
         agent.actor_params, jax.ShapeDtypeStruct((512, 14), jnp.float32)).lower(lowering_platforms=("cuda",))
     assert forward_only.as_text().count("__gpu$xla.gpu.triton") == 1
+
+
+def test_triton_check_reads_the_three_kernels_of_a_block():
+    """tools/triton_check.py's Triton IR (it reaches into jax's Pallas lowering, an internal API): at width 48 each
+    kernel holds 4 layers x 3 x 3 tile dots; the stores: y and each layer's z, then dx and each layer's h, dz and
+    LayerNorm gradient sums (4 x 4 x 3 tiles), then y alone."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import triton_check
+
+    kernels = triton_check.kernel_irs(48, 64, "relu", "float32")
+    assert [name for name, _ in kernels] == ["forward (keeps z)", "backward", "forward alone"]
+    assert [ir.count("tt.dot ") for _, ir in kernels] == [36, 36, 36]
+    assert [ir.count("tt.store") for _, ir in kernels] == [3 + 12, 3 + 4 * 12, 3]
