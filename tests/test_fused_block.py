@@ -132,6 +132,22 @@ def test_the_fused_update_lowers_to_triton_kernels_for_a_cuda_gpu():
     assert forward_only.as_text().count("__gpu$xla.gpu.triton") == 1
 
 
+def test_the_fused_updates_lowered_program_is_the_same_size_at_depth_64_and_1024():
+    """The blocks' scan holds the kernels once whatever the depth: the same Triton calls and as many lines of
+    the program lowered for a CUDA GPU at depth 64 as at depth 1024."""
+    def lowered(depth):
+        nets = C.make_networks(depth, depth, 48, 16, 3, fused=True)
+        opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+        agent = jax.eval_shape(lambda: C.agent_init(jax.random.PRNGKey(0), nets, opts, 10, 4, 3))
+        batch = jax.eval_shape(lambda: _batch(512))
+        update = C.make_sgd_update(nets, opts, -3.0, 0.1)
+        return jax.jit(update).trace(agent, batch, jax.random.PRNGKey(0)).lower(lowering_platforms=("cuda",)).as_text()
+
+    text64, text1024 = lowered(64), lowered(1024)
+    assert text64.count("__gpu$xla.gpu.triton") == text1024.count("__gpu$xla.gpu.triton") == 4
+    assert text64.count("\n") == text1024.count("\n")
+
+
 def test_triton_check_reads_the_three_kernels_of_a_block():
     """tools/triton_check.py's Triton IR (it reaches into jax's Pallas lowering, an internal API): at width 48 each
     kernel holds 4 layers x 3 x 3 tile dots; the stores: y and each layer's z, then dx and each layer's h, dz and
