@@ -131,7 +131,8 @@ def test_bad_input_and_dry_run(tmp_path):
                           (["--estimates", str(tmp_path / "none.json")], "cannot read the CPU estimates"),
                           (["--estimates", str(bad)], "is not a CPU estimates file"),
                           (["--cpu-estimates", "--estimates", str(bad)], "is not a CPU estimates file"),
-                          (["--cpu-estimates", "--only", "env_ant"], "none of these items holds a training state")):
+                          (["--cpu-estimates", "--only", "env_ant"], "none of these items holds a training state"),
+                          (["--cpu-estimates", "--fused-block"], "drop --fused-block")):
         proc = _bash(*args, "--results-root", str(tmp_path), timeout=30)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, args
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
@@ -249,6 +250,23 @@ def test_command_buffer_options_are_xla_options():
         lowered.compile(compiler_options=v["compiler_options"])
     with pytest.raises(Exception, match="not a valid enum value"):
         lowered.compile(compiler_options={"xla_gpu_enable_command_buffer": "FUSION,WHIL"})
+
+
+def test_fused_block_plan_runs_every_training_item_with_fused_blocks():
+    """--fused-block: the same items with the same limits, each train and fit spec (its variants inherit it) with
+    fused_block; the env items as they were; without it the specs are the plain ones (the CPU estimates' keys)."""
+    for tiny, only in ((False, None), (True, None), (False, ["train_d64", "fit_d1024", "env_ant", "d64_fused"])):
+        plain, fused = bench.select(tiny, only, False), bench.select(tiny, only, True)
+        assert [(i["name"], i["limit_s"]) for i in fused] == [(i["name"], i["limit_s"]) for i in plain]
+        for p, f in zip(plain, fused):
+            trains = p["spec"]["kind"] in ("train", "fit")
+            assert "fused_block" not in p["spec"]
+            assert f["spec"] == ({**p["spec"], "fused_block": True} if trains else p["spec"])
+            assert f["what"].endswith("[fused blocks]") == trains
+    assert any(i["spec"]["kind"] == "env" for i in bench.select(False, ["env_ant"], True))
+    meta = {"item": "meta", "tiny": False, "fused_block": True, "date": "2026-01-01 00:00", "commit": "abc",
+            "machine": "m", "gpu": "NVIDIA H200", "python": "3.12"}
+    assert bench.table([meta], meta).startswith("### `bash benchmark.sh gpu --fused-block`: 2026-01-01 00:00")
 
 
 @pytest.mark.slow  # two compiles of a tiny training step

@@ -3,7 +3,8 @@ alone and the envs stepped alone; at the paper's sizes on a GPU, at small sizes 
 a list of measurements run one by one, each in its own process with its own time limit (a hung compile or an
 out-of-memory stops that measurement alone; it is recorded as a row, status timeout or error):
 
-  python tools/bench.py gpu [--tiny] [--only ITEM...]   `bash benchmark.sh gpu`: the GPU numbers in one call
+  python tools/bench.py gpu [--tiny] [--only ITEM...] [--fused-block]
+                                                        `bash benchmark.sh gpu`: the GPU numbers in one call
                                                         of at most 8 minutes (gpu.jsonl, gpu.md)
   python tools/bench.py sweep [--depths D...] ...       `bash benchmark.sh speed`: compile s, time per step,
                                                         memory and ops against depth (speed.jsonl)
@@ -901,7 +902,8 @@ def table(records: list[dict], meta: dict, estimates: Optional[dict] = None) -> 
     comparison with the paper and the notes."""
     info = next((r for r in records if r.get("backend")), {})
     versions = ", ".join(f"{k} {info[k]}" for k in ("jax", "jaxlib", "flax", "optax", "brax", "mujoco") if k in info)
-    lines = [f"### `bash benchmark.sh gpu{' --tiny' if meta['tiny'] else ''}`: {meta['date']}, commit {meta['commit']}",
+    flags = (" --tiny" if meta["tiny"] else "") + (" --fused-block" if meta.get("fused_block") else "")
+    lines = [f"### `bash benchmark.sh gpu{flags}`: {meta['date']}, commit {meta['commit']}",
              "", f"machine: {meta['machine']}; GPU: {meta['gpu'] or 'none'}; device: {info.get('device', '?')} "
                  f"({info.get('backend', '?')}); python {meta['python']}, {versions}", "",
              "| stage | item | what | status | compile s | s per call | CPU estimate | XLA here | "
@@ -976,6 +978,16 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def select(tiny: bool, only: Optional[list[str]], fused_block: bool) -> list[dict]:
+    """The items to run: those named (--only), else the default plan; with fused_block each item that trains (a
+    train or fit spec) runs its blocks as fused kernels, the same step as another program (its variants too)."""
+    plan = [i for i in items(tiny) if i["name"] in only] if only else [i for i in items(tiny) if not i.get("extra")]
+    if not fused_block:
+        return plan
+    return [dict(i, spec={**i["spec"], "fused_block": True}, what=f"{i['what']} [fused blocks]")
+            if i["spec"]["kind"] in ("train", "fit") else i for i in plan]
+
+
 def gpu_main(argv: list[str]) -> None:
     names = [i["name"] for i in items(False)]
     p = Parser(prog="bash benchmark.sh gpu", description="The GPU numbers in one call of at most 8 minutes.",
@@ -998,6 +1010,9 @@ def gpu_main(argv: list[str]) -> None:
                    help="wheels to install first, if there are any (tools/gpu_wheels.sh; default .whl)")
     p.add_argument("--site", default=None, metavar="DIR",
                    help="where they go, put on PYTHONPATH (default: $TMPDIR/crl_gpu_site)")
+    p.add_argument("--fused-block", action="store_true",
+                   help="every item that trains runs its residual blocks as fused kernels (--fused-block), its "
+                        "variants too; the limits stay the plain blocks'")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the results directory; run nothing")
     a = p.parse_args(argv)
     for name in a.only or []:
@@ -1005,7 +1020,9 @@ def gpu_main(argv: list[str]) -> None:
             p.error(f"unknown item '{name}' (one of: {', '.join(names)})")
     if a.item_timeout is not None and a.item_timeout <= 0 or a.budget is not None and a.budget <= 0:
         p.error("--item-timeout and --budget need positive seconds")
-    plan = [i for i in items(a.tiny) if i["name"] in a.only] if a.only else [i for i in items(a.tiny) if not i.get("extra")]
+    if a.cpu_estimates and a.fused_block:
+        p.error("--cpu-estimates writes the plain blocks' estimates, which gpu.md compares: drop --fused-block")
+    plan = select(a.tiny, a.only, a.fused_block)
     budget = a.budget or sum(i["limit_s"] for i in plan) + 30.0
     estimates_path = os.path.join(ROOT, a.estimates or ESTIMATES)
     if a.cpu_estimates:
@@ -1054,7 +1071,7 @@ def gpu_main(argv: list[str]) -> None:
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.90")  # most of it for the largest batch, some left over
-    meta = {"item": "meta", "tiny": a.tiny, "date": f"{date:%Y-%m-%d %H:%M}", "commit": describe,
+    meta = {"item": "meta", "tiny": a.tiny, "fused_block": a.fused_block, "date": f"{date:%Y-%m-%d %H:%M}", "commit": describe,
             "command": "bash benchmark.sh gpu" + "".join(f" {x}" for x in argv),
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
             "gpu": sh(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]),
