@@ -40,7 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import DatasetError, DatasetFlags, OfflineData, check_env_shapes, load_dataset
 from crl_estimate import compare, estimate
 from crl_envs import VecGoalEnv, make_env
-from crl_kernels import fused_residual_block
+from crl_kernels import FUSED_WIDTHS, fused_residual_block
 from crl_runs import (Run, RunArgs, across_seeds, compile_all, device_mesh, fail, flag, metrics_line, not_positive,
                       parse_args, seed_all, seed_map, split_seed_keys, state_shardings)
 
@@ -164,8 +164,8 @@ class Args(RunArgs):
                 return f"{flag(name)} must be a positive multiple of 4 (got {value})"
         if self.fused_block and not (self.layer_norm and self.residual):
             return "--fused-block runs the block with LayerNorm and its skip: drop --no-layer-norm / --no-residual"
-        if self.fused_block and (self.width % 16 or self.width > 512):  # wider: see crl_kernels.py
-            return f"--fused-block needs a --width that is a multiple of 16, at most 512 (got {self.width})"
+        if self.fused_block and self.width not in FUSED_WIDTHS:
+            return f"--fused-block takes a --width of {', '.join(map(str, FUSED_WIDTHS))} (got {self.width})"
         return not_positive(self, ("width", "repr_dim"))
 # END SHARED BLOCK: network flags
     compute_dtype: Literal["float32", "bfloat16"] = "float32"

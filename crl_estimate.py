@@ -14,6 +14,7 @@ scans (the epoch, the residual trunk) its FLOPs undercount; `jaxpr_flops` counts
 (2 m n k) and every elementwise output from the program's jaxpr, each scan body times its length.
 """
 
+import math
 import json
 import re
 import time
@@ -38,7 +39,8 @@ def tree_size(tree: Any) -> int:
 
 def _sub_jaxprs(eqn) -> list[tuple[Any, int]]:
     """The jaxprs that eqn runs and how many times each: a scan's body times its length; a while loop's
-    body and condition once (their trip count is not in the program); the largest branch of a cond."""
+    body and condition once (their trip count is not in the program); the largest branch of a cond; a Pallas
+    kernel times the programs of its grid."""
     p = eqn.params
     name = eqn.primitive.name
     if name == "scan":
@@ -47,6 +49,8 @@ def _sub_jaxprs(eqn) -> list[tuple[Any, int]]:
         return [(p["body_jaxpr"], 1), (p["cond_jaxpr"], 1)]
     if name == "cond":
         return [(max(p["branches"], key=lambda j: jaxpr_flops(j)[0]), 1)]
+    if name == "pallas_call":  # a kernel (crl_kernels.py): its jaxpr is one program of its grid
+        return [(p["jaxpr"], math.prod(p["grid_mapping"].grid))]
     return [(v, 1) for v in p.values() if isinstance(v, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr))]
 
 

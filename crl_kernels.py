@@ -4,18 +4,18 @@ for its backward pass plus one batched matmul for the Dense kernels' gradients. 
 kernels forward and more backward, each on a 512 x 256 batch too small to fill a GPU; at depth 64 an SGD step
 launches thousands of them. The plain block in the scripts stays the definition; this is a faster way to run it.
 
-On a CUDA GPU the kernels are Triton kernels written with Pallas; elsewhere (CPU) the same kernels run in Pallas'
-interpreter, as plain XLA ops: slow, but the numbers can be checked anywhere (tests/test_fused_block.py holds them
+On a CUDA GPU the kernels are Triton kernels written with Pallas; elsewhere (a CPU, a GPU other than CUDA's) the
+same kernels run in Pallas' interpreter, as plain XLA ops: slow, but the numbers can be checked anywhere (tests/test_fused_block.py holds them
 to the plain block). float32 matmuls use TF32 on the GPU, as XLA's default precision does there; bfloat16
 (--compute-dtype) rounds the matmuls' inputs to bfloat16 and accumulates in float32. The forward pass keeps each
-layer's pre-LayerNorm output (4 x rows x width per block, what the plain block keeps) for the backward pass.
+layer's pre-LayerNorm output (4 x rows x width per block, less than autodiff keeps of the plain block) for the backward pass.
 
 Interface: fused_residual_block(x, params, activation, compute_dtype), params the block's flax parameters
 ({"Dense_i": {"kernel", "bias"}, "LayerNorm_i": {"scale", "bias"}}, i = 0..3), x [..., width] float32; width a
-multiple of 16. The scripts take widths up to 512: a program holds its rows of every layer in registers, and
-compiled for an H100/H200 by Triton 3.9 the kernels spill 0.2-0.5 KB a thread at width 256 (6-14 s to compile a
-kernel), 3-6 KB at 512 (45-120 s); at 1024 one kernel took over 11 minutes (tools/triton_check.py,
-docs/results.md)."""
+multiple of 16. The scripts take FUSED_WIDTHS: a program holds its rows of every layer in registers, and each
+pair of tiles is a dot of its own in the kernel; compiled for an H100/H200 by Triton 3.9 the kernels spill
+0.2-0.5 KB a thread at width 256 (2 x 2 tiles of 128; 6-14 s to compile a kernel), 3-6 KB at 512 (44-120 s); at
+1024 (8 x 8 tiles) one kernel took over 11 minutes (tools/triton_check.py, docs/results.md)."""
 
 import functools
 
@@ -27,12 +27,14 @@ from jax.experimental.pallas import triton as pltriton
 LN_EPS = 1e-6  # flax.linen.LayerNorm's epsilon
 BLOCK_ROWS = 16  # rows of x per kernel program: a batch of 512 is 32 programs per network (Triton's dot needs >= 16)
 NUM_WARPS = 8
+# widths of at most 4 x 4 tiles a layer, up to 512 (chunk_of's tiles: 16 x k, 32 x k, 64 x k, 128 x k, k <= 4)
+FUSED_WIDTHS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 def chunk_of(width: int) -> int:
     """The side of the square tiles the kernels cut the width into (Triton's dots take power-of-two sides >= 16).
-    Tiles of 128 rather than 64 at width 256: a third of the registers spilled and a sixth of the compile time
-    (tools/triton_check.py, docs/results.md)."""
+    Tiles of 128 rather than 64 at width 256 (8 warps): a program's kernels compile ~8x faster and spill a few
+    hundred bytes a thread more (tools/triton_check.py, docs/results.md)."""
     for c in (128, 64, 32, 16):
         if width % c == 0:
             return c
@@ -212,6 +214,6 @@ def fused_residual_block(x: jax.Array, params: dict, activation: str, compute_dt
     shape, width = x.shape, x.shape[-1]
     chunk_of(width)
     x = x.reshape(-1, width)
-    pad = -x.shape[0] % BLOCK_ROWS  # rows of zeros to a whole number of programs (zeros add nothing to gradients)
+    pad = -x.shape[0] % BLOCK_ROWS  # rows of zeros to a whole number of programs (sliced off: their cotangent is 0)
     y = _block(jnp.pad(x, ((0, pad), (0, 0))) if pad else x, p, activation, compute_dtype)
     return y[:x.shape[0]].reshape(shape)

@@ -25,8 +25,9 @@ BAD = [  # (override, words the message must contain)
     (dict(critic_depth=-4), "--critic-depth must be a positive multiple of 4"),
     (dict(num_envs=0), "--num-envs must be positive"),
     (dict(width=-1), "--width must be positive"),
-    (dict(fused_block=True), "--fused-block needs a --width that is a multiple of 16, at most 512 (got 8)"),
-    (dict(fused_block=True, width=528), "--fused-block needs a --width that is a multiple of 16, at most 512 (got 528)"),
+    (dict(fused_block=True), "--fused-block takes a --width of 16, 32, 48, 64, 96, 128, 192, 256, 384, 512 (got 8)"),
+    (dict(fused_block=True, width=1024), "--fused-block takes a --width of 16, 32, 48, 64, 96, 128, 192, 256"),
+    (dict(fused_block=True, width=240), "(got 240)"),  # 15 x 15 tiles of 16 a layer
     (dict(fused_block=True, width=16, layer_norm=False), "--fused-block runs the block with LayerNorm and its skip"),
     (dict(fused_block=True, width=16, residual=False), "--fused-block runs the block with LayerNorm and its skip"),
     (dict(batch_size=0), "--batch-size must be positive"),
@@ -57,6 +58,8 @@ def test_validate_args_rejects(override, message):
 def test_validate_args_accepts_tiny_and_paper_defaults():
     assert C.validate_args(C.Args(**OK)) is None
     assert C.validate_args(C.Args()) is None
+    for width in (16, 48, 512):  # the fused block's widths, from the smallest to the widest
+        assert C.validate_args(C.Args(**{**OK, "fused_block": True, "width": width})) is None
 
 
 def _run(*flags, cwd):

@@ -84,7 +84,8 @@ def _batch(rows, key=jax.random.PRNGKey(1)):
 
 
 # bfloat16: the plain block rounds each Dense output and bias sum to bfloat16, the kernels accumulate in float32
-@pytest.mark.parametrize("remat,compute_dtype,rtol", [(False, "float32", 1e-4), (True, "bfloat16", 6e-2)])
+@pytest.mark.parametrize("remat,compute_dtype,rtol", [(False, "float32", 1e-4), (True, "float32", 1e-4),
+                                                        (True, "bfloat16", 6e-2)])
 def test_fused_networks_give_the_plain_sgd_gradients(remat, compute_dtype, rtol):
     plain_nets, opts = _update_setup(False, remat, compute_dtype)
     fused_nets, _ = _update_setup(True, remat, compute_dtype)
@@ -120,7 +121,7 @@ def test_fused_networks_under_a_seed_axis_give_each_seeds_plain_update():
 
 def test_the_fused_update_lowers_to_triton_kernels_for_a_cuda_gpu():
     """Pallas lowers the kernels to Triton on this CPU (what a GPU's XLA then compiles): one kernel forward and one
-    backward for the actor's trunk and for the critic's stacked trunks, and nothing of the interpreter."""
+    backward for the actor's trunk and for the critic's stacked trunks."""
     nets, opts = _update_setup(True)
     agent = jax.eval_shape(lambda: C.agent_init(jax.random.PRNGKey(0), nets, opts, 10, 4, 3))
     batch = jax.eval_shape(lambda: _batch(512))
@@ -159,3 +160,26 @@ def test_triton_check_reads_the_three_kernels_of_a_block():
     assert [name for name, _ in kernels] == ["forward (keeps z)", "backward", "forward alone"]
     assert [ir.count("tt.dot ") for _, ir in kernels] == [36, 36, 36]
     assert [ir.count("tt.store") for _, ir in kernels] == [3 + 12, 3 + 4 * 12, 3]
+    # the dots' operands: float32 in TF32 (XLA's default on the GPU), bfloat16 as bfloat16; both accumulate in float32
+    for dtype, operands in (("float32", "tensor<16x16xf32> * tensor<16x16xf32>"),
+                            ("bfloat16", "tensor<16x16xbf16> * tensor<16x16xbf16>")):
+        for _, ir in triton_check.kernel_irs(48, 64, "relu", dtype):
+            dots = [line for line in ir.splitlines() if "tt.dot " in line]
+            assert len(dots) == 36 and all(operands in d and d.endswith("-> tensor<16x16xf32>") for d in dots)
+            assert dtype == "bfloat16" or all("inputPrecision = tf32" in d for d in dots)
+
+
+def test_estimate_counts_the_fused_blocks_flops_as_the_plain_blocks():
+    """crl_estimate's FLOPs (--estimate, bench.py) count a kernel's jaxpr once per program of its grid: the fused
+    block's forward and its gradient count within 10% of the plain block's (4 matmuls of 512 x 64 x 64 each way)."""
+    import crl_estimate as E
+
+    width, x = 64, jax.random.normal(jax.random.PRNGKey(0), (512, 64))
+    block = C.ResidualBlock(width, True, "swish", True)
+    params = block.init(jax.random.PRNGKey(1), x, None)
+    plain = lambda p, x: block.apply(p, x, None)[0]
+    fused = lambda p, x: fused_residual_block(x, p["params"], "swish", "float32")
+    for make in (lambda f: f, lambda f: jax.grad(lambda p, x: jnp.sum(f(p, x)), argnums=(0, 1))):
+        flops_plain = E.jaxpr_flops(jax.make_jaxpr(make(plain))(params, x))[0]
+        flops_fused = E.jaxpr_flops(jax.make_jaxpr(make(fused))(params, x))[0]
+        assert flops_plain >= 2 * 512 * width * width * 4 and abs(flops_fused / flops_plain - 1) < 0.1

@@ -980,12 +980,14 @@ class Parser(argparse.ArgumentParser):
 
 def select(tiny: bool, only: Optional[list[str]], fused_block: bool) -> list[dict]:
     """The items to run: those named (--only), else the default plan; with fused_block each item that trains (a
-    train or fit spec) runs its blocks as fused kernels, the same step as another program (its variants too)."""
+    train or fit spec) runs its blocks as fused kernels, the same step as another program (its variants too),
+    but for an item whose variants already do (d64_fused: the plain step against the fused one)."""
     plan = [i for i in items(tiny) if i["name"] in only] if only else [i for i in items(tiny) if not i.get("extra")]
     if not fused_block:
         return plan
     return [dict(i, spec={**i["spec"], "fused_block": True}, what=f"{i['what']} [fused blocks]")
-            if i["spec"]["kind"] in ("train", "fit") else i for i in plan]
+            if i["spec"]["kind"] in ("train", "fit") and not any(v.get("fused_block") for v in i["spec"].get(
+                "variants", [])) else i for i in plan]
 
 
 def gpu_main(argv: list[str]) -> None:
@@ -1012,7 +1014,8 @@ def gpu_main(argv: list[str]) -> None:
                    help="where they go, put on PYTHONPATH (default: $TMPDIR/crl_gpu_site)")
     p.add_argument("--fused-block", action="store_true",
                    help="every item that trains runs its residual blocks as fused kernels (--fused-block), its "
-                        "variants too; the limits stay the plain blocks'")
+                        "variants too (d64_fused, which compares the two, as it is); the limits stay the plain "
+                        "blocks' (a fused program's compile is not measured: an item may run out of its limit)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the results directory; run nothing")
     a = p.parse_args(argv)
     for name in a.only or []:
@@ -1021,7 +1024,7 @@ def gpu_main(argv: list[str]) -> None:
     if a.item_timeout is not None and a.item_timeout <= 0 or a.budget is not None and a.budget <= 0:
         p.error("--item-timeout and --budget need positive seconds")
     if a.cpu_estimates and a.fused_block:
-        p.error("--cpu-estimates writes the plain blocks' estimates, which gpu.md compares: drop --fused-block")
+        p.error("--cpu-estimates writes the estimates of the plain blocks' programs: drop --fused-block")
     plan = select(a.tiny, a.only, a.fused_block)
     budget = a.budget or sum(i["limit_s"] for i in plan) + 30.0
     estimates_path = os.path.join(ROOT, a.estimates or ESTIMATES)
@@ -1051,7 +1054,7 @@ def gpu_main(argv: list[str]) -> None:
     describe = sh(["git", "describe", "--always", "--dirty"]) or "nogit"
     date = datetime.datetime.now()
     out = a.out or os.path.join(
-        a.results_root, f"gpu{'-tiny' if a.tiny else ''}__{date:%Y-%m-%d}__{describe}")
+        a.results_root, f"gpu{'-tiny' if a.tiny else ''}{'-fused' if a.fused_block else ''}__{date:%Y-%m-%d}__{describe}")
     jsonl, md = os.path.join(out, "gpu.jsonl"), os.path.join(out, "gpu.md")
     if os.path.exists(jsonl):
         print(f"error: {jsonl} already exists; refusing to overwrite it (move it away, or pass --out)", file=sys.stderr)
