@@ -14,8 +14,8 @@ scans (the epoch, the residual trunk) its FLOPs undercount; `jaxpr_flops` counts
 (2 m n k) and every elementwise output from the program's jaxpr, each scan body times its length.
 """
 
-import math
 import json
+import math
 import re
 import time
 from typing import Any, Callable, Optional

@@ -5,10 +5,11 @@ kernels forward and more backward, each on a 512 x 256 batch too small to fill a
 launches thousands of them. The plain block in the scripts stays the definition; this is a faster way to run it.
 
 On a CUDA GPU the kernels are Triton kernels written with Pallas; elsewhere (a CPU, a GPU other than CUDA's) the
-same kernels run in Pallas' interpreter, as plain XLA ops: slow, but the numbers can be checked anywhere (tests/test_fused_block.py holds them
-to the plain block). float32 matmuls use TF32 on the GPU, as XLA's default precision does there; bfloat16
-(--compute-dtype) rounds the matmuls' inputs to bfloat16 and accumulates in float32. The forward pass keeps each
-layer's pre-LayerNorm output (4 x rows x width per block, less than autodiff keeps of the plain block) for the backward pass.
+same kernels run in Pallas' interpreter, as plain XLA ops: slow, but the numbers can be checked anywhere
+(tests/test_fused_block.py holds them to the plain block). float32 matmuls use TF32 on the GPU, as XLA's default
+precision does there; bfloat16 (--compute-dtype) rounds the matmuls' inputs to bfloat16 and accumulates in
+float32. The forward pass keeps each layer's pre-LayerNorm output (4 x rows x width per block, less than autodiff
+keeps of the plain block) for the backward pass.
 
 Interface: fused_residual_block(x, params, activation, compute_dtype), params the block's flax parameters
 ({"Dense_i": {"kernel", "bias"}, "LayerNorm_i": {"scale", "bias"}}, i = 0..3), x [..., width] float32; width a

@@ -69,10 +69,10 @@ def test_the_fused_block_gives_the_plain_blocks_output_and_gradients(activation,
         np.testing.assert_allclose(g, g_plain, atol=2e-5 * scale, rtol=0, err_msg=jax.tree_util.keystr(path))
 
 
-def _update_setup(fused, remat=False, compute_dtype="float32"):
+def _update_setup(fused, remat=False, compute_dtype="float32", depths=(8, 4)):
     # actor depth 8 and critic depth 4: the actor's trunk alone, the critic's three calls stacked into one;
     # width 48: 3 x 3 tiles of 16 per layer
-    nets = C.make_networks(8, 4, 48, 16, 3, remat=remat, compute_dtype=compute_dtype, fused=fused)
+    nets = C.make_networks(*depths, 48, 16, 3, remat=remat, compute_dtype=compute_dtype, fused=fused)
     opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
     return nets, opts
 
@@ -119,15 +119,19 @@ def test_fused_networks_under_a_seed_axis_give_each_seeds_plain_update():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _cuda_update_text(nets, opts, agent):
+    """The SGD update on a batch of 512, lowered for a CUDA GPU (shapes only: nothing runs)."""
+    update = C.make_sgd_update(nets, opts, -3.0, 0.1)
+    return jax.jit(update).trace(agent, jax.eval_shape(lambda: _batch(512)), jax.random.PRNGKey(0)).lower(
+        lowering_platforms=("cuda",)).as_text()
+
+
 def test_the_fused_update_lowers_to_triton_kernels_for_a_cuda_gpu():
     """Pallas lowers the kernels to Triton on this CPU (what a GPU's XLA then compiles): one kernel forward and one
     backward for the actor's trunk and for the critic's stacked trunks."""
     nets, opts = _update_setup(True)
     agent = jax.eval_shape(lambda: C.agent_init(jax.random.PRNGKey(0), nets, opts, 10, 4, 3))
-    batch = jax.eval_shape(lambda: _batch(512))
-    update = C.make_sgd_update(nets, opts, -3.0, 0.1)
-    text = jax.jit(update).trace(agent, batch, jax.random.PRNGKey(0)).lower(lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == 4
+    assert _cuda_update_text(nets, opts, agent).count("__gpu$xla.gpu.triton") == 4
     forward_only = jax.jit(lambda p, x: nets.actor.apply(p, x)).trace(
         agent.actor_params, jax.ShapeDtypeStruct((512, 14), jnp.float32)).lower(lowering_platforms=("cuda",))
     assert forward_only.as_text().count("__gpu$xla.gpu.triton") == 1
@@ -137,12 +141,9 @@ def test_the_fused_updates_lowered_program_is_the_same_size_at_depth_64_and_1024
     """The blocks' scan holds the kernels once whatever the depth: the same Triton calls and as many lines of
     the program lowered for a CUDA GPU at depth 64 as at depth 1024."""
     def lowered(depth):
-        nets = C.make_networks(depth, depth, 48, 16, 3, fused=True)
-        opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
-        agent = jax.eval_shape(lambda: C.agent_init(jax.random.PRNGKey(0), nets, opts, 10, 4, 3))
-        batch = jax.eval_shape(lambda: _batch(512))
-        update = C.make_sgd_update(nets, opts, -3.0, 0.1)
-        return jax.jit(update).trace(agent, batch, jax.random.PRNGKey(0)).lower(lowering_platforms=("cuda",)).as_text()
+        nets, opts = _update_setup(True, depths=(depth, depth))
+        return _cuda_update_text(nets, opts, jax.eval_shape(
+            lambda: C.agent_init(jax.random.PRNGKey(0), nets, opts, 10, 4, 3)))
 
     text64, text1024 = lowered(64), lowered(1024)
     assert text64.count("__gpu$xla.gpu.triton") == text1024.count("__gpu$xla.gpu.triton") == 4
