@@ -8,8 +8,9 @@ On a CUDA GPU the kernels are Triton kernels written with Pallas; elsewhere (a C
 same kernels run in Pallas' interpreter, as plain XLA ops: slow, but the numbers can be checked anywhere
 (tests/test_fused_block.py holds them to the plain block). float32 matmuls use TF32 on the GPU, as XLA's default
 precision does there; bfloat16 (--compute-dtype) rounds the matmuls' inputs to bfloat16 and accumulates in
-float32. The forward pass keeps each layer's pre-LayerNorm output (4 x rows x width per block, less than autodiff
-keeps of the plain block) for the backward pass.
+float32. For the backward pass the forward keeps each layer's pre-LayerNorm output (4 x rows x width per block, less
+than autodiff keeps of the plain block); each layer's parameters are operands of their own, so the backward pass
+keeps the block's parameters themselves, not a stacked copy of them.
 
 Interface: fused_residual_block(x, params, activation, compute_dtype), params the block's flax parameters
 ({"Dense_i": {"kernel", "bias"}, "LayerNorm_i": {"scale", "bias"}}, i = 0..3), x [..., width] float32; width a
@@ -55,19 +56,19 @@ def _activation_grad(a, s, activation):
     return s * (1.0 + a * (1.0 - s)) if activation == "swish" else (a > 0).astype(a.dtype)
 
 
-def _matmul(h, k_ref, layer, c, precision, dtype, transpose=False):
-    """h @ K[layer] (or h @ K[layer].T), h and the result as lists of column tiles; K read tile by tile."""
+def _matmul(h, k_ref, c, precision, dtype, transpose=False):
+    """h @ K (or h @ K.T), h and the result as lists of column tiles; K (a layer's kernel) read tile by tile."""
     n = len(h)
     out = []
     for j in range(n):
         acc = None
         for i in range(n):
             if transpose:  # tile (j, i) of K, contracted on its columns
-                w = k_ref[layer, pl.ds(j * c, c), pl.ds(i * c, c)].astype(dtype)
+                w = k_ref[pl.ds(j * c, c), pl.ds(i * c, c)].astype(dtype)
                 d = jax.lax.dot_general(h[i].astype(dtype), w, (((1,), (1,)), ((), ())), precision=precision,
                                         preferred_element_type=jnp.float32)
             else:
-                w = k_ref[layer, pl.ds(i * c, c), pl.ds(j * c, c)].astype(dtype)
+                w = k_ref[pl.ds(i * c, c), pl.ds(j * c, c)].astype(dtype)
                 d = jax.lax.dot_general(h[i].astype(dtype), w, (((1,), (0,)), ((), ())), precision=precision,
                                         preferred_element_type=jnp.float32)
             acc = d if acc is None else acc + d
@@ -75,8 +76,8 @@ def _matmul(h, k_ref, layer, c, precision, dtype, transpose=False):
     return out
 
 
-def _row(ref, layer, i, c):
-    return ref[layer, pl.ds(i * c, c)][None, :]
+def _row(ref, i, c):
+    return ref[pl.ds(i * c, c)][None, :]
 
 
 def _normalise(z, width):
@@ -86,30 +87,35 @@ def _normalise(z, width):
     return mean, jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + LN_EPS)
 
 
-def _layer_out(z, s_ref, lb_ref, layer, c, width, activation):
+def _layer_out(z, s_ref, lb_ref, c, width, activation):
     mean, inv = _normalise(z, width)
-    return [_activation((t - mean) * inv * _row(s_ref, layer, i, c) + _row(lb_ref, layer, i, c), activation)[0]
+    return [_activation((t - mean) * inv * _row(s_ref, i, c) + _row(lb_ref, i, c), activation)[0]
             for i, t in enumerate(z)]
 
 
-# ---- the kernels: one program per BLOCK_ROWS rows ----
-def _forward_kernel(x_ref, k_ref, b_ref, s_ref, lb_ref, y_ref, *z_ref, c, width, activation, precision, dtype):
+# ---- the kernels: one program per BLOCK_ROWS rows; each layer's parameters an operand of its own ----
+def _forward_kernel(x_ref, *refs, c, width, activation, precision, dtype):
+    """refs: the 4 layers' kernels, biases, LayerNorm scales, LayerNorm biases (4 each), then y and, if kept, z."""
+    k_ref, b_ref, s_ref, lb_ref = (refs[4 * j:4 * j + 4] for j in range(4))
+    y_ref, z_ref = refs[16], refs[17:]
     x = [x_ref[:, pl.ds(i * c, c)] for i in range(width // c)]
     h = x
     for layer in range(4):
-        z = [t + _row(b_ref, layer, i, c) for i, t in enumerate(_matmul(h, k_ref, layer, c, precision, dtype))]
+        z = [t + _row(b_ref[layer], i, c) for i, t in enumerate(_matmul(h, k_ref[layer], c, precision, dtype))]
         for i, t in enumerate(z):
             if z_ref:  # kept for the backward pass
                 z_ref[0][layer, :, pl.ds(i * c, c)] = t
-        h = _layer_out(z, s_ref, lb_ref, layer, c, width, activation)
+        h = _layer_out(z, s_ref[layer], lb_ref[layer], c, width, activation)
     for i in range(width // c):
         y_ref[:, pl.ds(i * c, c)] = h[i] + x[i]
 
 
-def _backward_kernel(x_ref, z_ref, k_ref, s_ref, lb_ref, dy_ref, dx_ref, h_ref, dz_ref, ds_ref, dlb_ref, *,
-                     c, width, activation, precision, dtype):
+def _backward_kernel(x_ref, z_ref, *refs, c, width, activation, precision, dtype):
     """dx; and for the parameters' gradients: each layer's input h and the gradient dz of its Dense output (the
-    caller contracts them over the rows), the partial sums of the LayerNorm scale's and bias's gradients."""
+    caller contracts them over the rows), the partial sums of the LayerNorm scale's and bias's gradients.
+    refs: the 4 layers' kernels, LayerNorm scales, LayerNorm biases (4 each), dy, then the outputs."""
+    k_ref, s_ref, lb_ref = (refs[4 * j:4 * j + 4] for j in range(3))
+    dy_ref, dx_ref, h_ref, dz_ref, ds_ref, dlb_ref = refs[12:]
     tiles = range(width // c)
     dy = [dy_ref[:, pl.ds(i * c, c)] for i in tiles]
     dh = dy  # y = h4 + x
@@ -119,23 +125,23 @@ def _backward_kernel(x_ref, z_ref, k_ref, s_ref, lb_ref, dy_ref, dx_ref, h_ref, 
         nhat = [(t - mean) * inv for t in z]
         dn = []
         for i in tiles:
-            a = nhat[i] * _row(s_ref, layer, i, c) + _row(lb_ref, layer, i, c)
+            a = nhat[i] * _row(s_ref[layer], i, c) + _row(lb_ref[layer], i, c)
             da = dh[i] * _activation_grad(a, _activation(a, activation)[1], activation)
             ds_ref[0, layer, pl.ds(i * c, c)] = jnp.sum(da * nhat[i], axis=0)
             dlb_ref[0, layer, pl.ds(i * c, c)] = jnp.sum(da, axis=0)
-            dn.append(da * _row(s_ref, layer, i, c))
+            dn.append(da * _row(s_ref[layer], i, c))
         mean_dn = sum(jnp.sum(t, axis=1, keepdims=True) for t in dn) / width
         mean_dn_nhat = sum(jnp.sum(t * n, axis=1, keepdims=True) for t, n in zip(dn, nhat)) / width
         dz = [inv * (t - mean_dn - n * mean_dn_nhat) for t, n in zip(dn, nhat)]
         if layer > 0:  # this layer's input: the layer below's output, recomputed from its kept z
-            h = _layer_out([z_ref[layer - 1, :, pl.ds(i * c, c)] for i in tiles], s_ref, lb_ref, layer - 1, c,
-                           width, activation)
+            h = _layer_out([z_ref[layer - 1, :, pl.ds(i * c, c)] for i in tiles], s_ref[layer - 1],
+                           lb_ref[layer - 1], c, width, activation)
         else:
             h = [x_ref[:, pl.ds(i * c, c)] for i in tiles]
         for i in tiles:
             dz_ref[layer, :, pl.ds(i * c, c)] = dz[i]
             h_ref[layer, :, pl.ds(i * c, c)] = h[i]
-        dh = _matmul(dz, k_ref, layer, c, precision, dtype, transpose=True)
+        dh = _matmul(dz, k_ref[layer], c, precision, dtype, transpose=True)
     for i in tiles:
         dx_ref[:, pl.ds(i * c, c)] = dh[i] + dy[i]
 
@@ -173,34 +179,35 @@ def _run(kernel, inputs, outputs, activation, compute_dtype):
                                       default=functools.partial(call, False))
 
 
-def _forward(x, p, activation, compute_dtype, keep_z):
+def _forward(x, leaves, activation, compute_dtype, keep_z):
     rows, width = x.shape
     outputs = [((rows, width), "rows")] + ([((4, rows, width), "layer_rows")] if keep_z else [])
-    return _run(_forward_kernel, [(x, "rows")] + [(a, None) for a in p], outputs, activation, compute_dtype)
+    return _run(_forward_kernel, [(x, "rows")] + [(a, None) for a in leaves], outputs, activation, compute_dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _block(x, p, activation, compute_dtype):
-    return _forward(x, p, activation, compute_dtype, keep_z=False)[0]
+def _block(x, leaves, activation, compute_dtype):
+    return _forward(x, leaves, activation, compute_dtype, keep_z=False)[0]
 
 
-def _block_fwd(x, p, activation, compute_dtype):
-    y, z = _forward(x, p, activation, compute_dtype, keep_z=True)
-    return y, (x, z, p)
+def _block_fwd(x, leaves, activation, compute_dtype):
+    y, z = _forward(x, leaves, activation, compute_dtype, keep_z=True)
+    return y, (x, z, leaves)  # the block's own parameters, no copy of them
 
 
 def _block_bwd(activation, compute_dtype, residuals, dy):
-    x, z, (kernel, bias, scale, ln_bias) = residuals
+    x, z, leaves = residuals
     rows, width = x.shape
     programs = rows // BLOCK_ROWS
     dx, h, dz, dscale, dln_bias = _run(
-        _backward_kernel, [(x, "rows"), (z, "layer_rows"), (kernel, None), (scale, None), (ln_bias, None),
-                           (dy, "rows")],
+        _backward_kernel, [(x, "rows"), (z, "layer_rows")] + [(a, None) for a in leaves[:4] + leaves[8:]]
+        + [(dy, "rows")],
         [((rows, width), "rows"), ((4, rows, width), "layer_rows"), ((4, rows, width), "layer_rows"),
          ((programs, 4, width), "program"), ((programs, 4, width), "program")], activation, compute_dtype)
     dtype = jnp.dtype(compute_dtype)
     dkernel = jnp.einsum("lrk,lrn->lkn", h.astype(dtype), dz.astype(dtype), preferred_element_type=jnp.float32)
-    return dx, (dkernel, jnp.sum(dz, axis=1), jnp.sum(dscale, axis=0), jnp.sum(dln_bias, axis=0))
+    grads = (dkernel, jnp.sum(dz, axis=1), jnp.sum(dscale, axis=0), jnp.sum(dln_bias, axis=0))
+    return dx, tuple(g[layer] for g in grads for layer in range(4))
 
 
 _block.defvjp(_block_fwd, _block_bwd)
@@ -208,13 +215,12 @@ _block.defvjp(_block_fwd, _block_bwd)
 
 def fused_residual_block(x: jax.Array, params: dict, activation: str, compute_dtype: str) -> jax.Array:
     """ResidualBlock's output (4 x Dense, LayerNorm, activation; plus x) from its flax params, as fused kernels."""
-    p = (jnp.stack([params[f"Dense_{i}"]["kernel"] for i in range(4)]),
-         jnp.stack([params[f"Dense_{i}"]["bias"] for i in range(4)]),
-         jnp.stack([params[f"LayerNorm_{i}"]["scale"] for i in range(4)]),
-         jnp.stack([params[f"LayerNorm_{i}"]["bias"] for i in range(4)]))
+    leaves = tuple(params[f"{module}_{i}"][name] for module, name in
+                   (("Dense", "kernel"), ("Dense", "bias"), ("LayerNorm", "scale"), ("LayerNorm", "bias"))
+                   for i in range(4))
     shape, width = x.shape, x.shape[-1]
     chunk_of(width)
     x = x.reshape(-1, width)
     pad = -x.shape[0] % BLOCK_ROWS  # rows of zeros to a whole number of programs (sliced off: their cotangent is 0)
-    y = _block(jnp.pad(x, ((0, pad), (0, 0))) if pad else x, p, activation, compute_dtype)
+    y = _block(jnp.pad(x, ((0, pad), (0, 0))) if pad else x, leaves, activation, compute_dtype)
     return y[:x.shape[0]].reshape(shape)
