@@ -16,7 +16,7 @@ Interface: fused_residual_block(x, params, activation, compute_dtype), params th
 ({"Dense_i": {"kernel", "bias"}, "LayerNorm_i": {"scale", "bias"}}, i = 0..3), x [..., width] float32; width a
 multiple of 16. The scripts take FUSED_WIDTHS: a program holds its rows of every layer in registers, and each
 pair of tiles is a dot of its own in the kernel; compiled for an H100/H200 by Triton 3.9 the kernels spill
-0.2-0.5 KB a thread at width 256 (2 x 2 tiles of 128; 6-14 s to compile a kernel), 3-6 KB at 512 (44-120 s); at
+0.1-0.5 KB a thread at width 256 (2 x 2 tiles of 128; 6-14 s to compile a kernel), 3-6 KB at 512 (44-120 s); at
 1024 (8 x 8 tiles) one kernel took over 11 minutes (tools/triton_check.py, docs/results.md)."""
 
 import functools
@@ -96,16 +96,16 @@ def _layer_out(z, s_ref, lb_ref, c, width, activation):
 # ---- the kernels: one program per BLOCK_ROWS rows; each layer's parameters an operand of its own ----
 def _forward_kernel(x_ref, *refs, c, width, activation, precision, dtype):
     """refs: the 4 layers' kernels, biases, LayerNorm scales, LayerNorm biases (4 each), then y and, if kept, z."""
-    k_ref, b_ref, s_ref, lb_ref = (refs[4 * j:4 * j + 4] for j in range(4))
+    k_refs, b_refs, s_refs, lb_refs = (refs[4 * j:4 * j + 4] for j in range(4))
     y_ref, z_ref = refs[16], refs[17:]
     x = [x_ref[:, pl.ds(i * c, c)] for i in range(width // c)]
     h = x
     for layer in range(4):
-        z = [t + _row(b_ref[layer], i, c) for i, t in enumerate(_matmul(h, k_ref[layer], c, precision, dtype))]
+        z = [t + _row(b_refs[layer], i, c) for i, t in enumerate(_matmul(h, k_refs[layer], c, precision, dtype))]
         for i, t in enumerate(z):
             if z_ref:  # kept for the backward pass
                 z_ref[0][layer, :, pl.ds(i * c, c)] = t
-        h = _layer_out(z, s_ref[layer], lb_ref[layer], c, width, activation)
+        h = _layer_out(z, s_refs[layer], lb_refs[layer], c, width, activation)
     for i in range(width // c):
         y_ref[:, pl.ds(i * c, c)] = h[i] + x[i]
 
@@ -114,7 +114,7 @@ def _backward_kernel(x_ref, z_ref, *refs, c, width, activation, precision, dtype
     """dx; and for the parameters' gradients: each layer's input h and the gradient dz of its Dense output (the
     caller contracts them over the rows), the partial sums of the LayerNorm scale's and bias's gradients.
     refs: the 4 layers' kernels, LayerNorm scales, LayerNorm biases (4 each), dy, then the outputs."""
-    k_ref, s_ref, lb_ref = (refs[4 * j:4 * j + 4] for j in range(3))
+    k_refs, s_refs, lb_refs = (refs[4 * j:4 * j + 4] for j in range(3))
     dy_ref, dx_ref, h_ref, dz_ref, ds_ref, dlb_ref = refs[12:]
     tiles = range(width // c)
     dy = [dy_ref[:, pl.ds(i * c, c)] for i in tiles]
@@ -125,23 +125,23 @@ def _backward_kernel(x_ref, z_ref, *refs, c, width, activation, precision, dtype
         nhat = [(t - mean) * inv for t in z]
         dn = []
         for i in tiles:
-            a = nhat[i] * _row(s_ref[layer], i, c) + _row(lb_ref[layer], i, c)
+            a = nhat[i] * _row(s_refs[layer], i, c) + _row(lb_refs[layer], i, c)
             da = dh[i] * _activation_grad(a, _activation(a, activation)[1], activation)
             ds_ref[0, layer, pl.ds(i * c, c)] = jnp.sum(da * nhat[i], axis=0)
             dlb_ref[0, layer, pl.ds(i * c, c)] = jnp.sum(da, axis=0)
-            dn.append(da * _row(s_ref[layer], i, c))
+            dn.append(da * _row(s_refs[layer], i, c))
         mean_dn = sum(jnp.sum(t, axis=1, keepdims=True) for t in dn) / width
         mean_dn_nhat = sum(jnp.sum(t * n, axis=1, keepdims=True) for t, n in zip(dn, nhat)) / width
         dz = [inv * (t - mean_dn - n * mean_dn_nhat) for t, n in zip(dn, nhat)]
         if layer > 0:  # this layer's input: the layer below's output, recomputed from its kept z
-            h = _layer_out([z_ref[layer - 1, :, pl.ds(i * c, c)] for i in tiles], s_ref[layer - 1],
-                           lb_ref[layer - 1], c, width, activation)
+            h = _layer_out([z_ref[layer - 1, :, pl.ds(i * c, c)] for i in tiles], s_refs[layer - 1],
+                           lb_refs[layer - 1], c, width, activation)
         else:
             h = [x_ref[:, pl.ds(i * c, c)] for i in tiles]
         for i in tiles:
             dz_ref[layer, :, pl.ds(i * c, c)] = dz[i]
             h_ref[layer, :, pl.ds(i * c, c)] = h[i]
-        dh = _matmul(dz, k_ref[layer], c, precision, dtype, transpose=True)
+        dh = _matmul(dz, k_refs[layer], c, precision, dtype, transpose=True)
     for i in tiles:
         dx_ref[:, pl.ds(i * c, c)] = dh[i] + dy[i]
 
