@@ -93,7 +93,6 @@ def test_fused_networks_give_each_seeds_plain_sgd_gradients(remat, compute_dtype
     plain_nets, opts = _update_setup(False, remat, compute_dtype)
     fused_nets, _ = _update_setup(True, remat, compute_dtype)
     on_seeds = (lambda f: f) if seeds == 1 else jax.vmap
-    pick = (lambda x, seed: x) if seeds == 1 else (lambda x, seed: x[seed])
     keys, batch_keys, sample_keys = (jax.random.split(jax.random.PRNGKey(i), 2) for i in (0, 3, 2))
     if seeds == 1:
         keys, batch_keys, sample_keys = keys[0], batch_keys[0], sample_keys[0]
@@ -105,16 +104,17 @@ def test_fused_networks_give_each_seeds_plain_sgd_gradients(remat, compute_dtype
 
     def grads(nets):
         grad = jax.grad(lambda p, b, k: C.sgd_losses(p, nets, b, k, -3.0, 0.1), has_aux=True)
-        return jax.jit(on_seeds(grad))(params, batches, sample_keys)
+        out = jax.jit(on_seeds(grad))(params, batches, sample_keys)
+        return out if seeds > 1 else jax.tree.map(lambda x: x[None], out)  # a seed axis of 1
     (g_plain, m_plain), (g_fused, m_fused) = grads(plain_nets), grads(fused_nets)
     for name in m_plain:
         np.testing.assert_allclose(m_fused[name], m_plain[name], rtol=rtol, atol=rtol, err_msg=name)
     plain_leaves = dict(jax.tree_util.tree_leaves_with_path(g_plain))
     for path, g in jax.tree_util.tree_leaves_with_path(g_fused):
         for seed in range(seeds):
-            g_ref = pick(plain_leaves[path], seed)
+            g_ref = plain_leaves[path][seed]
             scale = float(jnp.max(jnp.abs(g_ref)))
-            np.testing.assert_allclose(pick(g, seed), g_ref, atol=rtol * max(scale, 1e-6), rtol=0,
+            np.testing.assert_allclose(g[seed], g_ref, atol=rtol * max(scale, 1e-6), rtol=0,
                                        err_msg=f"seed {seed} {jax.tree_util.keystr(path)}")
 
 
