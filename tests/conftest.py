@@ -1,6 +1,7 @@
 """One persistent JAX compilation cache for the whole test session, in-process and subprocess runs
 alike: set here, before anything imports jax, and inherited by every subprocess through os.environ.
-A tiny program that several tests (or several runs of a script) compile is compiled once."""
+A tiny program that several tests (or several runs of a script) compile is compiled once. The tests run
+on the CPU backend, also where a GPU is present."""
 
 import os
 import sys
@@ -10,6 +11,11 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The tests check numbers on the CPU, on a machine with a GPU too: there a GPU backend would take each process's
+# share of its memory (the workers and the runs they start at once), have one device where the parallel tests
+# force two CPU devices, and round float32 matmuls in TF32 where the tolerances are a CPU's. GPU speed and memory
+# are `bash benchmark.sh gpu`'s. JAX_PLATFORMS set by the user wins.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # The scripts and tools the tests start compile with XLA's optimisation passes off: tiny runs took 0-25% less
 # time so (docs/ci.md), and the programs compute the same up to float32 rounding. The test workers'
