@@ -27,8 +27,6 @@ import jax  # noqa: E402
 jax.devices()
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
-import pytest  # noqa: E402
-
 # Scheduling on the two workers (pytest.ini: -n 2 --dist loadfile: each file on one worker, so its module
 # fixtures are built once). The files start in this order, the longest first, so that no long one is
 # left to run alone at the end; files whose runs compile the same programs (the collector-learner's, the
