@@ -30,7 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from crl_datasets import save_crl_buffer
 from crl_estimate import compare, estimate
 from crl_envs import ENVS, State, VecGoalEnv, make_env, make_vec_envs, render_rollout
-from crl_kernels import FUSED_WIDTHS, fused_residual_block
+from crl_kernels import FUSED_WIDTHS, fused_blocks, fused_residual_block
 from crl_plots import CriticPlotArgs
 from crl_runs import (Run, compile_all, describe, device_mesh, fail, flag, metrics_line, not_positive, parse_args,
                       seed_all, seed_map, split_seed_keys, state_shardings)
@@ -170,8 +170,9 @@ class Args(CriticPlotArgs):
     remat: bool = False
     """rematerialise each residual block in the backward pass: less memory, ~1/3 more compute"""
     fused_block: bool = False
-    """run each residual block as fused GPU kernels (crl_kernels.py): the same parameters and math, fewer and
-    larger kernels; on a CPU the kernels run in Pallas' interpreter (slow: for checking)"""
+    """run the residual blocks as fused GPU kernels (crl_kernels.py): the same parameters and math, a trunk's
+    blocks in one kernel each way (with --remat one block at a time); on a CPU the kernels run in Pallas'
+    interpreter (slow: for checking)"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
         """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
@@ -197,8 +198,9 @@ class Args(CriticPlotArgs):
 # nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth (`unroll` of them per trip
 # of its loop: fewer trips, a graph still flat in depth); --remat recomputes each block's activations in the
 # backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
-# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32. fused: each
-# block, once its parameters exist, runs as fused kernels (crl_kernels.py) on the same parameters.
+# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32. fused: once
+# their parameters exist, the blocks run as fused kernels (crl_kernels.py) on the same parameters: all of a trunk's
+# blocks as one kernel forward and one backward (with --remat, each block as its own pair, under the scan).
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -247,6 +249,8 @@ class ResidualTrunk(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = hidden(x, self.width, self.layer_norm, self.activation, self.compute_dtype)
+        if self.fused and not self.remat and not self.is_initializing():  # all the blocks: one kernel each way
+            return fused_blocks(x, self.variables["params"]["blocks"], self.activation, self.compute_dtype)
         block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4, unroll=min(self.unroll, self.depth // 4))

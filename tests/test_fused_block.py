@@ -85,13 +85,15 @@ def _batch(rows, key=jax.random.PRNGKey(1)):
 
 # bfloat16: the plain block rounds each Dense output and bias sum to bfloat16, the kernels accumulate in float32.
 # seeds: 1 runs the update as --num-seeds 1 does (no seed axis; 32 rows, whole kernel programs); 2 puts two seeds on
-# a leading axis as --num-seeds 2 does (the kernels under vmap; 24 rows, padded to 32 in the kernels)
-@pytest.mark.parametrize("remat,compute_dtype,rtol,seeds", [(False, "float32", 1e-4, 1), (True, "float32", 1e-4, 2),
-                                                              (True, "bfloat16", 6e-2, 2)])
-def test_fused_networks_give_each_seeds_plain_sgd_gradients(remat, compute_dtype, rtol, seeds):
+# a leading axis as --num-seeds 2 does (the kernels under vmap; 24 rows, padded to 32 in the kernels). Without remat
+# each trunk's blocks run in one kernel each way (depths 16 and 8: 4 and 2 blocks), with remat one block at a time
+@pytest.mark.parametrize("remat,compute_dtype,rtol,seeds,depths", [
+    (False, "float32", 1e-4, 1, (16, 8)), (False, "float32", 1e-4, 2, (8, 4)), (True, "float32", 1e-4, 2, (8, 4)),
+    (True, "bfloat16", 6e-2, 2, (8, 4))])
+def test_fused_networks_give_each_seeds_plain_sgd_gradients(remat, compute_dtype, rtol, seeds, depths):
     """Each seed's losses and gradients held to the plain networks'."""
-    plain_nets, opts = _update_setup(False, remat, compute_dtype)
-    fused_nets, _ = _update_setup(True, remat, compute_dtype)
+    plain_nets, opts = _update_setup(False, remat, compute_dtype, depths)
+    fused_nets, _ = _update_setup(True, remat, compute_dtype, depths)
     on_seeds = (lambda f: f) if seeds == 1 else jax.vmap
     keys, batch_keys, sample_keys = (jax.random.split(jax.random.PRNGKey(i), 2) for i in (0, 3, 2))
     if seeds == 1:
@@ -151,15 +153,16 @@ def test_the_fused_updates_lowered_program_is_the_same_size_at_depth_64_and_1024
 
 def test_triton_check_reads_the_three_kernels_of_a_block():
     """tools/triton_check.py's Triton IR (it reaches into jax's Pallas lowering, an internal API): at width 48 each
-    kernel holds 4 layers x 3 x 3 tile dots; the stores: y and each layer's z, then dx and each layer's h, dz and
-    LayerNorm gradient sums (4 x 4 x 3 tiles), then y alone."""
+    kernel holds 4 layers x 3 x 3 tile dots (once: the loop over the blocks is a loop in the kernel); the stores: y,
+    the block's input and each layer's z, then dx and each layer's h, dz and LayerNorm gradient sums (4 x 4 x 3
+    tiles), then y alone."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
     import triton_check
 
     kernels = triton_check.kernel_irs(48, 64, "relu", "float32")
     assert [name for name, _ in kernels] == ["forward (keeps z)", "backward", "forward alone"]
     assert [ir.count("tt.dot ") for _, ir in kernels] == [36, 36, 36]
-    assert [ir.count("tt.store") for _, ir in kernels] == [3 + 12, 3 + 4 * 12, 3]
+    assert [ir.count("tt.store") for _, ir in kernels] == [3 + 3 + 12, 3 + 4 * 12, 3]
     # the dots' operands: float32 in TF32 (XLA's default on the GPU), bfloat16 as bfloat16; both accumulate in float32
     for dtype, operands in (("float32", "tensor<16x16xf32> * tensor<16x16xf32>"),
                             ("bfloat16", "tensor<16x16xbf16> * tensor<16x16xbf16>")):
@@ -185,10 +188,12 @@ def test_estimate_counts_the_fused_blocks_flops_as_the_plain_blocks():
         assert flops_plain >= 2 * 512 * width * width * 4 and abs(flops_fused / flops_plain - 1) < 0.1
 
 
-def test_the_fused_trunks_backward_keeps_each_blocks_input_and_z_and_no_copy_of_its_weights():
-    """The gradient program's temporary memory grows by each block's input and its 4 layers' pre-LayerNorm outputs
-    (5 x rows x width floats) per block of depth, no more: the custom_vjp keeps the block's own parameters, not a
-    stacked copy of its kernels (4 x width x width more per block). The plain block keeps several times more."""
+def test_the_fused_trunks_gradient_memory_per_block_is_what_its_kernels_keep_and_write():
+    """The gradient program's temporary memory grows per block of depth by what the kernels keep and write, and
+    no more: the forward keeps each block's input and its 4 layers' pre-LayerNorm outputs (5 x rows x width floats),
+    the backward writes each layer's input and the gradient of its Dense output (8 x rows x width) for the batched
+    matmul of the kernels' gradients. The custom_vjp keeps the blocks' own parameters, not a stacked copy of them
+    (4 x width x width more per block). The plain blocks need more than twice as much."""
     width, rows, x = 64, 64, jnp.ones((64, 17))
 
     def temp_bytes(depth, fused):
@@ -198,6 +203,7 @@ def test_the_fused_trunks_backward_keeps_each_blocks_input_and_z_and_no_copy_of_
         return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
 
     per_block = {fused: (temp_bytes(32, fused) - temp_bytes(16, fused)) / 4 for fused in (True, False)}
-    kept = 5 * rows * width * 4
-    assert kept <= per_block[True] <= kept + 4 * width * 4  # a little slack for XLA's buffer assignment
+    plane = rows * width * 4  # bytes of one rows x width float32 array
+    # XLA's buffer assignment may reuse a little of a dead buffer: 12 to 13 planes a block
+    assert 12 * plane <= per_block[True] <= 13 * plane + 4 * width * 4, per_block[True] / plane
     assert per_block[False] > 2 * per_block[True]
