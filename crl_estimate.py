@@ -14,6 +14,7 @@ scans (the epoch, the residual trunk) its FLOPs undercount; `jaxpr_flops` counts
 (2 m n k) and every elementwise output from the program's jaxpr, each scan body times its length.
 """
 
+import collections
 import json
 import math
 import re
@@ -103,6 +104,25 @@ def executed_ops(hlo_text: str, loop_trips: Optional[int] = None) -> int:
     computation as its ops, a conditional as its largest branch. loop_trips: instead of the whole program, one
     trip of the body of its while loop of that many trips (e.g. the SGD loop's, of num_sgd_steps trips).
     A measure of the kernels a step launches that the CPU can count; on a GPU each is ~1-2 us of launch."""
+    return _ops(executed_op_kinds(hlo_text, loop_trips))
+
+
+def _op_kind(line: str) -> str:
+    """What an instruction launches: its op, a fusion with its kind (kLoop, kInput, or the backend's kind of a
+    kCustom fusion, e.g. a Triton GEMM), a custom call with its target."""
+    op = _INSTRUCTION.match(line).group(1)
+    if op == "fusion":
+        found = re.search(r'"fusion_backend_config":\{"kind":"([^"]+)"', line) or re.search(r"kind=(\w+)", line)
+        return f"fusion {found.group(1)}" if found else op
+    if op == "custom-call":
+        found = re.search(r'custom_call_target="([^"]+)"', line)
+        return f"custom-call {found.group(1)}" if found else op
+    return op
+
+
+def executed_op_kinds(hlo_text: str, loop_trips: Optional[int] = None) -> collections.Counter:
+    """executed_ops by what each op is (_op_kind): {kind: ops executed}, plus "loop trips": the while loops'
+    trips counted (not ops)."""
     comps, memo = _computations(hlo_text), {}
 
     def called(line, key):
@@ -119,21 +139,24 @@ def executed_ops(hlo_text: str, loop_trips: Optional[int] = None) -> int:
 
     def count(name):
         if name not in memo:
-            n = 0
+            n = collections.Counter()
             for line in comps[name]:
                 op = _INSTRUCTION.match(line).group(1)
                 if op == "while":
-                    body, cond = count(called(line, "body")), count(called(line, "condition"))
-                    n += trips(line) * (body + cond) + cond
+                    body, cond, k = count(called(line, "body")), count(called(line, "condition")), trips(line)
+                    n.update({key: k * v for key, v in (body + cond).items()})
+                    n.update(cond)
+                    n["loop trips"] += k
                 elif op == "call":
-                    n += count(called(line, "to_apply"))
+                    n.update(count(called(line, "to_apply")))
                 elif op == "conditional":  # branch_computations={...}, or true_computation= / false_computation=
                     listed = re.search(r"branch_computations=\{([^}]*)\}", line)
                     branches = (re.findall(r"%?([\w.-]+)", listed.group(1)) if listed else
                                 [called(line, "true_computation"), called(line, "false_computation")])
-                    n += 1 + max(count(b) for b in branches)
+                    n[op] += 1
+                    n.update(max((count(b) for b in branches), key=_ops))
                 elif op not in _NOT_OPS:
-                    n += 1
+                    n[_op_kind(line)] += 1
             memo[name] = n
         return memo[name]
 
@@ -141,12 +164,19 @@ def executed_ops(hlo_text: str, loop_trips: Optional[int] = None) -> int:
         raise ValueError("no HLO instructions found in the text")
     if loop_trips is None:
         entry = re.search(r"^ENTRY %?([\w.-]+)", hlo_text, re.M).group(1)
-        return count(entry)
-    loops = [line for lines in comps.values() for line in lines
-             if _INSTRUCTION.match(line).group(1) == "while" and trips(line, required=False) == loop_trips]
-    if len(loops) != 1:
-        raise ValueError(f"{len(loops)} while loops of {loop_trips} trips in the program (one needed)")
-    return count(called(loops[0], "body")) + count(called(loops[0], "condition"))
+        out = collections.Counter(count(entry))
+    else:
+        loops = [line for lines in comps.values() for line in lines
+                 if _INSTRUCTION.match(line).group(1) == "while" and trips(line, required=False) == loop_trips]
+        if len(loops) != 1:
+            raise ValueError(f"{len(loops)} while loops of {loop_trips} trips in the program (one needed)")
+        out = count(called(loops[0], "body")) + count(called(loops[0], "condition"))
+    return out
+
+
+def _ops(kinds: collections.Counter) -> int:
+    """the ops of an executed_op_kinds count (its loop trips are not ops)"""
+    return sum(v for k, v in kinds.items() if k != "loop trips")
 
 
 def program_figures(fn: Callable, inputs: tuple, calls_per_step: Optional[int] = None) -> dict:

@@ -191,6 +191,10 @@ def test_executed_ops_count_every_loop_trip():
     body = X.executed_ops(seven, loop_trips=7)
     assert body >= 2 and X.executed_ops(fourteen, loop_trips=14) == body  # two dots at least, every trip
     assert X.executed_ops(fourteen) - X.executed_ops(seven) == 7 * body
+    # by kind: the same ops, split by what each is; the program's loop trips beside them
+    kinds = X.executed_op_kinds(fourteen)
+    assert sum(v for k, v in kinds.items() if k != "loop trips") == X.executed_ops(fourteen)
+    assert kinds["loop trips"] == 14 and 14 * 2 <= sum(v for k, v in kinds.items() if "dot" in k or "fusion" in k)
     with pytest.raises(ValueError, match="0 while loops of 3 trips"):
         X.executed_ops(seven, loop_trips=3)
     # a loop of unknown trips beside it: one trip of the known loop is still counted, the whole program is not

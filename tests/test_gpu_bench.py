@@ -291,3 +291,31 @@ def test_a_variant_that_does_not_compile_is_recorded_and_the_next_runs():
     assert unroll1["params_finite"] is True and unroll1["step_s"] > 0 and unroll1["compile_s"] > 0
     assert unroll1["step_times_s"] == [unroll1["first_step_s"], unroll1["step_s"]]  # the second call is the timed one
     assert unroll1["train_env_steps_per_s"] == pytest.approx(r["env_steps_per_call"] / unroll1["step_s"])
+
+
+def test_kernels_plan_without_the_cuda_plugin_is_one_line_and_status_2(tmp_path):
+    """`bench.py kernels` compiles for a GPU through jax's CUDA plugin; where it is not installed (the README's
+    install) the plan says so in one line, exit status 2, and writes nothing."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax_plugins") and any(importlib.util.find_spec(f"jax_plugins.xla_cuda{v}")
+                                                       for v in (12, 13)):
+        pytest.skip("jax's CUDA plugin is installed here: the plan would compile (minutes)")
+    out = tmp_path / "kernels.jsonl"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "kernels", "--depths", "4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "jax's CUDA plugin" in proc.stderr
+    assert not out.exists()
+
+
+def test_kernels_table_groups_each_rows_kernels():
+    """Each row's kernels by group (GEMMs, Pallas kernels, elementwise, reductions, copies, the rest), which sum
+    to its kernels per SGD step; a failed row shows its error."""
+    ok = {"depth": 64, "variant": "fused", "status": "ok", "compile_s": 28.1, "kernels": 140, "layer_loop_trips": 0,
+          "xla_bytes": 3 * GiB, "by_kind": {"fusion __triton_nested_gemm_fusion": 14, "custom-call __gpu$xla.gpu.triton": 4,
+                                              "fusion kLoop": 67, "fusion kInput": 54, "sort": 1}}
+    bad = {"depth": 4, "variant": "plain", "status": "error", "error": "ValueError: no"}
+    lines = bench.kernels_table([ok, bad]).splitlines()
+    assert lines[2] == "| 64 | fused | 28.1 | 140 | 14 | 4 | 67 | 54 | 0 | 1 | 0 | 3.00 GiB |"
+    assert lines[3].startswith("| 4 | plain | error: ValueError: no |") and lines[3].count("|") == lines[2].count("|")

@@ -1,7 +1,8 @@
 """The one measurement tool: speed, memory and the ops a step executes, for the training step, the SGD step
 alone and the envs stepped alone; at the paper's sizes on a GPU, at small sizes on a CPU. Three plans, each
 a list of measurements run one by one, each in its own process with its own time limit (a hung compile or an
-out-of-memory stops that measurement alone; it is recorded as a row, status timeout or error):
+out-of-memory stops that measurement alone; it is recorded as a row, status timeout or error), and a fourth
+that needs no GPU to count what a GPU would launch:
 
   python tools/bench.py gpu [--tiny] [--only ITEM...] [--fused-block]
                                                         `bash benchmark.sh gpu`: the GPU numbers in one call
@@ -9,6 +10,10 @@ out-of-memory stops that measurement alone; it is recorded as a row, status time
   python tools/bench.py sweep [--depths D...] ...       `bash benchmark.sh speed`: compile s, time per step,
                                                         memory and ops against depth (speed.jsonl)
   python tools/bench.py env [--env-ids ENV...] ...      envs stepped alone, env steps/s (`benchmark.sh probe`)
+  python tools/bench.py kernels [--gpu h100|h200] [--depths D...] [--variants V...]
+                                                        the training step compiled by this machine's XLA for an
+                                                        H100 or H200 it does not have (jax's CUDA plugin, no GPU):
+                                                        the kernels one SGD step launches there, by kind
 
 The measurements (kinds): train, one training step of crl_depth.make_train_fns (collect, insert, sample and
 relabel, the SGD steps) on a replay buffer filled with random states (sampling, relabelling and SGD cost what
@@ -111,6 +116,13 @@ FUSED_VARIANTS = [{"name": "fused", "fused_block": True},
                   {"name": "fused_bf16", "fused_block": True, "compute_dtype": "bfloat16"}]
 
 
+def train_spec(base: dict, **kw) -> dict:
+    """The spec of a training measurement at the sizes of base (PAPER or TINY): one seed, float32, the scan
+    unrolled by 2, no evaluation, two calls; kw changes any of them."""
+    return {**base, "kind": "train", "num_seeds": 1, "remat": False, "compute_dtype": "float32",
+            "evaluate": False, "calls": 2, "unroll": 2, "xla_flags": "", "variants": [], **kw}
+
+
 def items(tiny: bool) -> list[dict]:
     """The plan: name, stage, what, limit_s (seconds), extra (not in the default plan: --only names it) and the
     spec of the measurement (a train spec's `unroll` is the trunk's scan unroll, `xla_flags` its XLA_FLAGS,
@@ -138,8 +150,7 @@ def items(tiny: bool) -> list[dict]:
     limit = (lambda gpu_s, tiny_s: tiny_s) if tiny else (lambda gpu_s, tiny_s: gpu_s)  # seconds
 
     def train(**kw):
-        return {**base, "kind": "train", "num_seeds": 1, "remat": False, "compute_dtype": "float32",
-                "evaluate": False, "calls": 2, "unroll": 2, "xla_flags": "", "variants": [], **kw}
+        return train_spec(base, **kw)
 
     def env(env_id):
         return dict(kind="env", env_id="reacher" if tiny else env_id, num_envs=base["num_envs"],
@@ -1298,7 +1309,114 @@ def env_main(argv: list[str]) -> None:
     sys.exit(1 if failures else 0)
 
 
-PLANS = {"gpu": gpu_main, "sweep": sweep_main, "env": env_main}
+# ==================================================================================================
+# The kernels plan: the training step compiled for a GPU by this machine's XLA, with no GPU
+# ==================================================================================================
+# what XLA needs to know of a GPU to compile for one it does not have (a GpuTargetConfig, in text): the published
+# figures of the SXM cards (132 SMs of compute capability 9.0, 50 MiB of L2), their memory and bandwidth
+GPU_TARGETS = {"h100": ("NVIDIA H100 80GB HBM3", 84_929_347_584, 3_352_320_000_000),
+               "h200": ("NVIDIA H200", 150_755_016_704, 4_800_000_000_000)}
+# the variants of the training step the plan compiles at each depth (spec changes)
+KERNEL_VARIANTS = {"plain": {}, "unroll1": {"unroll": 1}, "unroll4": {"unroll": 4}, "remat": {"remat": True},
+                   "bf16": {"compute_dtype": "bfloat16"}, "fused": {"fused_block": True},
+                   "fused_remat": {"fused_block": True, "remat": True}}
+
+
+def gpu_target_config(name: str) -> str:
+    kind, memory, bandwidth = GPU_TARGETS[name]
+    fields = dict(threads_per_block_limit=1024, threads_per_warp=32, shared_memory_per_block=49152,
+                  shared_memory_per_core=233472, threads_per_core_limit=2048, core_count=132, fpus_per_core=128,
+                  block_dim_limit_x=2**31 - 1, block_dim_limit_y=65535, block_dim_limit_z=65535,
+                  memory_bandwidth=bandwidth, l2_cache_size=52_428_800, clock_rate_ghz=1.98,
+                  device_memory_size=memory, shared_memory_per_block_optin=232448, registers_per_core_limit=65536,
+                  registers_per_block_limit=65536)
+    info = "".join(f"  {k}: {v}\n" for k, v in fields.items())
+    return (f"gpu_device_info {{\n{info}  cuda_compute_capability {{ major: 9 }}\n}}\nplatform_name: \"CUDA\"\n"
+            f"dnn_version_info {{ major: 9 minor: 7 }}\ndevice_description_str: \"{kind}\"\n")
+
+
+def kernels_row(spec: dict, sharding) -> dict:
+    """One training step of spec compiled for the GPU of sharding's topology: compile s, what one SGD step
+    executes by kind (crl_estimate.executed_op_kinds: on a GPU each op is a kernel), XLA's memory there."""
+    import jax
+
+    from crl_estimate import executed_op_kinds
+
+    p = train_program(spec)
+    shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                          jax.eval_shape(p["init"], p["keys"]))
+    compiled, figures = compile_timed(p["epoch"], shapes)
+    kinds = executed_op_kinds(compiled.as_text(), spec["num_sgd_steps"])
+    trips = kinds.pop("loop trips", 0)
+    return {**figures, "kernels": sum(kinds.values()), "layer_loop_trips": trips, "by_kind": dict(kinds)}
+
+
+def kernels_table(rows: list[dict]) -> str:
+    groups = [("GEMMs", lambda k: "gemm" in k or "cublas" in k), ("Pallas", lambda k: "triton" in k and "custom-call" in k),
+              ("elementwise", lambda k: k == "fusion kLoop"), ("reductions", lambda k: k == "fusion kInput"),
+              ("copies", lambda k: k == "copy")]
+    head = ("| depth | variant | compile s | kernels per SGD step | " + " | ".join(g for g, _ in groups)
+            + " | other | layer-loop trips | XLA's memory there |\n|" + "---|" * (len(groups) + 7))
+    lines = [head]
+    for r in rows:
+        what = f"| {r['depth']} | {r['variant']} | "
+        if r["status"] != "ok":
+            lines.append(what + f"{r['status']}: {r['error']} |" + " |" * (len(groups) + 4))
+            continue
+        split = [sum(v for k, v in r["by_kind"].items() if test(k)) for _, test in groups]
+        lines.append(what + f"{r['compile_s']:.1f} | {r['kernels']:,} | " + " | ".join(f"{n:,}" for n in split)
+                     + f" | {r['kernels'] - sum(split):,} | {r['layer_loop_trips']} | {size(r.get('xla_bytes'))} |")
+    return "\n".join(lines)
+
+
+def kernels_main(argv: list[str]) -> None:
+    p = Parser(prog="python tools/bench.py kernels",
+               description="The training step at the paper's sizes (humanoid, 512 envs x 62 steps, 800 SGD steps of "
+                           "batch 512, width 256; depth 1024 with an actor of 512), compiled by this machine's XLA "
+                           "for a GPU it does not need to have: the kernels one SGD step launches there, by kind, and "
+                           "XLA's memory there. Needs jax's CUDA plugin (pip install \"jax[cuda12]\"), no GPU.")
+    p.add_argument("--gpu", choices=sorted(GPU_TARGETS), default="h100", help="the GPU to compile for")
+    p.add_argument("--depths", type=int, nargs="+", default=[4, 64, 1024])
+    p.add_argument("--variants", nargs="+", choices=list(KERNEL_VARIANTS), default=["plain", "unroll1", "fused"])
+    p.add_argument("--out", metavar="FILE", help="JSON-lines file to append one object per row to")
+    a = p.parse_args(argv)
+    os.environ["JAX_PLATFORMS"] = "cpu"  # jax's own backend stays the CPU's; the plugin only compiles
+    import jax
+    from jax.experimental import topologies
+
+    try:
+        topology = topologies.get_topology_desc(platform="cuda", target_config=gpu_target_config(a.gpu),
+                                                topology="1x1x1")
+    except Exception as e:
+        print(f"error: compiling for a GPU needs jax's CUDA plugin (pip install \"jax[cuda12]=={jax.__version__}\"; "
+              f"no GPU needed): {error_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    mesh = topologies.make_mesh(topology, (1,), ("devices",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    meta = (f"{GPU_TARGETS[a.gpu][0]} (compiled for, not run on), jax {jax.__version__}, on "
+            f"{cpu_model()}; {datetime.datetime.now():%Y-%m-%d %H:%M}, commit {sh(['git', 'describe', '--always', '--dirty'])}")
+    print(meta, flush=True)
+    rows = []
+    for depth in a.depths:
+        for variant in a.variants:
+            spec = train_spec(PAPER, depth=depth, actor_depth=512 if depth == 1024 else None,
+                              **KERNEL_VARIANTS[variant])
+            row = {"depth": depth, "variant": variant, "gpu": a.gpu, "spec": spec, "meta": meta}
+            try:
+                row.update(status="ok", **kernels_row(spec, sharding))
+            except Exception as e:
+                row.update(status="error", error=error_line(e))
+            rows.append(row)
+            print(f"depth {depth} {variant}: " + (f"{row['kernels']:,} kernels per SGD step, compiled in "
+                  f"{row['compile_s']:.0f} s" if row["status"] == "ok" else row["error"]), flush=True)
+            if a.out:
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    print(kernels_table(rows))
+    sys.exit(1 if any(r["status"] != "ok" for r in rows) else 0)
+
+
+PLANS = {"gpu": gpu_main, "sweep": sweep_main, "env": env_main, "kernels": kernels_main}
 
 
 def main() -> None:
