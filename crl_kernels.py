@@ -184,12 +184,11 @@ def _spec(shape, kind):
     return pl.BlockSpec(shape, lambda p: (0,) * n)
 
 
-def _run(kernel, inputs, outputs, activation, compute_dtype):
-    """kernel over the rows in programs of BLOCK_ROWS: a Triton kernel where the program is lowered for a CUDA GPU,
-    elsewhere the same kernel in Pallas' interpreter. inputs, outputs: (array or shape, kind) pairs; the blocks:
-    the leading axis of the last input's (a stacked parameter)."""
+def _run(kernel, blocks, inputs, outputs, activation, compute_dtype):
+    """kernel over the rows in programs of BLOCK_ROWS, each through the stack of blocks: a Triton kernel where the
+    program is lowered for a CUDA GPU, elsewhere the same kernel in Pallas' interpreter. inputs, outputs: (array or
+    shape, kind) pairs, the first input's last two axes the rows and the width."""
     rows, width = inputs[0][0].shape[-2:]
-    blocks = inputs[-2][0].shape[0]
     dtype = jnp.dtype(compute_dtype)
 
     def call(gpu, *arrays):
@@ -212,7 +211,8 @@ def _forward(x, leaves, activation, compute_dtype, keep):
     outputs = [((rows, width), "rows")]
     if keep:  # each block's input and each layer's pre-LayerNorm output, for the backward pass
         outputs += [((blocks, rows, width), "block_rows"), ((4, blocks, rows, width), "layer_rows")]
-    return _run(_forward_kernel, [(x, "rows")] + [(a, None) for a in leaves], outputs, activation, compute_dtype)
+    return _run(_forward_kernel, blocks, [(x, "rows")] + [(a, None) for a in leaves], outputs, activation,
+                compute_dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -230,8 +230,8 @@ def _blocks_bwd(activation, compute_dtype, residuals, dy):
     blocks, rows, width = xs.shape
     programs = rows // BLOCK_ROWS
     dx, h, dz, dscale, dln_bias = _run(
-        _backward_kernel, [(xs, "block_rows"), (z, "layer_rows")] + [(a, None) for a in leaves[:4] + leaves[8:]]
-        + [(dy, "rows")],
+        _backward_kernel, blocks,
+        [(xs, "block_rows"), (z, "layer_rows")] + [(a, None) for a in leaves[:4] + leaves[8:]] + [(dy, "rows")],
         [((rows, width), "rows"), ((4, blocks, rows, width), "layer_rows"), ((4, blocks, rows, width), "layer_rows"),
          ((programs, 4, blocks, width), "program"), ((programs, 4, blocks, width), "program")],
         activation, compute_dtype)

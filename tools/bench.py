@@ -1318,8 +1318,10 @@ GPU_TARGETS = {"h100": ("NVIDIA H100 80GB HBM3", 84_929_347_584, 3_352_320_000_0
                "h200": ("NVIDIA H200", 150_755_016_704, 4_800_000_000_000)}
 # the variants of the training step the plan compiles at each depth (spec changes)
 KERNEL_VARIANTS = {"plain": {}, "unroll1": {"unroll": 1}, "unroll4": {"unroll": 4}, "remat": {"remat": True},
-                   "bf16": {"compute_dtype": "bfloat16"}, "fused": {"fused_block": True},
-                   "fused_remat": {"fused_block": True, "remat": True}}
+                   "bf16": {"compute_dtype": "bfloat16"}, "seeds8": {"num_seeds": 8}, "fused": {"fused_block": True},
+                   "fused_remat": {"fused_block": True, "remat": True},
+                   "fused_bf16": {"fused_block": True, "compute_dtype": "bfloat16"},
+                   "fused_seeds8": {"fused_block": True, "num_seeds": 8}}
 
 
 def gpu_target_config(name: str) -> str:
@@ -1352,7 +1354,9 @@ def kernels_row(spec: dict, sharding) -> dict:
 
 
 def kernels_table(rows: list[dict]) -> str:
-    groups = [("GEMMs", lambda k: "gemm" in k or "cublas" in k), ("Pallas", lambda k: "triton" in k and "custom-call" in k),
+    """The kernels plan's markdown table: a row per depth and variant, its kernels per SGD step by group."""
+    groups = [("GEMMs", lambda k: "gemm" in k or "cublas" in k),
+              ("Pallas", lambda k: "triton" in k and "custom-call" in k),
               ("elementwise", lambda k: k == "fusion kLoop"), ("reductions", lambda k: k == "fusion kInput"),
               ("copies", lambda k: k == "copy")]
     head = ("| depth | variant | compile s | kernels per SGD step | " + " | ".join(g for g, _ in groups)
@@ -1394,7 +1398,8 @@ def kernels_main(argv: list[str]) -> None:
     mesh = topologies.make_mesh(topology, (1,), ("devices",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     meta = (f"{GPU_TARGETS[a.gpu][0]} (compiled for, not run on), jax {jax.__version__}, on "
-            f"{cpu_model()}; {datetime.datetime.now():%Y-%m-%d %H:%M}, commit {sh(['git', 'describe', '--always', '--dirty'])}")
+            f"{cpu_model()}; {datetime.datetime.now():%Y-%m-%d %H:%M}, "
+            f"commit {sh(['git', 'describe', '--always', '--dirty'])}")
     print(meta, flush=True)
     rows = []
     for depth in a.depths:
