@@ -9,8 +9,9 @@ IR for sm_90 (Hopper) to a cubin, and the cuobjdump in Triton's wheel reads the 
     python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install triton
     python tools/triton_check.py --triton-python /tmp/tvenv/bin/python [--width 256] [--rows 512]
 
-The kernels of one block at the given width and rows: forward (keeping each layer's pre-LayerNorm output, as in
-training), backward, and forward alone (acting, evaluating). XLA's GPU build carries a Triton of its own, so this
+The kernels of a stack of blocks (--blocks, default 1; a trunk's blocks are a loop inside its kernels) at the
+given width and rows: forward (keeping each block's input and each layer's pre-LayerNorm output, as in training),
+backward, and forward alone (acting, evaluating). XLA's GPU build carries a Triton of its own, so this
 checks the kernels with a Triton near XLA's, not XLA's itself: a GPU run is the final word. The IR is taken from
 the Triton lowering of jax's Pallas (jax._src.pallas.triton.lowering: an internal API of jax 0.10)."""
 
@@ -42,17 +43,17 @@ print(json.dumps({"triton": triton.__version__, "compile_s": seconds, "registers
 """
 
 
-def kernel_irs(width: int, rows: int, activation: str, compute_dtype: str) -> list[tuple[str, str]]:
-    """(name, Triton IR text) of the block's kernels, as Pallas lowers them for a CUDA GPU."""
+def kernel_irs(width: int, rows: int, activation: str, compute_dtype: str, blocks: int = 1) -> list[tuple[str, str]]:
+    """(name, Triton IR text) of the kernels of a stack of blocks, as Pallas lowers them for a CUDA GPU."""
     import jax
     import jax.numpy as jnp
     from jax._src.pallas.triton import lowering
 
     import crl_kernels as K
 
-    block = lambda x, p: K.fused_residual_block(x, p, activation, compute_dtype)
-    shapes = {f"Dense_{i}": {"kernel": (width, width), "bias": (width,)} for i in range(4)}
-    shapes.update({f"LayerNorm_{i}": {"scale": (width,), "bias": (width,)} for i in range(4)})
+    block = lambda x, p: K.fused_blocks(x, p, activation, compute_dtype)
+    shapes = {f"Dense_{i}": {"kernel": (blocks, width, width), "bias": (blocks, width)} for i in range(4)}
+    shapes.update({f"LayerNorm_{i}": {"scale": (blocks, width), "bias": (blocks, width)} for i in range(4)})
     params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), shapes, is_leaf=lambda s: isinstance(s, tuple))
     x = jax.ShapeDtypeStruct((rows, width), jnp.float32)
     irs, lower = [], lowering.lower_jaxpr_to_triton_module
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--triton-python", default=sys.executable, help="a Python with triton installed")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--rows", type=int, default=512)
+    p.add_argument("--blocks", type=int, default=1, help="blocks in the stack (the kernels' loop)")
     p.add_argument("--activation", choices=["swish", "relu"], default="swish")
     p.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--out", default=None, help="folder for the .ttir and .cubin files (default: a temporary one)")
@@ -84,12 +86,13 @@ def main() -> None:
 
     out = args.out or tempfile.mkdtemp(prefix="triton_check_")
     os.makedirs(out, exist_ok=True)
-    print(f"width {args.width}, {args.rows} rows, {args.activation}, {args.compute_dtype}; tiles of "
+    print(f"width {args.width}, {args.rows} rows, {args.blocks} block(s), {args.activation}, {args.compute_dtype}; tiles of "
           f"{K.chunk_of(args.width)}, {K.BLOCK_ROWS} rows and {K.NUM_WARPS} warps a program; sm_90; files in {out}")
     print("| kernel | Triton | compile s | registers / thread | stack (spilled) bytes | shared bytes |")
     print("|---|---|---|---|---|---|")
     t = time.perf_counter()
-    for i, (name, ir) in enumerate(kernel_irs(args.width, args.rows, args.activation, args.compute_dtype)):
+    for i, (name, ir) in enumerate(kernel_irs(args.width, args.rows, args.activation, args.compute_dtype,
+                                               args.blocks)):
         path = os.path.join(out, f"kernel{i}.ttir")
         open(path, "w").write(ir)
         # compiled anew every time (not from Triton's cache), with Triton's default floating-point contraction
