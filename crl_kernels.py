@@ -22,7 +22,8 @@ fused_residual_block(x, params, ...) for one block's; x [..., width] float32; wi
 take FUSED_WIDTHS: a program holds its rows of every layer in registers, and each pair of tiles is a dot of its own
 in the kernel; compiled for an H100/H200 by Triton 3.9 the one-block kernels spilled 0.1-0.5 KB a thread at width
 256 (2 x 2 tiles of 128; 6-14 s to compile a kernel), 3-6 KB at 512 (44-120 s); at 1024 (8 x 8 tiles) one kernel
-took over 11 minutes (tools/triton_check.py, docs/results.md)."""
+took over 11 minutes. A stack of 16 blocks spills 0.2-0.6 KB a thread at 256, but ~15 KB in the forward kernels at
+512 (tools/triton_check.py, docs/results.md)."""
 
 import functools
 
