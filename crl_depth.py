@@ -196,11 +196,12 @@ class Args(CriticPlotArgs):
 # depth = number of Dense layers in the residual blocks: input Dense+LN+act, then depth/4 identical blocks of
 # 4 x (Dense, LayerNorm, act) with the skip added after the block's last activation, then the output head(s).
 # nn.scan stacks the blocks, so the compiled graph holds ONE block whatever the depth (`unroll` of them per trip
-# of its loop: fewer trips, a graph still flat in depth); --remat recomputes each block's activations in the
-# backward pass instead of storing them. compute_dtype "bfloat16" runs the matmuls
-# in bfloat16; parameters, LayerNorm, activations, the residual stream and every output stay float32. fused: once
-# their parameters exist, the blocks run as fused kernels (crl_kernels.py) on the same parameters: all of a trunk's
-# blocks as one kernel forward and one backward (with --remat, each block as its own pair, under the scan).
+# of its loop: fewer trips, a graph still flat in depth); the backward pass recomputes each block's LayerNorms and
+# activations from its matmuls' outputs, and with --remat its matmuls too, instead of storing them. compute_dtype
+# "bfloat16" runs the matmuls in bfloat16; parameters, LayerNorm, activations, the residual stream and every output
+# stay float32. fused: once their parameters exist, the blocks run as fused kernels (crl_kernels.py) on the same
+# parameters: all of a trunk's blocks as one kernel forward and one backward (with --remat, each block as its own
+# pair, under the scan).
 def dense(features: int, compute_dtype: str, name: Optional[str] = None) -> Callable:
     """Dense layer with float32 params whose matmul runs in compute_dtype; returns float32. Kernels are
     uniform with variance 1 / (3 fan_in), a third of LeCun uniform's; biases start at zero."""
@@ -251,7 +252,11 @@ class ResidualTrunk(nn.Module):
         x = hidden(x, self.width, self.layer_norm, self.activation, self.compute_dtype)
         if self.fused and not self.remat and not self.is_initializing():  # all the blocks: one kernel each way
             return fused_blocks(x, self.variables["params"]["blocks"], self.activation, self.compute_dtype)
-        block = nn.remat(ResidualBlock, prevent_cse=False) if self.remat else ResidualBlock
+        # for the backward pass each block keeps only its input and its matmuls' outputs, and recomputes LayerNorm
+        # and the activation there (jax.checkpoint's dots_saveable: the same numbers, less memory, fewer kernels);
+        # --remat keeps its input alone and recomputes the whole block
+        policy = None if self.remat else jax.checkpoint_policies.dots_saveable
+        block = nn.remat(ResidualBlock, prevent_cse=False, policy=policy)
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          length=self.depth // 4, unroll=min(self.unroll, self.depth // 4))
         x, _ = blocks(self.width, self.layer_norm, self.activation, self.residual, self.compute_dtype, self.fused,

@@ -11,8 +11,8 @@ same kernels run in Pallas' interpreter, as plain XLA ops: slow, but the numbers
 (tests/test_fused_block.py holds them to the plain block). float32 matmuls use TF32 on the GPU, as XLA's default
 precision does there; bfloat16 (--compute-dtype) rounds the matmuls' inputs to bfloat16 and accumulates in
 float32. For the backward pass the forward keeps each block's input and each layer's pre-LayerNorm output (5 x rows x
-width per block, less than autodiff keeps of the plain block); the backward writes each layer's input and the
-gradient of its Dense output (8 x rows x width per block) for the batched matmul. Each layer's parameters are
+width per block, as the plain blocks keep their inputs and matmuls' outputs); the backward writes each layer's input
+and the gradient of its Dense output (8 x rows x width per block) for the batched matmul. Each layer's parameters are
 operands of their own (stacked over the blocks, as nn.scan stores them), so the backward pass keeps the parameters
 themselves, not a copy of them.
 

@@ -188,12 +188,13 @@ def test_estimate_counts_the_fused_blocks_flops_as_the_plain_blocks():
         assert flops_plain >= 2 * 512 * width * width * 4 and abs(flops_fused / flops_plain - 1) < 0.1
 
 
-def test_the_fused_trunks_gradient_memory_per_block_is_what_its_kernels_keep_and_write():
-    """The gradient program's temporary memory grows per block of depth by what the kernels keep and write, and
-    no more: the forward keeps each block's input and its 4 layers' pre-LayerNorm outputs (5 x rows x width floats),
-    the backward writes each layer's input and the gradient of its Dense output (8 x rows x width) for the batched
-    matmul of the kernels' gradients. The custom_vjp keeps the blocks' own parameters, not a stacked copy of them
-    (4 x width x width more per block). The plain blocks need more than twice as much."""
+def test_the_gradients_memory_per_block_is_what_the_blocks_keep():
+    """The gradient program's temporary memory grows per block of depth by what the backward pass needs, and no
+    more. The plain blocks keep each block's input and its 4 matmuls' outputs (5 x rows x width floats; LayerNorm
+    and the activation are recomputed). The fused kernels keep each block's input and its 4 layers' pre-LayerNorm
+    outputs (5) and the backward kernel writes each layer's input and the gradient of its Dense output (8) for the
+    batched matmul of the kernels' gradients; the custom_vjp keeps the blocks' own parameters, not a stacked copy
+    of them (4 x width x width more per block)."""
     width, rows, x = 64, 64, jnp.ones((64, 17))
 
     def temp_bytes(depth, fused):
@@ -204,6 +205,6 @@ def test_the_fused_trunks_gradient_memory_per_block_is_what_its_kernels_keep_and
 
     per_block = {fused: (temp_bytes(32, fused) - temp_bytes(16, fused)) / 4 for fused in (True, False)}
     plane = rows * width * 4  # bytes of one rows x width float32 array
-    # XLA's buffer assignment may reuse a little of a dead buffer: 12 to 13 planes a block
-    assert 12 * plane <= per_block[True] <= 13 * plane + 4 * width * 4, per_block[True] / plane
-    assert per_block[False] > 2 * per_block[True]
+    slack = 4 * width * 4  # XLA's buffer assignment may add or reuse a little
+    assert 5 * plane - slack <= per_block[False] <= 5 * plane + slack, per_block[False] / plane
+    assert 12 * plane <= per_block[True] <= 13 * plane + slack, per_block[True] / plane
