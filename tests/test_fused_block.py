@@ -88,8 +88,8 @@ def _batch(rows, key=jax.random.PRNGKey(1)):
 # a leading axis as --num-seeds 2 does (the kernels under vmap; 24 rows, padded to 32 in the kernels). Without remat
 # each trunk's blocks run in one kernel each way (depths 16 and 8: 4 and 2 blocks), with remat one block at a time
 @pytest.mark.parametrize("remat,compute_dtype,rtol,seeds,depths", [
-    (False, "float32", 1e-4, 1, (16, 8)), (False, "float32", 1e-4, 2, (8, 4)), (True, "float32", 1e-4, 2, (8, 4)),
-    (True, "bfloat16", 6e-2, 2, (8, 4))])
+    (False, "float32", 1e-4, 1, (16, 8)), (False, "float32", 1e-4, 2, (8, 4)), (False, "bfloat16", 6e-2, 1, (8, 4)),
+    (True, "float32", 1e-4, 2, (8, 4)), (True, "bfloat16", 6e-2, 2, (8, 4))])
 def test_fused_networks_give_each_seeds_plain_sgd_gradients(remat, compute_dtype, rtol, seeds, depths):
     """Each seed's losses and gradients held to the plain networks'."""
     plain_nets, opts = _update_setup(False, remat, compute_dtype, depths)
@@ -139,8 +139,8 @@ def test_the_fused_update_lowers_to_triton_kernels_for_a_cuda_gpu():
 
 
 def test_the_fused_updates_lowered_program_is_the_same_size_at_depth_64_and_1024():
-    """The blocks' scan holds the kernels once whatever the depth: the same Triton calls and as many lines of
-    the program lowered for a CUDA GPU at depth 64 as at depth 1024."""
+    """A trunk's blocks are a loop inside its kernels whatever the depth: the same Triton calls and as many lines
+    of the program lowered for a CUDA GPU at depth 64 as at depth 1024."""
     def lowered(depth):
         nets, opts = _update_setup(True, depths=(depth, depth))
         return _cuda_update_text(nets, opts, jax.eval_shape(
@@ -159,14 +159,15 @@ def test_triton_check_reads_the_three_kernels_of_a_block():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
     import triton_check
 
-    kernels = triton_check.kernel_irs(48, 64, "relu", "float32")
+    kernels = triton_check.kernel_irs(48, 64, "relu", "float32", blocks=3)  # a stack of 3: the kernels' loop
+    assert [ir.count("scf.for") for _, ir in kernels] == [1, 1, 1]
     assert [name for name, _ in kernels] == ["forward (keeps z)", "backward", "forward alone"]
     assert [ir.count("tt.dot ") for _, ir in kernels] == [36, 36, 36]
     assert [ir.count("tt.store") for _, ir in kernels] == [3 + 3 + 12, 3 + 4 * 12, 3]
     # the dots' operands: float32 in TF32 (XLA's default on the GPU), bfloat16 as bfloat16; both accumulate in float32
     for dtype, operands in (("float32", "tensor<16x16xf32> * tensor<16x16xf32>"),
                             ("bfloat16", "tensor<16x16xbf16> * tensor<16x16xbf16>")):
-        for _, ir in triton_check.kernel_irs(48, 64, "relu", dtype):
+        for _, ir in triton_check.kernel_irs(48, 64, "relu", dtype, blocks=3):
             dots = [line for line in ir.splitlines() if "tt.dot " in line]
             assert len(dots) == 36 and all(operands in d and d.endswith("-> tensor<16x16xf32>") for d in dots)
             assert dtype == "bfloat16" or all("inputPrecision = tf32" in d for d in dots)
