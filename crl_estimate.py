@@ -164,14 +164,12 @@ def executed_op_kinds(hlo_text: str, loop_trips: Optional[int] = None) -> collec
         raise ValueError("no HLO instructions found in the text")
     if loop_trips is None:
         entry = re.search(r"^ENTRY %?([\w.-]+)", hlo_text, re.M).group(1)
-        out = collections.Counter(count(entry))
-    else:
-        loops = [line for lines in comps.values() for line in lines
-                 if _INSTRUCTION.match(line).group(1) == "while" and trips(line, required=False) == loop_trips]
-        if len(loops) != 1:
-            raise ValueError(f"{len(loops)} while loops of {loop_trips} trips in the program (one needed)")
-        out = count(called(loops[0], "body")) + count(called(loops[0], "condition"))
-    return out
+        return collections.Counter(count(entry))  # a copy: the caller may change it, memo's counts stay
+    loops = [line for lines in comps.values() for line in lines
+             if _INSTRUCTION.match(line).group(1) == "while" and trips(line, required=False) == loop_trips]
+    if len(loops) != 1:
+        raise ValueError(f"{len(loops)} while loops of {loop_trips} trips in the program (one needed)")
+    return count(called(loops[0], "body")) + count(called(loops[0], "condition"))
 
 
 def _ops(kinds: collections.Counter) -> int:

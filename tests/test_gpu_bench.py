@@ -295,8 +295,15 @@ def test_a_variant_that_does_not_compile_is_recorded_and_the_next_runs():
 
 def test_kernels_plan_without_the_cuda_plugin_is_one_line_and_status_2(tmp_path):
     """`bench.py kernels` compiles for a GPU through jax's CUDA plugin; where it is not installed (the README's
-    install) the plan says so in one line, exit status 2, and writes nothing."""
+    install) the plan says so in one line, exit status 2, and writes nothing; so do bad depths and a missing --out
+    directory, before anything is compiled, plugin or not."""
     import importlib.util
+
+    for bad, says in ((["--depths", "4", "6"], "--depths must be positive multiples of 4 (got 4 6)"),
+                      (["--out", str(tmp_path / "no" / "k.jsonl")], "no such directory")):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "kernels", *bad],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1 and says in proc.stderr
 
     if importlib.util.find_spec("jax_plugins") and any(importlib.util.find_spec(f"jax_plugins.xla_cuda{v}")
                                                        for v in (12, 13)):

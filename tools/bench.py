@@ -864,6 +864,11 @@ def sh(cmd: list[str]) -> str:
         return ""
 
 
+def git_describe() -> str:
+    """The commit measured, "-dirty" with uncommitted changes; "nogit" outside a git checkout."""
+    return sh(["git", "describe", "--always", "--dirty"]) or "nogit"
+
+
 def fmt(x, spec=",.0f", scale=1.0) -> str:
     return "" if x is None else format(x / scale, spec)
 
@@ -1062,7 +1067,7 @@ def gpu_main(argv: list[str]) -> None:
         i["limit_s"] = a.item_timeout or i["limit_s"]
     wheels = os.path.join(ROOT, a.wheels) if not os.path.isabs(a.wheels) else a.wheels
     has_wheels = os.path.isdir(wheels) and any(f.endswith(".whl") for f in os.listdir(wheels))
-    describe = sh(["git", "describe", "--always", "--dirty"]) or "nogit"
+    describe = git_describe()
     date = datetime.datetime.now()
     out = a.out or os.path.join(
         a.results_root, f"gpu{'-tiny' if a.tiny else ''}{'-fused' if a.fused_block else ''}__{date:%Y-%m-%d}__{describe}")
@@ -1384,6 +1389,10 @@ def kernels_main(argv: list[str]) -> None:
     p.add_argument("--variants", nargs="+", choices=list(KERNEL_VARIANTS), default=["plain", "unroll1", "fused"])
     p.add_argument("--out", metavar="FILE", help="JSON-lines file to append one object per row to")
     a = p.parse_args(argv)
+    if any(d <= 0 or d % 4 for d in a.depths):
+        p.error(f"--depths must be positive multiples of 4 (got {' '.join(map(str, a.depths))})")
+    if a.out and not os.path.isdir(os.path.dirname(os.path.abspath(a.out))):
+        p.error(f"--out {a.out}: no such directory")
     os.environ["JAX_PLATFORMS"] = "cpu"  # jax's own backend stays the CPU's; the plugin only compiles
     import jax
     from jax.experimental import topologies
@@ -1399,7 +1408,7 @@ def kernels_main(argv: list[str]) -> None:
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     meta = (f"{GPU_TARGETS[a.gpu][0]} (compiled for, not run on), jax {jax.__version__}, on "
             f"{cpu_model()}; {datetime.datetime.now():%Y-%m-%d %H:%M}, "
-            f"commit {sh(['git', 'describe', '--always', '--dirty'])}")
+            f"commit {git_describe()}")
     print(meta, flush=True)
     rows = []
     for depth in a.depths:
