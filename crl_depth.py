@@ -441,6 +441,12 @@ class Optimizers(NamedTuple):
     alpha: optax.GradientTransformation
 
 
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    """optax.adam on a parameter set raveled into one vector (optax.flatten): Adam's update, element by element,
+    as one fused kernel per parameter set on a GPU rather than one per parameter array (docs/implementation.md)."""
+    return optax.flatten(optax.adam(learning_rate))
+
+
 def agent_init(key: jax.Array, nets: Networks, opts: Optimizers, obs_dim: int, goal_dim: int,
                action_size: int) -> Agent:
     key_actor, key_phi, key_psi = jax.random.split(key, 3)
@@ -547,9 +553,13 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
     if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
         batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-    agent, metrics = jax.lax.scan(lambda agent, xs: update(agent, *xs), agent,
-                                  (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
-    metrics = jax.tree.map(jnp.mean, metrics)
+    keys = jax.random.split(key_sgd, args.num_sgd_steps)
+    def step(agent, xs):  # a step's metrics as one row of a [steps, metrics] array: one write a step, not one each
+        agent, metrics = update(agent, *xs)
+        return agent, jnp.stack([jnp.mean(m) for m in jax.tree.leaves(metrics)])
+    agent, rows = jax.lax.scan(step, agent, (batches, keys))
+    names = jax.eval_shape(update, agent, jax.tree.map(lambda x: x[0], batches), keys[0])[1]  # the metrics' tree
+    metrics = jax.tree.unflatten(jax.tree.structure(names), list(jnp.mean(rows, axis=0)))
     relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
                    "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
                        jnp.sum(data["valid"]), 1)}
@@ -715,7 +725,7 @@ def validate_args(args: Args) -> Optional[str]:
 
 def state_header(args: Args) -> dict:
     """What a state checkpoint must match to be loaded into a run of these args."""
-    return {"format": "crl_depth_state", "version": 3, "env_id": args.env_id,  # 3: leaves by path name
+    return {"format": "crl_depth_state", "version": 4, "env_id": args.env_id,  # 4: Adam on raveled parameters
             "actor_depth": args.actor_depth or args.depth, "critic_depth": args.critic_depth or args.depth,
             **{name: getattr(args, name) for name in ("width", "repr_dim", "layer_norm", "activation", "residual",
                                                       "num_envs", "episode_length", "max_replay_size", "num_seeds")}}
@@ -765,7 +775,7 @@ def build(args: Args) -> tuple[Any, VecGoalEnv, VecGoalEnv, Networks, Optimizers
     nets = make_networks(args.actor_depth or args.depth, args.critic_depth or args.depth, args.width, args.repr_dim,
                          env.action_size, args.layer_norm, args.activation, args.residual, args.remat,
                          args.compute_dtype, fused=args.fused_block)
-    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    opts = Optimizers(adam(args.actor_lr), adam(args.critic_lr), adam(args.alpha_lr))
     return spec, env, eval_env, nets, opts
 
 

@@ -423,6 +423,12 @@ class Optimizers(NamedTuple):
     alpha: optax.GradientTransformation
 
 
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    """optax.adam on a parameter set raveled into one vector (optax.flatten): Adam's update, element by element,
+    as one fused kernel per parameter set on a GPU rather than one per parameter array (docs/implementation.md)."""
+    return optax.flatten(optax.adam(learning_rate))
+
+
 def agent_init(key: jax.Array, nets: Networks, opts: Optimizers, obs_dim: int, goal_dim: int,
                action_size: int) -> Agent:
     key_actor, key_phi, key_psi = jax.random.split(key, 3)
@@ -529,9 +535,13 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
     if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
         batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-    agent, metrics = jax.lax.scan(lambda agent, xs: update(agent, *xs), agent,
-                                  (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
-    metrics = jax.tree.map(jnp.mean, metrics)
+    keys = jax.random.split(key_sgd, args.num_sgd_steps)
+    def step(agent, xs):  # a step's metrics as one row of a [steps, metrics] array: one write a step, not one each
+        agent, metrics = update(agent, *xs)
+        return agent, jnp.stack([jnp.mean(m) for m in jax.tree.leaves(metrics)])
+    agent, rows = jax.lax.scan(step, agent, (batches, keys))
+    names = jax.eval_shape(update, agent, jax.tree.map(lambda x: x[0], batches), keys[0])[1]  # the metrics' tree
+    metrics = jax.tree.unflatten(jax.tree.structure(names), list(jnp.mean(rows, axis=0)))
     relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
                    "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
                        jnp.sum(data["valid"]), 1)}
@@ -757,7 +767,8 @@ RESUMABLE_FIELDS = ("num_gradient_steps", "num_epochs", "checkpoint_every", "tra
 # the training key, gradient steps, each with a leading seed axis; plus the epoch and the evaluation
 # keys. Not the dataset: a resumed run reads --dataset again, and the header identifies it (path, size,
 # shape, a sha256 of its arrays) so that a run is never continued on other data.
-STATE_FORMAT, STATE_VERSION = "crl_depth_offline_state", 3  # 2: a seed axis on every leaf; 3: leaves by path name
+STATE_FORMAT, STATE_VERSION = "crl_depth_offline_state", 4  # 2: a seed axis on every leaf; 3: leaves by path name;
+# 4: Adam on raveled parameters
 
 
 def validate_args(args: Args) -> Optional[str]:
@@ -841,7 +852,7 @@ def build(args: Args, data: OfflineData, estimating: bool = False) -> tuple[Netw
     nets = make_networks(args.actor_depth or args.depth, args.critic_depth or args.depth, args.width, args.repr_dim,
                          data.action.shape[-1], args.layer_norm, args.activation, args.residual, args.remat,
                          args.compute_dtype, fused=args.fused_block)
-    opts = Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    opts = Optimizers(adam(args.actor_lr), adam(args.critic_lr), adam(args.alpha_lr))
     buffer = offline_buffer(data) if not estimating else jax.eval_shape(
         lambda s, a, e: offline_buffer(data._replace(state=s, action=a, episode_id=e)), data.state, data.action,
         data.episode_id)

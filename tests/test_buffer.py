@@ -119,7 +119,7 @@ def test_prefill_acts_with_the_untrained_actor():
                   depth=8)
     env = E.VecGoalEnv(E.make_env("reacher"), args.num_envs, args.episode_length)
     nets = C.make_networks(8, 8, 16, 64, env.action_size)
-    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    opts = C.Optimizers(C.adam(3e-4), C.adam(3e-4), C.adam(3e-4))
     agent = C.agent_init(jax.random.PRNGKey(1), nets, opts, 10, 3, env.action_size)
     ts = C.TrainState(agent=agent, env_state=jax.jit(env.reset)(jax.random.PRNGKey(2)),
                       buffer=C.buffer_init(60, 4, 10, env.action_size), key=jax.random.PRNGKey(3),

@@ -31,7 +31,7 @@ def _env_state(env_id):
 def _agent(script, env_id, action_size, depth=4):
     spec = E.ENVS[env_id]
     nets = script.make_networks(depth, depth, WIDTH, 8, action_size)
-    opts = script.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+    opts = script.Optimizers(script.adam(1e-3), script.adam(1e-3), script.adam(1e-3))
     return jax.eval_shape(lambda: script.agent_init(jax.random.PRNGKey(0), nets, opts, spec.obs_dim,
                                                     spec.goal_end - spec.goal_start, action_size))
 
@@ -116,7 +116,7 @@ def test_two_seeds_of_an_arm_trace_through_a_training_epoch():
     env, env_state = _env_state("arm_push_easy")
     spec = E.ENVS["arm_push_easy"]
     nets = C.make_networks(4, 4, WIDTH, 8, env.action_size)
-    opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+    opts = C.Optimizers(C.adam(1e-3), C.adam(1e-3), C.adam(1e-3))
     one = C.TrainState(agent=_agent(C, "arm_push_easy", env.action_size), env_state=env_state,
                        buffer=jax.eval_shape(lambda: C.buffer_init(args.max_replay_size, NUM_ENVS, spec.obs_dim,
                                                                    env.action_size)),

@@ -54,7 +54,7 @@ def runs(compile_cache):
     nets = {name: C.make_networks(depth, depth, args.width, args.repr_dim, env.action_size)
             for name, depth in zip(C.AGENTS, (args.collector_depth, args.deep_learner_depth,
                                               args.shallow_learner_depth))}
-    opts = C.Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    opts = C.Optimizers(C.adam(args.actor_lr), C.adam(args.critic_lr), C.adam(args.alpha_lr))
     key_agent, key_deep, key_env, key = jax.random.split(jax.random.PRNGKey(0), 4)
     init = lambda k, name: C.agent_init(k, nets[name], opts, spec.obs_dim, spec.goal_end - spec.goal_start,
                                         env.action_size)

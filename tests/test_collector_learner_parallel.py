@@ -127,7 +127,7 @@ def test_state_shardings_split_envs_and_buffer_replicate_the_three_agents():
 
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("envs",))
     nets = C.make_networks(4, 4, 8, 4, 2)
-    opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+    opts = C.Optimizers(C.adam(1e-3), C.adam(1e-3), C.adam(1e-3))
     agents = jax.vmap(lambda k: C.agent_init(k, nets, opts, 6, 2, 2))(jax.random.split(jax.random.PRNGKey(0), 3))
     ts = C.TrainState(agent=agents, learners={"deep_learner": agents, "shallow_learner": agents},
                       env_state={"obs": jnp.zeros((3, 4, 8))}, buffer=jax.vmap(lambda _: C.buffer_init(10, 4, 6, 2))(

@@ -51,7 +51,7 @@ def test_flops_grow_with_depth():
 
     def update_flops(depth):
         nets = C.make_networks(depth, depth, 32, 16, 2)
-        opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+        opts = C.Optimizers(C.adam(1e-3), C.adam(1e-3), C.adam(1e-3))
         agent = jax.eval_shape(lambda k: C.agent_init(k, nets, opts, 4, 2, 2), jax.random.PRNGKey(0))
         batch = {"state": jax.ShapeDtypeStruct((16, 4), jnp.float32), "action": jax.ShapeDtypeStruct((16, 2), jnp.float32),
                  "goal": jax.ShapeDtypeStruct((16, 2), jnp.float32)}
@@ -93,7 +93,7 @@ def test_estimate_state_sizes_are_those_of_a_built_state(online_estimate):
     args, report, _, _ = online_estimate
     spec, env, _ = E.make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
     nets = C.make_networks(args.depth, args.depth, args.width, args.repr_dim, env.action_size)
-    opts = C.Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    opts = C.Optimizers(C.adam(args.actor_lr), C.adam(args.critic_lr), C.adam(args.alpha_lr))
     agent = C.agent_init(jax.random.PRNGKey(0), nets, opts, spec.obs_dim, spec.goal_end - spec.goal_start,
                          env.action_size)
     buffer = C.buffer_init(args.max_replay_size, args.num_envs, spec.obs_dim, env.action_size)
@@ -221,7 +221,7 @@ def sgd_step_ops(depth: int) -> int:
     args = C.Args(env_id="point_u_maze", depth=depth)
     spec, env, _ = E.make_vec_envs(args.env_id, args.num_envs, args.num_eval_envs, args.episode_length)
     nets = C.make_networks(depth, depth, args.width, args.repr_dim, env.action_size)
-    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    opts = C.Optimizers(C.adam(3e-4), C.adam(3e-4), C.adam(3e-4))
     _, epoch = C.make_train_fns(args, env, nets, opts, (spec.goal_start, spec.goal_end))
 
     def fresh(key):

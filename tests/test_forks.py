@@ -99,7 +99,7 @@ def test_fixed_entropy_coefficient(tmp_path):
         ('"losses/alpha": alpha_loss,', ""),
         ("Agent(actor_params, critic_params, log_alpha, actor_opt, critic_opt, alpha_opt)",
          "Agent(actor_params, critic_params, agent.log_alpha, actor_opt, critic_opt)"),
-        ("optax.adam(args.critic_lr), optax.adam(args.alpha_lr))", "optax.adam(args.critic_lr))"),
+        ("adam(args.critic_lr), adam(args.alpha_lr))", "adam(args.critic_lr))"),
         ("Optimizers(*[optax.adam(1.0)] * 3)", "Optimizers(*[optax.adam(1.0)] * 2)"),
     ])
     run_dir, records, _ = run_and_resume(path, ONLINE, ONLINE_RESUME)

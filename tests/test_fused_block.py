@@ -73,7 +73,7 @@ def _update_setup(fused, remat=False, compute_dtype="float32", depths=(8, 4)):
     # actor depth 8 and critic depth 4: the actor's trunk alone, the critic's three calls stacked into one;
     # width 48: 3 x 3 tiles of 16 per layer
     nets = C.make_networks(*depths, 48, 16, 3, remat=remat, compute_dtype=compute_dtype, fused=fused)
-    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    opts = C.Optimizers(C.adam(3e-4), C.adam(3e-4), C.adam(3e-4))
     return nets, opts
 
 

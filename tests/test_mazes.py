@@ -209,7 +209,7 @@ def test_humanoid_u_maze_steps():
 def _write_checkpoint(run_dir, depth, width, with_args=True, seed=0):
     env_spec = C.ENVS["ant_u4_maze"]
     nets = C.make_networks(depth, depth, width, 64, 8)
-    opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+    opts = C.Optimizers(C.adam(1e-3), C.adam(1e-3), C.adam(1e-3))
     agent = C.agent_init(jax.random.PRNGKey(seed), nets, opts, env_spec.obs_dim, 2, 8)
     run_dir.mkdir(parents=True)
     path = run_dir / "checkpoint.msgpack"

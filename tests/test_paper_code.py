@@ -161,7 +161,7 @@ def test_update_as_the_paper_code(depth, monkeypatch):
     monkeypatch.setattr(jax.random, "normal", lambda key, shape, *a, **kw: noise.reshape(shape))
     blocks, action_size, obs_dim, goal_dim = depth // 4, 8, 29, 2
     nets = C.make_networks(depth, depth, 32, 64, action_size)
-    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    opts = C.Optimizers(C.adam(3e-4), C.adam(3e-4), C.adam(3e-4))
     template = C.agent_init(jax.random.PRNGKey(0), nets, opts, obs_dim, goal_dim, action_size)
     params = from_paper(rec, "init/", nets_tree((template.actor_params, template.critic_params)), blocks)
     counts = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in params.items()}

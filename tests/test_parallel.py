@@ -80,7 +80,7 @@ def test_two_devices_equal_one_device(single, tmp_path_factory, cache):
 def test_state_shardings_split_envs_and_replicate_networks():
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("envs",))
     nets = C.make_networks(4, 4, 8, 4, 2)
-    opts = C.Optimizers(optax.adam(1e-3), optax.adam(1e-3), optax.adam(1e-3))
+    opts = C.Optimizers(C.adam(1e-3), C.adam(1e-3), C.adam(1e-3))
     agent = jax.vmap(lambda k: C.agent_init(k, nets, opts, 6, 2, 2))(jax.random.split(jax.random.PRNGKey(0), 3))
     buffer = jax.vmap(lambda _: C.buffer_init(10, 4, 6, 2))(jnp.arange(3))
     env_state = {"obs": jnp.zeros((3, 4, 8)), "steps": jnp.zeros((3, 4))}
@@ -118,7 +118,7 @@ def test_bfloat16_matmuls_float32_params_and_outputs():
 
 def test_bfloat16_sgd_step_keeps_float32_state_and_finite_losses():
     nets = C.make_networks(8, 8, 32, 16, 2, compute_dtype="bfloat16")
-    opts = C.Optimizers(optax.adam(3e-4), optax.adam(3e-4), optax.adam(3e-4))
+    opts = C.Optimizers(C.adam(3e-4), C.adam(3e-4), C.adam(3e-4))
     agent = C.agent_init(jax.random.PRNGKey(0), nets, opts, 6, 2, 2)
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
     batch = {"state": jax.random.normal(k1, (16, 6)), "action": jax.random.uniform(k2, (16, 2), minval=-1, maxval=1),

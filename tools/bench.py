@@ -335,7 +335,7 @@ def build(spec: dict, remat: bool, batch_size: int):
     nets = C.make_networks(args.actor_depth or args.depth, args.depth, args.width, args.repr_dim, env.action_size,
                            remat=remat, compute_dtype=args.compute_dtype, unroll=spec.get("unroll", 2),
                            fused=args.fused_block)
-    opts = C.Optimizers(optax.adam(args.actor_lr), optax.adam(args.critic_lr), optax.adam(args.alpha_lr))
+    opts = C.Optimizers(C.adam(args.actor_lr), C.adam(args.critic_lr), C.adam(args.alpha_lr))
     return args, env, nets, opts
 
 
@@ -607,7 +607,7 @@ def measure_sgd(spec: dict, emit) -> None:
                             for cls, size in ((C.Actor, action_size), (C.Encoder, spec["repr_dim"]),
                                               (C.Encoder, spec["repr_dim"]))))
     a = C.Args
-    opts = C.Optimizers(optax.adam(a.actor_lr), optax.adam(a.critic_lr), optax.adam(a.alpha_lr))
+    opts = C.Optimizers(C.adam(a.actor_lr), C.adam(a.critic_lr), C.adam(a.alpha_lr))
     update = C.make_sgd_update(nets, opts, -a.target_entropy_scale * action_size, a.logsumexp_penalty)
 
     def one_seed(key):
