@@ -322,8 +322,9 @@ def test_kernels_table_groups_each_rows_kernels():
     ok = {"depth": 64, "variant": "fused", "status": "ok", "compile_s": 28.1, "kernels": 140, "layer_loop_trips": 0,
           "xla_bytes": 3 * GiB, "by_kind": {"fusion __triton_nested_gemm_fusion": 14,
                                             "custom-call __gpu$xla.gpu.triton": 4, "fusion kLoop": 67,
-                                            "fusion kInput": 54, "sort": 1}}
+                                            "fusion kInput": 54, "sort": 1}, "train_step_kernels": 98_765}
     bad = {"depth": 4, "variant": "plain", "status": "error", "error": "ValueError: no"}
     lines = bench.kernels_table([ok, bad]).splitlines()
-    assert lines[2] == "| 64 | fused | 28.1 | 140 | 14 | 4 | 67 | 54 | 0 | 1 | 0 | 3.00 GiB |"
+    assert lines[2] == "| 64 | fused | 28.1 | 140 | 14 | 4 | 67 | 54 | 0 | 1 | 0 | 3.00 GiB | 98,765 |"
     assert lines[3].startswith("| 4 | plain | error: ValueError: no |") and lines[3].count("|") == lines[2].count("|")
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|")

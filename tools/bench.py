@@ -1355,7 +1355,10 @@ def kernels_row(spec: dict, sharding) -> dict:
     compiled, figures = compile_timed(p["epoch"], shapes)
     kinds = executed_op_kinds(compiled.as_text(), spec["num_sgd_steps"])
     trips = kinds.pop("loop trips", 0)
-    return {**figures, "kernels": sum(kinds.values()), "layer_loop_trips": trips, "by_kind": dict(kinds)}
+    whole = executed_op_kinds(compiled.as_text())  # the program: one training step, its collection included
+    whole.pop("loop trips", 0)
+    return {**figures, "kernels": sum(kinds.values()), "layer_loop_trips": trips, "by_kind": dict(kinds),
+            "train_step_kernels": sum(whole.values())}
 
 
 def kernels_table(rows: list[dict]) -> str:
@@ -1365,16 +1368,18 @@ def kernels_table(rows: list[dict]) -> str:
               ("elementwise", lambda k: k == "fusion kLoop"), ("reductions", lambda k: k == "fusion kInput"),
               ("copies", lambda k: k == "copy")]
     head = ("| depth | variant | compile s | kernels per SGD step | " + " | ".join(g for g, _ in groups)
-            + " | other | layer-loop trips | XLA's memory there |\n|" + "---|" * (len(groups) + 7))
+            + " | other | layer-loop trips | XLA's memory there | kernels per training step |\n|"
+            + "---|" * (len(groups) + 8))
     lines = [head]
     for r in rows:
         what = f"| {r['depth']} | {r['variant']} | "
         if r["status"] != "ok":
-            lines.append(what + f"{r['status']}: {r['error']} |" + " |" * (len(groups) + 4))
+            lines.append(what + f"{r['status']}: {r['error']} |" + " |" * (len(groups) + 5))
             continue
         split = [sum(v for k, v in r["by_kind"].items() if test(k)) for _, test in groups]
         lines.append(what + f"{r['compile_s']:.1f} | {r['kernels']:,} | " + " | ".join(f"{n:,}" for n in split)
-                     + f" | {r['kernels'] - sum(split):,} | {r['layer_loop_trips']} | {size(r.get('xla_bytes'))} |")
+                     + f" | {r['kernels'] - sum(split):,} | {r['layer_loop_trips']} | {size(r.get('xla_bytes'))} | "
+                     + (f"{r['train_step_kernels']:,} |" if "train_step_kernels" in r else " |"))
     return "\n".join(lines)
 
 
@@ -1382,8 +1387,9 @@ def kernels_main(argv: list[str]) -> None:
     p = Parser(prog="python tools/bench.py kernels",
                description="The training step at the paper's sizes (humanoid, 512 envs x 62 steps, 800 SGD steps of "
                            "batch 512, width 256; depth 1024 with an actor of 512), compiled by this machine's XLA "
-                           "for a GPU it does not need to have: the kernels one SGD step launches there, by kind, and "
-                           "XLA's memory there. Needs jax's CUDA plugin (pip install \"jax[cuda12]\"), no GPU.")
+                           "for a GPU it does not need to have: the kernels one SGD step launches there, by kind, the "
+                           "kernels of the whole training step (its collection included) and XLA's memory there. "
+                           "Needs jax's CUDA plugin (pip install \"jax[cuda12]\"), no GPU.")
     p.add_argument("--gpu", choices=sorted(GPU_TARGETS), default="h100", help="the GPU to compile for")
     p.add_argument("--depths", type=int, nargs="+", default=[4, 64, 1024])
     p.add_argument("--variants", nargs="+", choices=list(KERNEL_VARIANTS), default=["plain", "unroll1", "fused"])
