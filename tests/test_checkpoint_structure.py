@@ -7,7 +7,6 @@ without its buffer (--no-checkpoint-buffer) must round-trip too."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import crl_collector_learner as CL

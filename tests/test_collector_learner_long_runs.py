@@ -78,7 +78,7 @@ def test_state_holds_all_three_agents_buffer_and_keys(straight_run):
     for agent in (ts["agent"], *ts["learners"].values()):
         assert set(agent) == {"actor_params", "critic_params", "log_alpha", "actor_opt", "critic_opt", "alpha_opt"}
     # a leading seed axis (of 1) on every leaf
-    assert header["num_seeds"] == 1 and header["version"] == C.STATE_VERSION == 3
+    assert header["num_seeds"] == 1 and header["version"] == C.STATE_VERSION == 4
     assert ts["buffer"]["state"].shape[:3] == (1, 60, 4) and ts["env_steps"].tolist() == [400]
     assert ts["key"].shape == (1, 2) and saved["state"]["key_eval"].shape == (1, 2)
     assert [r["epoch"] for r in _metrics(straight_run)] == [0, 1, 2, 3, 4]

@@ -88,7 +88,7 @@ def test_two_seed_state_has_a_seed_axis_and_the_plot_their_mean(two_seeds):
     run_dir = two_seeds[0]
     blob = open(os.path.join(run_dir, "state.msgpack"), "rb").read()
     restored = flax.serialization.msgpack_restore(blob[48:])
-    assert restored["header"]["num_seeds"] == 2 and restored["header"]["version"] == C.STATE_VERSION == 3
+    assert restored["header"]["num_seeds"] == 2 and restored["header"]["version"] == C.STATE_VERSION == 4
     ts = restored["state"]["ts"]
     assert set(ts["learners"]) == set(C.AGENTS[1:])
     leaves = flax.traverse_util.flatten_dict(ts, sep="/")
@@ -123,7 +123,6 @@ def test_bad_num_seeds_and_devices_refused(tmp_path, cache):
 def test_state_shardings_split_envs_and_buffer_replicate_the_three_agents():
     import jax
     import jax.numpy as jnp
-    import optax
 
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("envs",))
     nets = C.make_networks(4, 4, 8, 4, 2)

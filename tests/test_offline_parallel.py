@@ -140,7 +140,7 @@ def test_state_has_a_seed_axis_and_no_dataset(two_seeds, single):
     for run_dir, num_seeds in ((two_seeds[0], 2), (single[1][0], 1)):
         blob = open(os.path.join(run_dir, "state.msgpack"), "rb").read()
         restored = flax.serialization.msgpack_restore(blob[48:])
-        assert restored["header"]["num_seeds"] == num_seeds and restored["header"]["version"] == O.STATE_VERSION == 3
+        assert restored["header"]["num_seeds"] == num_seeds and restored["header"]["version"] == O.STATE_VERSION == 4
         ts = restored["state"]["ts"]
         assert set(ts) == {"agent", "key", "gradient_steps"}  # not the dataset
         assert ts["gradient_steps"].tolist() == [4] * num_seeds and ts["key"].shape == (num_seeds, 2)

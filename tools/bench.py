@@ -316,7 +316,6 @@ def random_batch(key, batch_size: int, obs_dim: int, goal_dim: int, action_size:
 
 def build(spec: dict, remat: bool, batch_size: int):
     """Args, vectorised env, networks and optimisers of a measurement, as crl_depth.py's main builds them."""
-    import optax
 
     import crl_depth as C
     import crl_envs as E
@@ -589,7 +588,6 @@ def measure_sgd(spec: dict, emit) -> None:
     SGD step per seed stands for at the paper's 1:40 ratio."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     import crl_depth as C
     import crl_envs as E
@@ -1344,7 +1342,8 @@ def gpu_target_config(name: str) -> str:
 
 def kernels_row(spec: dict, sharding) -> dict:
     """One training step of spec compiled for the GPU of sharding's topology: compile s, what one SGD step
-    executes by kind (crl_estimate.executed_op_kinds: on a GPU each op is a kernel), XLA's memory there."""
+    executes by kind (crl_estimate.executed_op_kinds: on a GPU each op is a kernel), what the whole training step
+    executes (None where a loop of it has no known trip count), XLA's memory there."""
     import jax
 
     from crl_estimate import executed_op_kinds
@@ -1355,10 +1354,13 @@ def kernels_row(spec: dict, sharding) -> dict:
     compiled, figures = compile_timed(p["epoch"], shapes)
     kinds = executed_op_kinds(compiled.as_text(), spec["num_sgd_steps"])
     trips = kinds.pop("loop trips", 0)
-    whole = executed_op_kinds(compiled.as_text())  # the program: one training step, its collection included
-    whole.pop("loop trips", 0)
+    try:  # the program: one training step, its collection included
+        whole = executed_op_kinds(compiled.as_text())
+        whole.pop("loop trips", 0)
+    except ValueError:  # a loop without a known trip count: the SGD step's figures still stand
+        whole = None
     return {**figures, "kernels": sum(kinds.values()), "layer_loop_trips": trips, "by_kind": dict(kinds),
-            "train_step_kernels": sum(whole.values())}
+            "train_step_kernels": None if whole is None else sum(whole.values())}
 
 
 def kernels_table(rows: list[dict]) -> str:
@@ -1379,7 +1381,7 @@ def kernels_table(rows: list[dict]) -> str:
         split = [sum(v for k, v in r["by_kind"].items() if test(k)) for _, test in groups]
         lines.append(what + f"{r['compile_s']:.1f} | {r['kernels']:,} | " + " | ".join(f"{n:,}" for n in split)
                      + f" | {r['kernels'] - sum(split):,} | {r['layer_loop_trips']} | {size(r.get('xla_bytes'))} | "
-                     + (f"{r['train_step_kernels']:,} |" if "train_step_kernels" in r else " |"))
+                     + (f"{r['train_step_kernels']:,} |" if r.get("train_step_kernels") is not None else " |"))
     return "\n".join(lines)
 
 
