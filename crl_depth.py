@@ -553,13 +553,14 @@ def sgd_round(update: Callable, agent: Any, buf: Buffer, key: jax.Array, window:
     batches = shuffle_into_batches(key_shuffle, data, args.num_sgd_steps, args.batch_size)
     if batch_sharding is not None:  # data parallel: each device takes its slice of every batch
         batches = jax.lax.with_sharding_constraint(batches, batch_sharding)
-    keys = jax.random.split(key_sgd, args.num_sgd_steps)
+    tree = []  # the metrics' pytree structure, noted when the scan traces its step
     def step(agent, xs):  # a step's metrics as one row of a [steps, metrics] array: one write a step, not one each
         agent, metrics = update(agent, *xs)
-        return agent, jnp.stack([jnp.mean(m) for m in jax.tree.leaves(metrics)])
-    agent, rows = jax.lax.scan(step, agent, (batches, keys))
-    names = jax.eval_shape(update, agent, jax.tree.map(lambda x: x[0], batches), keys[0])[1]  # the metrics' tree
-    metrics = jax.tree.unflatten(jax.tree.structure(names), list(jnp.mean(rows, axis=0)))
+        leaves, structure = jax.tree.flatten(metrics)
+        tree.append(structure)
+        return agent, jnp.stack([jnp.mean(m) for m in leaves])
+    agent, rows = jax.lax.scan(step, agent, (batches, jax.random.split(key_sgd, args.num_sgd_steps)))
+    metrics = jax.tree.unflatten(tree[0], list(jnp.mean(rows, axis=0)))
     relabelling = {"buffer/valid_fraction": jnp.mean(data["valid"]),
                    "buffer/mean_goal_offset": jnp.sum(data["k"] * data["valid"]) / jnp.maximum(
                        jnp.sum(data["valid"]), 1)}

@@ -3,7 +3,7 @@ activation, then the skip) with the same parameters and the same math. A trunk's
 kernel forward and ONE backward, plus one batched matmul and a few sums for the parameters' gradients: a trunk's rows
 never meet (LayerNorm normalises each row alone), so each kernel program carries its rows through every block, a
 loop inside the kernel. Compiled for an H100 by XLA (no GPU needed: docs/results.md), an SGD step at depth 64 then
-launches ~140 kernels, against ~2,200 for the plain blocks, each of which works on a 512 x 256 batch too small to fill
+launches ~110 kernels, against ~2,100 for the plain blocks, each of which works on a 512 x 256 batch too small to fill
 a GPU. The plain block in the scripts stays the definition; this is a faster way to run it.
 
 On a CUDA GPU the kernels are Triton kernels written with Pallas; elsewhere (a CPU, a GPU other than CUDA's) the

@@ -110,7 +110,6 @@ def test_batches_never_contain_invalid_transitions():
 def test_prefill_acts_with_the_untrained_actor():
     """The prefill's actions are the stochastic actor's at its initial parameters: replaying the keys
     of the first unroll by hand and calling the actor gives the buffer's actions (as the paper's code)."""
-
     import crl_envs as E
 
     args = C.Args(env_id="reacher", num_envs=4, episode_length=20, unroll_length=10, min_replay_size=20,

@@ -45,7 +45,6 @@ def test_tree_bytes_and_size():
 def test_flops_grow_with_depth():
     """The update's counted FLOPs grow with the number of residual blocks (XLA's own count would not: the
     trunk is one scanned block)."""
-
     import crl_depth as C
 
     def update_flops(depth):
@@ -84,7 +83,6 @@ def online_estimate(tmp_path_factory):
 
 def test_estimate_state_sizes_are_those_of_a_built_state(online_estimate):
     """Parameter counts and the bytes of every state part equal those of a state really built at the same settings."""
-
     import crl_depth as C
     import crl_envs as E
 
@@ -211,7 +209,6 @@ def test_executed_ops_count_every_loop_trip():
 def sgd_step_ops(depth: int) -> int:
     """HLO ops one SGD step executes inside the training program of crl_depth.py (point_u_maze, the paper's
     width 256 and batch 512, 800 SGD steps of one training step), compiled for the CPU from shapes alone."""
-
     import crl_depth as C
     import crl_envs as E
 

@@ -316,7 +316,6 @@ def random_batch(key, batch_size: int, obs_dim: int, goal_dim: int, action_size:
 
 def build(spec: dict, remat: bool, batch_size: int):
     """Args, vectorised env, networks and optimisers of a measurement, as crl_depth.py's main builds them."""
-
     import crl_depth as C
     import crl_envs as E
 

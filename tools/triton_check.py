@@ -86,8 +86,9 @@ def main() -> None:
 
     out = args.out or tempfile.mkdtemp(prefix="triton_check_")
     os.makedirs(out, exist_ok=True)
-    print(f"width {args.width}, {args.rows} rows, {args.blocks} block(s), {args.activation}, {args.compute_dtype}; tiles of "
-          f"{K.chunk_of(args.width)}, {K.BLOCK_ROWS} rows and {K.NUM_WARPS} warps a program; sm_90; files in {out}")
+    print(f"width {args.width}, {args.rows} rows, {args.blocks} block(s), {args.activation}, {args.compute_dtype}; "
+          f"tiles of {K.chunk_of(args.width)}, {K.BLOCK_ROWS} rows and {K.NUM_WARPS} warps a program; sm_90; "
+          f"files in {out}")
     print("| kernel | Triton | compile s | registers / thread | stack (spilled) bytes | shared bytes |")
     print("|---|---|---|---|---|---|")
     t = time.perf_counter()
