@@ -189,7 +189,8 @@ class Args(RunArgs):
     fused_block: bool = False
     """run the residual blocks as fused GPU kernels (crl_kernels.py): the same parameters and math, a trunk's
     blocks in one kernel each way (with --remat one block at a time); on a CPU the kernels run in Pallas'
-    interpreter (slow: for checking)"""
+    interpreter (slow: for checking); with --num-devices above 1 each device runs every row through them (no
+    gain: use the plain blocks there, docs/usage.md)"""
 
     def network_flags_error(self, depths: tuple[str, ...]) -> Optional[str]:
         """One line on what is wrong with the flags above or the depth flags named (multiples of 4), or None."""
