@@ -1351,10 +1351,11 @@ def kernels_row(spec: dict, sharding) -> dict:
     shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                           jax.eval_shape(p["init"], p["keys"]))
     compiled, figures = compile_timed(p["epoch"], shapes)
-    kinds = executed_op_kinds(compiled.as_text(), spec["num_sgd_steps"])
+    text = compiled.as_text()  # megabytes at the paper's sizes: made once
+    kinds = executed_op_kinds(text, spec["num_sgd_steps"])
     trips = kinds.pop("loop trips", 0)
     try:  # the program: one training step, its collection included
-        whole = executed_op_kinds(compiled.as_text())
+        whole = executed_op_kinds(text)
         whole.pop("loop trips", 0)
     except ValueError:  # a loop without a known trip count: the SGD step's figures still stand
         whole = None
